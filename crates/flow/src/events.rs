@@ -1,0 +1,45 @@
+//! What the proxy tells its front ends: flows as they progress, and log entries.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Flow, Timestamp};
+
+/// A change a front end may want to show. Flows are shared snapshots: the proxy
+/// never mutates a flow after publishing it.
+#[derive(Clone, Debug)]
+pub enum FlowEvent {
+    /// The request head arrived; the response is not known yet.
+    RequestReceived(Arc<Flow>),
+    /// The exchange ended: with a full response, or with an error.
+    Completed(Arc<Flow>),
+    /// Something worth a line in the event log that belongs to no single flow.
+    Log(LogEntry),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub at: Timestamp,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+impl LogEntry {
+    pub fn new(level: LogLevel, message: impl Into<String>) -> Self {
+        LogEntry {
+            at: Timestamp::now(),
+            level,
+            message: message.into(),
+        }
+    }
+}

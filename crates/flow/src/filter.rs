@@ -1,0 +1,1 @@
+//! The filter language (mitmproxy's): being written.
