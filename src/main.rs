@@ -1,1 +1,182 @@
-fn main() {}
+//! `periscope`: wires the CA, the TLS settings and the proxy together from the
+//! command line, and runs a front end (for now, the dump printer).
+
+mod cli;
+mod dump;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use periscope_flow::filter::Filter;
+use periscope_flow::{FlowEvent, LogLevel};
+use periscope_proxy::{FlowBus, Proxy, ProxyConfig, Timeouts};
+use periscope_tls::{
+    CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTlsSettings,
+    HandshakeTimeouts, KeyLog, UpstreamTlsSettings,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::cli::{Cli, Command, ProxyArgs};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.proxy.verbose);
+    raise_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let confdir = confdir(&cli.proxy)?;
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(&confdir)
+            .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
+    );
+    let dump = match &cli.command {
+        Some(Command::Dump(args)) => args.filter.join(" "),
+        None => String::new(),
+    };
+    let filter = if dump.trim().is_empty() {
+        None
+    } else {
+        Some(Filter::parse(&dump).map_err(|e| anyhow::anyhow!("invalid filter \"{dump}\": {e}"))?)
+    };
+    let config = proxy_config(&cli.proxy)?;
+    let bus = FlowBus::new();
+    let events = bus.subscribe();
+    let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;
+    let address = proxy.local_addr();
+    announce(address, &ca, &cli.proxy);
+    tokio::spawn(proxy.run());
+    tokio::select! {
+        () = print_flows(events, filter) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs) {
+    // Tests and scripts wait for this exact line.
+    eprintln!("periscope: proxy listening at {address}");
+    eprintln!(
+        "periscope: CA certificate for clients: {}",
+        ca.cert_pem_path().display()
+    );
+    if !address.ip().is_loopback() {
+        eprintln!(
+            "periscope: warning: listening on {} — anyone who can reach this address can use the proxy",
+            address.ip()
+        );
+    }
+    if args.ssl_insecure {
+        eprintln!("periscope: warning: server certificates are not verified (-k)");
+    }
+}
+
+async fn print_flows(
+    mut events: tokio::sync::broadcast::Receiver<FlowEvent>,
+    filter: Option<Filter>,
+) {
+    let stdout = std::io::stdout();
+    loop {
+        match events.recv().await {
+            Ok(FlowEvent::Completed(flow)) => {
+                if filter.as_ref().is_some_and(|f| !f.matches(&flow)) {
+                    continue;
+                }
+                let mut out = stdout.lock();
+                let _ = writeln!(out, "{}", dump::flow_lines(&flow));
+            }
+            Ok(FlowEvent::Log(entry)) => {
+                if entry.level >= LogLevel::Info {
+                    eprintln!("periscope: {}", entry.message);
+                }
+            }
+            Ok(FlowEvent::RequestReceived(_)) => {}
+            Err(RecvError::Lagged(missed)) => {
+                eprintln!("periscope: the printer fell behind; {missed} events not shown");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn confdir(args: &ProxyArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.confdir {
+        return Ok(dir.clone());
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --confdir")?;
+    Ok(PathBuf::from(home).join(".periscope"))
+}
+
+fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
+    let keylog = KeyLog::from_env().context("cannot open SSLKEYLOGFILE")?;
+    let client_certificates = match &args.client_certs {
+        Some(path) => Some(Arc::new(ClientCertificates::load(path)?)),
+        None => None,
+    };
+    let tls_timeouts = HandshakeTimeouts {
+        handshake: args.handshake_timeout.into(),
+        renegotiation: args.renegotiation_timeout.into(),
+    };
+    let client_renegotiation = if args.no_client_renegotiation {
+        ClientRenegotiation::Refused
+    } else {
+        ClientRenegotiation::Allowed {
+            per_minute: args.client_renegotiation_limit.max(1),
+        }
+    };
+    Ok(ProxyConfig {
+        listen: SocketAddr::new(args.listen_host, args.listen_port),
+        body_limit: usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
+        timeouts: Timeouts {
+            connect: args.connect_timeout.into(),
+            response: args.response_timeout.into(),
+            body_idle: args.idle_timeout.into(),
+            client_idle: args.idle_timeout.into(),
+        },
+        upstream_tls: UpstreamTlsSettings {
+            verify: !args.ssl_insecure,
+            trusted_ca: args.upstream_trusted_ca.clone(),
+            client_certificates,
+            legacy_renegotiation: args.legacy_renegotiation,
+            legacy_versions: args.legacy_tls,
+            keylog: keylog.clone(),
+            timeouts: tls_timeouts,
+        },
+        client_tls: ClientTlsSettings {
+            client_renegotiation,
+            keylog,
+            timeouts: tls_timeouts,
+        },
+    })
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PERISCOPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Each connection costs two descriptors; the default soft limit (1024) would cap the
+/// proxy near 500 clients.
+fn raise_open_file_limit() {
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("periscope: warning: cannot raise the open file limit: {error}");
+    }
+}

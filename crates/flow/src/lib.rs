@@ -14,6 +14,7 @@
 //! assert_eq!(timeline.milestone(Milestone::RequestStarted), Some(Timestamp(1_000)));
 //! ```
 
+pub mod content;
 pub mod events;
 pub mod filter;
 pub mod model;

@@ -166,7 +166,10 @@ impl fmt::Display for TlsEvent {
         };
         match &self.kind {
             TlsEventKind::HelloRequest { direction } => {
-                write!(f, "{leg} leg: HelloRequest {direction} (renegotiation requested)")
+                write!(
+                    f,
+                    "{leg} leg: HelloRequest {direction} (renegotiation requested)"
+                )
             }
             TlsEventKind::RenegotiationStarted { initiator } => {
                 let by = match initiator {
@@ -193,12 +196,19 @@ impl fmt::Display for TlsEvent {
                 if ca_names.is_empty() {
                     write!(f, "{leg} leg: {what} (any CA)")
                 } else {
-                    write!(f, "{leg} leg: {what}, accepted CAs: {}", ca_names.join("; "))
+                    write!(
+                        f,
+                        "{leg} leg: {what}, accepted CAs: {}",
+                        ca_names.join("; ")
+                    )
                 }
             }
             TlsEventKind::CertificatePresented { direction, subject } => match subject {
                 Some(subject) => write!(f, "{leg} leg: client certificate {direction}: {subject}"),
-                None => write!(f, "{leg} leg: empty client certificate {direction} (none configured)"),
+                None => write!(
+                    f,
+                    "{leg} leg: empty client certificate {direction} (none configured)"
+                ),
             },
             TlsEventKind::KeyUpdate {
                 direction,
@@ -344,7 +354,11 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(versions, vec!["TLSv1.2", "second"], "equal times keep arrival order");
+        assert_eq!(
+            versions,
+            vec!["TLSv1.2", "second"],
+            "equal times keep arrival order"
+        );
     }
 
     #[test]

@@ -1,1 +1,129 @@
-//! placeholder
+//! Periscope's proxy: the listener, CONNECT interception, the HTTP relay between the
+//! legs and the life of each flow.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use periscope_proxy::{FlowBus, Proxy, ProxyConfig};
+//! use periscope_tls::CertificateAuthority;
+//!
+//! let ca = Arc::new(CertificateAuthority::load_or_create("/tmp/periscope".as_ref())?);
+//! let bus = FlowBus::new();
+//! let mut flows = bus.subscribe();
+//! let proxy = Proxy::bind(ProxyConfig::default(), ca, bus).await?;
+//! println!("listening on {}", proxy.local_addr());
+//! tokio::spawn(proxy.run());
+//! while let Ok(event) = flows.recv().await {
+//!     println!("{event:?}");
+//! }
+//! # Ok(()) }
+//! ```
+
+mod body;
+mod bus;
+mod client_hello;
+mod config;
+mod core;
+mod error;
+mod headers;
+mod io;
+mod pages;
+mod recorder;
+mod session;
+mod tunnel;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use periscope_flow::{ConnectionInfo, LogLevel, Milestone, Timestamp};
+use periscope_tls::{CertificateAuthority, TlsError};
+use tokio::net::{TcpListener, TcpStream};
+
+pub use crate::bus::FlowBus;
+pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError};
+pub use crate::config::{ProxyConfig, Timeouts};
+pub use crate::error::UpstreamError;
+
+use crate::core::ProxyCore;
+use crate::session::ClientSession;
+use crate::upstream::next_connection_id;
+
+#[derive(thiserror::Error, Debug)]
+pub enum ProxyError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] TlsError),
+}
+
+/// A bound, not yet running proxy.
+pub struct Proxy {
+    core: Arc<ProxyCore>,
+    listener: TcpListener,
+}
+
+impl Proxy {
+    pub async fn bind(
+        config: ProxyConfig,
+        ca: Arc<CertificateAuthority>,
+        bus: FlowBus,
+    ) -> Result<Self, ProxyError> {
+        let address = config.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ProxyError::Bind { address, source })?;
+        let core = Arc::new(ProxyCore::new(config, ca, bus)?);
+        Ok(Proxy { core, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.core.config.listen)
+    }
+
+    /// Accepts clients until the process ends. Running out of file descriptors is
+    /// logged and waited out rather than ending the proxy.
+    pub async fn run(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let core = Arc::clone(&self.core);
+                    tokio::spawn(serve_client(core, stream, peer));
+                }
+                Err(error) => {
+                    self.core.bus.log(
+                        LogLevel::Error,
+                        format!("cannot accept a client connection: {error} (open file limit reached?); retrying"),
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr) {
+    let connected = Timestamp::now();
+    let _ = stream.set_nodelay(true);
+    let client = ConnectionInfo {
+        id: next_connection_id(),
+        peer: Some(peer),
+        local: stream.local_addr().ok(),
+        target: None,
+        tls: None,
+    };
+    let session = Arc::new(ClientSession::new(
+        core,
+        client,
+        vec![(Milestone::ClientConnected, connected)],
+        None,
+        None,
+    ));
+    session.serve(stream).await;
+}

@@ -1,4 +1,24 @@
 //! Periscope's TLS layer: the CA and its leaf certificates, OpenSSL contexts for both
 //! legs, the async TLS stream, and the capture of post-handshake events.
+//!
+//! OpenSSL is used on both legs because it is the TLS library that renegotiates and
+//! answers post-handshake certificate requests as a client; every `unsafe` call into
+//! it lives in [`ffi`].
 
 pub mod ca;
+pub mod certs;
+pub mod client_certs;
+pub mod context;
+pub mod error;
+pub mod ffi;
+pub mod keylog;
+pub mod state;
+pub mod stream;
+
+pub use ca::{CertificateAuthority, LeafCertificate};
+pub use client_certs::{ClientCertificates, ClientIdentity};
+pub use context::{ClientTls, ClientTlsSettings, UpstreamTarget, UpstreamTls, UpstreamTlsSettings};
+pub use error::{ClientCertError, TlsError};
+pub use keylog::KeyLog;
+pub use state::{ClientRenegotiation, FailureContext, HandshakePhase, TlsConnectionState};
+pub use stream::{HandshakeTimeouts, TlsStream};

@@ -1,0 +1,290 @@
+//! Bodies stream through the proxy frame by frame; on the way, the flow keeps a copy
+//! of the first `limit` bytes, counts the rest, and learns when the body started,
+//! ended, failed or stalled.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use periscope_flow::{FlowErrorKind, Headers};
+use tokio::time::Sleep;
+
+use crate::error::describe_hyper_error;
+use crate::headers::record_headers;
+use crate::recorder::{FlowRecorder, Side};
+
+/// A body relayed between the legs while being recorded into a flow.
+pub struct RecordingBody<B> {
+    inner: B,
+    recorder: Arc<FlowRecorder>,
+    side: Side,
+    limit: usize,
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    seen: u64,
+    done: bool,
+    /// The body was known to be empty from the start, so hyper may never poll it.
+    started_empty: bool,
+    idle_timeout: Duration,
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B: Body> RecordingBody<B> {
+    pub fn new(
+        inner: B,
+        recorder: Arc<FlowRecorder>,
+        side: Side,
+        limit: usize,
+        idle_timeout: Duration,
+    ) -> Self {
+        RecordingBody {
+            started_empty: inner.is_end_stream(),
+            inner,
+            recorder,
+            side,
+            limit,
+            kept: Vec::new(),
+            kept_len: 0,
+            seen: 0,
+            done: false,
+            idle_timeout,
+            idle: None,
+        }
+    }
+}
+
+impl<B> RecordingBody<B> {
+    fn keep(&mut self, data: &Bytes) {
+        self.seen += data.len() as u64;
+        let room = self.limit.saturating_sub(self.kept_len);
+        if room > 0 && !data.is_empty() {
+            // A slice of a `Bytes` shares its buffer: no copy until the flow is built.
+            let piece = data.slice(..room.min(data.len()));
+            self.kept_len += piece.len();
+            self.kept.push(piece);
+        }
+    }
+
+    fn recorded(&mut self) -> periscope_flow::Body {
+        let content = match self.kept.len() {
+            0 => Bytes::new(),
+            1 => self.kept.pop().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.kept_len);
+                for piece in self.kept.drain(..) {
+                    all.extend_from_slice(&piece);
+                }
+                all.freeze()
+            }
+        };
+        periscope_flow::Body {
+            truncated: (content.len() as u64) < self.seen,
+            content,
+            size: self.seen,
+        }
+    }
+
+    fn complete(&mut self, trailers: Option<Headers>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let body = self.recorded();
+        self.recorder.set_body(self.side, body, trailers);
+        if self.side == Side::Response {
+            self.recorder.finish();
+        }
+    }
+
+    fn fail(&mut self, kind: FlowErrorKind, message: String) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let body = self.recorded();
+        let side = self.side;
+        self.recorder.update(|flow| match side {
+            Side::Request => flow.request.body = body,
+            Side::Response => {
+                if let Some(response) = flow.response.as_mut() {
+                    response.body = body;
+                }
+            }
+        });
+        self.recorder.finish_with_error(kind, message);
+    }
+
+    fn what(&self) -> &'static str {
+        match self.side {
+            Side::Request => "request body",
+            Side::Response => "response body",
+        }
+    }
+}
+
+impl<B> Body for RecordingBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle = None;
+                if let Some(data) = frame.data_ref() {
+                    this.keep(data);
+                    // With a known length, hyper stops polling once it has sent the
+                    // last byte; the end is now, not at a `None` that never comes.
+                    if this.inner.is_end_stream() {
+                        this.complete(None);
+                    }
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    let trailers = record_headers(trailers);
+                    this.complete(Some(trailers));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let error: Box<dyn std::error::Error + Send + Sync> = error.into();
+                let (kind, message) = match this.side {
+                    Side::Response => (
+                        FlowErrorKind::UpstreamProtocol,
+                        format!(
+                            "the server's response body failed after {} bytes: {}",
+                            this.seen,
+                            describe_hyper_error(error.as_ref())
+                        ),
+                    ),
+                    Side::Request => (
+                        FlowErrorKind::ClientDisconnected,
+                        format!(
+                            "the client's request body failed after {} bytes: {}",
+                            this.seen,
+                            describe_hyper_error(error.as_ref())
+                        ),
+                    ),
+                };
+                this.fail(kind, message);
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                this.idle = None;
+                this.complete(None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if idle.as_mut().poll(cx).is_ready() {
+                    let message = format!(
+                        "the {} stalled: no data for {} s after {} bytes",
+                        this.what(),
+                        timeout.as_secs(),
+                        this.seen
+                    );
+                    this.fail(FlowErrorKind::Timeout, message.clone());
+                    return Poll::Ready(Some(Err(message.into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for RecordingBody<B> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        // Empty bodies (GET requests, HEAD/204/304 responses) are dropped unpolled.
+        if self.started_empty {
+            self.complete(None);
+            return;
+        }
+        match self.side {
+            // A server may answer before reading the whole request (a 413, a redirect):
+            // keep what passed, the response decides whether the flow failed.
+            Side::Request => {
+                self.done = true;
+                let body = self.recorded();
+                self.recorder.update(|flow| flow.request.body = body);
+            }
+            Side::Response => {
+                let message = format!(
+                    "the client closed the connection after {} bytes of the response body",
+                    self.seen
+                );
+                self.fail(FlowErrorKind::ClientDisconnected, message);
+            }
+        }
+    }
+}
+
+/// What the proxy sends a client: a relayed body, or one Periscope wrote itself.
+pub enum ProxyBody<B> {
+    Relayed(RecordingBody<B>),
+    Generated(Full<Bytes>),
+}
+
+impl<B> ProxyBody<B> {
+    pub fn generated(content: impl Into<Bytes>) -> Self {
+        ProxyBody::Generated(Full::new(content.into()))
+    }
+}
+
+impl<B> Body for ProxyBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Relayed(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Generated(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Relayed(body) => body.is_end_stream(),
+            ProxyBody::Generated(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Relayed(body) => body.size_hint(),
+            ProxyBody::Generated(body) => body.size_hint(),
+        }
+    }
+}

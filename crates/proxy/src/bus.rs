@@ -1,0 +1,43 @@
+//! The one way flows leave the proxy: a broadcast of [`FlowEvent`]s that the dump
+//! printer, the store and the user interfaces subscribe to.
+
+use periscope_flow::{FlowEvent, LogEntry, LogLevel};
+use tokio::sync::broadcast;
+
+/// Large enough that a front end pausing for a redraw does not miss flows; a
+/// subscriber that falls further behind is told how many it missed.
+const CAPACITY: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct FlowBus {
+    sender: broadcast::Sender<FlowEvent>,
+}
+
+impl Default for FlowBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FlowBus {
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(CAPACITY);
+        FlowBus { sender }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
+        self.sender.subscribe()
+    }
+
+    pub fn publish(&self, event: FlowEvent) {
+        // No subscriber is not an error: a headless proxy may record nothing.
+        let _ = self.sender.send(event);
+    }
+
+    pub fn log(&self, level: LogLevel, message: impl Into<String>) {
+        // Front ends print these; tracing only keeps a debug copy for -vv.
+        let entry = LogEntry::new(level, message);
+        tracing::debug!(?level, "{}", entry.message);
+        self.publish(FlowEvent::Log(entry));
+    }
+}

@@ -1,0 +1,56 @@
+//! What a proxy instance needs to know; built by the binary from the command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use periscope_tls::{ClientTlsSettings, UpstreamTlsSettings};
+
+/// Every wait the proxy does, with its limit. Each one has its own name in error
+/// messages, so a user can tell "could not connect" from "server never answered".
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// TCP connect to the server (DNS included).
+    pub connect: Duration,
+    /// The server's response head after the request was sent.
+    pub response: Duration,
+    /// Silence in the middle of a body, in either direction.
+    pub body_idle: Duration,
+    /// A client that has connected but not sent its first bytes (or a full request head).
+    pub client_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            response: Duration::from_secs(60),
+            body_idle: Duration::from_secs(60),
+            client_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    /// How much of each body a flow keeps (bodies themselves always pass whole).
+    pub body_limit: usize,
+    pub timeouts: Timeouts,
+    pub upstream_tls: UpstreamTlsSettings,
+    pub client_tls: ClientTlsSettings,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            body_limit: 4 * 1024 * 1024,
+            timeouts: Timeouts::default(),
+            upstream_tls: UpstreamTlsSettings {
+                verify: true,
+                ..UpstreamTlsSettings::default()
+            },
+            client_tls: ClientTlsSettings::default(),
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Why an exchange failed, in the words the client's error page and the flow use.
+
+use std::io;
+use std::time::Duration;
+
+use http::StatusCode;
+use periscope_flow::FlowErrorKind;
+use periscope_tls::TlsError;
+
+#[derive(thiserror::Error, Debug)]
+pub enum UpstreamError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+
+    #[error("cannot connect to {target}: {source}")]
+    Connect { target: String, source: io::Error },
+
+    #[error("connecting to {target} timed out after {} s", timeout.as_secs_f64())]
+    ConnectTimeout { target: String, timeout: Duration },
+
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+
+    #[error("the HTTP handshake with {target} failed: {source}")]
+    Handshake {
+        target: String,
+        source: hyper::Error,
+    },
+
+    #[error("{target} did not send a response within {} s", timeout.as_secs_f64())]
+    ResponseTimeout { target: String, timeout: Duration },
+
+    #[error("{message}")]
+    Exchange {
+        message: String,
+        timeout: bool,
+        tls: bool,
+        client_certificate: bool,
+    },
+}
+
+impl UpstreamError {
+    /// 504 for waits that ran out, 502 for everything else.
+    pub fn status(&self) -> StatusCode {
+        let timed_out = match self {
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. } => true,
+            UpstreamError::Tls(tls) => tls.is_timeout(),
+            UpstreamError::Exchange { timeout, .. } => *timeout,
+            _ => false,
+        };
+        if timed_out {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::BAD_GATEWAY
+        }
+    }
+
+    pub fn kind(&self) -> FlowErrorKind {
+        match self {
+            UpstreamError::Resolve { .. } | UpstreamError::Connect { .. } => FlowErrorKind::Connect,
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. } => {
+                FlowErrorKind::Timeout
+            }
+            UpstreamError::Tls(TlsError::ClientCertificateRequired { .. }) => {
+                FlowErrorKind::ClientCertificateRequired
+            }
+            UpstreamError::Tls(tls) if tls.is_timeout() => FlowErrorKind::Timeout,
+            UpstreamError::Tls(_) => FlowErrorKind::UpstreamTls,
+            UpstreamError::Handshake { .. } => FlowErrorKind::UpstreamProtocol,
+            UpstreamError::Exchange {
+                timeout,
+                tls,
+                client_certificate,
+                ..
+            } => {
+                if *client_certificate {
+                    FlowErrorKind::ClientCertificateRequired
+                } else if *timeout {
+                    FlowErrorKind::Timeout
+                } else if *tls {
+                    FlowErrorKind::UpstreamTls
+                } else {
+                    FlowErrorKind::UpstreamProtocol
+                }
+            }
+        }
+    }
+
+    /// Explains a failed `send_request`: a TLS failure underneath (renegotiation,
+    /// certificate request, alert) is the real story, so it comes first.
+    pub fn from_exchange(target: &str, error: &hyper::Error) -> Self {
+        if let Some(tls) = TlsError::find_in(error) {
+            return UpstreamError::Exchange {
+                message: tls.to_string(),
+                timeout: tls.is_timeout(),
+                tls: true,
+                client_certificate: matches!(tls, TlsError::ClientCertificateRequired { .. }),
+            };
+        }
+        let detail = describe_hyper_error(error);
+        let message = if error.is_incomplete_message() {
+            format!("{target} closed the connection before sending a complete response ({detail})")
+        } else if error.is_parse() {
+            format!("{target} sent an invalid HTTP response: {detail}")
+        } else {
+            format!("the exchange with {target} failed: {detail}")
+        };
+        UpstreamError::Exchange {
+            message,
+            timeout: false,
+            tls: false,
+            client_certificate: false,
+        }
+    }
+}
+
+/// An error and its causes, joined: hyper's own messages are terse ("connection
+/// error") and the cause is what a user needs.
+pub fn describe_hyper_error(error: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(tls) = TlsError::find_in(error) {
+        return tls.to_string();
+    }
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,104 @@
+//! Header handling between the legs: what a flow records, and which headers are
+//! hop-by-hop (they describe one connection and must not be forwarded).
+
+use http::header::{self, HeaderMap, HeaderName};
+use periscope_flow::Headers;
+
+pub fn record_headers(map: &HeaderMap) -> Headers {
+    Headers(
+        map.iter()
+            .map(|(name, value)| periscope_flow::Header::new(name.as_str(), value.as_bytes()))
+            .collect(),
+    )
+}
+
+/// Removes headers that belong to one connection (RFC 9110 §7.6.1): those named in
+/// `Connection`, and the classic hop-by-hop set. An upgrade request keeps `Connection:
+/// upgrade` and `Upgrade`, which the next hop needs to see.
+pub fn strip_hop_by_hop(map: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = map
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in listed {
+        map.remove(name);
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ] {
+        map.remove(name);
+    }
+    map.remove(header::TE);
+    if keep_upgrade {
+        map.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+    } else {
+        map.remove(header::CONNECTION);
+        map.remove(header::UPGRADE);
+    }
+}
+
+/// True when the message asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+pub fn wants_upgrade(map: &HeaderMap) -> bool {
+    map.contains_key(header::UPGRADE)
+        && map
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn connection_listed_and_classic_hop_by_hop_headers_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut headers, false);
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["accept"]);
+    }
+
+    #[test]
+    fn upgrade_requests_keep_their_upgrade_headers() {
+        let mut headers = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "abc"),
+        ]);
+        assert!(wants_upgrade(&headers));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["upgrade"], "websocket");
+        assert_eq!(headers["connection"], "upgrade");
+        assert_eq!(headers["sec-websocket-key"], "abc");
+    }
+}

@@ -1,0 +1,338 @@
+//! CONNECT: connect to the server first (so a dead server is a fast 502 for the
+//! CONNECT itself), then look at the client's first bytes. A ClientHello is
+//! intercepted — its SNI and ALPN go upstream, our leaf certificate goes back — and
+//! anything else is relayed untouched.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use periscope_flow::{
+    Body, ConnectionInfo, Flow, FlowId, LogLevel, Milestone, Timeline, Timestamp,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+use crate::body::ProxyBody;
+use crate::client_hello::{looks_like_tls, read_client_hello};
+use crate::core::ProxyCore;
+use crate::error::UpstreamError;
+use crate::headers::record_headers;
+use crate::io::Prefixed;
+use crate::pages::{error_response, error_text, recorded_response};
+use crate::recorder::FlowRecorder;
+use crate::session::{version_label, ClientResponse, ClientSession, Tunnel};
+use crate::upstream::{connect_tcp, establish, ConnectedSocket, TlsParameters, UpstreamKey};
+
+pub async fn handle_connect(
+    core: &Arc<ProxyCore>,
+    client: &ConnectionInfo,
+    client_milestones: &[(Milestone, Timestamp)],
+    request: Request<Incoming>,
+    started: Timestamp,
+) -> ClientResponse {
+    let Some((host, port)) = connect_target(request.uri()) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "Invalid CONNECT target.",
+            &format!("CONNECT needs host:port, got \"{}\".", request.uri()),
+        );
+    };
+    let key = UpstreamKey {
+        tls: true,
+        host,
+        port,
+    };
+    let socket = match connect_tcp(core, &key).await {
+        Ok(socket) => socket,
+        Err(error) => {
+            return connect_failed(
+                core,
+                client,
+                client_milestones,
+                &request,
+                &key,
+                started,
+                error,
+            )
+        }
+    };
+    tokio::spawn(tunnel_task(
+        Arc::clone(core),
+        request,
+        socket,
+        key,
+        client.clone(),
+        client_milestones.to_vec(),
+    ));
+    Response::new(ProxyBody::generated(""))
+}
+
+/// The tunnel's task, boxed: a tunnel serves requests that may CONNECT again, and the
+/// explicit type breaks that cycle for the compiler.
+fn tunnel_task(
+    core: Arc<ProxyCore>,
+    request: Request<Incoming>,
+    socket: ConnectedSocket,
+    key: UpstreamKey,
+    client: ConnectionInfo,
+    milestones: Vec<(Milestone, Timestamp)>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                run(
+                    core,
+                    TokioIo::new(upgraded),
+                    socket,
+                    key,
+                    client,
+                    milestones,
+                )
+                .await
+            }
+            Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
+        }
+    })
+}
+
+/// `host:port` from a CONNECT request target (authority-form).
+fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
+    let authority = uri.authority()?;
+    let port = authority.port_u16()?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host, port))
+}
+
+/// The CONNECT itself failed: the client gets the reason and a flow records it.
+fn connect_failed(
+    core: &ProxyCore,
+    client: &ConnectionInfo,
+    client_milestones: &[(Milestone, Timestamp)],
+    request: &Request<Incoming>,
+    key: &UpstreamKey,
+    started: Timestamp,
+    error: UpstreamError,
+) -> ClientResponse {
+    let status = error.status();
+    let summary = format!("Periscope could not connect to {}.", key.label());
+    let detail = error.to_string();
+    let response = error_response(status, &summary, &detail);
+    let mut timeline = Timeline::new();
+    for (milestone, at) in client_milestones {
+        timeline.mark(*milestone, *at);
+    }
+    timeline.mark(Milestone::RequestStarted, started);
+    let flow = Flow {
+        id: FlowId::new(),
+        client: client.clone(),
+        server: None,
+        request: periscope_flow::Request {
+            method: "CONNECT".into(),
+            scheme: "https".into(),
+            host: key.host.clone(),
+            port: key.port,
+            path: String::new(),
+            http_version: version_label(request.version()).into(),
+            headers: record_headers(request.headers()),
+            body: Body::default(),
+            trailers: None,
+        },
+        response: None,
+        error: None,
+        timeline,
+        marked: false,
+        intercepted_tls: false,
+    };
+    let recorder = FlowRecorder::new(flow, core.bus.clone(), None);
+    recorder.set_response(recorded_response(
+        &response,
+        error_text(status, &summary, &detail).as_bytes(),
+    ));
+    recorder.finish_with_error(error.kind(), detail);
+    response
+}
+
+async fn run<C>(
+    core: Arc<ProxyCore>,
+    mut client_io: C,
+    socket: ConnectedSocket,
+    key: UpstreamKey,
+    mut client: ConnectionInfo,
+    mut client_milestones: Vec<(Milestone, Timestamp)>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client
+        .peer
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "client".into());
+    let timeouts = core.config.timeouts;
+    let mut buffer = BytesMut::with_capacity(4096);
+    // Some protocols start with the server talking (SMTP, SSH): whoever speaks first
+    // decides.
+    let client_spoke_first = tokio::select! {
+        read = client_io.read_buf(&mut buffer) => match read {
+            Ok(0) | Err(_) => return,
+            Ok(_) => true,
+        },
+        _ = socket.stream.readable() => false,
+        _ = tokio::time::sleep(timeouts.client_idle) => {
+            tracing::debug!(%peer, "tunnel closed: the client sent nothing");
+            return;
+        }
+    };
+    if !client_spoke_first || !looks_like_tls(&buffer) {
+        relay_raw(Prefixed::new(buffer.freeze(), client_io), socket).await;
+        return;
+    }
+    let handshake_timeout = core.config.client_tls.timeouts.handshake;
+    let hello = match tokio::time::timeout(
+        handshake_timeout,
+        read_client_hello(&mut client_io, &mut buffer),
+    )
+    .await
+    {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(error)) => {
+            core.bus.log(
+                LogLevel::Warn,
+                format!("{peer}: tunnel to {}: {error}", key.label()),
+            );
+            return;
+        }
+        Err(_) => {
+            core.bus.log(
+                LogLevel::Warn,
+                format!(
+                    "{peer}: tunnel to {}: no complete ClientHello within {} s",
+                    key.label(),
+                    handshake_timeout.as_secs()
+                ),
+            );
+            return;
+        }
+    };
+    let server_name = hello.sni.clone().unwrap_or_else(|| key.host.clone());
+    let parameters = TlsParameters {
+        server_name: server_name.clone(),
+        send_sni: true,
+        alpn: vec![b"http/1.1".to_vec()],
+    };
+    let upstream = establish(&core, socket, Some(&parameters)).await;
+    let leaf = match core.ca.leaf_for(&server_name, &[]) {
+        Ok(leaf) => leaf,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Error,
+                format!("cannot mint a certificate for {server_name}: {error}"),
+            );
+            return;
+        }
+    };
+    let offered_http1 = hello.alpn.iter().any(|p| p.as_slice() == b"http/1.1");
+    let alpn = offered_http1.then_some(&b"http/1.1"[..]);
+    let tls = match core
+        .client_tls
+        .accept(Prefixed::new(buffer.freeze(), client_io), &leaf, alpn)
+        .await
+    {
+        Ok(tls) => tls,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Warn,
+                client_handshake_failure(&peer, &server_name, &error, &core),
+            );
+            return;
+        }
+    };
+    client_milestones.push((Milestone::ClientTlsEstablished, Timestamp::now()));
+    client.tls = Some(tls.info());
+    let session = Arc::new(ClientSession::new(
+        Arc::clone(&core),
+        client,
+        client_milestones,
+        Some(Arc::clone(tls.state())),
+        Some(Tunnel {
+            key: key.clone(),
+            tls: parameters,
+        }),
+    ));
+    session.seed(key, upstream);
+    session.serve(tls).await;
+}
+
+/// Says why a client refused our handshake; the common case is a client that does not
+/// trust the CA yet.
+fn client_handshake_failure(
+    peer: &str,
+    server_name: &str,
+    error: &periscope_tls::TlsError,
+    core: &ProxyCore,
+) -> String {
+    let text = error.to_string();
+    let lowercase = text.to_ascii_lowercase();
+    let distrust = [
+        "unknown ca",
+        "bad certificate",
+        "certificate unknown",
+        "unsupported certificate",
+    ];
+    if distrust.iter().any(|d| lowercase.contains(d)) {
+        format!(
+            "{peer}: the client rejected Periscope's certificate for {server_name} ({text}). \
+             The client does not trust Periscope's CA: install {}",
+            core.ca.cert_pem_path().display()
+        )
+    } else {
+        format!("{peer}: TLS handshake with the client for {server_name} failed: {text}")
+    }
+}
+
+async fn relay_raw<C>(mut client: C, socket: ConnectedSocket)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut server = socket.stream;
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+        tracing::debug!(%error, "raw tunnel ended");
+    }
+}
+
+/// After a 101 Switching Protocols, both sides talk the new protocol directly.
+pub fn relay_upgraded(
+    core: &Arc<ProxyCore>,
+    recorder: &Arc<FlowRecorder>,
+    server: hyper::upgrade::OnUpgrade,
+    client: hyper::upgrade::OnUpgrade,
+) {
+    let bus = core.bus.clone();
+    let flow_id = recorder.update(|flow| flow.id);
+    tokio::spawn(async move {
+        let (server, client) = match tokio::try_join!(server, client) {
+            Ok(both) => both,
+            Err(error) => {
+                bus.log(
+                    LogLevel::Warn,
+                    format!("flow {flow_id}: protocol upgrade failed: {error}"),
+                );
+                return;
+            }
+        };
+        let mut server = TokioIo::new(server);
+        let mut client = TokioIo::new(client);
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+            tracing::debug!(%error, "upgraded connection ended");
+        }
+    });
+}

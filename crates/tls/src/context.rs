@@ -1,0 +1,259 @@
+//! OpenSSL contexts for the two legs, built once and shared by every connection.
+//!
+//! The upstream context is a client that answers everything a server may send after
+//! the handshake (HelloRequest, CertificateRequest, KeyUpdate) and offers
+//! post-handshake authentication. The client-leg context is a server that accepts
+//! client-initiated renegotiation (OpenSSL 3 refuses it by default) at a bounded rate.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openssl::ssl::{
+    AlpnError, SslAcceptor, SslConnector, SslContext, SslMethod, SslOptions, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::ca::LeafCertificate;
+use crate::client_certs::ClientCertificates;
+use crate::error::TlsError;
+use crate::ffi;
+use crate::keylog::KeyLog;
+use crate::state::{ClientRenegotiation, TlsConnectionState};
+use crate::stream::{HandshakeTimeouts, Role, TlsStream};
+
+/// How Periscope talks TLS to servers.
+#[derive(Clone, Default)]
+pub struct UpstreamTlsSettings {
+    /// Verify server certificates (the default; `-k` turns it off).
+    pub verify: bool,
+    /// A PEM file of further CAs to trust, besides the system's.
+    pub trusted_ca: Option<PathBuf>,
+    pub client_certificates: Option<Arc<ClientCertificates>>,
+    /// Connect to servers without RFC 5746 secure renegotiation.
+    pub legacy_renegotiation: bool,
+    /// Allow TLS 1.0/1.1 and SHA-1 (OpenSSL security level 0) for old servers.
+    pub legacy_versions: bool,
+    pub keylog: Option<Arc<KeyLog>>,
+    pub timeouts: HandshakeTimeouts,
+}
+
+/// What to connect to: the name to verify (and send as SNI when it is not an IP).
+pub struct UpstreamTarget<'a> {
+    pub server_name: &'a str,
+    /// Whether to send SNI (a client that sent none should not get one added).
+    pub send_sni: bool,
+    /// ALPN protocols to offer, most preferred first; empty offers none.
+    pub alpn: &'a [&'a [u8]],
+    /// For error messages: `host:port`.
+    pub peer_label: &'a str,
+}
+
+pub struct UpstreamTls {
+    connector: SslConnector,
+    settings: UpstreamTlsSettings,
+}
+
+impl UpstreamTls {
+    pub fn new(settings: UpstreamTlsSettings) -> Result<Self, TlsError> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+        if let Some(ca) = &settings.trusted_ca {
+            builder.load_verify_locations(Some(ca), None)?;
+        }
+        builder.set_verify(if settings.verify {
+            SslVerifyMode::PEER
+        } else {
+            SslVerifyMode::NONE
+        });
+        // Servers often close without close_notify; that is not an attack on HTTP
+        // framing, which carries its own lengths.
+        builder.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+        if settings.legacy_renegotiation {
+            builder.set_options(
+                SslOptions::from_bits_retain(openssl_sys::SSL_OP_LEGACY_SERVER_CONNECT)
+                    | SslOptions::ALLOW_UNSAFE_LEGACY_RENEGOTIATION,
+            );
+        }
+        if settings.legacy_versions {
+            builder.set_security_level(0);
+            builder.set_min_proto_version(Some(SslVersion::TLS1))?;
+        }
+        ffi::enable_post_handshake_auth(&mut builder);
+        ffi::install_event_callbacks(&mut builder);
+        ffi::install_client_certificate_callback(&mut builder);
+        if let Some(keylog) = &settings.keylog {
+            keylog.install(&mut builder);
+        }
+        Ok(UpstreamTls {
+            connector: builder.build(),
+            settings,
+        })
+    }
+
+    pub async fn connect<S>(
+        &self,
+        stream: S,
+        target: &UpstreamTarget<'_>,
+    ) -> Result<TlsStream<S>, TlsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let is_ip = target.server_name.parse::<IpAddr>().is_ok();
+        let config = self
+            .connector
+            .configure()?
+            .use_server_name_indication(target.send_sni && !is_ip)
+            .verify_hostname(self.settings.verify);
+        let mut ssl = config.into_ssl(target.server_name)?;
+        if !target.alpn.is_empty() {
+            ssl.set_alpn_protos(&encode_alpn(target.alpn))?;
+        }
+        let identity = self
+            .settings
+            .client_certificates
+            .as_ref()
+            .and_then(|certs| certs.for_host(target.server_name));
+        let state = TlsConnectionState::upstream(identity);
+        TlsStream::handshake(
+            ssl,
+            stream,
+            Role::Client,
+            state,
+            target.peer_label.to_owned(),
+            self.settings.timeouts,
+        )
+        .await
+    }
+}
+
+/// How Periscope talks TLS to clients.
+#[derive(Clone, Default)]
+pub struct ClientTlsSettings {
+    pub client_renegotiation: ClientRenegotiation,
+    pub keylog: Option<Arc<KeyLog>>,
+    pub timeouts: HandshakeTimeouts,
+}
+
+pub struct ClientTls {
+    context: SslContext,
+    settings: ClientTlsSettings,
+}
+
+/// The ALPN protocol the client leg should agree to, stored per connection for the
+/// selection callback.
+struct AlpnChoice(Option<Vec<u8>>);
+
+fn alpn_choice_index() -> openssl::ex_data::Index<openssl::ssl::Ssl, AlpnChoice> {
+    static INDEX: std::sync::OnceLock<openssl::ex_data::Index<openssl::ssl::Ssl, AlpnChoice>> =
+        std::sync::OnceLock::new();
+    *INDEX.get_or_init(|| {
+        openssl::ssl::Ssl::new_ex_index().expect("OpenSSL could not allocate an ex_data index")
+    })
+}
+
+impl ClientTls {
+    pub fn new(settings: ClientTlsSettings) -> Result<Self, TlsError> {
+        let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+        // Renegotiating clients must do a full handshake, not resume.
+        builder.set_session_id_context(b"periscope")?;
+        builder.set_session_cache_mode(SslSessionCacheMode::SERVER);
+        let mut options =
+            SslOptions::NO_SESSION_RESUMPTION_ON_RENEGOTIATION | SslOptions::IGNORE_UNEXPECTED_EOF;
+        match settings.client_renegotiation {
+            ClientRenegotiation::Allowed { .. } => {
+                options |= SslOptions::from_bits_retain(ffi::SSL_OP_ALLOW_CLIENT_RENEGOTIATION)
+            }
+            ClientRenegotiation::Refused => options |= SslOptions::NO_RENEGOTIATION,
+        }
+        builder.set_options(options);
+        builder.set_alpn_select_callback(|ssl, client_protocols| {
+            let wanted = ssl
+                .ex_data(alpn_choice_index())
+                .and_then(|choice| choice.0.as_deref());
+            match wanted {
+                Some(wanted) => find_alpn(client_protocols, wanted).ok_or(AlpnError::NOACK),
+                None => Err(AlpnError::NOACK),
+            }
+        });
+        ffi::install_event_callbacks(&mut builder);
+        if let Some(keylog) = &settings.keylog {
+            keylog.install(&mut builder);
+        }
+        Ok(ClientTls {
+            context: builder.build().into_context(),
+            settings,
+        })
+    }
+
+    /// Completes the client's handshake presenting `leaf`, agreeing to `alpn` if the
+    /// client offered it.
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+        leaf: &LeafCertificate,
+        alpn: Option<&[u8]>,
+    ) -> Result<TlsStream<S>, TlsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut ssl = openssl::ssl::Ssl::new(&self.context)?;
+        ssl.set_certificate(&leaf.certificate)?;
+        ssl.set_private_key(&leaf.key)?;
+        for cert in &leaf.chain {
+            ssl.add_chain_cert(cert.clone())?;
+        }
+        ssl.set_ex_data(alpn_choice_index(), AlpnChoice(alpn.map(<[u8]>::to_vec)));
+        let state = TlsConnectionState::client_leg(self.settings.client_renegotiation);
+        TlsStream::handshake(
+            ssl,
+            stream,
+            Role::Server,
+            state,
+            "the client".to_owned(),
+            self.settings.timeouts,
+        )
+        .await
+    }
+}
+
+/// ALPN wire format: each protocol prefixed by its length.
+pub fn encode_alpn(protocols: &[&[u8]]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for protocol in protocols {
+        if let Ok(len) = u8::try_from(protocol.len()) {
+            wire.push(len);
+            wire.extend_from_slice(protocol);
+        }
+    }
+    wire
+}
+
+/// Finds `wanted` in the client's wire-format list, returning the slice inside it
+/// (OpenSSL requires the answer to point into the client's list).
+fn find_alpn<'a>(client_protocols: &'a [u8], wanted: &[u8]) -> Option<&'a [u8]> {
+    let mut rest = client_protocols;
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len);
+        let protocol = tail.get(..len)?;
+        if protocol == wanted {
+            return Some(protocol);
+        }
+        rest = &tail[len..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_lists_encode_and_are_searched_in_wire_format() {
+        let wire = encode_alpn(&[b"h2", b"http/1.1"]);
+        assert_eq!(wire, b"\x02h2\x08http/1.1");
+        assert_eq!(find_alpn(&wire, b"http/1.1"), Some(&b"http/1.1"[..]));
+        assert_eq!(find_alpn(&wire, b"h3"), None);
+        assert_eq!(find_alpn(b"\x09short", b"short"), None, "truncated list");
+    }
+}

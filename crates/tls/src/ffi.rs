@@ -1,0 +1,263 @@
+//! The only `unsafe` in Periscope: the parts of libssl the `openssl` crate does not
+//! bind — renegotiation, KeyUpdate, post-handshake auth, the certificate callback,
+//! and the info and message callbacks through which we see post-handshake events.
+//!
+//! Everything here is a thin, safe wrapper. The callbacks find the connection's
+//! [`TlsConnectionState`] through SSL ex_data and hand over to its safe methods;
+//! a panic inside them is caught, because unwinding into C is undefined behaviour.
+
+use std::ffi::{c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+
+use foreign_types::ForeignTypeRef;
+use openssl::error::ErrorStack;
+use openssl::ssl::{Ssl, SslContextBuilder, SslOptions, SslRef};
+use openssl::stack::StackRef;
+use openssl::x509::X509Name;
+use openssl_sys as sys;
+
+use crate::state::{HandshakeMessage, TlsConnectionState};
+
+/// `SSL_OP_ALLOW_CLIENT_RENEGOTIATION`: OpenSSL 3 refuses client-initiated
+/// renegotiation unless this is set (openssl-sys has no constant for it).
+pub const SSL_OP_ALLOW_CLIENT_RENEGOTIATION: u64 = 1 << 8;
+
+const SSL_CB_READ: c_int = 0x04;
+const SSL_CB_WRITE: c_int = 0x08;
+const SSL_CB_ALERT: c_int = 0x4000;
+const SSL_CB_HANDSHAKE_START: c_int = 0x10;
+const SSL_CB_HANDSHAKE_DONE: c_int = 0x20;
+const SSL3_RT_HANDSHAKE: c_int = 22;
+const SSL_KEY_UPDATE_NOT_REQUESTED: c_int = 0;
+const SSL_KEY_UPDATE_REQUESTED: c_int = 1;
+
+type InfoCallback = unsafe extern "C" fn(ssl: *const sys::SSL, where_: c_int, ret: c_int);
+type MsgCallback = unsafe extern "C" fn(
+    write_p: c_int,
+    version: c_int,
+    content_type: c_int,
+    buf: *const c_void,
+    len: usize,
+    ssl: *mut sys::SSL,
+    arg: *mut c_void,
+);
+type CertCallback = unsafe extern "C" fn(ssl: *mut sys::SSL, arg: *mut c_void) -> c_int;
+
+extern "C" {
+    fn SSL_renegotiate(ssl: *mut sys::SSL) -> c_int;
+    fn SSL_renegotiate_pending(ssl: *const sys::SSL) -> c_int;
+    fn SSL_key_update(ssl: *mut sys::SSL, update_type: c_int) -> c_int;
+    fn SSL_verify_client_post_handshake(ssl: *mut sys::SSL) -> c_int;
+    fn SSL_set_post_handshake_auth(ssl: *mut sys::SSL, val: c_int);
+    fn SSL_set_options(ssl: *mut sys::SSL, options: u64) -> u64;
+    fn SSL_clear_options(ssl: *mut sys::SSL, options: u64) -> u64;
+    fn SSL_get_options(ssl: *const sys::SSL) -> u64;
+    fn SSL_get_client_CA_list(ssl: *const sys::SSL) -> *mut sys::stack_st_X509_NAME;
+    fn SSL_CTX_set_info_callback(ctx: *mut sys::SSL_CTX, cb: Option<InfoCallback>);
+    fn SSL_CTX_set_msg_callback(ctx: *mut sys::SSL_CTX, cb: Option<MsgCallback>);
+    fn SSL_CTX_set_cert_cb(ctx: *mut sys::SSL_CTX, cb: Option<CertCallback>, arg: *mut c_void);
+}
+
+/// Where a connection's state lives in its `SSL`.
+fn state_index() -> openssl::ex_data::Index<Ssl, Arc<TlsConnectionState>> {
+    static INDEX: OnceLock<openssl::ex_data::Index<Ssl, Arc<TlsConnectionState>>> = OnceLock::new();
+    *INDEX.get_or_init(|| {
+        // Allocating an ex_data index only fails when OpenSSL is out of memory; there
+        // is no way to run without one.
+        Ssl::new_ex_index().expect("OpenSSL could not allocate an ex_data index")
+    })
+}
+
+/// Attaches `state` to `ssl`, where the callbacks will find it.
+pub fn attach_state(ssl: &mut SslRef, state: Arc<TlsConnectionState>) {
+    ssl.set_ex_data(state_index(), state);
+}
+
+pub fn state_of(ssl: &SslRef) -> Option<&Arc<TlsConnectionState>> {
+    ssl.ex_data(state_index())
+}
+
+/// Makes every connection of `ctx` report handshakes, alerts, HelloRequests and
+/// KeyUpdates to its [`TlsConnectionState`].
+pub fn install_event_callbacks(ctx: &mut SslContextBuilder) {
+    // SAFETY: the context pointer is valid for the builder's lifetime and the
+    // callbacks have the exact signatures libssl expects.
+    unsafe {
+        SSL_CTX_set_info_callback(ctx.as_ptr(), Some(info_callback));
+        SSL_CTX_set_msg_callback(ctx.as_ptr(), Some(msg_callback));
+    }
+}
+
+/// Makes every connection of `ctx` ask its [`TlsConnectionState`] for a client
+/// certificate whenever a server sends a CertificateRequest — in the first
+/// handshake, in a renegotiation and in TLS 1.3 post-handshake authentication.
+/// (`SSL_CTX_set_client_cert_cb` would only run once per connection.)
+pub fn install_client_certificate_callback(ctx: &mut SslContextBuilder) {
+    // SAFETY: as above; the callback ignores `arg`.
+    unsafe {
+        SSL_CTX_set_cert_cb(ctx.as_ptr(), Some(cert_callback), std::ptr::null_mut());
+    }
+}
+
+/// Offers TLS 1.3 post-handshake authentication to servers (curl and browsers do;
+/// Apache answers 403 to a client that does not).
+pub fn enable_post_handshake_auth(ctx: &mut SslContextBuilder) {
+    // SAFETY: valid context pointer.
+    unsafe { sys::SSL_CTX_set_post_handshake_auth(ctx.as_ptr(), 1) }
+}
+
+/// Offers post-handshake authentication on one connection (for a server in a test, or
+/// a client whose context did not).
+pub fn enable_post_handshake_auth_on(ssl: &mut SslRef) {
+    // SAFETY: valid SSL pointer.
+    unsafe { SSL_set_post_handshake_auth(ssl.as_ptr(), 1) }
+}
+
+pub fn set_connection_options(ssl: &mut SslRef, options: SslOptions) {
+    // SAFETY: valid SSL pointer; options are plain bits.
+    unsafe {
+        SSL_set_options(ssl.as_ptr(), options.bits());
+    }
+}
+
+pub fn clear_connection_options(ssl: &mut SslRef, options: SslOptions) {
+    // SAFETY: valid SSL pointer; options are plain bits.
+    unsafe {
+        SSL_clear_options(ssl.as_ptr(), options.bits());
+    }
+}
+
+pub fn connection_options(ssl: &SslRef) -> SslOptions {
+    // SAFETY: valid SSL pointer.
+    SslOptions::from_bits_retain(unsafe { SSL_get_options(ssl.as_ptr()) })
+}
+
+/// Schedules a renegotiation; it happens during the next read or write.
+pub fn renegotiate(ssl: &mut SslRef) -> Result<(), ErrorStack> {
+    // SAFETY: valid SSL pointer.
+    if unsafe { SSL_renegotiate(ssl.as_ptr()) } == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+/// True while a renegotiation this side asked for has not completed.
+pub fn renegotiation_pending(ssl: &SslRef) -> bool {
+    // SAFETY: valid SSL pointer.
+    unsafe { SSL_renegotiate_pending(ssl.as_ptr()) == 1 }
+}
+
+/// Schedules a TLS 1.3 KeyUpdate, sent with the next write.
+pub fn key_update(ssl: &mut SslRef, request_peer_update: bool) -> Result<(), ErrorStack> {
+    let update_type = if request_peer_update {
+        SSL_KEY_UPDATE_REQUESTED
+    } else {
+        SSL_KEY_UPDATE_NOT_REQUESTED
+    };
+    // SAFETY: valid SSL pointer and a documented update type.
+    if unsafe { SSL_key_update(ssl.as_ptr(), update_type) } == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+/// As a TLS 1.3 server, schedules a post-handshake CertificateRequest.
+pub fn request_post_handshake_certificate(ssl: &mut SslRef) -> Result<(), ErrorStack> {
+    // SAFETY: valid SSL pointer.
+    if unsafe { SSL_verify_client_post_handshake(ssl.as_ptr()) } == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+/// The CA names a server listed in its last CertificateRequest (as a client), or the
+/// names this server will send (as a server).
+pub fn client_ca_names(ssl: &SslRef) -> Vec<String> {
+    // SAFETY: libssl returns a stack owned by the SSL (or null), valid until the
+    // next handshake message; we copy the names out before returning.
+    unsafe {
+        let stack = SSL_get_client_CA_list(ssl.as_ptr());
+        if stack.is_null() {
+            return Vec::new();
+        }
+        let stack: &StackRef<X509Name> = StackRef::from_ptr(stack);
+        stack.iter().map(crate::certs::format_name).collect()
+    }
+}
+
+/// The libssl name of an alert (`handshake failure`, `certificate required`, ...).
+pub fn alert_description(code: u8) -> String {
+    // SAFETY: returns a pointer to a static string for any value.
+    let text = unsafe { CStr::from_ptr(sys::SSL_alert_desc_string_long(c_int::from(code))) };
+    text.to_string_lossy().into_owned()
+}
+
+fn with_state(ssl: *const sys::SSL, f: impl FnOnce(&mut SslRef, &TlsConnectionState)) {
+    if ssl.is_null() {
+        return;
+    }
+    // SAFETY: libssl passes the SSL the callback runs for; it stays valid during the
+    // call. We only read ex_data and call SslRef methods on it, like OpenSSL's own
+    // callbacks do.
+    let ssl = unsafe { SslRef::from_ptr_mut(ssl as *mut sys::SSL) };
+    let Some(state) = state_of(ssl).cloned() else {
+        return;
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(ssl, &state)));
+    if outcome.is_err() {
+        tracing::error!("panic inside a TLS callback was caught; the event is lost");
+    }
+}
+
+unsafe extern "C" fn info_callback(ssl: *const sys::SSL, where_: c_int, ret: c_int) {
+    with_state(ssl, |ssl, state| {
+        if where_ & SSL_CB_HANDSHAKE_START != 0 {
+            state.on_handshake_start(ssl);
+        }
+        if where_ & SSL_CB_HANDSHAKE_DONE != 0 {
+            state.on_handshake_done(ssl);
+        }
+        if where_ & SSL_CB_ALERT != 0 {
+            let sent = where_ & SSL_CB_WRITE != 0;
+            debug_assert!(sent || where_ & SSL_CB_READ != 0);
+            let level = ((ret >> 8) & 0xff) as u8;
+            let description = (ret & 0xff) as u8;
+            state.on_alert(ssl, sent, level, description);
+        }
+    });
+}
+
+unsafe extern "C" fn msg_callback(
+    write_p: c_int,
+    _version: c_int,
+    content_type: c_int,
+    buf: *const c_void,
+    len: usize,
+    ssl: *mut sys::SSL,
+    _arg: *mut c_void,
+) {
+    if content_type != SSL3_RT_HANDSHAKE || buf.is_null() || len == 0 {
+        return;
+    }
+    // SAFETY: libssl passes `len` readable bytes at `buf` for the duration of the call.
+    let bytes = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+    let Some(message) = HandshakeMessage::parse(bytes) else {
+        return;
+    };
+    with_state(ssl, |ssl, state| {
+        state.on_handshake_message(ssl, write_p == 1, message)
+    });
+}
+
+unsafe extern "C" fn cert_callback(ssl: *mut sys::SSL, _arg: *mut c_void) -> c_int {
+    let mut chose = true;
+    with_state(ssl, |ssl, state| {
+        chose = state.on_certificate_request(ssl);
+    });
+    // 1 continues the handshake (with or without a certificate); 0 aborts it.
+    c_int::from(chose)
+}

@@ -1,0 +1,489 @@
+//! What one TLS connection has lived through since its first handshake.
+//!
+//! OpenSSL reports handshakes, alerts and post-handshake messages through callbacks
+//! (see `ffi`); they land here as [`TlsEvent`]s waiting to be attached to the flow in
+//! flight, and as the context an error message needs ("the server asked for a client
+//! certificate from these CAs during a renegotiation, then sent handshake_failure").
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{SslOptions, SslRef, SslVersion};
+use periscope_flow::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
+
+use crate::client_certs::ClientIdentity;
+use crate::ffi;
+
+/// How the client leg treats renegotiations the client starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientRenegotiation {
+    /// Allowed, at most this many per connection per minute (a renegotiation costs the
+    /// server a full handshake, so unlimited ones are a cheap denial of service).
+    Allowed { per_minute: u32 },
+    /// Refused with a no_renegotiation alert.
+    Refused,
+}
+
+impl Default for ClientRenegotiation {
+    fn default() -> Self {
+        ClientRenegotiation::Allowed { per_minute: 10 }
+    }
+}
+
+/// A handshake message as far as event capture cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeMessage {
+    HelloRequest,
+    CertificateRequest,
+    KeyUpdate { update_requested: bool },
+    Finished,
+    Other,
+}
+
+impl HandshakeMessage {
+    /// Reads the type (and, for KeyUpdate, its flag) from a raw handshake message:
+    /// one type byte, a 24-bit length, then the body.
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let message = match *bytes.first()? {
+            0 => HandshakeMessage::HelloRequest,
+            13 => HandshakeMessage::CertificateRequest,
+            20 => HandshakeMessage::Finished,
+            24 => HandshakeMessage::KeyUpdate {
+                update_requested: *bytes.get(4)? == 1,
+            },
+            _ => HandshakeMessage::Other,
+        };
+        Some(message)
+    }
+}
+
+/// What the connection was doing when something went wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakePhase {
+    Initial,
+    Renegotiation,
+    PostHandshakeAuth,
+    Established,
+}
+
+impl HandshakePhase {
+    pub fn describe(self) -> &'static str {
+        match self {
+            HandshakePhase::Initial => "the TLS handshake",
+            HandshakePhase::Renegotiation => "a TLS renegotiation",
+            HandshakePhase::PostHandshakeAuth => "TLS 1.3 post-handshake authentication",
+            HandshakePhase::Established => "an established TLS connection",
+        }
+    }
+}
+
+/// The last certificate request a server made, and what we answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateRequestRecord {
+    pub ca_names: Vec<String>,
+    pub post_handshake: bool,
+    pub phase: HandshakePhase,
+    /// Subject of the certificate we presented; `None` when we had none to give.
+    pub presented: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub fatal: bool,
+    pub code: u8,
+    pub description: String,
+    pub phase: HandshakePhase,
+}
+
+/// What an error message needs to know about a failed connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailureContext {
+    pub phase: Option<HandshakePhase>,
+    pub certificate_request: Option<CertificateRequestRecord>,
+    pub alert_received: Option<AlertRecord>,
+    pub alert_sent: Option<AlertRecord>,
+}
+
+/// Shared by the connection's stream (which reads it) and OpenSSL's callbacks
+/// (which write it).
+pub struct TlsConnectionState {
+    leg: Leg,
+    client_identity: Option<Arc<ClientIdentity>>,
+    client_renegotiation: ClientRenegotiation,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    handshakes_completed: u32,
+    tls13: bool,
+    renegotiating: bool,
+    hello_request_received: bool,
+    post_handshake_auth: bool,
+    identity_installed: bool,
+    events: Vec<(Timestamp, TlsEvent)>,
+    certificate_request: Option<CertificateRequestRecord>,
+    alert_received: Option<AlertRecord>,
+    alert_sent: Option<AlertRecord>,
+    renegotiations_in_window: u32,
+    window_started: Option<Instant>,
+    refusing_until: Option<Instant>,
+}
+
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+const ALERT_NO_RENEGOTIATION: u8 = 100;
+const ALERT_CLOSE_NOTIFY: u8 = 0;
+
+impl TlsConnectionState {
+    /// State for Periscope's connection to a server: it answers certificate requests
+    /// with `client_identity` (or an empty Certificate).
+    pub fn upstream(client_identity: Option<Arc<ClientIdentity>>) -> Arc<Self> {
+        Arc::new(TlsConnectionState {
+            leg: Leg::Server,
+            client_identity,
+            client_renegotiation: ClientRenegotiation::Refused,
+            inner: Mutex::default(),
+        })
+    }
+
+    /// State for a client's connection to Periscope.
+    pub fn client_leg(client_renegotiation: ClientRenegotiation) -> Arc<Self> {
+        Arc::new(TlsConnectionState {
+            leg: Leg::Client,
+            client_identity: None,
+            client_renegotiation,
+            inner: Mutex::default(),
+        })
+    }
+
+    pub fn leg(&self) -> Leg {
+        self.leg
+    }
+
+    /// Events recorded since the last call, oldest first.
+    pub fn take_events(&self) -> Vec<(Timestamp, TlsEvent)> {
+        std::mem::take(&mut self.lock().events)
+    }
+
+    /// True while a renegotiation or post-handshake authentication is under way.
+    pub fn handshake_in_progress(&self) -> bool {
+        let inner = self.lock();
+        inner.renegotiating || inner.post_handshake_auth
+    }
+
+    pub fn handshakes_completed(&self) -> u32 {
+        self.lock().handshakes_completed
+    }
+
+    pub fn failure_context(&self) -> FailureContext {
+        let inner = self.lock();
+        FailureContext {
+            phase: Some(inner.phase()),
+            certificate_request: inner.certificate_request.clone(),
+            alert_received: inner.alert_received.clone(),
+            alert_sent: inner.alert_sent.clone(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A poisoned lock only means a callback panicked mid-update; the data is
+        // still the best record we have.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn push(&self, inner: &mut Inner, kind: TlsEventKind) {
+        inner.events.push((
+            Timestamp::now(),
+            TlsEvent {
+                leg: self.leg,
+                kind,
+            },
+        ));
+    }
+
+    pub(crate) fn on_handshake_start(&self, ssl: &mut SslRef) {
+        let mut inner = self.lock();
+        // TLS 1.3 has no renegotiation; its post-handshake messages are seen one by one.
+        if inner.handshakes_completed == 0 || inner.tls13 {
+            return;
+        }
+        inner.renegotiating = true;
+        let initiator = match self.leg {
+            Leg::Server if !inner.hello_request_received => Initiator::Periscope,
+            _ => Initiator::Peer,
+        };
+        inner.hello_request_received = false;
+        self.push(&mut inner, TlsEventKind::RenegotiationStarted { initiator });
+        if self.leg == Leg::Client {
+            self.apply_client_rate_limit(&mut inner, ssl);
+        }
+    }
+
+    /// Counts client renegotiations; once the limit is reached, the next ones in the
+    /// window are refused by OpenSSL (it checks the option before starting one).
+    fn apply_client_rate_limit(&self, inner: &mut Inner, ssl: &mut SslRef) {
+        let ClientRenegotiation::Allowed { per_minute } = self.client_renegotiation else {
+            return;
+        };
+        let now = Instant::now();
+        match inner.window_started {
+            Some(start) if now.duration_since(start) < RATE_WINDOW => {}
+            _ => {
+                inner.window_started = Some(now);
+                inner.renegotiations_in_window = 0;
+            }
+        }
+        inner.renegotiations_in_window += 1;
+        if inner.renegotiations_in_window >= per_minute {
+            let start = inner.window_started.unwrap_or(now);
+            inner.refusing_until = Some(start + RATE_WINDOW);
+            ffi::set_connection_options(ssl, SslOptions::NO_RENEGOTIATION);
+        }
+    }
+
+    pub(crate) fn on_handshake_done(&self, ssl: &mut SslRef) {
+        let mut inner = self.lock();
+        inner.handshakes_completed += 1;
+        inner.tls13 = ssl.version2() == Some(SslVersion::TLS1_3);
+        if inner.renegotiating {
+            inner.renegotiating = false;
+            let version = ssl.version_str().to_owned();
+            let cipher = ssl
+                .current_cipher()
+                .map(|c| c.name().to_owned())
+                .unwrap_or_default();
+            self.push(
+                &mut inner,
+                TlsEventKind::RenegotiationCompleted { version, cipher },
+            );
+        }
+    }
+
+    pub(crate) fn on_handshake_message(
+        &self,
+        _ssl: &mut SslRef,
+        sent: bool,
+        message: HandshakeMessage,
+    ) {
+        let direction = if sent {
+            Direction::Sent
+        } else {
+            Direction::Received
+        };
+        let mut inner = self.lock();
+        match message {
+            HandshakeMessage::HelloRequest => {
+                let event = TlsEvent {
+                    leg: self.leg,
+                    kind: TlsEventKind::HelloRequest { direction },
+                };
+                // OpenSSL starts the renegotiation (info callback) before it reports
+                // the HelloRequest that caused it: put the cause first and credit the
+                // server.
+                let started = inner
+                    .events
+                    .last_mut()
+                    .filter(|(_, e)| matches!(e.kind, TlsEventKind::RenegotiationStarted { .. }));
+                match started {
+                    Some((at, started)) if !sent => {
+                        let at = *at;
+                        started.kind = TlsEventKind::RenegotiationStarted {
+                            initiator: Initiator::Peer,
+                        };
+                        let position = inner.events.len() - 1;
+                        inner.events.insert(position, (at, event));
+                    }
+                    _ => {
+                        if !sent {
+                            inner.hello_request_received = true;
+                        }
+                        inner.events.push((Timestamp::now(), event));
+                    }
+                }
+            }
+            HandshakeMessage::KeyUpdate { update_requested } => self.push(
+                &mut inner,
+                TlsEventKind::KeyUpdate {
+                    direction,
+                    update_requested,
+                },
+            ),
+            HandshakeMessage::CertificateRequest => {
+                if !sent && inner.tls13 && inner.handshakes_completed > 0 {
+                    inner.post_handshake_auth = true;
+                }
+            }
+            HandshakeMessage::Finished => {
+                // Our Finished ends post-handshake authentication.
+                if sent && inner.post_handshake_auth {
+                    inner.post_handshake_auth = false;
+                }
+            }
+            HandshakeMessage::Other => {}
+        }
+    }
+
+    pub(crate) fn on_alert(&self, _ssl: &mut SslRef, sent: bool, level: u8, code: u8) {
+        if code == ALERT_CLOSE_NOTIFY {
+            return;
+        }
+        let mut inner = self.lock();
+        let record = AlertRecord {
+            fatal: level == 2,
+            code,
+            description: ffi::alert_description(code),
+            phase: inner.phase(),
+        };
+        let direction = if sent {
+            Direction::Sent
+        } else {
+            Direction::Received
+        };
+        self.push(
+            &mut inner,
+            TlsEventKind::Alert {
+                direction,
+                fatal: record.fatal,
+                description: record.description.clone(),
+            },
+        );
+        if sent && code == ALERT_NO_RENEGOTIATION && self.leg == Leg::Client {
+            let reason = match self.client_renegotiation {
+                ClientRenegotiation::Refused => {
+                    "client renegotiation is disabled (--no-client-renegotiation)".to_owned()
+                }
+                ClientRenegotiation::Allowed { per_minute } => {
+                    format!("more than {per_minute} renegotiations in a minute")
+                }
+            };
+            self.push(&mut inner, TlsEventKind::RenegotiationRefused { reason });
+            if inner
+                .refusing_until
+                .is_some_and(|until| Instant::now() >= until)
+            {
+                inner.refusing_until = None;
+                inner.window_started = None;
+                ffi::clear_connection_options(_ssl, SslOptions::NO_RENEGOTIATION);
+            }
+        }
+        if sent {
+            inner.alert_sent = Some(record);
+        } else {
+            inner.alert_received = Some(record);
+        }
+    }
+
+    /// Called by OpenSSL whenever a server asks for our certificate. Returns false to
+    /// abort the handshake (only when our configured certificate cannot be used).
+    pub(crate) fn on_certificate_request(&self, ssl: &mut SslRef) -> bool {
+        let ca_names = ffi::client_ca_names(ssl);
+        let mut inner = self.lock();
+        let post_handshake = inner.tls13 && inner.handshakes_completed > 0;
+        if post_handshake {
+            inner.post_handshake_auth = true;
+        }
+        let phase = inner.phase();
+        self.push(
+            &mut inner,
+            TlsEventKind::CertificateRequested {
+                ca_names: ca_names.clone(),
+                post_handshake,
+            },
+        );
+        let mut usable = true;
+        let presented = match &self.client_identity {
+            Some(identity) => {
+                if !inner.identity_installed {
+                    usable = install_identity(ssl, identity);
+                    inner.identity_installed = usable;
+                }
+                usable.then(|| identity.subject.clone())
+            }
+            None => None,
+        };
+        self.push(
+            &mut inner,
+            TlsEventKind::CertificatePresented {
+                direction: Direction::Sent,
+                subject: presented.clone(),
+            },
+        );
+        inner.certificate_request = Some(CertificateRequestRecord {
+            ca_names,
+            post_handshake,
+            phase,
+            presented,
+        });
+        usable
+    }
+}
+
+impl Inner {
+    fn phase(&self) -> HandshakePhase {
+        if self.handshakes_completed == 0 {
+            HandshakePhase::Initial
+        } else if self.renegotiating {
+            HandshakePhase::Renegotiation
+        } else if self.post_handshake_auth {
+            HandshakePhase::PostHandshakeAuth
+        } else {
+            HandshakePhase::Established
+        }
+    }
+}
+
+fn install_identity(ssl: &mut SslRef, identity: &ClientIdentity) -> bool {
+    let installed = ssl
+        .set_certificate(&identity.certificate)
+        .and_then(|()| ssl.set_private_key(&identity.key))
+        .and_then(|()| {
+            identity
+                .chain
+                .iter()
+                .try_for_each(|cert| ssl.add_chain_cert(cert.clone()))
+        });
+    match installed {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, subject = %identity.subject, "could not use the client certificate");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_messages_are_parsed_from_their_type_byte() {
+        assert_eq!(
+            HandshakeMessage::parse(&[0, 0, 0, 0]),
+            Some(HandshakeMessage::HelloRequest)
+        );
+        assert_eq!(
+            HandshakeMessage::parse(&[24, 0, 0, 1, 1]),
+            Some(HandshakeMessage::KeyUpdate {
+                update_requested: true
+            })
+        );
+        assert_eq!(
+            HandshakeMessage::parse(&[24, 0, 0, 1, 0]),
+            Some(HandshakeMessage::KeyUpdate {
+                update_requested: false
+            })
+        );
+        assert_eq!(
+            HandshakeMessage::parse(&[24, 0, 0]),
+            None,
+            "truncated KeyUpdate"
+        );
+        assert_eq!(HandshakeMessage::parse(&[]), None);
+        assert_eq!(
+            HandshakeMessage::parse(&[13, 0, 0, 0]),
+            Some(HandshakeMessage::CertificateRequest)
+        );
+    }
+}

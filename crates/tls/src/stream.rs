@@ -1,0 +1,243 @@
+//! An async TLS stream over any `AsyncRead + AsyncWrite`, driven by one task.
+//!
+//! It wraps `tokio_openssl::SslStream`, whose BIO writes straight to the socket:
+//! whatever OpenSSL produces while reading — the ClientHello answering a
+//! HelloRequest, our Certificate answering a post-handshake CertificateRequest, a
+//! KeyUpdate response — reaches the peer during that same read. On top it adds what
+//! a proxy needs: a deadline on handshakes that start after the first one (a server
+//! that sends HelloRequest and then ignores our ClientHello must not hang a client),
+//! and errors that explain themselves ([`TlsError`]).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use openssl::ssl::{self, NameType, Ssl, SslRef};
+use periscope_flow::TlsInfo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::certs::summarize;
+use crate::error::TlsError;
+use crate::state::TlsConnectionState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+/// Time limits for one connection's handshakes.
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeTimeouts {
+    /// The first handshake.
+    pub handshake: Duration,
+    /// Any later one: renegotiation, post-handshake authentication.
+    pub renegotiation: Duration,
+}
+
+impl Default for HandshakeTimeouts {
+    fn default() -> Self {
+        HandshakeTimeouts {
+            handshake: Duration::from_secs(10),
+            renegotiation: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct TlsStream<S> {
+    inner: tokio_openssl::SslStream<S>,
+    state: Arc<TlsConnectionState>,
+    /// Who is at the other end, for error messages ("127.0.0.1:8443", "the client").
+    peer: String,
+    renegotiation_timeout: Duration,
+    renegotiation_deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
+    pub(crate) async fn handshake(
+        mut ssl: Ssl,
+        stream: S,
+        role: Role,
+        state: Arc<TlsConnectionState>,
+        peer: String,
+        timeouts: HandshakeTimeouts,
+    ) -> Result<Self, TlsError> {
+        crate::ffi::attach_state(&mut ssl, Arc::clone(&state));
+        let mut inner = tokio_openssl::SslStream::new(ssl, stream)?;
+        let handshake = async {
+            match role {
+                Role::Client => Pin::new(&mut inner).connect().await,
+                Role::Server => Pin::new(&mut inner).accept().await,
+            }
+        };
+        match tokio::time::timeout(timeouts.handshake, handshake).await {
+            Err(_elapsed) => Err(TlsError::HandshakeTimeout {
+                peer,
+                timeout: timeouts.handshake,
+            }),
+            Ok(Err(error)) => Err(TlsError::classify(
+                &peer,
+                inner.ssl(),
+                &state.failure_context(),
+                Some(&error),
+            )),
+            Ok(Ok(())) => Ok(TlsStream {
+                inner,
+                state,
+                peer,
+                renegotiation_timeout: timeouts.renegotiation,
+                renegotiation_deadline: None,
+            }),
+        }
+    }
+}
+
+impl<S> TlsStream<S> {
+    pub fn ssl(&self) -> &SslRef {
+        self.inner.ssl()
+    }
+
+    /// The events and history of this connection.
+    pub fn state(&self) -> &Arc<TlsConnectionState> {
+        &self.state
+    }
+
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// Version, cipher, SNI, ALPN and the peer's certificate, as negotiated now.
+    pub fn info(&self) -> TlsInfo {
+        let ssl = self.inner.ssl();
+        TlsInfo {
+            version: ssl.version_str().to_owned(),
+            cipher: ssl
+                .current_cipher()
+                .map(|c| c.name().to_owned())
+                .unwrap_or_default(),
+            sni: ssl.servername(NameType::HOST_NAME).map(str::to_owned),
+            alpn: ssl
+                .selected_alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            peer_certificate: ssl.peer_certificate().map(|c| summarize(&c)),
+        }
+    }
+
+    /// While a handshake after the first is under way, polls its deadline; returns the
+    /// timeout error once it passes.
+    fn poll_renegotiation_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let in_handshake =
+            !self.inner.ssl().is_init_finished() || self.state.handshake_in_progress();
+        if !in_handshake {
+            self.renegotiation_deadline = None;
+            return Poll::Pending;
+        }
+        let timeout = self.renegotiation_timeout;
+        let deadline = self
+            .renegotiation_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match deadline.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                let phase = self
+                    .state
+                    .failure_context()
+                    .phase
+                    .unwrap_or(crate::state::HandshakePhase::Renegotiation);
+                Poll::Ready(
+                    TlsError::RenegotiationTimeout {
+                        peer: self.peer.clone(),
+                        phase,
+                        timeout,
+                    }
+                    .into_io(),
+                )
+            }
+        }
+    }
+
+    /// Replaces OpenSSL's error with one that says what happened, using the events
+    /// recorded on this connection.
+    fn explain(&self, error: io::Error) -> io::Error {
+        let ssl_error = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ssl::Error>());
+        if ssl_error.is_none() && !self.state.handshake_in_progress() {
+            return error;
+        }
+        TlsError::classify(
+            &self.peer,
+            self.inner.ssl(),
+            &self.state.failure_context(),
+            ssl_error,
+        )
+        .into_io()
+    }
+
+    /// A clean end of stream in the middle of a renegotiation is a failure, not EOF.
+    fn check_eof(&self) -> Option<io::Error> {
+        if self.inner.ssl().is_init_finished() && !self.state.handshake_in_progress() {
+            return None;
+        }
+        Some(
+            TlsError::classify(
+                &self.peer,
+                self.inner.ssl(),
+                &self.state.failure_context(),
+                None,
+            )
+            .into_io(),
+        )
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() == before {
+                    if let Some(error) = this.check_eof() {
+                        return Poll::Ready(Err(error));
+                    }
+                }
+                this.renegotiation_deadline = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(this.explain(error))),
+            Poll::Pending => this.poll_renegotiation_deadline(cx).map(Err),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(this.explain(error))),
+            Poll::Pending => this.poll_renegotiation_deadline(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,128 @@
+//! The command line: global proxy options (accepted before or after the subcommand)
+//! and the subcommands.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "periscope",
+    version,
+    about = "An intercepting HTTP(S) proxy that survives TLS renegotiation",
+    long_about = "Periscope is an intercepting HTTP(S) proxy. Point a client at it (for example \
+        `curl -x http://127.0.0.1:8080 --cacert ~/.periscope/periscope-ca-cert.pem https://...`) \
+        and it shows every request and response, including what happens at the TLS layer after \
+        the handshake: renegotiations, client certificate requests, KeyUpdates.\n\n\
+        Set SSLKEYLOGFILE to write TLS secrets of both legs (every handshake, renegotiations \
+        included) in the NSS key log format Wireshark reads."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run without a user interface and print one line per flow (like mitmdump).
+    Dump(DumpArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Only print flows matching this filter (mitmproxy's filter language, e.g.
+    /// `~d example.com & ~c 400`). Several words are joined with spaces.
+    #[arg(value_name = "FILTER")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    /// Address to listen on. Anything but loopback makes the proxy reachable by others.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1",
+        value_name = "ADDRESS"
+    )]
+    pub listen_host: IpAddr,
+
+    /// Port to listen on (0 picks a free one; the address is printed at start).
+    #[arg(
+        short = 'p',
+        long,
+        global = true,
+        default_value_t = 8080,
+        value_name = "PORT"
+    )]
+    pub listen_port: u16,
+
+    /// Directory for the CA and settings [default: ~/.periscope].
+    #[arg(long, global = true, value_name = "DIR", env = "PERISCOPE_CONFDIR")]
+    pub confdir: Option<PathBuf>,
+
+    /// Do not verify server certificates.
+    #[arg(short = 'k', long, global = true)]
+    pub ssl_insecure: bool,
+
+    /// A PEM file of CA certificates to trust for servers, besides the system's.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub upstream_trusted_ca: Option<PathBuf>,
+
+    /// Client certificate to present when a server asks for one: a PEM file
+    /// (certificate and key) used for every host, or a directory of <host>.pem files.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub client_certs: Option<PathBuf>,
+
+    /// How much of each request and response body a flow keeps (bodies always pass
+    /// through whole).
+    #[arg(long, global = true, default_value = "4MiB", value_name = "SIZE")]
+    pub body_limit: bytesize::ByteSize,
+
+    /// Limit for connecting to a server (DNS and TCP).
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
+    pub connect_timeout: humantime::Duration,
+
+    /// Limit for a TLS handshake, on either leg.
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
+    pub handshake_timeout: humantime::Duration,
+
+    /// Limit for a renegotiation or post-handshake authentication to complete once the
+    /// server started it; past it the client gets a 504 that says so.
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
+    pub renegotiation_timeout: humantime::Duration,
+
+    /// Limit for the server's response head once the request is sent.
+    #[arg(long, global = true, default_value = "60s", value_name = "DURATION")]
+    pub response_timeout: humantime::Duration,
+
+    /// Limit for silence in the middle of a body, and for a client that connects but
+    /// sends no request.
+    #[arg(long, global = true, default_value = "60s", value_name = "DURATION")]
+    pub idle_timeout: humantime::Duration,
+
+    /// Connect to servers that lack secure renegotiation (RFC 5746).
+    #[arg(long, global = true)]
+    pub legacy_renegotiation: bool,
+
+    /// Allow TLS 1.0/1.1 and SHA-1 signatures with servers (OpenSSL security level 0).
+    #[arg(long, global = true)]
+    pub legacy_tls: bool,
+
+    /// Refuse renegotiations that clients start (they are allowed by default, rate
+    /// limited).
+    #[arg(long, global = true)]
+    pub no_client_renegotiation: bool,
+
+    /// Client-initiated renegotiations allowed per connection and minute.
+    #[arg(long, global = true, default_value_t = 10, value_name = "COUNT")]
+    pub client_renegotiation_limit: u32,
+
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
