@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
-use openssl::ssl::{Ssl, SslContextBuilder, SslOptions, SslRef};
+use openssl::ssl::{Ssl, SslContextBuilder, SslOptions, SslRef, SslVerifyMode};
 use openssl::stack::StackRef;
 use openssl::x509::X509Name;
 use openssl_sys as sys;
@@ -107,36 +107,75 @@ pub fn enable_post_handshake_auth(ctx: &mut SslContextBuilder) {
     unsafe { sys::SSL_CTX_set_post_handshake_auth(ctx.as_ptr(), 1) }
 }
 
-/// Offers post-handshake authentication on one connection (for a server in a test, or
-/// a client whose context did not).
-pub fn enable_post_handshake_auth_on(ssl: &mut SslRef) {
-    // SAFETY: valid SSL pointer.
-    unsafe { SSL_set_post_handshake_auth(ssl.as_ptr(), 1) }
+/// Offers post-handshake authentication on one connection whose context did not.
+pub fn enable_post_handshake_auth_on(ssl: &mut impl ExclusiveSsl) {
+    // SAFETY: valid SSL pointer, exclusively borrowed.
+    unsafe { SSL_set_post_handshake_auth(ssl.ssl_ptr(), 1) }
 }
 
-pub fn set_connection_options(ssl: &mut SslRef, options: SslOptions) {
-    // SAFETY: valid SSL pointer; options are plain bits.
-    unsafe {
-        SSL_set_options(ssl.as_ptr(), options.bits());
+/// Exclusive access to one connection's `SSL`. The `openssl` crate only lends a
+/// stream's `SSL` by shared reference, but the calls below change its state, so they
+/// require `&mut` of the owner: no other thread can be using the connection meanwhile.
+pub trait ExclusiveSsl {
+    fn ssl_ptr(&mut self) -> *mut sys::SSL;
+}
+
+impl ExclusiveSsl for SslRef {
+    fn ssl_ptr(&mut self) -> *mut sys::SSL {
+        self.as_ptr()
     }
 }
 
-pub fn clear_connection_options(ssl: &mut SslRef, options: SslOptions) {
-    // SAFETY: valid SSL pointer; options are plain bits.
+impl ExclusiveSsl for Ssl {
+    fn ssl_ptr(&mut self) -> *mut sys::SSL {
+        self.as_ptr()
+    }
+}
+
+impl<S> ExclusiveSsl for openssl::ssl::SslStream<S> {
+    fn ssl_ptr(&mut self) -> *mut sys::SSL {
+        self.ssl().as_ptr()
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite> ExclusiveSsl for tokio_openssl::SslStream<S> {
+    fn ssl_ptr(&mut self) -> *mut sys::SSL {
+        self.ssl().as_ptr()
+    }
+}
+
+pub fn set_connection_options(ssl: &mut impl ExclusiveSsl, options: SslOptions) {
+    // SAFETY: valid SSL pointer, exclusively borrowed; options are plain bits.
     unsafe {
-        SSL_clear_options(ssl.as_ptr(), options.bits());
+        SSL_set_options(ssl.ssl_ptr(), options.bits());
+    }
+}
+
+pub fn clear_connection_options(ssl: &mut impl ExclusiveSsl, options: SslOptions) {
+    // SAFETY: valid SSL pointer, exclusively borrowed; options are plain bits.
+    unsafe {
+        SSL_clear_options(ssl.ssl_ptr(), options.bits());
     }
 }
 
 pub fn connection_options(ssl: &SslRef) -> SslOptions {
-    // SAFETY: valid SSL pointer.
+    // SAFETY: valid SSL pointer; reading the options changes nothing.
     SslOptions::from_bits_retain(unsafe { SSL_get_options(ssl.as_ptr()) })
 }
 
-/// Schedules a renegotiation; it happens during the next read or write.
-pub fn renegotiate(ssl: &mut SslRef) -> Result<(), ErrorStack> {
-    // SAFETY: valid SSL pointer.
-    if unsafe { SSL_renegotiate(ssl.as_ptr()) } == 1 {
+/// Changes whether (and how strictly) this side asks the peer for a certificate in
+/// the next handshake, keeping the verification callback the context set.
+pub fn set_verify_mode(ssl: &mut impl ExclusiveSsl, mode: SslVerifyMode) {
+    // SAFETY: valid SSL pointer, exclusively borrowed; a null callback keeps the
+    // current one (documented behaviour of SSL_set_verify).
+    unsafe { sys::SSL_set_verify(ssl.ssl_ptr(), mode.bits() as c_int, None) }
+}
+
+/// Schedules a renegotiation; it happens during the next read or write (a server
+/// sends its HelloRequest on the next `do_handshake`).
+pub fn renegotiate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
+    // SAFETY: valid SSL pointer, exclusively borrowed.
+    if unsafe { SSL_renegotiate(ssl.ssl_ptr()) } == 1 {
         Ok(())
     } else {
         Err(ErrorStack::get())
@@ -145,19 +184,22 @@ pub fn renegotiate(ssl: &mut SslRef) -> Result<(), ErrorStack> {
 
 /// True while a renegotiation this side asked for has not completed.
 pub fn renegotiation_pending(ssl: &SslRef) -> bool {
-    // SAFETY: valid SSL pointer.
+    // SAFETY: valid SSL pointer; a read-only query.
     unsafe { SSL_renegotiate_pending(ssl.as_ptr()) == 1 }
 }
 
 /// Schedules a TLS 1.3 KeyUpdate, sent with the next write.
-pub fn key_update(ssl: &mut SslRef, request_peer_update: bool) -> Result<(), ErrorStack> {
+pub fn key_update(
+    ssl: &mut impl ExclusiveSsl,
+    request_peer_update: bool,
+) -> Result<(), ErrorStack> {
     let update_type = if request_peer_update {
         SSL_KEY_UPDATE_REQUESTED
     } else {
         SSL_KEY_UPDATE_NOT_REQUESTED
     };
-    // SAFETY: valid SSL pointer and a documented update type.
-    if unsafe { SSL_key_update(ssl.as_ptr(), update_type) } == 1 {
+    // SAFETY: valid SSL pointer, exclusively borrowed, and a documented update type.
+    if unsafe { SSL_key_update(ssl.ssl_ptr(), update_type) } == 1 {
         Ok(())
     } else {
         Err(ErrorStack::get())
@@ -165,9 +207,9 @@ pub fn key_update(ssl: &mut SslRef, request_peer_update: bool) -> Result<(), Err
 }
 
 /// As a TLS 1.3 server, schedules a post-handshake CertificateRequest.
-pub fn request_post_handshake_certificate(ssl: &mut SslRef) -> Result<(), ErrorStack> {
-    // SAFETY: valid SSL pointer.
-    if unsafe { SSL_verify_client_post_handshake(ssl.as_ptr()) } == 1 {
+pub fn request_post_handshake_certificate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
+    // SAFETY: valid SSL pointer, exclusively borrowed.
+    if unsafe { SSL_verify_client_post_handshake(ssl.ssl_ptr()) } == 1 {
         Ok(())
     } else {
         Err(ErrorStack::get())
@@ -193,7 +235,17 @@ pub fn client_ca_names(ssl: &SslRef) -> Vec<String> {
 pub fn alert_description(code: u8) -> String {
     // SAFETY: returns a pointer to a static string for any value.
     let text = unsafe { CStr::from_ptr(sys::SSL_alert_desc_string_long(c_int::from(code))) };
-    text.to_string_lossy().into_owned()
+    let text = text.to_string_lossy();
+    if text != "unknown" {
+        return text.into_owned();
+    }
+    // OpenSSL 3.0 has no names for the alerts TLS 1.3 added.
+    match code {
+        109 => "missing extension".into(),
+        116 => "certificate required".into(),
+        120 => "no application protocol".into(),
+        _ => format!("alert {code}"),
+    }
 }
 
 fn with_state(ssl: *const sys::SSL, f: impl FnOnce(&mut SslRef, &TlsConnectionState)) {

@@ -96,7 +96,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     }
 }
 
-impl<S> TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite> crate::ffi::ExclusiveSsl for TlsStream<S> {
+    fn ssl_ptr(&mut self) -> *mut openssl_sys::SSL {
+        crate::ffi::ExclusiveSsl::ssl_ptr(&mut self.inner)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
     pub fn ssl(&self) -> &SslRef {
         self.inner.ssl()
     }

@@ -1,0 +1,568 @@
+//! Post-handshake TLS, in process: a scripted OpenSSL server on a thread talks to
+//! Periscope's `UpstreamTls` / `ClientTls` over loopback, and each test states the
+//! exchange and the events Periscope recorded. The process-level tests repeat these
+//! against Apache and `openssl s_server`; these pin down the FFI layer itself.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use openssl::ssl::{
+    ErrorCode, SslAcceptor, SslConnector, SslMethod, SslOptions, SslStream, SslVerifyMode,
+    SslVersion,
+};
+use periscope_flow::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
+use periscope_tls::ffi;
+use periscope_tls::{
+    CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTls, ClientTlsSettings,
+    HandshakeTimeouts, TlsError, UpstreamTarget, UpstreamTls, UpstreamTlsSettings,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Pki {
+    _dir: tempfile::TempDir,
+    server_ca: CertificateAuthority,
+    server_ca_file: std::path::PathBuf,
+    client_ca: CertificateAuthority,
+    client_identity_file: std::path::PathBuf,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = CertificateAuthority::load_or_create(&dir.path().join("server-ca")).unwrap();
+    let client_ca = CertificateAuthority::load_or_create(&dir.path().join("client-ca")).unwrap();
+    let server_ca_file = server_ca.cert_pem_path().to_owned();
+    let identity = client_ca.leaf_for("test-client.example", &[]).unwrap();
+    let client_identity_file = dir.path().join("client.pem");
+    let mut pem = identity.certificate.to_pem().unwrap();
+    pem.extend(identity.key.private_key_to_pem_pkcs8().unwrap());
+    std::fs::write(&client_identity_file, pem).unwrap();
+    Pki {
+        _dir: dir,
+        server_ca,
+        server_ca_file,
+        client_ca,
+        client_identity_file,
+    }
+}
+
+/// What the scripted server does after reading the first request line.
+#[derive(Clone, Copy, PartialEq)]
+enum Script {
+    Renegotiate { verify: SslVerifyMode },
+    RenegotiateAndStall,
+    PostHandshakeAuth { verify: SslVerifyMode },
+    KeyUpdate { request_peer: bool },
+}
+
+fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
+    let leaf = pki.server_ca.leaf_for("localhost", &[]).unwrap();
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    builder.set_certificate(&leaf.certificate).unwrap();
+    builder.set_private_key(&leaf.key).unwrap();
+    builder.set_min_proto_version(Some(version)).unwrap();
+    builder.set_max_proto_version(Some(version)).unwrap();
+    builder.set_session_id_context(b"test").unwrap();
+    builder.set_options(SslOptions::NO_SESSION_RESUMPTION_ON_RENEGOTIATION | SslOptions::NO_TICKET);
+    let mut names = openssl::stack::Stack::new().unwrap();
+    names
+        .push(
+            pki.client_ca
+                .certificate()
+                .subject_name()
+                .to_owned()
+                .unwrap(),
+        )
+        .unwrap();
+    builder.set_client_ca_list(names);
+    // Ask for nothing in the first handshake, accept whatever comes later: the tests
+    // check what the client sends, not whether a real server would trust it.
+    builder.set_verify_callback(SslVerifyMode::NONE, |_, _| true);
+    builder.build()
+}
+
+/// Reads until the handshake the server started is over (the client sends no
+/// application data meanwhile, so a plain read would block forever).
+fn finish_server_handshake(stream: &mut SslStream<TcpStream>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    stream
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    while ffi::renegotiation_pending(stream.ssl()) || !stream.ssl().is_init_finished() {
+        if Instant::now() > deadline {
+            return Err("the client never completed the handshake".into());
+        }
+        match stream.ssl_peek(&mut byte) {
+            Ok(_) => {}
+            Err(e) if e.code() == ErrorCode::WANT_READ => {}
+            Err(e) => return Err(format!("server side failed: {e}")),
+        }
+    }
+    stream.get_ref().set_read_timeout(None).unwrap();
+    Ok(())
+}
+
+/// Runs one scripted connection; returns what the server saw of the client's certificate.
+fn spawn_server(
+    pki: &Pki,
+    version: SslVersion,
+    script: Script,
+) -> (u16, JoinHandle<Result<Option<String>, String>>) {
+    let acceptor = server_acceptor(pki, version);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut stream = acceptor.accept(tcp).map_err(|e| e.to_string())?;
+        let mut request = [0u8; 64];
+        let n = stream.read(&mut request).map_err(|e| e.to_string())?;
+        assert_eq!(&request[..n], b"request\n");
+        match script {
+            Script::Renegotiate { verify } => {
+                ffi::set_verify_mode(&mut stream, verify);
+                ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                stream.do_handshake().map_err(|e| e.to_string())?;
+                finish_server_handshake(&mut stream)?;
+            }
+            Script::RenegotiateAndStall => {
+                ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                stream.do_handshake().map_err(|e| e.to_string())?;
+                // Never read the ClientHello; wait for the client to give up.
+                let mut sink = [0u8; 1024];
+                while stream
+                    .get_mut()
+                    .read(&mut sink)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {}
+                return Ok(None);
+            }
+            Script::PostHandshakeAuth { verify } => {
+                ffi::set_verify_mode(&mut stream, verify);
+                ffi::request_post_handshake_certificate(&mut stream).map_err(|e| e.to_string())?;
+                stream.do_handshake().map_err(|e| e.to_string())?;
+                // The client's answer arrives with its next records.
+                stream
+                    .get_ref()
+                    .set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let mut byte = [0u8; 1];
+                match stream.ssl_peek(&mut byte) {
+                    Ok(_) => {}
+                    Err(e) if e.code() == ErrorCode::WANT_READ => {}
+                    Err(e) => return Err(format!("server side failed: {e}")),
+                }
+                stream.get_ref().set_read_timeout(None).unwrap();
+            }
+            Script::KeyUpdate { request_peer } => {
+                ffi::key_update(&mut stream, request_peer).map_err(|e| e.to_string())?;
+            }
+        }
+        let peer = stream
+            .ssl()
+            .peer_certificate()
+            .map(|c| periscope_tls::certs::common_name(c.subject_name()));
+        stream.write_all(b"response\n").map_err(|e| e.to_string())?;
+        if let Script::KeyUpdate { request_peer: true } = script {
+            // The client's own KeyUpdate rides on its next write.
+            let n = stream.read(&mut request).map_err(|e| e.to_string())?;
+            assert_eq!(&request[..n], b"again\n");
+        }
+        Ok(peer)
+    });
+    (port, handle)
+}
+
+fn upstream(pki: &Pki, with_identity: bool, renegotiation_timeout: Duration) -> UpstreamTls {
+    UpstreamTls::new(UpstreamTlsSettings {
+        verify: true,
+        trusted_ca: Some(pki.server_ca_file.clone()),
+        client_certificates: with_identity
+            .then(|| Arc::new(ClientCertificates::load(&pki.client_identity_file).unwrap())),
+        timeouts: HandshakeTimeouts {
+            handshake: Duration::from_secs(5),
+            renegotiation: renegotiation_timeout,
+        },
+        ..UpstreamTlsSettings::default()
+    })
+    .unwrap()
+}
+
+async fn exchange(
+    upstream: &UpstreamTls,
+    port: u16,
+) -> (Result<Vec<u8>, std::io::Error>, Vec<TlsEvent>) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut tls = upstream
+        .connect(
+            tcp,
+            &UpstreamTarget {
+                server_name: "localhost",
+                send_sni: true,
+                alpn: &[],
+                peer_label: "test-server",
+            },
+        )
+        .await
+        .unwrap();
+    tls.write_all(b"request\n").await.unwrap();
+    let mut response = vec![0u8; 9];
+    let result = tls.read_exact(&mut response).await.map(|_| response);
+    let events = tls
+        .state()
+        .take_events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    (result, events)
+}
+
+fn kinds(events: &[TlsEvent]) -> Vec<TlsEventKind> {
+    events.iter().map(|e| e.kind.clone()).collect()
+}
+
+#[tokio::test]
+async fn server_renegotiation_with_certificate_request_is_answered_and_recorded() {
+    let pki = pki();
+    let (port, server) = spawn_server(
+        &pki,
+        SslVersion::TLS1_2,
+        Script::Renegotiate {
+            verify: SslVerifyMode::PEER,
+        },
+    );
+    let (result, events) = exchange(&upstream(&pki, false, Duration::from_secs(5)), port).await;
+    assert_eq!(result.unwrap(), b"response\n");
+    assert_eq!(
+        server.join().unwrap(),
+        Ok(None),
+        "no certificate was configured"
+    );
+    assert!(events.iter().all(|e| e.leg == Leg::Server));
+    let kinds = kinds(&events);
+    assert_eq!(
+        kinds[0],
+        TlsEventKind::HelloRequest {
+            direction: Direction::Received
+        }
+    );
+    assert_eq!(
+        kinds[1],
+        TlsEventKind::RenegotiationStarted {
+            initiator: Initiator::Peer
+        }
+    );
+    let ca_name = periscope_tls::certs::format_name(pki.client_ca.certificate().subject_name());
+    assert_eq!(
+        kinds[2],
+        TlsEventKind::CertificateRequested {
+            ca_names: vec![ca_name],
+            post_handshake: false
+        }
+    );
+    assert_eq!(
+        kinds[3],
+        TlsEventKind::CertificatePresented {
+            direction: Direction::Sent,
+            subject: None
+        }
+    );
+    assert!(
+        matches!(&kinds[4], TlsEventKind::RenegotiationCompleted { version, .. } if version == "TLSv1.2"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn configured_client_certificate_is_presented_in_a_renegotiation() {
+    let pki = pki();
+    let (port, server) = spawn_server(
+        &pki,
+        SslVersion::TLS1_2,
+        Script::Renegotiate {
+            verify: SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        },
+    );
+    let (result, events) = exchange(&upstream(&pki, true, Duration::from_secs(5)), port).await;
+    assert_eq!(result.unwrap(), b"response\n");
+    assert_eq!(
+        server.join().unwrap(),
+        Ok(Some("test-client.example".into()))
+    );
+    assert!(kinds(&events).iter().any(|k| matches!(
+        k,
+        TlsEventKind::CertificatePresented { subject: Some(s), .. } if s.contains("test-client.example")
+    )));
+}
+
+#[tokio::test]
+async fn required_certificate_without_one_fails_fast_with_the_accepted_cas() {
+    let pki = pki();
+    let (port, server) = spawn_server(
+        &pki,
+        SslVersion::TLS1_2,
+        Script::Renegotiate {
+            verify: SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        },
+    );
+    let started = Instant::now();
+    let (result, _) = exchange(&upstream(&pki, false, Duration::from_secs(5)), port).await;
+    let error = result.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    let tls = TlsError::find_in(&error).expect("a TlsError explains the failure");
+    let text = tls.to_string();
+    assert!(
+        matches!(tls, TlsError::ClientCertificateRequired { .. }),
+        "{text}"
+    );
+    assert!(text.contains("renegotiation"), "{text}");
+    assert!(text.contains("--client-certs"), "{text}");
+    assert!(
+        text.contains("CN=Periscope CA"),
+        "names the accepted CA: {text}"
+    );
+    assert!(server.join().unwrap().is_err());
+}
+
+#[tokio::test]
+async fn a_renegotiation_that_never_completes_times_out() {
+    let pki = pki();
+    let (port, server) = spawn_server(&pki, SslVersion::TLS1_2, Script::RenegotiateAndStall);
+    let started = Instant::now();
+    let (result, _) = exchange(&upstream(&pki, false, Duration::from_millis(500)), port).await;
+    let error = result.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+    assert!(matches!(
+        TlsError::find_in(&error),
+        Some(TlsError::RenegotiationTimeout { .. })
+    ));
+    let _ = server.join();
+}
+
+#[tokio::test]
+async fn tls13_post_handshake_certificate_request_is_answered() {
+    let pki = pki();
+    let (port, server) = spawn_server(
+        &pki,
+        SslVersion::TLS1_3,
+        Script::PostHandshakeAuth {
+            verify: SslVerifyMode::PEER,
+        },
+    );
+    let (result, events) = exchange(&upstream(&pki, true, Duration::from_secs(5)), port).await;
+    assert_eq!(result.unwrap(), b"response\n");
+    assert_eq!(
+        server.join().unwrap(),
+        Ok(Some("test-client.example".into()))
+    );
+    let kinds = kinds(&events);
+    assert!(
+        kinds.iter().any(|k| matches!(
+            k,
+            TlsEventKind::CertificateRequested {
+                post_handshake: true,
+                ..
+            }
+        )),
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| matches!(
+        k,
+        TlsEventKind::CertificatePresented {
+            subject: Some(_),
+            ..
+        }
+    )));
+    assert!(!kinds
+        .iter()
+        .any(|k| matches!(k, TlsEventKind::RenegotiationStarted { .. })));
+}
+
+#[tokio::test]
+async fn key_update_from_the_server_is_recorded_and_answered() {
+    let pki = pki();
+    let (port, server) = spawn_server(
+        &pki,
+        SslVersion::TLS1_3,
+        Script::KeyUpdate { request_peer: true },
+    );
+    let upstream = upstream(&pki, false, Duration::from_secs(5));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let target = UpstreamTarget {
+        server_name: "localhost",
+        send_sni: true,
+        alpn: &[],
+        peer_label: "test-server",
+    };
+    let mut tls = upstream.connect(tcp, &target).await.unwrap();
+    tls.write_all(b"request\n").await.unwrap();
+    let mut response = [0u8; 9];
+    tls.read_exact(&mut response).await.unwrap();
+    tls.write_all(b"again\n").await.unwrap();
+    tls.flush().await.unwrap();
+    server.join().unwrap().unwrap();
+    let kinds = kinds(
+        &tls.state()
+            .take_events()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        kinds.contains(&TlsEventKind::KeyUpdate {
+            direction: Direction::Received,
+            update_requested: true
+        }),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&TlsEventKind::KeyUpdate {
+            direction: Direction::Sent,
+            update_requested: false
+        }),
+        "{kinds:?}"
+    );
+}
+
+/// A plain OpenSSL client for the client-leg tests: it renegotiates on demand.
+fn client_leg_pair(
+    policy: ClientRenegotiation,
+) -> (
+    tokio::task::JoinHandle<Vec<TlsEvent>>,
+    u16,
+    Arc<CertificateAuthority>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(CertificateAuthority::load_or_create(dir.path()).unwrap());
+    let client_tls = ClientTls::new(ClientTlsSettings {
+        client_renegotiation: policy,
+        ..ClientTlsSettings::default()
+    })
+    .unwrap();
+    let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std_listener.set_nonblocking(true).unwrap();
+    let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+    let leaf = ca.leaf_for("localhost", &[]).unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = client_tls.accept(tcp, &leaf, None).await.unwrap();
+        let mut line = vec![0u8; 6];
+        // Echo lines until the client leaves; renegotiations happen inside these reads.
+        while tls.read_exact(&mut line).await.is_ok() {
+            if tls.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+        tls.state()
+            .take_events()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    });
+    (task, port, ca, dir)
+}
+
+fn renegotiating_client(port: u16, ca: &Path, renegotiations: usize) -> Result<(), String> {
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    builder.set_ca_file(ca).unwrap();
+    builder
+        .set_max_proto_version(Some(SslVersion::TLS1_2))
+        .unwrap();
+    let connector = builder.build();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream = connector
+        .connect("localhost", tcp)
+        .map_err(|e| e.to_string())?;
+    for _ in 0..renegotiations {
+        ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+        stream.do_handshake().map_err(|e| e.to_string())?;
+        stream.write_all(b"ping!\n").map_err(|e| e.to_string())?;
+        let mut echo = [0u8; 6];
+        stream.read_exact(&mut echo).map_err(|e| e.to_string())?;
+        assert_eq!(&echo, b"ping!\n");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_initiated_renegotiation_is_accepted_and_recorded() {
+    let (task, port, ca, _dir) = client_leg_pair(ClientRenegotiation::Allowed { per_minute: 10 });
+    let ca_file = ca.cert_pem_path().to_owned();
+    tokio::task::spawn_blocking(move || renegotiating_client(port, &ca_file, 2))
+        .await
+        .unwrap()
+        .unwrap();
+    let kinds = kinds(&task.await.unwrap());
+    let started = kinds
+        .iter()
+        .filter(|k| {
+            matches!(
+                k,
+                TlsEventKind::RenegotiationStarted {
+                    initiator: Initiator::Peer
+                }
+            )
+        })
+        .count();
+    let completed = kinds
+        .iter()
+        .filter(|k| matches!(k, TlsEventKind::RenegotiationCompleted { .. }))
+        .count();
+    assert_eq!((started, completed), (2, 2), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn client_renegotiation_over_the_rate_limit_is_refused() {
+    let (task, port, ca, _dir) = client_leg_pair(ClientRenegotiation::Allowed { per_minute: 2 });
+    let ca_file = ca.cert_pem_path().to_owned();
+    let outcome = tokio::task::spawn_blocking(move || renegotiating_client(port, &ca_file, 3))
+        .await
+        .unwrap();
+    assert!(outcome.is_err(), "the third renegotiation must fail");
+    let kinds = kinds(&task.await.unwrap());
+    assert!(
+        kinds.iter().any(|k| matches!(k, TlsEventKind::RenegotiationRefused { reason } if reason.contains("2 renegotiations"))),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn client_renegotiation_can_be_switched_off() {
+    let (task, port, ca, _dir) = client_leg_pair(ClientRenegotiation::Refused);
+    let ca_file = ca.cert_pem_path().to_owned();
+    let outcome = tokio::task::spawn_blocking(move || renegotiating_client(port, &ca_file, 1))
+        .await
+        .unwrap();
+    assert!(outcome.is_err());
+    let kinds = kinds(&task.await.unwrap());
+    assert!(
+        kinds.iter().any(|k| matches!(k, TlsEventKind::RenegotiationRefused { reason } if reason.contains("disabled"))),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn alert_names_come_from_openssl() {
+    assert_eq!(ffi::alert_description(40), "handshake failure");
+    assert_eq!(ffi::alert_description(116), "certificate required");
+}
