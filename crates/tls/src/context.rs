@@ -69,11 +69,13 @@ impl UpstreamTls {
         // Servers often close without close_notify; that is not an attack on HTTP
         // framing, which carries its own lengths.
         builder.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+        // SslConnector's defaults (SSL_OP_ALL) include LEGACY_SERVER_CONNECT; secure
+        // renegotiation is only guaranteed when it is off.
+        let legacy_connect =
+            SslOptions::from_bits_retain(openssl_sys::SSL_OP_LEGACY_SERVER_CONNECT);
+        builder.clear_options(legacy_connect);
         if settings.legacy_renegotiation {
-            builder.set_options(
-                SslOptions::from_bits_retain(openssl_sys::SSL_OP_LEGACY_SERVER_CONNECT)
-                    | SslOptions::ALLOW_UNSAFE_LEGACY_RENEGOTIATION,
-            );
+            builder.set_options(legacy_connect | SslOptions::ALLOW_UNSAFE_LEGACY_RENEGOTIATION);
         }
         if settings.legacy_versions {
             builder.set_security_level(0);
