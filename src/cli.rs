@@ -38,6 +38,11 @@ pub struct DumpArgs {
     /// `~d example.com & ~c 400`). Several words are joined with spaces.
     #[arg(value_name = "FILTER")]
     pub filter: Vec<String>,
+
+    /// Print each flow as one line of JSON (the full flow: connections, timeline,
+    /// bodies as recorded) instead of the one-line summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

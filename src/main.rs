@@ -39,9 +39,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         CertificateAuthority::load_or_create(&confdir)
             .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
     );
-    let dump = match &cli.command {
-        Some(Command::Dump(args)) => args.filter.join(" "),
-        None => String::new(),
+    let (dump, json) = match &cli.command {
+        Some(Command::Dump(args)) => (args.filter.join(" "), args.json),
+        None => (String::new(), false),
     };
     let filter = if dump.trim().is_empty() {
         None
@@ -56,7 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     announce(address, &ca, &cli.proxy);
     tokio::spawn(proxy.run());
     tokio::select! {
-        () = print_flows(events, filter) => {}
+        () = print_flows(events, filter, json) => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     Ok(())
@@ -83,6 +83,7 @@ fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs) {
 async fn print_flows(
     mut events: tokio::sync::broadcast::Receiver<FlowEvent>,
     filter: Option<Filter>,
+    json: bool,
 ) {
     let stdout = std::io::stdout();
     loop {
@@ -91,8 +92,14 @@ async fn print_flows(
                 if filter.as_ref().is_some_and(|f| !f.matches(&flow)) {
                     continue;
                 }
+                let line = if json {
+                    serde_json::to_string(&*flow)
+                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+                } else {
+                    dump::flow_lines(&flow)
+                };
                 let mut out = stdout.lock();
-                let _ = writeln!(out, "{}", dump::flow_lines(&flow));
+                let _ = writeln!(out, "{line}");
             }
             Ok(FlowEvent::Log(entry)) => {
                 if entry.level >= LogLevel::Info {

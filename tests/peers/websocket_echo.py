@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""A WebSocket echo server for Periscope's tests (plain, or TLS with --cert/--key).
+
+Prints "listening on PORT" once ready. Echoes every message (text or binary) back.
+"""
+
+import argparse
+import asyncio
+import ssl
+
+from websockets.asyncio.server import serve
+
+
+async def echo(connection):
+    async for message in connection:
+        await connection.send(message)
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    args = parser.parse_args()
+    context = None
+    if args.cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.cert, args.key)
+    async with serve(echo, "127.0.0.1", args.port, ssl=context, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        print(f"listening on {port}", flush=True)
+        await asyncio.get_running_loop().create_future()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

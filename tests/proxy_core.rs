@@ -1,0 +1,594 @@
+//! The proxy core as a user meets it: curl through Periscope to real servers (Apache
+//! httpd with TLS 1.2 and TLS 1.3 vhosts, `openssl s_server`, small Python servers),
+//! the client verifying Periscope's CA, and what `periscope dump` prints.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+fn apache() -> Apache {
+    Apache::builder().pki(test_pki()).start()
+}
+
+/// Periscope in `dump --json` mode, trusting the test CA upstream.
+fn json_proxy(extra: &[&str]) -> Periscope {
+    let ca = test_pki().ca_cert.to_string_lossy().into_owned();
+    let mut args = vec!["--json", "--upstream-trusted-ca", ca.as_str()];
+    args.extend_from_slice(extra);
+    Periscope::start_dump(&args)
+}
+
+/// Periscope in plain `dump` mode, trusting the test CA upstream.
+fn text_proxy(extra: &[&str]) -> Periscope {
+    let ca = test_pki().ca_cert.to_string_lossy().into_owned();
+    let mut args = vec!["--upstream-trusted-ca", ca.as_str()];
+    args.extend_from_slice(extra);
+    Periscope::start_dump(&args)
+}
+
+/// The first flow printed (as JSON) whose path ends with `path_suffix`.
+fn flow_for(proxy: &Periscope, path_suffix: &str) -> Value {
+    flow_after(proxy, 0, path_suffix)
+}
+
+/// Like [`flow_for`], among the lines printed from index `start` on.
+fn flow_after(proxy: &Periscope, start: usize, path_suffix: &str) -> Value {
+    let suffix = path_suffix.to_owned();
+    let line = proxy.wait_for_stdout_after(
+        start,
+        move |line: &str| {
+            serde_json::from_str::<Value>(line)
+                .map(|flow| {
+                    flow["request"]["path"]
+                        .as_str()
+                        .unwrap_or("")
+                        .ends_with(&suffix)
+                })
+                .unwrap_or(false)
+        },
+        Duration::from_secs(10),
+    );
+    serde_json::from_str(&line).unwrap()
+}
+
+fn milestone(flow: &Value, name: &str) -> Option<i64> {
+    flow["timeline"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry["entry"] == "milestone" && entry["milestone"] == name)
+        .and_then(|entry| entry["at"].as_i64())
+}
+
+#[test]
+fn https_through_the_proxy_to_tls12_and_tls13_servers_verifies_periscopes_ca() {
+    let apache = apache();
+    let proxy = json_proxy(&[]);
+    for (vhost, version) in [(Vhost::Tls12, "TLSv1.2"), (Vhost::Tls13, "TLSv1.3")] {
+        let printed = proxy.stdout().len();
+        let result = Curl::through(&proxy).run(&apache.url(vhost, "/hello.txt"));
+        result.assert_status(200);
+        assert_eq!(result.body_text(), HELLO_BODY, "{result:?}");
+        assert_eq!(
+            result.info["ssl_verify_result"], 0,
+            "curl verified Periscope's certificate without -k"
+        );
+        let flow = flow_after(&proxy, printed, "/hello.txt");
+        assert_eq!(flow["response"]["status"], 200);
+        assert_eq!(flow["server"]["tls"]["version"], version, "{flow}");
+        assert_eq!(flow["client"]["tls"]["sni"], "localhost");
+        assert!(flow["server"]["tls"]["peer_certificate"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("localhost"));
+    }
+}
+
+#[test]
+fn an_ip_address_host_gets_a_certificate_for_that_ip() {
+    let apache = apache();
+    let proxy = json_proxy(&[]);
+    let result = Curl::through(&proxy).run(&apache.url_ip(Vhost::Tls13, "/hello.txt"));
+    result.assert_status(200);
+    assert_eq!(result.info["ssl_verify_result"], 0);
+    let flow = flow_for(&proxy, "/hello.txt");
+    assert_eq!(flow["request"]["host"], "127.0.0.1");
+    assert!(
+        flow["client"]["tls"]["sni"].is_null(),
+        "curl sends no SNI for an IP"
+    );
+}
+
+#[test]
+fn plain_http_is_proxied_and_printed() {
+    let apache = apache();
+    let proxy = text_proxy(&[]);
+    let url = apache.url(Vhost::Plain, "/hello.txt");
+    let result = Curl::through(&proxy).run(&url);
+    result.assert_status(200);
+    assert_eq!(result.body_text(), HELLO_BODY);
+    let line = proxy.wait_for_stdout(url.as_str(), Duration::from_secs(10));
+    // client address, method, URL, status, size, duration
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert!(fields[0].starts_with("127.0.0.1:"), "{line}");
+    assert_eq!(fields[1], "GET", "{line}");
+    assert_eq!(fields[2], url, "{line}");
+    assert_eq!(fields[3], "200", "{line}");
+    assert!(line.contains(&format!("{}b", HELLO_BODY.len())), "{line}");
+    assert!(
+        fields.last().unwrap().ends_with("ms") || fields.last().unwrap().ends_with("µs"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_multi_megabyte_download_and_upload_arrive_byte_for_byte() {
+    let apache = apache();
+    let proxy = json_proxy(&["--body-limit", "1MiB"]);
+    let download = Curl::through(&proxy).run(&apache.url(Vhost::Tls12, "/big.bin"));
+    download.assert_status(200);
+    assert_eq!(sha256_hex(&download.body), big_bin_sha256());
+    let flow = flow_for(&proxy, "/big.bin");
+    let body = &flow["response"]["body"];
+    assert_eq!(body["size"], big_bin().len() as u64);
+    assert_eq!(
+        body["truncated"], true,
+        "the flow keeps at most --body-limit"
+    );
+
+    let upload_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(upload_file.path(), big_bin()).unwrap();
+    let echoed = Curl::through(&proxy)
+        .data_binary_file(upload_file.path())
+        .header("Content-Type: application/octet-stream")
+        .run(&apache.url(Vhost::Tls13, "/echo"));
+    echoed.assert_status(200);
+    assert_eq!(
+        sha256_hex(&echoed.body),
+        big_bin_sha256(),
+        "mod_reflector echoed the upload"
+    );
+    let flow = flow_for(&proxy, "/echo");
+    assert_eq!(flow["request"]["body"]["size"], big_bin().len() as u64);
+}
+
+#[test]
+fn chunked_uploads_head_and_expect_continue_work() {
+    let apache = apache();
+    let proxy = json_proxy(&[]);
+    let chunked = Curl::through(&proxy)
+        .header("Transfer-Encoding: chunked")
+        .data("a chunked body")
+        .run(&apache.url(Vhost::Tls12, "/echo"));
+    chunked.assert_status(200);
+    assert_eq!(chunked.body_text(), "a chunked body");
+
+    let head = Curl::through(&proxy)
+        .arg("-I")
+        .run(&apache.url(Vhost::Tls12, "/big.bin"));
+    head.assert_status(200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(big_bin().len().to_string().as_str())
+    );
+    let flow = flow_for(&proxy, "/big.bin");
+    assert_eq!(flow["request"]["method"], "HEAD");
+    assert!(flow["error"].is_null(), "{flow}");
+
+    let expect = Curl::through(&proxy)
+        .header("Expect: 100-continue")
+        .data(vec![b'x'; 4096])
+        .run(&apache.url(Vhost::Plain, "/echo"));
+    expect.assert_status(200);
+    assert_eq!(expect.body.len(), 4096);
+}
+
+#[test]
+fn fifty_keep_alive_requests_share_one_upstream_connection() {
+    let apache = apache();
+    let proxy = json_proxy(&[]);
+    let url = apache.url(Vhost::Tls13, "/hello.txt");
+    // A real keep-alive client: one requests.Session, one tunnel, 50 requests.
+    let script = r#"
+import sys, requests
+proxy, ca, url = sys.argv[1:4]
+session = requests.Session()
+session.proxies = {"https": proxy}
+statuses = [session.get(url, verify=ca).status_code for _ in range(50)]
+print(",".join(map(str, statuses)))
+"#;
+    let output = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(proxy.proxy_url())
+        .arg(proxy.ca_cert_path())
+        .arg(&url)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(printed.trim(), vec!["200"; 50].join(","));
+    assert!(
+        wait_until(Duration::from_secs(10), || proxy.stdout_lines().len() >= 50),
+        "50 flows printed"
+    );
+    let mut server_connections = std::collections::HashSet::new();
+    let mut client_connections = std::collections::HashSet::new();
+    for line in proxy.stdout_lines() {
+        let flow: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(flow["response"]["status"], 200);
+        server_connections.insert(flow["server"]["id"].as_u64().unwrap());
+        client_connections.insert(flow["client"]["id"].as_u64().unwrap());
+    }
+    assert_eq!(
+        client_connections.len(),
+        1,
+        "the client kept its connection"
+    );
+    assert_eq!(
+        server_connections.len(),
+        1,
+        "one upstream connection for 50 requests"
+    );
+}
+
+#[test]
+fn the_timeline_has_every_milestone_in_order() {
+    let apache = apache();
+    let proxy = json_proxy(&[]);
+    Curl::through(&proxy)
+        .data("ping")
+        .run(&apache.url(Vhost::Tls12, "/echo"))
+        .assert_status(200);
+    let flow = flow_for(&proxy, "/echo");
+    let names = [
+        "client_connected",
+        "client_tls_established",
+        "server_connect_initiated",
+        "server_tcp_connected",
+        "server_tls_established",
+        "request_started",
+        "request_complete",
+        "response_started",
+        "response_complete",
+    ];
+    let times: Vec<i64> = names
+        .iter()
+        .map(|name| milestone(&flow, name).unwrap_or_else(|| panic!("{name} missing: {flow}")))
+        .collect();
+    // The upstream connection is made while the client's handshake is still open.
+    assert!(times[0] <= times[2], "{names:?} {times:?}");
+    assert!(times[2] <= times[3] && times[3] <= times[4], "{times:?}");
+    assert!(
+        times[4] <= times[1],
+        "upstream TLS before the client's: {times:?}"
+    );
+    assert!(times[1] <= times[5], "{times:?}");
+    assert!(times[5] <= times[7] && times[7] <= times[8], "{times:?}");
+}
+
+#[test]
+fn an_untrusted_server_certificate_is_a_502_that_names_the_problem() {
+    let pki = test_pki();
+    let server = OpensslServer::builder()
+        .tls1_2()
+        .www()
+        .cert(&pki.untrusted_cert, &pki.untrusted_key)
+        .start();
+    let proxy = text_proxy(&[]);
+    let result = Curl::through(&proxy).run(&server.url("/"));
+    result.assert_status(502);
+    let body = result.body_text();
+    assert!(
+        body.contains(&format!("localhost:{}", server.port())),
+        "names the server: {body}"
+    );
+    assert!(
+        body.contains("self-signed certificate"),
+        "names the verification error: {body}"
+    );
+    assert!(
+        body.contains("--upstream-trusted-ca"),
+        "says how to fix it: {body}"
+    );
+    assert_eq!(result.header("x-periscope-error"), Some("1"));
+    let line = proxy.wait_for_stdout("error:", Duration::from_secs(10));
+    assert!(line.contains("self-signed"), "{line}");
+}
+
+#[test]
+fn an_expired_server_certificate_is_a_502_that_says_expired() {
+    let pki = test_pki();
+    let server = OpensslServer::builder()
+        .tls1_2()
+        .www()
+        .cert(&pki.expired_cert, &pki.expired_key)
+        .start();
+    let proxy = text_proxy(&[]);
+    let result = Curl::through(&proxy).run(&server.url("/"));
+    result.assert_status(502);
+    assert!(
+        result.body_text().contains("expired"),
+        "{}",
+        result.body_text()
+    );
+}
+
+#[test]
+fn insecure_mode_skips_upstream_verification() {
+    let pki = test_pki();
+    let server = OpensslServer::builder()
+        .tls1_2()
+        .www()
+        .cert(&pki.untrusted_cert, &pki.untrusted_key)
+        .start();
+    let proxy = text_proxy(&["-k"]);
+    Curl::through(&proxy)
+        .run(&server.url("/"))
+        .assert_status(200);
+}
+
+fn closed_port() -> u16 {
+    // Bound and dropped: nothing listens there.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_closed_port_is_a_fast_502_for_http_and_for_connect() {
+    let proxy = text_proxy(&[]);
+    let port = closed_port();
+    let plain = Curl::through(&proxy).run(&format!("http://127.0.0.1:{port}/"));
+    plain.assert_status(502);
+    assert!(plain.time_total < 1.0, "took {} s", plain.time_total);
+    assert!(
+        plain.body_text().contains("Connection refused"),
+        "{}",
+        plain.body_text()
+    );
+
+    let tunnel = Curl::through(&proxy).run(&format!("https://127.0.0.1:{port}/"));
+    assert!(tunnel.time_total < 1.0, "took {} s", tunnel.time_total);
+    assert_eq!(
+        tunnel.info["http_connect"], 502,
+        "the CONNECT itself is refused: {tunnel:?}"
+    );
+    let line = proxy.wait_for_stdout("CONNECT", Duration::from_secs(10));
+    assert!(
+        line.contains("502") && line.contains(&port.to_string()),
+        "{line}"
+    );
+}
+
+/// A server that accepts connections and reads, but never answers.
+fn silent_server() -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        }
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_server_that_never_answers_is_a_504_after_the_response_timeout() {
+    let (port, _server) = silent_server();
+    let proxy = text_proxy(&["--response-timeout", "1s"]);
+    let result = Curl::through(&proxy).run(&format!("http://127.0.0.1:{port}/slow"));
+    result.assert_status(504);
+    assert!(
+        result.time_total >= 0.9 && result.time_total < 5.0,
+        "{}",
+        result.time_total
+    );
+    assert!(
+        result
+            .body_text()
+            .contains("did not send a response within 1 s"),
+        "{}",
+        result.body_text()
+    );
+}
+
+/// Sends `request` on a new connection to the proxy; returns the response head and
+/// the stream, with any bytes read past the head pushed back in front of it.
+fn raw_exchange(
+    proxy: &Periscope,
+    request: &[u8],
+) -> (String, std::io::Chain<std::io::Cursor<Vec<u8>>, TcpStream>) {
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                response.extend_from_slice(&buffer[..n]);
+                if response.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(e) => panic!(
+                "no answer from the proxy: {e}; got {:?}",
+                String::from_utf8_lossy(&response)
+            ),
+        }
+    }
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4);
+    let rest = response.split_off(end);
+    (
+        String::from_utf8_lossy(&response).into_owned(),
+        std::io::Cursor::new(rest).chain(stream),
+    )
+}
+
+#[test]
+fn garbage_gets_a_400_and_the_next_request_is_served() {
+    let apache = apache();
+    let proxy = text_proxy(&[]);
+    let (answer, mut stream) = raw_exchange(&proxy, b"\x16\x03garbage that is not HTTP\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // ... and the connection is closed after it.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let (answer, _) = raw_exchange(&proxy, b"GET http://[bad/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "an invalid URL is rejected too: {answer:?}"
+    );
+    Curl::through(&proxy)
+        .run(&apache.url(Vhost::Tls13, "/hello.txt"))
+        .assert_status(200);
+}
+
+#[test]
+fn an_invalid_connect_target_is_a_400() {
+    let proxy = text_proxy(&[]);
+    let (answer, _) = raw_exchange(&proxy, b"CONNECT nowhere HTTP/1.1\r\nHost: nowhere\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+}
+
+#[test]
+fn a_non_tls_connect_tunnel_is_relayed_as_raw_tcp() {
+    // An echo server speaking a line protocol, not TLS.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buffer = [0u8; 64];
+        let n = stream.read(&mut buffer).unwrap();
+        stream.write_all(&buffer[..n]).unwrap();
+    });
+    let proxy = text_proxy(&[]);
+    let (answer, mut stream) = raw_exchange(
+        &proxy,
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    stream.get_mut().1.write_all(b"hello, raw world\n").unwrap();
+    let mut echo = [0u8; 17];
+    stream.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello, raw world\n");
+}
+
+#[test]
+fn a_server_that_speaks_first_through_connect_is_relayed() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"220 smtp ready\r\n").unwrap();
+        let mut buffer = [0u8; 64];
+        let _ = stream.read(&mut buffer);
+    });
+    let proxy = text_proxy(&[]);
+    let (answer, mut stream) = raw_exchange(
+        &proxy,
+        format!("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    let mut greeting = [0u8; 16];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"220 smtp ready\r\n");
+}
+
+#[test]
+fn a_connection_upgrade_is_relayed_both_ways() {
+    let server = support::python_websocket_echo_server();
+    let proxy = text_proxy(&[]);
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let request = format!(
+        "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: {key}\r\n\r\n",
+        port = server.port
+    );
+    let (answer, mut stream) = raw_exchange(&proxy, request.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer:?}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{answer:?}"
+    );
+    // A masked text frame "hi"; the echo comes back unmasked.
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hi".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.get_mut().1.write_all(&frame).unwrap();
+    let mut echo = [0u8; 4];
+    stream.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, &[0x81, 2, b'h', b'i']);
+}
+
+#[test]
+fn the_ca_is_created_on_first_start_with_private_key_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let proxy = text_proxy(&[]);
+    let dir = proxy.confdir();
+    for file in [
+        "periscope-ca.pem",
+        "periscope-ca-cert.pem",
+        "periscope-ca-cert.cer",
+        "periscope-ca-cert.p12",
+    ] {
+        assert!(dir.join(file).exists(), "{file} missing");
+    }
+    let mode = std::fs::metadata(dir.join("periscope-ca.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn downloads_stream_with_bounded_memory() {
+    const SIZE: u64 = 256 * 1024 * 1024;
+    let apache = apache();
+    // A sparse file: large on the wire, nothing on disk.
+    let big = std::fs::File::create(apache.docroot().join("huge.bin")).unwrap();
+    big.set_len(SIZE).unwrap();
+    let proxy = text_proxy(&[]);
+    let result = Curl::through(&proxy)
+        .arg("-o")
+        .arg("/dev/null")
+        .max_time(Duration::from_secs(120))
+        .run(&apache.url(Vhost::Tls12, "/huge.bin"));
+    assert_eq!(
+        result.info["size_download"].as_u64(),
+        Some(SIZE),
+        "{result:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.pid())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    eprintln!(
+        "peak RSS after a {} MiB download: {} KiB",
+        SIZE >> 20,
+        peak_kib
+    );
+    assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
+}
