@@ -237,8 +237,14 @@ impl fmt::Display for TlsEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
 pub enum TimelineEvent {
-    Milestone { milestone: Milestone },
+    Milestone {
+        milestone: Milestone,
+    },
     Tls(TlsEvent),
+    /// Something Periscope did on the flow's behalf (an HTTP/1.1 fallback, a retry).
+    Note {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -283,6 +289,20 @@ impl Timeline {
         });
     }
 
+    pub fn push_note(&mut self, at: Timestamp, message: String) {
+        self.insert(TimelineEntry {
+            at,
+            event: TimelineEvent::Note { message },
+        });
+    }
+
+    pub fn notes(&self) -> impl Iterator<Item = (Timestamp, &str)> {
+        self.entries.iter().filter_map(|entry| match &entry.event {
+            TimelineEvent::Note { message } => Some((entry.at, message.as_str())),
+            _ => None,
+        })
+    }
+
     pub fn milestone(&self, milestone: Milestone) -> Option<Timestamp> {
         self.entries.iter().find_map(|entry| match entry.event {
             TimelineEvent::Milestone { milestone: m } if m == milestone => Some(entry.at),
@@ -293,7 +313,7 @@ impl Timeline {
     pub fn tls_events(&self) -> impl Iterator<Item = (Timestamp, &TlsEvent)> {
         self.entries.iter().filter_map(|entry| match &entry.event {
             TimelineEvent::Tls(event) => Some((entry.at, event)),
-            TimelineEvent::Milestone { .. } => None,
+            TimelineEvent::Milestone { .. } | TimelineEvent::Note { .. } => None,
         })
     }
 

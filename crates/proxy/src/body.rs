@@ -242,6 +242,46 @@ impl<B> Drop for RecordingBody<B> {
     }
 }
 
+/// A request body on its way upstream: straight from the client, or replayed from the
+/// recorded copy (an HTTP/2 server asked for HTTP/1.1).
+pub enum ClientBody {
+    Streaming(hyper::body::Incoming),
+    Buffered(Full<Bytes>),
+}
+
+pub type RequestBody = RecordingBody<ClientBody>;
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ClientBody::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::Buffered(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Streaming(body) => body.is_end_stream(),
+            ClientBody::Buffered(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Streaming(body) => body.size_hint(),
+            ClientBody::Buffered(body) => body.size_hint(),
+        }
+    }
+}
+
 /// What the proxy sends a client: a relayed body, or one Periscope wrote itself.
 pub enum ProxyBody<B> {
     Relayed(RecordingBody<B>),

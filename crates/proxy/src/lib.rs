@@ -47,7 +47,7 @@ pub use crate::config::{ProxyConfig, Timeouts};
 pub use crate::error::UpstreamError;
 
 use crate::core::ProxyCore;
-use crate::session::ClientSession;
+use crate::session::{ClientProtocol, ClientSession};
 use crate::upstream::next_connection_id;
 
 #[derive(thiserror::Error, Debug)]
@@ -125,5 +125,5 @@ async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr)
         None,
         None,
     ));
-    session.serve(stream).await;
+    session.serve(stream, ClientProtocol::Detect).await;
 }

@@ -128,6 +128,12 @@ impl FlowRecorder {
         }
     }
 
+    /// A line in the flow's timeline about something Periscope did (a protocol
+    /// fallback, a retry).
+    pub fn push_note(&self, message: String) {
+        self.lock().timeline.push_note(Timestamp::now(), message);
+    }
+
     /// Publishes the request head for live views.
     pub fn publish_request(&self) {
         let snapshot = Arc::new(self.lock().clone());

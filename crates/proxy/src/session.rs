@@ -10,20 +10,23 @@ use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use periscope_flow::{
     Body, ConnectionInfo, Flow, FlowId, LogLevel, Milestone, Timeline, Timestamp,
 };
 use periscope_tls::TlsConnectionState;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{ProxyBody, RecordingBody};
+use crate::body::{ClientBody, ProxyBody, RecordingBody, RequestBody};
 use crate::core::ProxyCore;
 use crate::error::{describe_hyper_error, UpstreamError};
 use crate::headers::{record_headers, strip_hop_by_hop, wants_upgrade};
 use crate::pages::{error_response, error_text, proxy_info_page, recorded_response};
 use crate::recorder::{FlowRecorder, Side};
-use crate::upstream::{connect_tcp, establish, TlsParameters, UpstreamConnection, UpstreamKey};
+use crate::upstream::{
+    connect_tcp, establish_with_fallback, TlsParameters, UpstreamConnection, UpstreamKey, ALPN_H2,
+    ALPN_HTTP11,
+};
 
 pub type ClientResponse = Response<ProxyBody<Incoming>>;
 
@@ -33,10 +36,24 @@ pub struct Tunnel {
     pub tls: TlsParameters,
 }
 
-enum Slot {
-    Ready(Box<UpstreamConnection>),
+/// The connections a client connection holds to one server.
+#[derive(Default)]
+struct Pool {
+    /// HTTP/1.1 connections, one request at a time each.
+    idle: Vec<UpstreamConnection>,
+    /// An HTTP/2 connection, shared by all requests.
+    shared: Option<UpstreamConnection>,
     /// The eager connection made for a tunnel failed; the first request reports it.
-    Failed(UpstreamError),
+    failed: Option<Box<UpstreamError>>,
+}
+
+/// Which protocol the client speaks on this connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientProtocol {
+    Http1,
+    Http2,
+    /// A plain listener: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
+    Detect,
 }
 
 pub struct ClientSession {
@@ -45,12 +62,15 @@ pub struct ClientSession {
     client_milestones: Vec<(Milestone, Timestamp)>,
     client_tls: Option<Arc<TlsConnectionState>>,
     tunnel: Option<Tunnel>,
-    upstreams: tokio::sync::Mutex<HashMap<UpstreamKey, Slot>>,
+    upstreams: tokio::sync::Mutex<HashMap<UpstreamKey, Pool>>,
 }
 
 /// Where a request goes and how the flow names it.
 struct Target {
     key: UpstreamKey,
+    /// The client multiplexes (HTTP/2): a busy HTTP/1.1 upstream connection is not
+    /// waited for.
+    concurrent: bool,
     tls: Option<TlsParameters>,
     scheme: &'static str,
     host: String,
@@ -77,18 +97,21 @@ impl ClientSession {
 
     /// Hands over the connection made eagerly for a tunnel (or why it failed).
     pub fn seed(&self, key: UpstreamKey, connection: Result<UpstreamConnection, UpstreamError>) {
-        let slot = match connection {
-            Ok(connection) => Slot::Ready(Box::new(connection)),
-            Err(error) => Slot::Failed(error),
-        };
+        let mut pool = Pool::default();
+        match connection {
+            Ok(connection) if connection.is_http2() => pool.shared = Some(connection),
+            Ok(connection) => pool.idle.push(connection),
+            Err(error) => pool.failed = Some(Box::new(error)),
+        }
         // Nothing else holds the lock before the session starts serving.
         if let Ok(mut upstreams) = self.upstreams.try_lock() {
-            upstreams.insert(key, slot);
+            upstreams.insert(key, pool);
         }
     }
 
-    /// Serves HTTP/1.1 on `io` until the client goes away.
-    pub async fn serve<S>(self: Arc<Self>, io: S)
+    /// Serves HTTP on `io` until the client goes away, in the protocol the TLS
+    /// handshake chose (or, on a plain listener, whatever the client speaks).
+    pub async fn serve<S>(self: Arc<Self>, io: S, protocol: ClientProtocol)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -97,33 +120,52 @@ impl ClientSession {
             let session = Arc::clone(&session);
             async move { session.handle(request).await }
         });
-        let connection = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
             .preserve_header_case(true)
             .timer(TokioTimer::new())
-            .header_read_timeout(self.core.config.timeouts.client_idle)
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
-        if let Err(error) = connection.await {
-            let peer = self
-                .client
-                .peer
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "client".into());
-            if error.is_parse() || error.is_parse_status() {
-                self.core.bus.log(
-                    LogLevel::Warn,
-                    format!(
-                        "{peer}: invalid HTTP request, answered 400 and closed: {}",
-                        describe_hyper_error(&error)
-                    ),
-                );
-            } else if error.is_timeout() {
-                self.core.bus.log(
-                    LogLevel::Info,
-                    format!("{peer}: closed an idle client connection (no complete request head in time)"),
-                );
-            } else {
-                tracing::debug!(%peer, error = %describe_hyper_error(&error), "client connection ended");
+            .header_read_timeout(self.core.config.timeouts.client_idle);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol()
+            .max_concurrent_streams(256);
+        let builder = match protocol {
+            ClientProtocol::Http1 => builder.http1_only(),
+            ClientProtocol::Http2 => builder.http2_only(),
+            ClientProtocol::Detect => builder,
+        };
+        let outcome = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .await;
+        if let Err(error) = outcome {
+            self.log_connection_error(error.as_ref());
+        }
+    }
+
+    fn log_connection_error(&self, error: &(dyn std::error::Error + 'static)) {
+        let peer = self
+            .client
+            .peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "client".into());
+        match error.downcast_ref::<hyper::Error>() {
+            Some(error) if error.is_parse() || error.is_parse_status() => self.core.bus.log(
+                LogLevel::Warn,
+                format!(
+                    "{peer}: invalid HTTP request, answered 400 and closed: {}",
+                    describe_hyper_error(error)
+                ),
+            ),
+            Some(error) if error.is_timeout() => self.core.bus.log(
+                LogLevel::Info,
+                format!(
+                    "{peer}: closed an idle client connection (no complete request head in time)"
+                ),
+            ),
+            _ => {
+                tracing::debug!(%peer, error = %describe_hyper_error(error), "client connection ended")
             }
         }
     }
@@ -172,6 +214,7 @@ impl ClientSession {
                 None => (tunnel.tls.server_name.clone(), tunnel.key.port),
             };
             return Ok(Target {
+                concurrent: request.version() == Version::HTTP_2,
                 key: tunnel.key.clone(),
                 tls: Some(tunnel.tls.clone()),
                 scheme: "https",
@@ -206,12 +249,15 @@ impl ClientSession {
             host: host.clone(),
             port,
         };
+        // The client asked the proxy for https://: it speaks HTTP/1.1 to us, and any
+        // protocol can be used upstream.
         let tls = tls.then(|| TlsParameters {
             server_name: host.clone(),
             send_sni: true,
-            alpn: vec![b"http/1.1".to_vec()],
+            alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
         });
         Ok(Target {
+            concurrent: request.version() == Version::HTTP_2,
             key,
             tls,
             scheme,
@@ -265,7 +311,7 @@ impl ClientSession {
         request: Request<Incoming>,
         target: &Target,
         recorder: &Arc<FlowRecorder>,
-    ) -> Request<RecordingBody<Incoming>> {
+    ) -> Request<RequestBody> {
         let (mut parts, body) = request.into_parts();
         let upgrade = wants_upgrade(&parts.headers);
         strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -286,7 +332,7 @@ impl ClientSession {
         parts.version = Version::HTTP_11;
         let config = &self.core.config;
         let body = RecordingBody::new(
-            body,
+            ClientBody::Streaming(body),
             Arc::clone(recorder),
             Side::Request,
             config.body_limit,
@@ -299,14 +345,14 @@ impl ClientSession {
         &self,
         target: Target,
         recorder: Arc<FlowRecorder>,
-        mut request: Request<RecordingBody<Incoming>>,
+        mut request: Request<RequestBody>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> ClientResponse {
         let label = target.key.label();
         let response_timeout = self.core.config.timeouts.response;
-        // One retry, only for a request that never left: a kept-alive connection the
-        // server closed just as we reused it.
-        for attempt in 0..2 {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let (mut connection, reused) = match self.checkout(&target).await {
                 Ok(checked_out) => checked_out,
                 Err(error) => return self.fail(&recorder, &label, error),
@@ -316,8 +362,11 @@ impl ClientSession {
                 &connection.milestones,
                 connection.tls.clone(),
             );
+            fit_request_to(&mut request, &target.key, connection.is_http2());
+            // Kept to replay the request over HTTP/1.1 if an HTTP/2 server demands it.
+            let replay = connection.is_http2().then(|| ReplayHead::of(&request));
             if connection.sender.ready().await.is_err() {
-                if attempt == 0 {
+                if attempt < 3 {
                     continue;
                 }
                 let error = UpstreamError::Exchange {
@@ -330,8 +379,8 @@ impl ClientSession {
                 };
                 return self.fail(&recorder, &label, error);
             }
-            let sent = connection.sender.try_send_request(request);
-            match tokio::time::timeout(response_timeout, sent).await {
+            let sent = connection.sender.try_send(request);
+            let failure = match tokio::time::timeout(response_timeout, sent).await {
                 Err(_) => {
                     let error = UpstreamError::ResponseTimeout {
                         target: label.clone(),
@@ -343,41 +392,112 @@ impl ClientSession {
                     self.checkin(&target.key, connection).await;
                     return self.relay_response(recorder, response, client_upgrade);
                 }
-                Ok(Err(mut failure)) => match failure.take_message() {
-                    Some(unsent) if reused && attempt == 0 => {
-                        request = unsent;
+                Ok(Err(failure)) => failure,
+            };
+            let mut failure = failure;
+            if let Some(unsent) = failure.take_message() {
+                // The request never left: a kept-alive connection the server closed
+                // just as we reused it.
+                if reused && attempt < 3 {
+                    request = unsent;
+                    continue;
+                }
+            }
+            if is_http11_required(failure.error()) {
+                self.core.remember_http11_required(&target.key.host);
+                recorder.push_note(format!(
+                    "{label} answered HTTP_1_1_REQUIRED over HTTP/2; retrying over HTTP/1.1 \
+                     (and using HTTP/1.1 for this host from now on)"
+                ));
+                self.forget_http2(&target.key).await;
+                match replay.and_then(|head| head.rebuild(&recorder, &self.core)) {
+                    Some(rebuilt) if attempt < 3 => {
+                        request = rebuilt;
                         continue;
                     }
                     _ => {
-                        let error = UpstreamError::from_exchange(&label, failure.error());
+                        let error = UpstreamError::Exchange {
+                            message: format!(
+                                "{label} requires HTTP/1.1 for this request (HTTP_1_1_REQUIRED) and \
+                                 the request body could not be replayed; the next request will use HTTP/1.1"
+                            ),
+                            timeout: false,
+                            tls: false,
+                            client_certificate: false,
+                        };
                         return self.fail(&recorder, &label, error);
                     }
-                },
+                }
             }
+            let error = UpstreamError::from_exchange(&label, failure.error());
+            return self.fail(&recorder, &label, error);
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
-    /// A connection to the target: the kept-alive one if it is still open, else new.
+    /// A connection to the target: the shared HTTP/2 one, an idle HTTP/1.1 one, or new.
     async fn checkout(&self, target: &Target) -> Result<(UpstreamConnection, bool), UpstreamError> {
-        let existing = self.upstreams.lock().await.remove(&target.key);
-        match existing {
-            Some(Slot::Ready(connection)) if !connection.sender.is_closed() => {
-                return Ok((*connection, true))
+        let mut busy = None;
+        {
+            let mut pools = self.upstreams.lock().await;
+            let pool = pools.entry(target.key.clone()).or_default();
+            if let Some(error) = pool.failed.take() {
+                return Err(*error);
             }
-            Some(Slot::Failed(error)) => return Err(error),
-            _ => {}
+            if let Some(shared) = pool.shared.as_ref().and_then(UpstreamConnection::share) {
+                if !shared.sender.is_closed() {
+                    return Ok((shared, true));
+                }
+                pool.shared = None;
+            }
+            pool.idle.retain(|c| !c.sender.is_closed());
+            if let Some(position) = pool.idle.iter().position(|c| c.is_ready()) {
+                return Ok((pool.idle.swap_remove(position), true));
+            }
+            // An HTTP/1.1 client sends one request at a time: its connection is about to
+            // be free, so wait for it rather than open another.
+            if !target.concurrent && !pool.idle.is_empty() {
+                busy = pool.idle.pop();
+            }
         }
-        let socket = connect_tcp(&self.core, &target.key).await?;
-        let connection = establish(&self.core, socket, target.tls.as_ref()).await?;
+        if let Some(connection) = busy {
+            return Ok((connection, true));
+        }
+        let connection = self.open(target).await?;
+        if let Some(shared) = connection.share() {
+            let mut pools = self.upstreams.lock().await;
+            pools.entry(target.key.clone()).or_default().shared = Some(shared);
+        }
         Ok((connection, false))
     }
 
+    async fn open(&self, target: &Target) -> Result<UpstreamConnection, UpstreamError> {
+        let mut tls = target.tls.clone();
+        if let Some(tls) = tls.as_mut() {
+            if self.core.requires_http11(&target.key.host) {
+                tls.alpn = vec![ALPN_HTTP11.to_vec()];
+            }
+        }
+        let socket = connect_tcp(&self.core, &target.key).await?;
+        establish_with_fallback(&self.core, socket, &target.key, tls.as_ref()).await
+    }
+
     async fn checkin(&self, key: &UpstreamKey, connection: UpstreamConnection) {
+        if connection.is_http2() {
+            return;
+        }
         self.upstreams
             .lock()
             .await
-            .insert(key.clone(), Slot::Ready(Box::new(connection)));
+            .entry(key.clone())
+            .or_default()
+            .idle
+            .push(connection);
+    }
+
+    async fn forget_http2(&self, key: &UpstreamKey) {
+        if let Some(pool) = self.upstreams.lock().await.get_mut(key) {
+            pool.shared = None;
+        }
     }
 
     fn relay_response(
@@ -432,6 +552,105 @@ impl ClientSession {
         recorder.finish_with_error(error.kind(), detail);
         response
     }
+}
+
+/// Shapes a request for the upstream protocol: HTTP/1.1 wants origin-form and a Host
+/// header, HTTP/2 an absolute URI whose authority replaces Host.
+fn fit_request_to(request: &mut Request<RequestBody>, key: &UpstreamKey, http2: bool) {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_else(|| "/".to_owned());
+    let authority = request
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| host_header_value(key));
+    if http2 {
+        let scheme = if key.tls { "https" } else { "http" };
+        if let Ok(uri) = format!("{scheme}://{authority}{path}").parse::<Uri>() {
+            *request.uri_mut() = uri;
+            request.headers_mut().remove(HOST);
+        }
+        *request.version_mut() = Version::HTTP_2;
+    } else {
+        if let Ok(value) = HeaderValue::from_str(&authority) {
+            request.headers_mut().insert(HOST, value);
+        }
+        *request.uri_mut() = path
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        *request.version_mut() = Version::HTTP_11;
+    }
+}
+
+/// What is needed to send a request again after an HTTP/2 server refused it.
+struct ReplayHead {
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+    had_body: bool,
+}
+
+impl ReplayHead {
+    fn of(request: &Request<RequestBody>) -> Self {
+        ReplayHead {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+            had_body: !http_body::Body::is_end_stream(request.body()),
+        }
+    }
+
+    /// The request again, if its body was recorded whole (or it had none).
+    fn rebuild(
+        self,
+        recorder: &Arc<FlowRecorder>,
+        core: &ProxyCore,
+    ) -> Option<Request<RequestBody>> {
+        let body = if self.had_body {
+            let (complete, body) = recorder.update(|flow| {
+                (
+                    flow.timeline
+                        .milestone(Milestone::RequestComplete)
+                        .is_some(),
+                    flow.request.body.clone(),
+                )
+            });
+            if !complete || body.truncated {
+                return None;
+            }
+            body.content
+        } else {
+            bytes::Bytes::new()
+        };
+        let mut request = Request::new(RecordingBody::new(
+            ClientBody::Buffered(http_body_util::Full::new(body)),
+            Arc::clone(recorder),
+            Side::Request,
+            core.config.body_limit,
+            core.config.timeouts.body_idle,
+        ));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.headers_mut() = self.headers;
+        Some(request)
+    }
+}
+
+/// An HTTP/2 server's "use HTTP/1.1 for this request" (RFC 9113 §8.7; IIS sends it
+/// for paths that need a client certificate, since HTTP/2 forbids renegotiation).
+fn is_http11_required(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(h2) = current.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::HTTP_1_1_REQUIRED);
+        }
+        source = current.source();
+    }
+    false
 }
 
 /// Framing is re-derived by hyper from the body: a message that arrived chunked

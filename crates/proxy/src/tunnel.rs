@@ -24,8 +24,11 @@ use crate::headers::record_headers;
 use crate::io::Prefixed;
 use crate::pages::{error_response, error_text, recorded_response};
 use crate::recorder::FlowRecorder;
-use crate::session::{version_label, ClientResponse, ClientSession, Tunnel};
-use crate::upstream::{connect_tcp, establish, ConnectedSocket, TlsParameters, UpstreamKey};
+use crate::session::{version_label, ClientProtocol, ClientResponse, ClientSession, Tunnel};
+use crate::upstream::{
+    connect_tcp, establish_with_fallback, ConnectedSocket, TlsParameters, UpstreamKey, ALPN_H2,
+    ALPN_HTTP11,
+};
 
 pub async fn handle_connect(
     core: &Arc<ProxyCore>,
@@ -224,12 +227,28 @@ async fn run<C>(
         }
     };
     let server_name = hello.sni.clone().unwrap_or_else(|| key.host.clone());
+    // Offer the server what the client offered (so each side sees the protocol it
+    // would have used without us), limited to what Periscope speaks.
+    let mut alpn: Vec<Vec<u8>> = hello
+        .alpn
+        .iter()
+        .filter(|p| p.as_slice() == ALPN_H2 || p.as_slice() == ALPN_HTTP11)
+        .cloned()
+        .collect();
+    // HTTP/1.1 is always offered too: Periscope can translate, and some servers answer
+    // "http/1.1" even when it was not offered (which OpenSSL rightly rejects).
+    if !alpn.iter().any(|p| p.as_slice() == ALPN_HTTP11) {
+        alpn.push(ALPN_HTTP11.to_vec());
+    }
+    if core.requires_http11(&key.host) {
+        alpn = vec![ALPN_HTTP11.to_vec()];
+    }
     let parameters = TlsParameters {
         server_name: server_name.clone(),
         send_sni: true,
-        alpn: vec![b"http/1.1".to_vec()],
+        alpn,
     };
-    let upstream = establish(&core, socket, Some(&parameters)).await;
+    let upstream = establish_with_fallback(&core, socket, &key, Some(&parameters)).await;
     let leaf = match core.ca.leaf_for(&server_name, &[]) {
         Ok(leaf) => leaf,
         Err(error) => {
@@ -240,11 +259,18 @@ async fn run<C>(
             return;
         }
     };
-    let offered_http1 = hello.alpn.iter().any(|p| p.as_slice() == b"http/1.1");
-    let alpn = offered_http1.then_some(&b"http/1.1"[..]);
+    let server_choice = upstream
+        .as_ref()
+        .ok()
+        .and_then(|c| c.alpn().map(str::to_owned));
+    let client_choice = client_alpn(&hello.alpn, server_choice.as_deref());
     let tls = match core
         .client_tls
-        .accept(Prefixed::new(buffer.freeze(), client_io), &leaf, alpn)
+        .accept(
+            Prefixed::new(buffer.freeze(), client_io),
+            &leaf,
+            client_choice.as_deref(),
+        )
         .await
     {
         Ok(tls) => tls,
@@ -255,6 +281,10 @@ async fn run<C>(
             );
             return;
         }
+    };
+    let protocol = match tls.ssl().selected_alpn_protocol() {
+        Some(ALPN_H2) => ClientProtocol::Http2,
+        _ => ClientProtocol::Http1,
     };
     client_milestones.push((Milestone::ClientTlsEstablished, Timestamp::now()));
     client.tls = Some(tls.info());
@@ -269,7 +299,22 @@ async fn run<C>(
         }),
     ));
     session.seed(key, upstream);
-    session.serve(tls).await;
+    session.serve(tls, protocol).await;
+}
+
+/// The protocol to agree with the client: the server's choice when the client offered
+/// it, else the client's HTTP/1.1, else its HTTP/2 (Periscope translates between them).
+fn client_alpn(client_offer: &[Vec<u8>], server_choice: Option<&str>) -> Option<Vec<u8>> {
+    let offered = |p: &[u8]| client_offer.iter().any(|o| o.as_slice() == p);
+    if let Some(choice) = server_choice {
+        if offered(choice.as_bytes()) {
+            return Some(choice.as_bytes().to_vec());
+        }
+    }
+    [ALPN_HTTP11, ALPN_H2]
+        .into_iter()
+        .find(|p| offered(p))
+        .map(<[u8]>::to_vec)
 }
 
 /// Says why a client refused our handshake; the common case is a client that does not

@@ -5,19 +5,18 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use periscope_flow::{ConnectionInfo, Milestone, Timestamp};
 use periscope_tls::{TlsConnectionState, UpstreamTarget};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use crate::body::RecordingBody;
+pub use crate::body::RequestBody;
 use crate::core::ProxyCore;
 use crate::error::UpstreamError;
-
-pub type RequestBody = RecordingBody<Incoming>;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -43,13 +42,17 @@ impl UpstreamKey {
     }
 }
 
-/// TLS parameters for an upstream connection made on behalf of a tunnel.
+/// TLS parameters for an upstream connection.
 #[derive(Clone, Debug)]
 pub struct TlsParameters {
     pub server_name: String,
     pub send_sni: bool,
+    /// ALPN protocols to offer, in order (the client's own list, for a tunnel).
     pub alpn: Vec<Vec<u8>>,
 }
+
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// A TCP connection to a server, not yet speaking anything.
 pub struct ConnectedSocket {
@@ -58,12 +61,77 @@ pub struct ConnectedSocket {
     pub milestones: Vec<(Milestone, Timestamp)>,
 }
 
-/// A ready HTTP/1.1 connection to a server.
+/// The HTTP side of a server connection.
+pub enum HttpSender {
+    Http1(http1::SendRequest<RequestBody>),
+    /// Multiplexed: clones share the connection.
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+impl HttpSender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            HttpSender::Http1(sender) => sender.is_closed(),
+            HttpSender::Http2(sender) => sender.is_closed(),
+        }
+    }
+
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            HttpSender::Http1(sender) => sender.ready().await,
+            HttpSender::Http2(sender) => sender.ready().await,
+        }
+    }
+
+    pub async fn try_send(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        match self {
+            HttpSender::Http1(sender) => sender.try_send_request(request).await,
+            HttpSender::Http2(sender) => sender.try_send_request(request).await,
+        }
+    }
+}
+
+/// A ready HTTP connection to a server.
 pub struct UpstreamConnection {
-    pub sender: SendRequest<RequestBody>,
+    pub sender: HttpSender,
     pub info: ConnectionInfo,
     pub milestones: Vec<(Milestone, Timestamp)>,
     pub tls: Option<Arc<TlsConnectionState>>,
+}
+
+impl UpstreamConnection {
+    pub fn is_http2(&self) -> bool {
+        matches!(self.sender, HttpSender::Http2(_))
+    }
+
+    /// Another handle on an HTTP/2 connection (HTTP/1.1 connections are not shared).
+    pub fn share(&self) -> Option<UpstreamConnection> {
+        match &self.sender {
+            HttpSender::Http2(sender) => Some(UpstreamConnection {
+                sender: HttpSender::Http2(sender.clone()),
+                info: self.info.clone(),
+                milestones: self.milestones.clone(),
+                tls: self.tls.clone(),
+            }),
+            HttpSender::Http1(_) => None,
+        }
+    }
+
+    /// The protocol the server chose by ALPN, if any.
+    pub fn alpn(&self) -> Option<&str> {
+        self.info.tls.as_ref().and_then(|tls| tls.alpn.as_deref())
+    }
+
+    /// Whether a request can be sent now without waiting for one in flight.
+    pub fn is_ready(&self) -> bool {
+        match &self.sender {
+            HttpSender::Http1(sender) => sender.is_ready(),
+            HttpSender::Http2(sender) => !sender.is_closed(),
+        }
+    }
 }
 
 pub async fn connect_tcp(
@@ -131,7 +199,7 @@ pub async fn establish(
     let target = info.target.clone().unwrap_or_default();
     match tls {
         None => {
-            let sender = http_handshake(stream, &target).await?;
+            let sender = http1_handshake(stream, &target).await?;
             Ok(UpstreamConnection {
                 sender,
                 info,
@@ -156,7 +224,11 @@ pub async fn establish(
             milestones.push((Milestone::ServerTlsEstablished, Timestamp::now()));
             info.tls = Some(tls_stream.info());
             let state = Arc::clone(tls_stream.state());
-            let sender = http_handshake(tls_stream, &target).await?;
+            let sender = if tls_stream.ssl().selected_alpn_protocol() == Some(ALPN_H2) {
+                http2_handshake(tls_stream, &target).await?
+            } else {
+                http1_handshake(tls_stream, &target).await?
+            };
             Ok(UpstreamConnection {
                 sender,
                 info,
@@ -167,14 +239,35 @@ pub async fn establish(
     }
 }
 
-async fn http_handshake<S>(
-    stream: S,
-    target: &str,
-) -> Result<SendRequest<RequestBody>, UpstreamError>
+/// Like [`establish`]; a server that refuses every protocol offered (alert
+/// no_application_protocol) is asked again, on a new connection, with everything
+/// Periscope can translate to.
+pub async fn establish_with_fallback(
+    core: &ProxyCore,
+    socket: ConnectedSocket,
+    key: &UpstreamKey,
+    tls: Option<&TlsParameters>,
+) -> Result<UpstreamConnection, UpstreamError> {
+    match establish(core, socket, tls).await {
+        Err(UpstreamError::Tls(periscope_tls::TlsError::Alert { description, .. }))
+            if description.contains("no application protocol") =>
+        {
+            let wider = tls.map(|tls| TlsParameters {
+                alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+                ..tls.clone()
+            });
+            let socket = connect_tcp(core, key).await?;
+            establish(core, socket, wider.as_ref()).await
+        }
+        other => other,
+    }
+}
+
+async fn http1_handshake<S>(stream: S, target: &str) -> Result<HttpSender, UpstreamError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+    let (sender, connection) = http1::Builder::new()
         .preserve_header_case(true)
         .handshake(TokioIo::new(stream))
         .await
@@ -190,5 +283,26 @@ where
             tracing::debug!(%target, error = %crate::error::describe_hyper_error(&error), "upstream connection ended");
         }
     });
-    Ok(sender)
+    Ok(HttpSender::Http1(sender))
+}
+
+async fn http2_handshake<S>(stream: S, target: &str) -> Result<HttpSender, UpstreamError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| UpstreamError::Handshake {
+            target: target.to_owned(),
+            source,
+        })?;
+    let target = target.to_owned();
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%target, error = %crate::error::describe_hyper_error(&error), "upstream HTTP/2 connection ended");
+        }
+    });
+    Ok(HttpSender::Http2(sender))
 }
