@@ -70,6 +70,11 @@ pub struct ProxyArgs {
     #[arg(long, global = true, value_name = "DIR", env = "PERISCOPE_CONFDIR")]
     pub confdir: Option<PathBuf>,
 
+    /// Require clients to authenticate with these credentials (HTTP Basic,
+    /// `user:pass`); answered with 407 otherwise.
+    #[arg(long, global = true, value_name = "USER:PASS")]
+    pub proxyauth: Option<String>,
+
     /// Do not verify server certificates.
     #[arg(short = 'k', long, global = true)]
     pub ssl_insecure: bool,

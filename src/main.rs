@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use periscope_flow::filter::Filter;
 use periscope_flow::{FlowEvent, LogLevel};
-use periscope_proxy::{FlowBus, Proxy, ProxyConfig, Timeouts};
+use periscope_proxy::{FlowBus, Proxy, ProxyConfig, ProxyCredentials, Timeouts};
 use periscope_tls::{
     CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTlsSettings,
     HandshakeTimeouts, KeyLog, UpstreamTlsSettings,
@@ -69,9 +69,10 @@ fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs) {
         "periscope: CA certificate for clients: {}",
         ca.cert_pem_path().display()
     );
-    if !address.ip().is_loopback() {
+    if !address.ip().is_loopback() && args.proxyauth.is_none() {
         eprintln!(
-            "periscope: warning: listening on {} — anyone who can reach this address can use the proxy",
+            "periscope: warning: listening on {} without --proxyauth — anyone who can reach \
+             this address can use the proxy",
             address.ip()
         );
     }
@@ -140,7 +141,15 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             per_minute: args.client_renegotiation_limit.max(1),
         }
     };
+    let credentials = match &args.proxyauth {
+        Some(spec) => Some(
+            ProxyCredentials::parse(spec)
+                .context("--proxyauth takes USER:PASS (a user name, a colon, a password)")?,
+        ),
+        None => None,
+    };
     Ok(ProxyConfig {
+        credentials,
         listen: SocketAddr::new(args.listen_host, args.listen_port),
         body_limit: usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
         timeouts: Timeouts {

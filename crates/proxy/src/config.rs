@@ -38,6 +38,8 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     pub upstream_tls: UpstreamTlsSettings,
     pub client_tls: ClientTlsSettings,
+    /// Credentials clients must present (`--proxyauth`); `None` admits everyone.
+    pub credentials: Option<crate::guard::ProxyCredentials>,
 }
 
 impl Default for ProxyConfig {
@@ -51,6 +53,7 @@ impl Default for ProxyConfig {
                 ..UpstreamTlsSettings::default()
             },
             client_tls: ClientTlsSettings::default(),
+            credentials: None,
         }
     }
 }

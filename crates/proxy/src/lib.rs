@@ -25,6 +25,7 @@ mod client_hello;
 mod config;
 mod core;
 mod error;
+mod guard;
 mod headers;
 mod io;
 mod pages;
@@ -45,6 +46,7 @@ pub use crate::bus::FlowBus;
 pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError};
 pub use crate::config::{ProxyConfig, Timeouts};
 pub use crate::error::UpstreamError;
+pub use crate::guard::ProxyCredentials;
 
 use crate::core::ProxyCore;
 use crate::session::{ClientProtocol, ClientSession};

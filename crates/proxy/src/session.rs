@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::body::{ClientBody, ProxyBody, RecordingBody, RequestBody};
 use crate::core::ProxyCore;
 use crate::error::{describe_hyper_error, UpstreamError};
+use crate::guard::{check_credentials, check_framing, loop_refusal, targets_self, Refusal};
 use crate::headers::{record_headers, strip_hop_by_hop, wants_upgrade};
 use crate::pages::{error_response, error_text, proxy_info_page, recorded_response};
 use crate::recorder::{FlowRecorder, Side};
@@ -29,6 +30,9 @@ use crate::upstream::{
 };
 
 pub type ClientResponse = Response<ProxyBody<Incoming>>;
+
+/// The largest request head (request line and headers) a client may send.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 /// An intercepted CONNECT tunnel: every request in it goes to one server.
 pub struct Tunnel {
@@ -124,6 +128,8 @@ impl ClientSession {
         builder
             .http1()
             .preserve_header_case(true)
+            // Request heads past this are answered 431.
+            .max_buf_size(MAX_REQUEST_HEAD)
             .timer(TokioTimer::new())
             .header_read_timeout(self.core.config.timeouts.client_idle);
         builder
@@ -175,6 +181,9 @@ impl ClientSession {
         mut request: Request<Incoming>,
     ) -> Result<ClientResponse, Infallible> {
         let started = Timestamp::now();
+        if let Some(refusal) = self.admit(&request) {
+            return Ok(self.refuse(&request, started, refusal));
+        }
         if request.method() == Method::CONNECT {
             if self.tunnel.is_some() {
                 return Ok(error_response(
@@ -196,7 +205,13 @@ impl ClientSession {
             Ok(target) => target,
             Err(response) => return Ok(*response),
         };
-        let recorder = self.new_flow(&request, &target, started);
+        let recorder = self.new_flow(
+            &request,
+            target.scheme,
+            target.host.clone(),
+            target.port,
+            started,
+        );
         recorder.publish_request();
         let client_upgrade =
             wants_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
@@ -266,10 +281,84 @@ impl ClientSession {
         })
     }
 
+    /// Checks made before anything is relayed; `Some` is the answer instead.
+    fn admit(&self, request: &Request<Incoming>) -> Option<Refusal> {
+        if let Some(refusal) = check_framing(request.headers()) {
+            return Some(refusal);
+        }
+        if self.tunnel.is_some() {
+            // Inside a tunnel the client already authenticated with its CONNECT.
+            return None;
+        }
+        if let Some(credentials) = &self.core.config.credentials {
+            if let Some(refusal) = check_credentials(request.headers(), credentials) {
+                return Some(refusal);
+            }
+        }
+        let (host, port) = if request.method() == Method::CONNECT {
+            let authority = request.uri().authority()?;
+            (authority.host().to_owned(), authority.port_u16()?)
+        } else {
+            let host = request.uri().host()?.to_owned();
+            let default_port = if request.uri().scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            };
+            (host, request.uri().port_u16().unwrap_or(default_port))
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        targets_self(self.core.config.listen, &host, port).then(|| loop_refusal(&host, port))
+    }
+
+    /// Answers a refused request, recording it as a flow with an error.
+    fn refuse(
+        &self,
+        request: &Request<Incoming>,
+        started: Timestamp,
+        refusal: Refusal,
+    ) -> ClientResponse {
+        let uri = request.uri();
+        let (scheme, default_port) = match (&self.tunnel, uri.scheme_str()) {
+            (Some(_), _) | (None, Some("https")) => ("https", 443),
+            _ => ("http", 80),
+        };
+        let (host, port) = match (uri.host(), host_header(request.headers())) {
+            (Some(host), _) => (host.to_owned(), uri.port_u16().unwrap_or(default_port)),
+            (None, Some((host, port))) => (host, port.unwrap_or(default_port)),
+            (None, None) => (String::new(), default_port),
+        };
+        let recorder = self.new_flow(request, scheme, host, port, started);
+        let mut response = error_response(refusal.status, &refusal.summary, &refusal.detail);
+        if refusal.challenge {
+            response.headers_mut().insert(
+                http::header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"periscope\""),
+            );
+        }
+        if refusal.close {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        let text = error_text(refusal.status, &refusal.summary, &refusal.detail);
+        recorder.set_response(recorded_response(&response, text.as_bytes()));
+        recorder.finish_with_error(
+            refusal.kind,
+            format!("{} {}", refusal.summary, refusal.detail),
+        );
+        response
+    }
+
     fn new_flow(
         &self,
         request: &Request<Incoming>,
-        target: &Target,
+        scheme: &str,
+        host: String,
+        port: u16,
         started: Timestamp,
     ) -> Arc<FlowRecorder> {
         let path = request
@@ -288,9 +377,9 @@ impl ClientSession {
             server: None,
             request: periscope_flow::Request {
                 method: request.method().as_str().to_owned(),
-                scheme: target.scheme.to_owned(),
-                host: target.host.clone(),
-                port: target.port,
+                scheme: scheme.to_owned(),
+                host,
+                port,
                 path,
                 http_version: version_label(request.version()).to_owned(),
                 headers: record_headers(request.headers()),
