@@ -28,8 +28,26 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run without a user interface and print one line per flow (like mitmdump).
+    /// Run without a user interface and print one line per flow (like mitmdump);
+    /// with -r, print a saved session and exit.
     Dump(DumpArgs),
+    /// Export a saved session as HAR 1.2 (for Chrome DevTools and other tools).
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The session file (as written with -w).
+    #[arg(value_name = "SESSION")]
+    pub session: PathBuf,
+
+    /// Write HAR 1.2 to this file.
+    #[arg(long, value_name = "OUT.har")]
+    pub har: PathBuf,
+
+    /// Only export flows matching this filter.
+    #[arg(value_name = "FILTER")]
+    pub filter: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +61,11 @@ pub struct DumpArgs {
     /// bodies as recorded) instead of the one-line summary.
     #[arg(long)]
     pub json: bool,
+
+    /// How much to print per flow: 0 nothing, 1 the flow line with its TLS events and
+    /// error, 2 also WebSocket messages, 3 also request and response headers.
+    #[arg(short = 'd', long, default_value_t = 1, value_name = "LEVEL")]
+    pub flow_detail: u8,
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +92,16 @@ pub struct ProxyArgs {
     /// Directory for the CA and settings [default: ~/.periscope].
     #[arg(long, global = true, value_name = "DIR", env = "PERISCOPE_CONFDIR")]
     pub confdir: Option<PathBuf>,
+
+    /// Keep the session (every flow, as it happens) in FILE; without it the session
+    /// lives in a temporary file removed at exit.
+    #[arg(short = 'w', long = "save", global = true, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+
+    /// Open a saved session: `dump -r` prints it and exits; the console shows it and
+    /// adds new flows to it.
+    #[arg(short = 'r', long = "read", global = true, value_name = "FILE")]
+    pub read: Option<PathBuf>,
 
     /// Require clients to authenticate with these credentials (HTTP Basic,
     /// `user:pass`); answered with 407 otherwise.

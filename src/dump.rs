@@ -1,9 +1,165 @@
 //! `periscope dump`: one line per flow on stdout, in the spirit of mitmdump, with the
-//! flow's TLS events and error on indented lines below it.
+//! flow's TLS events and error on indented lines below it — live from the proxy, or
+//! from a saved session.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
 
-use periscope_flow::Flow;
+use anyhow::Context;
+use periscope_flow::filter::Filter;
+use periscope_flow::store::FlowStore;
+use periscope_flow::{Flow, FlowEvent, FlowId, Headers, LogLevel, WebSocketMessage};
+use tokio::sync::broadcast::{error::RecvError, Receiver};
+
+use crate::cli::DumpArgs;
+
+/// Prints flows as the proxy finishes them, and the proxy's log on stderr.
+pub async fn print_live(mut events: Receiver<FlowEvent>, filter: Option<Filter>, args: DumpArgs) {
+    // WebSocket flows whose line was printed: their messages follow it.
+    let mut shown: HashSet<FlowId> = HashSet::new();
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            Err(RecvError::Lagged(missed)) => {
+                eprintln!("periscope: the printer fell behind; {missed} events not shown");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        match event {
+            FlowEvent::Completed(flow) => {
+                if filter.as_ref().is_some_and(|f| !f.matches(&flow)) {
+                    continue;
+                }
+                if flow.websocket.is_some() {
+                    shown.insert(flow.id);
+                }
+                print(&render(&flow, &args));
+            }
+            FlowEvent::Updated(flow) => {
+                if !shown.remove(&flow.id) {
+                    continue;
+                }
+                if args.json {
+                    print(&render(&flow, &args));
+                } else if args.flow_detail >= 2 {
+                    if let Some(line) = websocket_closed_line(&flow) {
+                        print(&line);
+                    }
+                }
+            }
+            FlowEvent::WebSocketMessage { flow, message } => {
+                if args.flow_detail >= 2 && !args.json && shown.contains(&flow) {
+                    print(&websocket_message_line(&message));
+                }
+            }
+            FlowEvent::Log(entry) => {
+                if entry.level >= LogLevel::Info {
+                    eprintln!("periscope: {}", entry.message);
+                }
+            }
+            FlowEvent::RequestReceived(_) => {}
+        }
+    }
+}
+
+/// Prints the flows of a saved session that match `filter`.
+pub fn print_session(
+    session: &Path,
+    filter: Option<&Filter>,
+    args: &DumpArgs,
+) -> anyhow::Result<()> {
+    let store = FlowStore::open(session)
+        .with_context(|| format!("cannot open the session {}", session.display()))?;
+    store.for_each(filter, |flow| {
+        print(&render(&flow, args));
+        if args.flow_detail >= 2 && !args.json {
+            for message in flow.websocket.iter().flat_map(|ws| &ws.messages) {
+                print(&websocket_message_line(message));
+            }
+            if let Some(line) = websocket_closed_line(&flow) {
+                print(&line);
+            }
+        }
+    })?;
+    Ok(())
+}
+
+fn print(text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let _ = writeln!(out, "{text}");
+}
+
+fn render(flow: &Flow, args: &DumpArgs) -> String {
+    if args.json {
+        return serde_json::to_string(flow).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    }
+    match args.flow_detail {
+        0 => String::new(),
+        1 | 2 => flow_lines(flow),
+        _ => {
+            let mut text = flow_lines(flow);
+            push_headers(&mut text, ">", &flow.request.headers);
+            if let Some(response) = &flow.response {
+                push_headers(&mut text, "<", &response.headers);
+            }
+            text
+        }
+    }
+}
+
+fn push_headers(text: &mut String, marker: &str, headers: &Headers) {
+    for header in headers.iter() {
+        let _ = write!(
+            text,
+            "\n    {marker} {}: {}",
+            header.name,
+            header.value_lossy()
+        );
+    }
+}
+
+fn websocket_message_line(message: &WebSocketMessage) -> String {
+    let arrow = if message.from_client { "->" } else { "<-" };
+    let payload = match message.text() {
+        Some(text) => format!("{text:?}"),
+        None => format!("{} bytes", message.size),
+    };
+    let truncated = if message.truncated {
+        " (truncated)"
+    } else {
+        ""
+    };
+    format!(
+        "    ws {arrow} {} {payload}{truncated}",
+        message.opcode.name()
+    )
+}
+
+fn websocket_closed_line(flow: &Flow) -> Option<String> {
+    let session = flow.websocket.as_ref()?;
+    let by = match session.closed_by_client {
+        Some(true) => "client",
+        Some(false) => "server",
+        None => return Some("    ws closed without a close frame".to_owned()),
+    };
+    let code = session
+        .close_code
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let reason = session.close_reason.as_deref().unwrap_or("");
+    Some(
+        format!("    ws closed by {by}: {code} {reason}")
+            .trim_end()
+            .to_owned(),
+    )
+}
 
 pub fn flow_lines(flow: &Flow) -> String {
     let mut out = String::new();
@@ -40,6 +196,9 @@ pub fn flow_lines(flow: &Flow) -> String {
     }
     for (_, event) in flow.timeline.tls_events() {
         let _ = write!(out, "\n    {event}");
+    }
+    for (_, note) in flow.timeline.notes() {
+        let _ = write!(out, "\n    note: {note}");
     }
     if let Some(error) = &flow.error {
         let _ = write!(out, "\n    error: {}", error.message);

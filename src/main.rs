@@ -1,10 +1,11 @@
-//! `periscope`: wires the CA, the TLS settings and the proxy together from the
-//! command line, and runs a front end (for now, the dump printer).
+//! `periscope`: wires the CA, the TLS settings, the proxy and the session store
+//! together from the command line, and runs a front end.
 
 mod cli;
 mod dump;
+mod export;
+mod recording;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,15 +13,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use periscope_flow::filter::Filter;
-use periscope_flow::{FlowEvent, LogLevel};
+use periscope_flow::store::FlowStore;
 use periscope_proxy::{FlowBus, Proxy, ProxyConfig, ProxyCredentials, Timeouts};
 use periscope_tls::{
     CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTlsSettings,
     HandshakeTimeouts, KeyLog, UpstreamTlsSettings,
 };
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::cli::{Cli, Command, ProxyArgs};
+use crate::cli::{Cli, Command, DumpArgs, ProxyArgs};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -34,41 +34,90 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let confdir = confdir(&cli.proxy)?;
+    match cli.command {
+        Some(Command::Export(args)) => {
+            let filter = parse_filter(&args.filter)?;
+            let written = export::har(&args.session, &args.har, filter.as_ref())?;
+            eprintln!("periscope: wrote {written} flows to {}", args.har.display());
+            Ok(())
+        }
+        Some(Command::Dump(args)) => {
+            let filter = parse_filter(&args.filter)?;
+            match &cli.proxy.read {
+                Some(session) => dump::print_session(session, filter.as_ref(), &args),
+                None => run_proxy(&cli.proxy, args, filter).await,
+            }
+        }
+        None => {
+            let args = DumpArgs {
+                filter: Vec::new(),
+                json: false,
+                flow_detail: 1,
+            };
+            match &cli.proxy.read {
+                Some(session) => dump::print_session(session, None, &args),
+                None => run_proxy(&cli.proxy, args, None).await,
+            }
+        }
+    }
+}
+
+fn parse_filter(words: &[String]) -> anyhow::Result<Option<Filter>> {
+    let text = words.join(" ");
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    Filter::parse(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("invalid filter \"{text}\": {e}"))
+}
+
+async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> anyhow::Result<()> {
+    let confdir = confdir(args)?;
     let ca = Arc::new(
         CertificateAuthority::load_or_create(&confdir)
             .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
     );
-    let (dump, json) = match &cli.command {
-        Some(Command::Dump(args)) => (args.filter.join(" "), args.json),
-        None => (String::new(), false),
-    };
-    let filter = if dump.trim().is_empty() {
-        None
-    } else {
-        Some(Filter::parse(&dump).map_err(|e| anyhow::anyhow!("invalid filter \"{dump}\": {e}"))?)
-    };
-    let config = proxy_config(&cli.proxy)?;
+    let store = Arc::new(open_store(args)?);
+    let config = proxy_config(args)?;
     let bus = FlowBus::new();
-    let events = bus.subscribe();
+    let printer_events = bus.subscribe();
+    let recorder = recording::spawn(Arc::clone(&store), bus.subscribe_reliable());
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;
     let address = proxy.local_addr();
-    announce(address, &ca, &cli.proxy);
+    announce(address, &ca, args, &store);
     tokio::spawn(proxy.run());
     tokio::select! {
-        () = print_flows(events, filter, json) => {}
+        () = dump::print_live(printer_events, filter, dump) => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    // The store thread ends when the bus is dropped with the runtime; flows already
+    // handed to it are committed by then or lost only with the process.
+    drop(recorder);
     Ok(())
 }
 
-fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs) {
+fn open_store(args: &ProxyArgs) -> anyhow::Result<FlowStore> {
+    match &args.save {
+        Some(path) => FlowStore::open(path)
+            .with_context(|| format!("cannot open the session file {}", path.display())),
+        None => FlowStore::temporary().context("cannot create a temporary session file"),
+    }
+}
+
+fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs, store: &FlowStore) {
     // Tests and scripts wait for this exact line.
     eprintln!("periscope: proxy listening at {address}");
     eprintln!(
         "periscope: CA certificate for clients: {}",
         ca.cert_pem_path().display()
     );
+    if args.save.is_some() {
+        eprintln!(
+            "periscope: saving the session to {}",
+            store.path().display()
+        );
+    }
     if !address.ip().is_loopback() && args.proxyauth.is_none() {
         eprintln!(
             "periscope: warning: listening on {} without --proxyauth — anyone who can reach \
@@ -78,41 +127,6 @@ fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs) {
     }
     if args.ssl_insecure {
         eprintln!("periscope: warning: server certificates are not verified (-k)");
-    }
-}
-
-async fn print_flows(
-    mut events: tokio::sync::broadcast::Receiver<FlowEvent>,
-    filter: Option<Filter>,
-    json: bool,
-) {
-    let stdout = std::io::stdout();
-    loop {
-        match events.recv().await {
-            Ok(FlowEvent::Completed(flow)) => {
-                if filter.as_ref().is_some_and(|f| !f.matches(&flow)) {
-                    continue;
-                }
-                let line = if json {
-                    serde_json::to_string(&*flow)
-                        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-                } else {
-                    dump::flow_lines(&flow)
-                };
-                let mut out = stdout.lock();
-                let _ = writeln!(out, "{line}");
-            }
-            Ok(FlowEvent::Log(entry)) => {
-                if entry.level >= LogLevel::Info {
-                    eprintln!("periscope: {}", entry.message);
-                }
-            }
-            Ok(FlowEvent::RequestReceived(_)) => {}
-            Err(RecvError::Lagged(missed)) => {
-                eprintln!("periscope: the printer fell behind; {missed} events not shown");
-            }
-            Err(RecvError::Closed) => return,
-        }
     }
 }
 

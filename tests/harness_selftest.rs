@@ -21,7 +21,15 @@ mod harness {
 
         #[test]
         fn every_required_tool_is_installed() {
-            for tool in ["apache2", "curl", "openssl", "tshark", "tmux", "jq"] {
+            for tool in [
+                "apache2",
+                "curl",
+                "openssl",
+                "tshark",
+                "tmux",
+                "jq",
+                "gnutls-serv",
+            ] {
                 let path = require_tool(tool);
                 assert!(path.is_absolute(), "{tool}: {}", path.display());
             }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Flow, Timestamp};
+use crate::model::{Flow, FlowId, Timestamp};
+use crate::websocket::WebSocketMessage;
 
 /// A change a front end may want to show. Flows are shared snapshots: the proxy
 /// never mutates a flow after publishing it.
@@ -14,6 +15,14 @@ pub enum FlowEvent {
     RequestReceived(Arc<Flow>),
     /// The exchange ended: with a full response, or with an error.
     Completed(Arc<Flow>),
+    /// A completed flow changed later (its WebSocket connection closed): the new
+    /// version replaces the old one.
+    Updated(Arc<Flow>),
+    /// A message passed on a flow's WebSocket connection.
+    WebSocketMessage {
+        flow: FlowId,
+        message: WebSocketMessage,
+    },
     /// Something worth a line in the event log that belongs to no single flow.
     Log(LogEntry),
 }

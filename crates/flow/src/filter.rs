@@ -402,11 +402,11 @@ impl Flag {
             Flag::Marked => flow.marked,
             Flag::NoResponse => flow.response.is_none(),
             Flag::Response => flow.response.is_some(),
-            // Judged from the handshake because the model has no WebSocket messages
-            // yet; once it records them, "has a WebSocket" should come from those, as
-            // mitmproxy's `flow.websocket is not None` does.
+            // A recorded WebSocket session, as mitmproxy's `flow.websocket is not
+            // None`; the handshake headers also count, for flows still being set up.
             Flag::WebSocket => {
-                upgrades_to_websocket(&flow.request.headers)
+                flow.websocket.is_some()
+                    || upgrades_to_websocket(&flow.request.headers)
                     || flow.response.as_ref().is_some_and(|response| {
                         response.status == 101 && upgrades_to_websocket(&response.headers)
                     })
@@ -950,6 +950,7 @@ mod tests {
             timeline: Timeline::new(),
             marked: false,
             intercepted_tls: true,
+            websocket: None,
         }
     }
 

@@ -17,8 +17,11 @@
 pub mod content;
 pub mod events;
 pub mod filter;
+pub mod har;
 pub mod model;
+pub mod store;
 pub mod timeline;
+pub mod websocket;
 
 pub use events::{FlowEvent, LogEntry, LogLevel};
 pub use model::{
@@ -29,3 +32,4 @@ pub use timeline::{
     Direction, Initiator, Leg, Milestone, Timeline, TimelineEntry, TimelineEvent, TlsEvent,
     TlsEventKind,
 };
+pub use websocket::{WebSocketMessage, WebSocketOpcode, WebSocketSession};

@@ -281,6 +281,9 @@ pub struct Flow {
     /// True when the request came through an intercepted CONNECT tunnel or TLS listener.
     #[serde(default)]
     pub intercepted_tls: bool,
+    /// The WebSocket connection that followed a `101 Switching Protocols`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<crate::websocket::WebSocketSession>,
 }
 
 impl Flow {
@@ -333,7 +336,7 @@ mod header_value {
     }
 }
 
-mod body_bytes {
+pub(crate) mod body_bytes {
     //! Bodies serialize as base64 text in JSON; the store keeps them as BLOBs.
     use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
     use bytes::Bytes;

@@ -2,7 +2,9 @@
 //! printer, the store and the user interfaces subscribe to.
 
 use periscope_flow::{FlowEvent, LogEntry, LogLevel};
-use tokio::sync::broadcast;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, mpsc};
 
 /// Large enough that a front end pausing for a redraw does not miss flows; a
 /// subscriber that falls further behind is told how many it missed.
@@ -11,6 +13,9 @@ const CAPACITY: usize = 16 * 1024;
 #[derive(Clone)]
 pub struct FlowBus {
     sender: broadcast::Sender<FlowEvent>,
+    /// Subscribers that must see every event (the session store): unbounded queues,
+    /// since dropping a flow is worse than holding it in memory for a moment.
+    reliable: Arc<Mutex<Vec<mpsc::UnboundedSender<FlowEvent>>>>,
 }
 
 impl Default for FlowBus {
@@ -22,7 +27,20 @@ impl Default for FlowBus {
 impl FlowBus {
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
-        FlowBus { sender }
+        FlowBus {
+            sender,
+            reliable: Arc::default(),
+        }
+    }
+
+    /// A subscription that never skips events.
+    pub fn subscribe_reliable(&self) -> mpsc::UnboundedReceiver<FlowEvent> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.reliable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sender);
+        receiver
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
@@ -30,6 +48,10 @@ impl FlowBus {
     }
 
     pub fn publish(&self, event: FlowEvent) {
+        {
+            let mut reliable = self.reliable.lock().unwrap_or_else(|p| p.into_inner());
+            reliable.retain(|subscriber| subscriber.send(event.clone()).is_ok());
+        }
         // No subscriber is not an error: a headless proxy may record nothing.
         let _ = self.sender.send(event);
     }

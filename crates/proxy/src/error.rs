@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use periscope_flow::FlowErrorKind;
-use periscope_tls::TlsError;
+use periscope_tls::{TlsConnectionState, TlsError};
 
 #[derive(thiserror::Error, Debug)]
 pub enum UpstreamError {
@@ -86,16 +86,34 @@ impl UpstreamError {
         }
     }
 
+    fn from_tls(tls: &TlsError) -> Self {
+        UpstreamError::Exchange {
+            message: tls.to_string(),
+            timeout: tls.is_timeout(),
+            tls: true,
+            client_certificate: matches!(tls, TlsError::ClientCertificateRequired { .. }),
+        }
+    }
+
+    /// Explains a connection that died before our request could be sent, from what its
+    /// TLS layer recorded.
+    pub fn from_tls_state(target: &str, tls: Option<&TlsConnectionState>) -> Option<Self> {
+        let state = tls?;
+        TlsError::from_context(target, &state.failure_context()).map(|e| Self::from_tls(&e))
+    }
+
     /// Explains a failed `send_request`: a TLS failure underneath (renegotiation,
     /// certificate request, alert) is the real story, so it comes first.
-    pub fn from_exchange(target: &str, error: &hyper::Error) -> Self {
+    pub fn from_exchange(
+        target: &str,
+        error: &hyper::Error,
+        tls: Option<&TlsConnectionState>,
+    ) -> Self {
         if let Some(tls) = TlsError::find_in(error) {
-            return UpstreamError::Exchange {
-                message: tls.to_string(),
-                timeout: tls.is_timeout(),
-                tls: true,
-                client_certificate: matches!(tls, TlsError::ClientCertificateRequired { .. }),
-            };
+            return Self::from_tls(tls);
+        }
+        if let Some(explained) = Self::from_tls_state(target, tls) {
+            return explained;
         }
         let detail = describe_hyper_error(error);
         let message = if error.is_incomplete_message() {

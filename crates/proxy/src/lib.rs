@@ -33,6 +33,7 @@ mod recorder;
 mod session;
 mod tunnel;
 mod upstream;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -140,6 +140,17 @@ impl FlowRecorder {
         self.bus.publish(FlowEvent::RequestReceived(snapshot));
     }
 
+    /// Publishes a flow that changed after it finished (its WebSocket closed).
+    pub fn publish_update(&self) {
+        self.collect_tls_events();
+        let snapshot = Arc::new(self.lock().clone());
+        self.bus.publish(FlowEvent::Updated(snapshot));
+    }
+
+    pub fn publish(&self, event: FlowEvent) {
+        self.bus.publish(event);
+    }
+
     /// Publishes the finished flow, once.
     pub fn finish(&self) {
         if self.published.swap(true, Ordering::AcqRel) {

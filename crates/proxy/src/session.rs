@@ -37,7 +37,8 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// An intercepted CONNECT tunnel: every request in it goes to one server.
 pub struct Tunnel {
     pub key: UpstreamKey,
-    pub tls: TlsParameters,
+    /// `None` for plain HTTP spoken inside a CONNECT tunnel (ws:// through a proxy).
+    pub tls: Option<TlsParameters>,
 }
 
 /// The connections a client connection holds to one server.
@@ -148,6 +149,36 @@ impl ClientSession {
         if let Err(error) = outcome {
             self.log_connection_error(error.as_ref());
         }
+        self.report_unattached_tls_events().await;
+    }
+
+    /// TLS events that happened after the last flow (a refused client renegotiation
+    /// that killed the connection, a KeyUpdate on an idle connection) have no flow to
+    /// show them: they go to the event log instead.
+    async fn report_unattached_tls_events(&self) {
+        let peer = self
+            .client
+            .peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "client".into());
+        let mut states: Vec<Arc<TlsConnectionState>> = self.client_tls.iter().cloned().collect();
+        for pool in self.upstreams.lock().await.values() {
+            let connections = pool.idle.iter().chain(pool.shared.iter());
+            states.extend(connections.filter_map(|c| c.tls.clone()));
+        }
+        for state in states {
+            for (_, event) in state.take_events() {
+                let level = match event.kind {
+                    periscope_flow::TlsEventKind::RenegotiationRefused { .. }
+                    | periscope_flow::TlsEventKind::Alert { fatal: true, .. } => LogLevel::Warn,
+                    _ => LogLevel::Info,
+                };
+                self.core.bus.log(
+                    level,
+                    format!("{peer}: {event} (after the last request on this connection)"),
+                );
+            }
+        }
     }
 
     fn log_connection_error(&self, error: &(dyn std::error::Error + 'static)) {
@@ -226,13 +257,23 @@ impl ClientSession {
         if let Some(tunnel) = &self.tunnel {
             let (host, port) = match host_header(request.headers()) {
                 Some((host, port)) => (host, port.unwrap_or(tunnel.key.port)),
-                None => (tunnel.tls.server_name.clone(), tunnel.key.port),
+                None => (
+                    tunnel
+                        .tls
+                        .as_ref()
+                        .map_or_else(|| tunnel.key.host.clone(), |tls| tls.server_name.clone()),
+                    tunnel.key.port,
+                ),
             };
             return Ok(Target {
                 concurrent: request.version() == Version::HTTP_2,
                 key: tunnel.key.clone(),
-                tls: Some(tunnel.tls.clone()),
-                scheme: "https",
+                tls: tunnel.tls.clone(),
+                scheme: if tunnel.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 host,
                 port,
             });
@@ -391,6 +432,7 @@ impl ClientSession {
             timeline,
             marked: false,
             intercepted_tls: self.tunnel.is_some(),
+            websocket: None,
         };
         FlowRecorder::new(flow, self.core.bus.clone(), self.client_tls.clone())
     }
@@ -455,7 +497,12 @@ impl ClientSession {
             // Kept to replay the request over HTTP/1.1 if an HTTP/2 server demands it.
             let replay = connection.is_http2().then(|| ReplayHead::of(&request));
             if connection.sender.ready().await.is_err() {
-                if attempt < 3 {
+                if let Some(error) =
+                    UpstreamError::from_tls_state(&label, connection.tls.as_deref())
+                {
+                    return self.fail(&recorder, &label, error);
+                }
+                if reused && attempt < 3 {
                     continue;
                 }
                 let error = UpstreamError::Exchange {
@@ -518,7 +565,8 @@ impl ClientSession {
                     }
                 }
             }
-            let error = UpstreamError::from_exchange(&label, failure.error());
+            let error =
+                UpstreamError::from_exchange(&label, failure.error(), connection.tls.as_deref());
             return self.fail(&recorder, &label, error);
         }
     }
@@ -615,6 +663,19 @@ impl ClientSession {
         strip_hop_by_hop(&mut parts.headers, switching);
         normalize_framing(&mut parts.headers);
         let server_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        if switching && upgrades_to(&parts.headers, "websocket") {
+            let extensions = parts
+                .headers
+                .get("sec-websocket-extensions")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            recorder.update(|flow| {
+                flow.websocket = Some(periscope_flow::WebSocketSession {
+                    extensions,
+                    ..Default::default()
+                })
+            });
+        }
         let config = &self.core.config;
         let body = RecordingBody::new(
             body,
@@ -740,6 +801,15 @@ fn is_http11_required(error: &hyper::Error) -> bool {
         source = current.source();
     }
     false
+}
+
+fn upgrades_to(headers: &HeaderMap, protocol: &str) -> bool {
+    headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case(protocol))
 }
 
 /// Framing is re-derived by hyper from the body: a message that arrived chunked

@@ -26,9 +26,10 @@ use crate::pages::{error_response, error_text, recorded_response};
 use crate::recorder::FlowRecorder;
 use crate::session::{version_label, ClientProtocol, ClientResponse, ClientSession, Tunnel};
 use crate::upstream::{
-    connect_tcp, establish_with_fallback, ConnectedSocket, TlsParameters, UpstreamKey, ALPN_H2,
-    ALPN_HTTP11,
+    connect_tcp, establish, establish_with_fallback, ConnectedSocket, TlsParameters, UpstreamKey,
+    ALPN_H2, ALPN_HTTP11,
 };
+use crate::websocket::{Deflate, MessageSink};
 
 pub async fn handle_connect(
     core: &Arc<ProxyCore>,
@@ -156,6 +157,7 @@ fn connect_failed(
         timeline,
         marked: false,
         intercepted_tls: false,
+        websocket: None,
     };
     let recorder = FlowRecorder::new(flow, core.bus.clone(), None);
     recorder.set_response(recorded_response(
@@ -195,6 +197,30 @@ async fn run<C>(
             return;
         }
     };
+    if client_spoke_first && looks_like_http(&buffer) {
+        // Plain HTTP inside the tunnel (a ws:// or http:// URL through a proxy that
+        // clients reach with CONNECT): intercepted like any other HTTP.
+        let key = UpstreamKey { tls: false, ..key };
+        let upstream = establish(&core, socket, None).await;
+        let session = Arc::new(ClientSession::new(
+            Arc::clone(&core),
+            client,
+            client_milestones,
+            None,
+            Some(Tunnel {
+                key: key.clone(),
+                tls: None,
+            }),
+        ));
+        session.seed(key, upstream);
+        session
+            .serve(
+                Prefixed::new(buffer.freeze(), client_io),
+                ClientProtocol::Detect,
+            )
+            .await;
+        return;
+    }
     if !client_spoke_first || !looks_like_tls(&buffer) {
         relay_raw(Prefixed::new(buffer.freeze(), client_io), socket).await;
         return;
@@ -295,11 +321,28 @@ async fn run<C>(
         Some(Arc::clone(tls.state())),
         Some(Tunnel {
             key: key.clone(),
-            tls: parameters,
+            tls: Some(parameters),
         }),
     ));
     session.seed(key, upstream);
     session.serve(tls, protocol).await;
+}
+
+/// True when `first` starts like an HTTP/1.x request line or the HTTP/2 preface.
+fn looks_like_http(first: &[u8]) -> bool {
+    const STARTS: [&[u8]; 10] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"TRACE ",
+        b"CONNECT ",
+        b"PRI * HTTP/2",
+    ];
+    STARTS.iter().any(|start| first.starts_with(start))
 }
 
 /// The protocol to agree with the client: the server's choice when the client offered
@@ -354,7 +397,9 @@ where
     }
 }
 
-/// After a 101 Switching Protocols, both sides talk the new protocol directly.
+/// After a 101 Switching Protocols, both sides talk the new protocol directly. A
+/// WebSocket is relayed frame by frame and its messages recorded; anything else is
+/// relayed as bytes.
 pub fn relay_upgraded(
     core: &Arc<ProxyCore>,
     recorder: &Arc<FlowRecorder>,
@@ -362,7 +407,9 @@ pub fn relay_upgraded(
     client: hyper::upgrade::OnUpgrade,
 ) {
     let bus = core.bus.clone();
-    let flow_id = recorder.update(|flow| flow.id);
+    let limit = core.config.body_limit;
+    let recorder = Arc::clone(recorder);
+    let (flow_id, websocket) = recorder.update(|flow| (flow.id, flow.websocket.clone()));
     tokio::spawn(async move {
         let (server, client) = match tokio::try_join!(server, client) {
             Ok(both) => both,
@@ -376,8 +423,70 @@ pub fn relay_upgraded(
         };
         let mut server = TokioIo::new(server);
         let mut client = TokioIo::new(client);
-        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-            tracing::debug!(%error, "upgraded connection ended");
+        let Some(session) = websocket else {
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                tracing::debug!(%error, "upgraded connection ended");
+            }
+            return;
+        };
+        let deflate = Deflate::from_extensions(session.extensions.as_deref());
+        let sink: Arc<dyn MessageSink> = Arc::new(FlowMessages {
+            recorder: Arc::clone(&recorder),
+            flow: flow_id,
+        });
+        if let Err(error) = crate::websocket::relay(client, server, sink, deflate, limit).await {
+            recorder.update(|flow| {
+                if flow.error.is_none() {
+                    flow.error = Some(periscope_flow::FlowError {
+                        kind: periscope_flow::FlowErrorKind::UpstreamProtocol,
+                        message: format!("the WebSocket connection failed: {error}"),
+                        at: Timestamp::now(),
+                    });
+                }
+            });
         }
+        recorder.publish_update();
     });
+}
+
+/// Most messages a flow keeps; a chatty socket open for hours must not grow a flow
+/// without bound (the rest are counted).
+const MAX_WEBSOCKET_MESSAGES: usize = 100_000;
+
+/// Records a WebSocket's messages into its flow and tells the front ends.
+struct FlowMessages {
+    recorder: Arc<FlowRecorder>,
+    flow: periscope_flow::FlowId,
+}
+
+impl MessageSink for FlowMessages {
+    fn message(&self, message: periscope_flow::WebSocketMessage) {
+        self.recorder.update(|flow| {
+            if let Some(session) = flow.websocket.as_mut() {
+                if session.messages.len() < MAX_WEBSOCKET_MESSAGES {
+                    session.messages.push(message.clone());
+                } else {
+                    session.dropped_messages += 1;
+                }
+            }
+        });
+        self.recorder
+            .publish(periscope_flow::FlowEvent::WebSocketMessage {
+                flow: self.flow,
+                message,
+            });
+    }
+
+    fn close(&self, from_client: bool, code: Option<u16>, reason: Option<String>) {
+        self.recorder.update(|flow| {
+            if let Some(session) = flow.websocket.as_mut() {
+                if session.closed_by_client.is_none() {
+                    session.closed_by_client = Some(from_client);
+                    session.close_code = code;
+                    session.close_reason = reason;
+                    session.closed_at = Some(Timestamp::now());
+                }
+            }
+        });
+    }
 }

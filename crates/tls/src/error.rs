@@ -91,35 +91,8 @@ impl TlsError {
         if detail.contains("unsafe legacy renegotiation disabled") {
             return TlsError::InsecureRenegotiation { peer };
         }
-        if let Some(request) = &context.certificate_request {
-            let rejected = context
-                .alert_received
-                .as_ref()
-                .is_some_and(|alert| alert.fatal && is_certificate_alert(alert.code));
-            let closed_during_request = context.alert_received.is_none()
-                && matches!(
-                    phase,
-                    HandshakePhase::Renegotiation | HandshakePhase::PostHandshakeAuth
-                );
-            if rejected || closed_during_request {
-                return TlsError::ClientCertificateRequired {
-                    peer,
-                    phase: request.phase,
-                    ca_names: request.ca_names.clone(),
-                    presented: request.presented.clone(),
-                    alert: context
-                        .alert_received
-                        .as_ref()
-                        .map(|a| a.description.clone()),
-                };
-            }
-        }
-        if let Some(alert) = context.alert_received.as_ref().filter(|a| a.fatal) {
-            return TlsError::Alert {
-                peer,
-                phase: alert.phase,
-                description: alert.description.clone(),
-            };
+        if let Some(explained) = Self::from_context(&peer, context) {
+            return explained;
         }
         if let Some(io) = error.and_then(|e| e.io_error()) {
             return TlsError::Io(io::Error::new(io.kind(), io.to_string()));
@@ -133,6 +106,47 @@ impl TlsError {
                 detail
             },
         }
+    }
+
+    /// What the events of a connection say about why it failed, when they say
+    /// anything: the server's fatal alert, and whether it followed a certificate
+    /// request. In TLS 1.3 a server rejects our certificate only after our side of the
+    /// handshake is done, so this is also how a connection that died "for no reason"
+    /// right after connecting gets its explanation.
+    pub fn from_context(peer: &str, context: &FailureContext) -> Option<TlsError> {
+        let phase = context.phase.unwrap_or(HandshakePhase::Established);
+        if let Some(request) = &context.certificate_request {
+            let rejected = context
+                .alert_received
+                .as_ref()
+                .is_some_and(|alert| alert.fatal && is_certificate_alert(alert.code));
+            let closed_during_request = context.alert_received.is_none()
+                && matches!(
+                    phase,
+                    HandshakePhase::Renegotiation | HandshakePhase::PostHandshakeAuth
+                );
+            if rejected || closed_during_request {
+                return Some(TlsError::ClientCertificateRequired {
+                    peer: peer.to_owned(),
+                    phase: request.phase,
+                    ca_names: request.ca_names.clone(),
+                    presented: request.presented.clone(),
+                    alert: context
+                        .alert_received
+                        .as_ref()
+                        .map(|a| a.description.clone()),
+                });
+            }
+        }
+        context
+            .alert_received
+            .as_ref()
+            .filter(|a| a.fatal)
+            .map(|alert| TlsError::Alert {
+                peer: peer.to_owned(),
+                phase: alert.phase,
+                description: alert.description.clone(),
+            })
     }
 
     /// Whether the error means "waited too long" (the proxy answers 504) rather than

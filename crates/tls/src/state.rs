@@ -203,7 +203,7 @@ impl TlsConnectionState {
         ));
     }
 
-    pub(crate) fn on_handshake_start(&self, ssl: &mut SslRef) {
+    pub(crate) fn on_handshake_start(&self, _ssl: &mut SslRef) {
         let mut inner = self.lock();
         // TLS 1.3 has no renegotiation; its post-handshake messages are seen one by one.
         if inner.handshakes_completed == 0 || inner.tls13 {
@@ -216,13 +216,12 @@ impl TlsConnectionState {
         };
         inner.hello_request_received = false;
         self.push(&mut inner, TlsEventKind::RenegotiationStarted { initiator });
-        if self.leg == Leg::Client {
-            self.apply_client_rate_limit(&mut inner, ssl);
-        }
     }
 
-    /// Counts client renegotiations; once the limit is reached, the next ones in the
-    /// window are refused by OpenSSL (it checks the option before starting one).
+    /// Counts completed client renegotiations; once the limit is reached, the next ones
+    /// in the window are refused. The option is set only after this one completed:
+    /// OpenSSL checks it again while processing the ClientHello of the renegotiation
+    /// under way, and would refuse the one that reached the limit.
     fn apply_client_rate_limit(&self, inner: &mut Inner, ssl: &mut SslRef) {
         let ClientRenegotiation::Allowed { per_minute } = self.client_renegotiation else {
             return;
@@ -249,6 +248,9 @@ impl TlsConnectionState {
         inner.tls13 = ssl.version2() == Some(SslVersion::TLS1_3);
         if inner.renegotiating {
             inner.renegotiating = false;
+            if self.leg == Leg::Client {
+                self.apply_client_rate_limit(&mut inner, ssl);
+            }
             let version = ssl.version_str().to_owned();
             let cipher = ssl
                 .current_cipher()
@@ -349,6 +351,9 @@ impl TlsConnectionState {
                 description: record.description.clone(),
             },
         );
+        if sent && code == ALERT_NO_RENEGOTIATION {
+            inner.renegotiating = false;
+        }
         if sent && code == ALERT_NO_RENEGOTIATION && self.leg == Leg::Client {
             let reason = match self.client_renegotiation {
                 ClientRenegotiation::Refused => {

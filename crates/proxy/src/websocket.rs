@@ -1,0 +1,520 @@
+//! WebSocket after the upgrade: frames pass through unchanged — same fragmentation,
+//! same masks, pings answered by the peers themselves — while a copy of each message
+//! is reassembled (and inflated for permessage-deflate) for the flow.
+//!
+//! Only frame headers are parsed (with tungstenite's parser); payloads stream through,
+//! so a 1 GiB frame needs no more memory than a small one.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Buf, BytesMut};
+use flate2::{Decompress, FlushDecompress, Status};
+use periscope_flow::{Timestamp, WebSocketMessage, WebSocketOpcode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// Where reassembled messages go.
+pub trait MessageSink: Send + Sync {
+    fn message(&self, message: WebSocketMessage);
+    /// A Close frame: its code and reason, and who sent it.
+    fn close(&self, from_client: bool, code: Option<u16>, reason: Option<String>);
+}
+
+/// permessage-deflate as the server accepted it (RFC 7692).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deflate {
+    pub enabled: bool,
+    pub client_no_context_takeover: bool,
+    pub server_no_context_takeover: bool,
+}
+
+impl Deflate {
+    /// From the server's `Sec-WebSocket-Extensions` answer.
+    pub fn from_extensions(header: Option<&str>) -> Self {
+        let Some(header) = header else {
+            return Deflate::default();
+        };
+        for extension in header.split(',') {
+            let mut params = extension.split(';').map(str::trim);
+            if params.next() != Some("permessage-deflate") {
+                continue;
+            }
+            let mut deflate = Deflate {
+                enabled: true,
+                ..Deflate::default()
+            };
+            for param in params {
+                match param.split('=').next().unwrap_or("").trim() {
+                    "client_no_context_takeover" => deflate.client_no_context_takeover = true,
+                    "server_no_context_takeover" => deflate.server_no_context_takeover = true,
+                    _ => {}
+                }
+            }
+            return deflate;
+        }
+        Deflate::default()
+    }
+}
+
+/// Relays both directions until both are closed. One task drives both streams (TLS
+/// streams must not be split across tasks); `limit` bounds what is recorded.
+pub async fn relay<C, S>(
+    client: C,
+    server: S,
+    sink: Arc<dyn MessageSink>,
+    deflate: Deflate,
+    limit: usize,
+) -> std::io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (server_read, server_write) = tokio::io::split(server);
+    let budget = Arc::new(Mutex::new(limit));
+    let upstream = Direction::new(true, deflate, Arc::clone(&sink), Arc::clone(&budget));
+    let downstream = Direction::new(false, deflate, sink, budget);
+    let (up, down) = tokio::join!(
+        upstream.pump(client_read, server_write),
+        downstream.pump(server_read, client_write)
+    );
+    up.and(down)
+}
+
+/// The message being reassembled in one direction.
+struct Assembly {
+    opcode: WebSocketOpcode,
+    compressed: bool,
+    content: BytesMut,
+    size: u64,
+    truncated: bool,
+    frames: u32,
+}
+
+struct Direction {
+    from_client: bool,
+    deflate: Deflate,
+    inflater: Option<Decompress>,
+    sink: Arc<dyn MessageSink>,
+    /// Bytes of content the flow may still keep, shared by both directions.
+    budget: Arc<Mutex<usize>>,
+    /// A data message, possibly fragmented.
+    data: Option<Assembly>,
+    /// A control frame (these may arrive between the fragments of a data message).
+    control: Option<Assembly>,
+    in_control: bool,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+/// The tail RFC 7692 strips from each compressed message.
+const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+impl Direction {
+    fn new(
+        from_client: bool,
+        deflate: Deflate,
+        sink: Arc<dyn MessageSink>,
+        budget: Arc<Mutex<usize>>,
+    ) -> Self {
+        Direction {
+            from_client,
+            deflate,
+            inflater: deflate.enabled.then(|| Decompress::new(false)),
+            sink,
+            budget,
+            data: None,
+            control: None,
+            in_control: false,
+        }
+    }
+
+    async fn pump<R, W>(mut self, mut reader: R, mut writer: W) -> std::io::Result<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+        // The frame being relayed: its header, payload bytes still to come, and how
+        // many came already (the mask offset).
+        let mut frame: Option<(FrameHeader, u64, u64)> = None;
+        loop {
+            let read = reader.read_buf(&mut buffer).await?;
+            if read == 0 {
+                writer.shutdown().await.ok();
+                return Ok(());
+            }
+            loop {
+                match &mut frame {
+                    None => {
+                        let mut cursor = Cursor::new(&buffer[..]);
+                        let parsed = FrameHeader::parse(&mut cursor).map_err(|e| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                        })?;
+                        let Some((header, length)) = parsed else {
+                            break;
+                        };
+                        let header_length = cursor.position() as usize;
+                        writer.write_all(&buffer[..header_length]).await?;
+                        buffer.advance(header_length);
+                        self.start_frame(&header);
+                        frame = Some((header, length, 0));
+                    }
+                    Some((header, remaining, offset)) => {
+                        let take = (*remaining).min(buffer.len() as u64) as usize;
+                        if take > 0 {
+                            writer.write_all(&buffer[..take]).await?;
+                            let mut piece = buffer.split_to(take);
+                            if let Some(mask) = header.mask {
+                                unmask(&mut piece, mask, *offset);
+                            }
+                            self.payload(&piece);
+                            *remaining -= take as u64;
+                            *offset += take as u64;
+                        }
+                        if *remaining > 0 {
+                            break;
+                        }
+                        let is_final = header.is_final;
+                        frame = None;
+                        self.end_frame(is_final);
+                    }
+                }
+            }
+            writer.flush().await?;
+            if buffer.capacity() < READ_CHUNK / 4 {
+                buffer.reserve(READ_CHUNK);
+            }
+        }
+    }
+
+    fn start_frame(&mut self, header: &FrameHeader) {
+        self.in_control = matches!(header.opcode, OpCode::Control(_));
+        let opcode = match header.opcode {
+            OpCode::Data(Data::Continue) => {
+                if let Some(data) = self.data.as_mut() {
+                    data.frames += 1;
+                    return;
+                }
+                // A continuation with nothing to continue: keep it as binary.
+                WebSocketOpcode::Binary
+            }
+            OpCode::Data(Data::Text) => WebSocketOpcode::Text,
+            OpCode::Data(_) => WebSocketOpcode::Binary,
+            OpCode::Control(Control::Close) => WebSocketOpcode::Close,
+            OpCode::Control(Control::Ping) => WebSocketOpcode::Ping,
+            OpCode::Control(_) => WebSocketOpcode::Pong,
+        };
+        let assembly = Assembly {
+            opcode,
+            compressed: header.rsv1 && self.deflate.enabled && !self.in_control,
+            content: BytesMut::new(),
+            size: 0,
+            truncated: false,
+            frames: 1,
+        };
+        if self.in_control {
+            self.control = Some(assembly);
+        } else {
+            self.data = Some(assembly);
+        }
+    }
+
+    fn payload(&mut self, piece: &[u8]) {
+        let in_control = self.in_control;
+        let Some(assembly) = (if in_control {
+            self.control.as_mut()
+        } else {
+            self.data.as_mut()
+        }) else {
+            return;
+        };
+        if assembly.compressed {
+            if let Some(inflater) = self.inflater.as_mut() {
+                inflate_into(inflater, piece, assembly, &self.budget);
+            }
+        } else {
+            keep(assembly, piece, &self.budget);
+        }
+    }
+
+    fn end_frame(&mut self, is_final: bool) {
+        if self.in_control {
+            if let Some(control) = self.control.take() {
+                self.finish(control);
+            }
+            return;
+        }
+        if !is_final {
+            return;
+        }
+        if let Some(mut data) = self.data.take() {
+            if data.compressed {
+                if let Some(inflater) = self.inflater.as_mut() {
+                    inflate_into(inflater, &DEFLATE_TAIL, &mut data, &self.budget);
+                    let reset = if self.from_client {
+                        self.deflate.client_no_context_takeover
+                    } else {
+                        self.deflate.server_no_context_takeover
+                    };
+                    if reset {
+                        inflater.reset(false);
+                    }
+                }
+            }
+            self.finish(data);
+        }
+    }
+
+    fn finish(&self, assembly: Assembly) {
+        if assembly.opcode == WebSocketOpcode::Close {
+            let (code, reason) = close_payload(&assembly.content);
+            self.sink.close(self.from_client, code, reason);
+        }
+        self.sink.message(WebSocketMessage {
+            from_client: self.from_client,
+            opcode: assembly.opcode,
+            content: assembly.content.freeze(),
+            size: assembly.size,
+            truncated: assembly.truncated,
+            frames: assembly.frames,
+            at: Timestamp::now(),
+        });
+    }
+}
+
+/// Keeps what the budget allows; counts everything.
+fn keep(assembly: &mut Assembly, bytes: &[u8], budget: &Mutex<usize>) {
+    assembly.size += bytes.len() as u64;
+    let mut budget = budget.lock().unwrap_or_else(|p| p.into_inner());
+    let take = bytes.len().min(*budget);
+    assembly.content.extend_from_slice(&bytes[..take]);
+    *budget -= take;
+    if take < bytes.len() {
+        assembly.truncated = true;
+    }
+}
+
+/// Feeds compressed bytes through the direction's inflater. Every byte goes through
+/// it (the window carries over between messages), only the budget is kept.
+fn inflate_into(
+    inflater: &mut Decompress,
+    mut input: &[u8],
+    assembly: &mut Assembly,
+    budget: &Mutex<usize>,
+) {
+    let mut output = [0u8; 16 * 1024];
+    loop {
+        let before_in = inflater.total_in();
+        let before_out = inflater.total_out();
+        let status = inflater.decompress(input, &mut output, FlushDecompress::Sync);
+        let consumed = (inflater.total_in() - before_in) as usize;
+        let produced = (inflater.total_out() - before_out) as usize;
+        keep(assembly, &output[..produced], budget);
+        input = &input[consumed..];
+        match status {
+            Ok(Status::Ok) | Ok(Status::BufError)
+                if input.is_empty() && produced < output.len() =>
+            {
+                return
+            }
+            Ok(Status::StreamEnd) => return,
+            Ok(_) => {
+                if consumed == 0 && produced == 0 {
+                    return;
+                }
+            }
+            Err(_) => {
+                // Not valid deflate data: record the rest as it came.
+                keep(assembly, input, budget);
+                return;
+            }
+        }
+    }
+}
+
+fn unmask(bytes: &mut [u8], mask: [u8; 4], offset: u64) {
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte ^= mask[((offset + i as u64) % 4) as usize];
+    }
+}
+
+fn close_payload(payload: &[u8]) -> (Option<u16>, Option<String>) {
+    if payload.len() < 2 {
+        return (None, None);
+    }
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    let reason = String::from_utf8_lossy(&payload[2..]).into_owned();
+    (Some(code), (!reason.is_empty()).then_some(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Who closed, with which code and reason.
+    type Close = (bool, Option<u16>, Option<String>);
+
+    #[derive(Default)]
+    struct Collected {
+        messages: Mutex<Vec<WebSocketMessage>>,
+        closes: Mutex<Vec<Close>>,
+    }
+
+    impl MessageSink for Collected {
+        fn message(&self, message: WebSocketMessage) {
+            self.messages.lock().unwrap().push(message);
+        }
+        fn close(&self, from_client: bool, code: Option<u16>, reason: Option<String>) {
+            self.closes
+                .lock()
+                .unwrap()
+                .push((from_client, code, reason));
+        }
+    }
+
+    fn frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode];
+        let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(mask_bit | n as u8),
+            n if n < 65536 => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mut body = payload.to_vec();
+        if let Some(mask) = mask {
+            out.extend_from_slice(&mask);
+            unmask(&mut body, mask, 0);
+        }
+        out.extend(body);
+        out
+    }
+
+    /// Sends `client_bytes` through a relay in pieces of `piece` bytes and returns what
+    /// reached the server and what was recorded.
+    async fn run(
+        client_bytes: Vec<u8>,
+        piece: usize,
+        deflate: Deflate,
+        limit: usize,
+    ) -> (Vec<u8>, Arc<Collected>) {
+        let (client_app, client_proxy) = tokio::io::duplex(1 << 20);
+        let (server_proxy, server_app) = tokio::io::duplex(1 << 20);
+        let sink = Arc::new(Collected::default());
+        let relay_task = tokio::spawn(relay(
+            client_proxy,
+            server_proxy,
+            sink.clone(),
+            deflate,
+            limit,
+        ));
+        let (mut server_read, mut server_write) = tokio::io::split(server_app);
+        let writer = tokio::spawn(async move {
+            let mut client_app = client_app;
+            for chunk in client_bytes.chunks(piece) {
+                client_app.write_all(chunk).await.unwrap();
+            }
+            client_app.shutdown().await.unwrap();
+            client_app
+        });
+        let mut received = Vec::new();
+        server_read.read_to_end(&mut received).await.unwrap();
+        server_write.shutdown().await.unwrap();
+        drop(writer.await.unwrap());
+        relay_task.await.unwrap().unwrap();
+        (received, sink)
+    }
+
+    #[tokio::test]
+    async fn frames_pass_unchanged_and_fragmented_messages_are_reassembled() {
+        let mask = Some([1, 2, 3, 4]);
+        let mut bytes = frame(false, false, 1, b"hel", mask);
+        bytes.extend(frame(true, false, 9, b"are you there", mask));
+        bytes.extend(frame(true, false, 0, b"lo", mask));
+        bytes.extend(frame(true, false, 2, &[0u8, 255, 7], mask));
+        bytes.extend(frame(true, false, 8, b"\x03\xe8bye", mask));
+        for piece in [1, 3, 7, 4096] {
+            let (received, sink) = run(bytes.clone(), piece, Deflate::default(), 1 << 20).await;
+            assert_eq!(received, bytes, "relayed byte for byte (pieces of {piece})");
+            let messages = sink.messages.lock().unwrap();
+            let summary: Vec<(WebSocketOpcode, &[u8], u32)> = messages
+                .iter()
+                .map(|m| (m.opcode, &m.content[..], m.frames))
+                .collect();
+            assert_eq!(
+                summary,
+                vec![
+                    (WebSocketOpcode::Ping, &b"are you there"[..], 1),
+                    (WebSocketOpcode::Text, &b"hello"[..], 2),
+                    (WebSocketOpcode::Binary, &[0u8, 255, 7][..], 1),
+                    (WebSocketOpcode::Close, &b"\x03\xe8bye"[..], 1),
+                ]
+            );
+            assert!(messages.iter().all(|m| m.from_client));
+            assert_eq!(
+                *sink.closes.lock().unwrap(),
+                vec![(true, Some(1000), Some("bye".to_string()))]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn recording_stops_at_the_limit_but_relaying_does_not() {
+        let payload = vec![b'x'; 100_000];
+        let bytes = frame(true, false, 2, &payload, Some([9, 8, 7, 6]));
+        let (received, sink) = run(bytes.clone(), 5000, Deflate::default(), 1000).await;
+        assert_eq!(received, bytes);
+        let messages = sink.messages.lock().unwrap();
+        assert_eq!(messages[0].size, 100_000);
+        assert_eq!(messages[0].content.len(), 1000);
+        assert!(messages[0].truncated);
+    }
+
+    #[tokio::test]
+    async fn permessage_deflate_messages_are_recorded_inflated() {
+        let deflate = Deflate::from_extensions(Some("permessage-deflate; client_max_window_bits"));
+        assert!(deflate.enabled);
+        // Two messages compressed with context takeover, as a browser would.
+        let mut compressor = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut compress = |text: &[u8]| {
+            let mut out = Vec::with_capacity(256);
+            compressor
+                .compress_vec(text, &mut out, flate2::FlushCompress::Sync)
+                .unwrap();
+            assert!(out.ends_with(&DEFLATE_TAIL));
+            out.truncate(out.len() - 4);
+            out
+        };
+        let first = compress(b"hello hello hello");
+        let second = compress(b"hello hello hello again");
+        let mut bytes = frame(true, true, 1, &first, Some([1, 1, 1, 1]));
+        bytes.extend(frame(true, true, 1, &second, Some([2, 2, 2, 2])));
+        let (received, sink) = run(bytes.clone(), 3, deflate, 1 << 20).await;
+        assert_eq!(received, bytes);
+        let texts: Vec<String> = sink
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.text().unwrap().to_owned())
+            .collect();
+        assert_eq!(texts, vec!["hello hello hello", "hello hello hello again"]);
+    }
+
+    #[test]
+    fn extensions_header_is_understood() {
+        let d = Deflate::from_extensions(Some(
+            "x-other, permessage-deflate; server_no_context_takeover; client_max_window_bits=15",
+        ));
+        assert!(d.enabled && d.server_no_context_takeover && !d.client_no_context_takeover);
+        assert!(!Deflate::from_extensions(Some("x-other")).enabled);
+        assert!(!Deflate::from_extensions(None).enabled);
+    }
+}

@@ -1,0 +1,789 @@
+#!/usr/bin/env bash
+# Periscope's benchmark: the same HTTPS workloads three ways in one run — direct to an
+# nginx origin (the ceiling), through Periscope, through mitmdump — then a table and
+# bench/RESULTS.md (machine, versions, medians, ratios to direct, targets).
+#
+#   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
+#   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session
+#   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
+#
+# Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
+# install, pinned); mitmproxy (pip, in bench/.venv, with Python >= 3.12 where one exists).
+# Builds Periscope with `cargo build --release` unless PERISCOPE_BIN names a binary.
+# See bench/README.md for what each scenario measures and how.
+#
+# Environment overrides: PERISCOPE_BIN, BENCH_RUNS, BENCH_DURATION (seconds per oha run),
+# BENCH_OHA_VERSION, BENCH_MITMPROXY_SPEC, BENCH_TOOLS_DIR (cargo install root for oha,
+# default ~/.cargo), BENCH_PYTHON (interpreter for the mitmproxy venv), BENCH_VENV (its
+# directory, default bench/.venv).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$REPO/bench"
+WORK="$BENCH/work"
+START=$SECONDS
+ARGS="$*"
+
+# ---------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------
+MODE=full
+ONLY=""
+TLS12=0
+ALL_SCENARIOS=(keepalive newconn transfer idle session)
+
+usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --smoke) MODE=smoke ;;
+        --only) ONLY="${2:?--only needs a scenario name}"; shift ;;
+        --only=*) ONLY="${1#--only=}" ;;
+        --tls12) TLS12=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "bench: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [[ -n $ONLY ]]; then
+    ok=0
+    for s in "${ALL_SCENARIOS[@]}"; do [[ $s == "$ONLY" ]] && ok=1; done
+    [[ $ok -eq 1 ]] || { echo "bench: --only takes one of: ${ALL_SCENARIOS[*]}" >&2; exit 2; }
+    SCENARIOS=("$ONLY")
+else
+    SCENARIOS=("${ALL_SCENARIOS[@]}")
+fi
+
+if [[ $MODE == smoke ]]; then
+    RUNS=${BENCH_RUNS:-1}
+    DURATION=${BENCH_DURATION:-2}
+    CONCURRENCIES=(1 16 64)
+    BIG_MIB=10
+    TRANSFER_RUNS=1
+    TRANSFER_CAP=60       # seconds, any target
+    MITM_TRANSFER_CAP=30  # seconds, mitmdump
+    IDLE_COUNT=50
+    SESSION_FLOWS=1000
+    MITM_SESSION_FLOWS=1000
+    OUT_MD="$WORK/RESULTS.smoke.md"
+else
+    RUNS=${BENCH_RUNS:-3}
+    DURATION=${BENCH_DURATION:-6}
+    CONCURRENCIES=(1 16 64)
+    BIG_MIB=1024
+    TRANSFER_RUNS=2
+    TRANSFER_CAP=120
+    MITM_TRANSFER_CAP=30
+    IDLE_COUNT=1000
+    SESSION_FLOWS=100000
+    MITM_SESSION_FLOWS=4000   # mitmdump is ~20x slower: 4k flows take it ~25 s
+    OUT_MD="$BENCH/RESULTS.md"
+fi
+[[ -n $ONLY ]] && OUT_MD="$WORK/RESULTS.only-$ONLY$([[ $MODE == smoke ]] && echo .smoke).md"
+# Each mode has its own run directory: a smoke run (the test suite) never clobbers a full one.
+RUN="$WORK/run-$MODE${ONLY:+-$ONLY}"
+NEWCONN_CONCURRENCY=16
+SESSION_CONCURRENCY=16
+OHA_VERSION=${BENCH_OHA_VERSION:-1.16.0}
+VENV="${BENCH_VENV:-$BENCH/.venv}"
+
+say() { echo "bench: $*" >&2; }
+die() { echo "bench: ERROR: $*" >&2; exit 1; }
+loud() {
+    echo "bench: ************************************************************" >&2
+    echo "bench: *** $*" >&2
+    echo "bench: ************************************************************" >&2
+}
+
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+# Direct means direct: no proxy from the environment for curl, oha or Python.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+
+# ---------------------------------------------------------------------------
+# Dependencies
+# ---------------------------------------------------------------------------
+ensure_apt() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    say "installing with apt: ${missing[*]}"
+    # Package scripts must not start a system-wide nginx on port 80.
+    local policy=/usr/sbin/policy-rc.d added=0 rc=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        added=1
+    fi
+    {
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends "${missing[@]}" >/dev/null
+    } || rc=$?
+    [[ $added -eq 1 ]] && $SUDO rm -f "$policy"
+    [[ $rc -eq 0 ]] || die "apt-get install ${missing[*]} failed (exit $rc)"
+}
+
+find_oha() {
+    local c
+    for c in "${BENCH_OHA:-}" "${BENCH_TOOLS_DIR:-$HOME/.cargo}/bin/oha" "$BENCH/.tools/bin/oha" \
+        "$(command -v oha 2>/dev/null || true)"; do
+        [[ -n $c && -x $c ]] || continue
+        if [[ -n ${BENCH_OHA:-} && $c == "$BENCH_OHA" ]] ||
+            [[ "$("$c" --version 2>/dev/null)" == "oha $OHA_VERSION" ]]; then
+            echo "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# The two slow installs (oha compiles for minutes, pip downloads mitmproxy) run in the
+# background while Periscope builds; each logs to bench/work/install-*.log.
+OHA_JOB=""
+start_oha_install() {
+    if OHA="$(find_oha)"; then return 0; fi
+    command -v cargo >/dev/null || die "cargo not found: it is needed to install oha"
+    local root="${BENCH_TOOLS_DIR:-$HOME/.cargo}"
+    say "installing oha $OHA_VERSION with cargo into $root, in the background (minutes, once): $WORK/install-oha.log"
+    cargo install --locked --root "$root" oha --version "$OHA_VERSION" >"$WORK/install-oha.log" 2>&1 &
+    OHA_JOB=$!
+}
+finish_oha_install() {
+    if [[ -n $OHA_JOB ]]; then
+        say "waiting for the oha install"
+        if ! wait "$OHA_JOB"; then
+            OHA_JOB=""
+            tail -20 "$WORK/install-oha.log" >&2
+            die "cargo install oha $OHA_VERSION failed (log: $WORK/install-oha.log)"
+        fi
+        OHA_JOB=""
+        OHA="$(find_oha)" || die "oha $OHA_VERSION still not found after cargo install"
+    fi
+    say "oha: $OHA"
+}
+
+python_version_ok() { # python >= 3.12?
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null
+}
+
+pick_python() {
+    local c
+    if [[ -n ${BENCH_PYTHON:-} ]]; then echo "$BENCH_PYTHON"; return; fi
+    for c in "$HOME"/.pyenv/versions/3.12.*/bin/python3.12 "$(command -v python3.12 2>/dev/null || true)" \
+        "$HOME"/.pyenv/versions/3.13.*/bin/python3.13 "$(command -v python3.13 2>/dev/null || true)" \
+        "$(command -v python3 2>/dev/null || true)"; do
+        [[ -n $c && -x $c ]] && python_version_ok "$c" && { echo "$c"; return; }
+    done
+    command -v python3
+}
+
+MITM_OK=0
+MITM_SKIP_REASON=""
+MITM_JOB=""
+MITM_SPEC=""
+mitmdump_works() { [[ -x $VENV/bin/mitmdump ]] && "$VENV/bin/mitmdump" --version >/dev/null 2>&1; }
+start_mitmproxy_install() {
+    local py
+    if mitmdump_works; then return 0; fi
+    py="$(pick_python)"
+    if python_version_ok "$py"; then
+        MITM_SPEC="${BENCH_MITMPROXY_SPEC:-mitmproxy==12.3.1}"
+    else
+        MITM_SPEC="${BENCH_MITMPROXY_SPEC:-mitmproxy}"
+        say "no Python >= 3.12 found; $py is $("$py" --version 2>&1): pip will pick an older mitmproxy"
+    fi
+    MITM_SPEC+=" with $py ($("$py" --version 2>&1))"
+    say "installing $MITM_SPEC into $VENV, in the background: $WORK/install-mitmproxy.log"
+    rm -rf "$VENV"
+    {
+        "$py" -m venv "$VENV" &&
+            "$VENV/bin/python" -m pip install --disable-pip-version-check "${MITM_SPEC%% with *}"
+    } >"$WORK/install-mitmproxy.log" 2>&1 &
+    MITM_JOB=$!
+}
+finish_mitmproxy_install() {
+    if [[ -n $MITM_JOB ]]; then
+        say "waiting for the mitmproxy install"
+        wait "$MITM_JOB" || true
+        MITM_JOB=""
+    fi
+    if mitmdump_works; then
+        MITM_OK=1
+    else
+        tail -5 "$WORK/install-mitmproxy.log" 2>/dev/null | sed 's/^/bench: pip: /' >&2
+        MITM_SKIP_REASON="installing ${MITM_SPEC:-mitmproxy} into $VENV failed (log: $WORK/install-mitmproxy.log)"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# Processes (only the ones this script started are ever stopped)
+# ---------------------------------------------------------------------------
+NGINX_PID=""
+PERISCOPE_PID=""
+MITM_PID=""
+SHM=""
+cleanup() {
+    local pid
+    for pid in "$PERISCOPE_PID" "$MITM_PID" "$NGINX_PID" "$OHA_JOB" "$MITM_JOB"; do
+        [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "$PERISCOPE_PID" "$MITM_PID" "$NGINX_PID"; do
+        [[ -n $pid ]] && wait "$pid" 2>/dev/null || true
+    done
+    [[ -n $SHM && -d $SHM ]] && rm -rf "$SHM"
+    return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
+    local pid=$1
+    [[ -n $pid ]] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# probe PROXY_URL CAFILE: GET /proto through the proxy ("" = direct); prints the body.
+probe() {
+    local proxy=$1 ca=$2
+    curl -sS --fail --max-time 5 ${proxy:+-x "$proxy"} --cacert "$ca" \
+        "https://localhost:$NGINX_PORT/proto" 2>/dev/null
+}
+
+wait_ready() { # wait_ready NAME PROXY_URL CAFILE PID LOG
+    local name=$1 proxy=$2 ca=$3 pid=$4 log=$5
+    for _ in $(seq 150); do
+        kill -0 "$pid" 2>/dev/null || { tail -20 "$log" >&2; die "$name exited at start"; }
+        if [[ -s $ca ]] && probe "$proxy" "$ca" >/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    tail -20 "$log" >&2
+    die "$name did not answer through $proxy within 30 s"
+}
+
+start_periscope() {
+    local log="$RUN/periscope.$1.log"
+    # stdout (a line per flow) goes nowhere: printing is not what is measured.
+    "$PERISCOPE_BIN" dump -p "$PERISCOPE_PORT" --confdir "$RUN/periscope-conf" \
+        --upstream-trusted-ca "$RUN/pki/ca.pem" >/dev/null 2>"$log" &
+    PERISCOPE_PID=$!
+    wait_ready periscope "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA" "$PERISCOPE_PID" "$log"
+}
+
+start_mitmdump() {
+    [[ $MITM_OK -eq 1 ]] || return 0
+    local log="$RUN/mitmdump.$1.log"
+    "$VENV/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$MITM_PORT" \
+        --set confdir="$RUN/mitmproxy-conf" \
+        --set ssl_verify_upstream_trusted_ca="$RUN/pki/ca.pem" \
+        --set stream_large_bodies=4m >/dev/null 2>"$log" &
+    MITM_PID=$!
+    wait_ready mitmdump "http://127.0.0.1:$MITM_PORT" "$MITM_CA" "$MITM_PID" "$log"
+}
+
+start_proxies() { # start_proxies SCENARIO: fresh proxies for each scenario
+    start_periscope "$1"
+    start_mitmdump "$1"
+}
+
+HARMLESS='signal wakeup fd|^Traceback \(most recent call last\):$|_sighandler_noop|^BlockingIOError: \[Errno 11\]|^ *$'
+stop_proxies() {
+    local name=$1 log
+    stop_pid "$PERISCOPE_PID"; PERISCOPE_PID=""
+    stop_pid "$MITM_PID"; MITM_PID=""
+    for log in "$RUN/periscope.$name.log" "$RUN/mitmdump.$name.log"; do
+        [[ -s $log ]] || continue
+        # Python's asyncio prints a harmless traceback when a signal arrives while its
+        # wakeup pipe is full (mitmdump at shutdown after heavy load): not counted.
+        local n first
+        n=$(grep -vE "$HARMLESS" "$log" | grep -ciE 'error|warn|panic|traceback' || true)
+        first=$(grep -vE "$HARMLESS" "$log" | grep -iE -m1 'error|warn|panic|traceback' | cut -c1-200 || true)
+        [[ $n -gt 0 ]] && note "$(basename "$log"): $n error/warning lines, first: $first"
+    done
+    return 0
+}
+
+# ---------------------------------------------------------------------------
+# Recording
+# ---------------------------------------------------------------------------
+record() { # record METRIC TARGET RUN VALUE
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RUN/results.tsv"
+}
+note() {
+    echo "$*" >>"$RUN/notes.txt"
+    say "note: $*"
+}
+MISSING_CORE=()   # direct/periscope measurements that produced no number
+
+targets() { # the targets that run: direct periscope [mitmdump]
+    echo direct periscope
+    [[ $MITM_OK -eq 1 ]] && echo mitmdump
+    return 0
+}
+proxy_url() {
+    case $1 in
+        direct) echo "" ;;
+        periscope) echo "http://127.0.0.1:$PERISCOPE_PORT" ;;
+        mitmdump) echo "http://127.0.0.1:$MITM_PORT" ;;
+    esac
+}
+client_ca() {
+    case $1 in
+        direct) echo "$RUN/pki/ca.pem" ;;
+        periscope) echo "$PERISCOPE_CA" ;;
+        mitmdump) echo "$MITM_CA" ;;
+    esac
+}
+proxy_pid() {
+    case $1 in
+        periscope) echo "$PERISCOPE_PID" ;;
+        mitmdump) echo "$MITM_PID" ;;
+        *) echo "" ;;
+    esac
+}
+proc_cpu() { python3 "$BENCH/rss.py" cpu "$1" 2>/dev/null || echo 0; }
+proc_rss_mib() { # VmRSS in MiB, empty when the process is gone
+    local kib
+    kib="$(python3 "$BENCH/rss.py" now "$1" 2>/dev/null)" || return 0
+    python3 -c "print($kib / 1024)"
+}
+failed() { # failed TARGET WHAT: a measurement gave no number
+    note "$1: $2 gave no result"
+    local pid
+    pid="$(proxy_pid "$1")"
+    if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+        note "$1 is no longer running (crashed?): last log lines: $(tail -5 "$RUN/$1".*.log 2>/dev/null | tr '\n' ' ' | cut -c1-400)"
+    fi
+    [[ $1 == mitmdump ]] || MISSING_CORE+=("$1: $2")
+}
+
+# oha_run TARGET OUT.json ARGS...: one oha run against /1k; 0 when it produced JSON.
+# The proxy's CPU time during the run goes to OUT.json.cpu (seconds).
+oha_run() {
+    local target=$1 out=$2
+    shift 2
+    local proxy pid cpu0=""
+    proxy="$(proxy_url "$target")"
+    pid="$(proxy_pid "$target")"
+    [[ -n $pid ]] && cpu0="$(proc_cpu "$pid")"
+    local limit=$((DURATION + 60))
+    timeout -k 5 "$limit" "$OHA" --no-tui --output-format json \
+        --cacert "$(client_ca "$target")" ${proxy:+-x "$proxy"} \
+        "$@" "https://localhost:$NGINX_PORT/1k" >"$out" 2>"$out.err" || true
+    rm -f "$out.cpu"
+    [[ -n $pid ]] && python3 -c "print($(proc_cpu "$pid") - $cpu0)" >"$out.cpu"
+    [[ -s $out ]] && python3 "$BENCH/oha_summary.py" "$out" >/dev/null 2>&1
+}
+
+# oha_why OUT.json: why a run gave no number (oha's distributions, else its stderr).
+oha_why() {
+    python3 "$BENCH/oha_summary.py" --errors "$1" 2>/dev/null && return 0
+    echo "oha: $(head -c 300 "$1.err" 2>/dev/null | tr '\n' ' ')"
+}
+
+# oha_record METRIC_PREFIX TARGET RUN OUT.json [rps p50 p99]
+oha_record() {
+    local prefix=$1 target=$2 run=$3 out=$4
+    shift 4
+    local fields=("$@") line
+    line="$(python3 "$BENCH/oha_summary.py" "$out")"
+    # line: rps p50_ms p99_ms ok errors non2xx
+    local rps p50 p99 ok errors non2xx
+    read -r rps p50 p99 ok errors non2xx <<<"$line"
+    local f
+    for f in "${fields[@]}"; do
+        case $f in
+            rps) record "${prefix}_rps" "$target" "$run" "$rps" ;;
+            p50) record "${prefix}_p50" "$target" "$run" "$p50" ;;
+            p99) record "${prefix}_p99" "$target" "$run" "$p99" ;;
+            cpu) [[ -s $out.cpu && $ok -gt 0 ]] &&
+                record "${prefix}_cpu" "$target" "$run" "$(python3 -c "print($(cat "$out.cpu") * 1e6 / $ok)")" ;;
+        esac
+    done
+    if [[ $errors != 0 || $non2xx != 0 ]]; then
+        note "$target $prefix run $run: $ok ok, $errors errors, $non2xx non-2xx; $(python3 "$BENCH/oha_summary.py" --errors "$out")"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+scenario_keepalive() {
+    say "== 1. keep-alive, 1 KiB responses, concurrency ${CONCURRENCIES[*]}, $RUNS x ${DURATION}s"
+    start_proxies keepalive
+    local run c target out
+    for run in $(seq "$RUNS"); do
+        for c in "${CONCURRENCIES[@]}"; do
+            for target in $(targets); do
+                out="$RUN/oha.ka.c$c.$target.$run.json"
+                if oha_run "$target" "$out" -z "${DURATION}s" -c "$c"; then
+                    oha_record "ka_c$c" "$target" "$run" "$out" rps p50 p99 cpu
+                    say "   run $run c=$c $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+                else
+                    failed "$target" "keep-alive c=$c run $run ($(oha_why "$out"))"
+                fi
+            done
+        done
+    done
+    stop_proxies keepalive
+}
+
+scenario_newconn() {
+    say "== 2. a new connection per request, concurrency $NEWCONN_CONCURRENCY, $RUNS x ${DURATION}s"
+    start_proxies newconn
+    local run target out
+    for run in $(seq "$RUNS"); do
+        for target in $(targets); do
+            out="$RUN/oha.nc.$target.$run.json"
+            if oha_run "$target" "$out" -z "${DURATION}s" -c "$NEWCONN_CONCURRENCY" --disable-keepalive; then
+                oha_record "nc_c$NEWCONN_CONCURRENCY" "$target" "$run" "$out" rps cpu
+                say "   run $run $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+            else
+                failed "$target" "new-connection run $run ($(oha_why "$out"))"
+            fi
+        done
+    done
+    stop_proxies newconn
+}
+
+# transfer_one KIND TARGET RUN: KIND download|upload; records MB/s and the proxy's peak RSS.
+transfer_one() {
+    local kind=$1 target=$2 run=$3
+    local proxy ca pid cap out sampler="" rss_json="$RUN/rss.$kind.$target.$run.json"
+    proxy="$(proxy_url "$target")"
+    ca="$(client_ca "$target")"
+    pid="$(proxy_pid "$target")"
+    cap=$TRANSFER_CAP
+    [[ $target == mitmdump ]] && cap=$MITM_TRANSFER_CAP
+    if [[ -n $pid ]]; then
+        python3 "$BENCH/rss.py" reset "$pid"
+        rm -f "$rss_json" "$rss_json.ready"
+        python3 "$BENCH/rss.py" sample "$pid" "$rss_json" &
+        sampler=$!
+        for _ in $(seq 100); do
+            [[ -e $rss_json.ready ]] && break
+            sleep 0.02
+        done
+    fi
+    local rc=0 name="up-$target-$run-$RANDOM"
+    if [[ $kind == download ]]; then
+        out="$(curl -sS --max-time "$cap" ${proxy:+-x "$proxy"} --cacert "$ca" -o /dev/null \
+            -w '%{speed_download} %{size_download} %{http_code}' \
+            "https://localhost:$NGINX_PORT/big" 2>"$RUN/curl.err")" || rc=$?
+    else
+        # No `Expect: 100-continue`: throughput, not the 100-continue dance, is measured.
+        out="$(curl -sS --max-time "$cap" ${proxy:+-x "$proxy"} --cacert "$ca" -o /dev/null \
+            -H 'Expect:' -T "$RUN/www/big" \
+            -w '%{speed_upload} %{size_upload} %{http_code}' \
+            "https://localhost:$NGINX_PORT/upload/$name" 2>"$RUN/curl.err")" || rc=$?
+        rm -f "$SHM/upload/$name"
+    fi
+    if [[ -n $sampler ]]; then
+        kill "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+    fi
+    local speed size code
+    read -r speed size code <<<"$out"
+    local key=dl
+    [[ $kind == upload ]] && key=ul
+    local expect=$((BIG_MIB * 1024 * 1024))
+    if [[ -z $speed || ${speed%.*} -eq 0 ]]; then
+        failed "$target" "$kind run $run (curl exit $rc, $(head -c 200 "$RUN/curl.err"))"
+    else
+        local mbps
+        mbps="$(python3 -c "print(${speed} / 1e6)")"
+        record "${key}_mbps" "$target" "$run" "$mbps"
+        if [[ $rc -eq 28 ]]; then
+            note "$target $kind run $run: capped at ${cap}s after $((${size%.*} / 1048576)) MiB of $BIG_MIB MiB; MB/s is over what was moved"
+        elif [[ $rc -ne 0 || ${size%.*} -ne $expect || ! $code =~ ^2 ]]; then
+            note "$target $kind run $run: curl exit $rc, HTTP $code, $size of $expect bytes; $(head -c 200 "$RUN/curl.err")"
+            [[ $target == mitmdump ]] || MISSING_CORE+=("$target: $kind run $run incomplete")
+        fi
+        say "   $kind run $run $target: $(printf '%.0f' "$mbps") MB/s, HTTP $code, $((${size%.*} / 1048576)) MiB"
+    fi
+    if [[ -n $sampler ]]; then
+        local peak
+        if [[ -s $rss_json ]]; then
+            peak="$(python3 -c "import json; d=json.load(open('$rss_json')); print(max(d['max_rss_kib'], d['hwm_kib'])/1024)")"
+        else # the sampler died early: the kernel's peak still holds
+            peak="$(python3 -c "print($(python3 "$BENCH/rss.py" hwm "$pid") / 1024)")"
+        fi
+        record "${key}_rss" "$target" "$run" "$peak"
+    fi
+}
+
+scenario_transfer() {
+    say "== 3. one large download and upload ($BIG_MIB MiB, streamed), $TRANSFER_RUNS run(s) each"
+    start_proxies transfer
+    local run target kind
+    for kind in download upload; do
+        for run in $(seq "$TRANSFER_RUNS"); do
+            for target in $(targets); do
+                transfer_one "$kind" "$target" "$run"
+            done
+        done
+    done
+    stop_proxies transfer
+}
+
+scenario_idle() {
+    say "== 4. $IDLE_COUNT idle keep-alive connections held open through the proxy"
+    start_proxies idle
+    local target out
+    for target in $(targets); do
+        [[ $target == direct ]] && continue
+        out="$RUN/idle.$target.json"
+        local proxy
+        proxy="$(proxy_url "$target")"
+        if timeout -k 5 300 python3 "$BENCH/idle.py" --proxy "${proxy#http://}" --port "$NGINX_PORT" \
+            --cafile "$(client_ca "$target")" --count "$IDLE_COUNT" \
+            --rss-pid "$(proxy_pid "$target")" >"$out" 2>"$out.err" && [[ -s $out ]]; then
+            local line opened reused before idle errs
+            line="$(python3 -c "
+import json; d=json.load(open('$out'))
+print(d['opened'], d['reused_ok'], d['rss_before_kib']/1024, d['rss_idle_kib']/1024, json.dumps(d['errors'])[:300])")"
+            read -r opened reused before idle errs <<<"$line"
+            record idle_base_rss "$target" 1 "$before"
+            record idle_rss "$target" 1 "$idle"
+            record idle_opened "$target" 1 "$((opened < reused ? opened : reused))"
+            if [[ $opened -ne $IDLE_COUNT || $reused -ne $opened ]]; then
+                note "$target idle: opened $opened of $IDLE_COUNT, $reused reused after idling; errors: $errs"
+                [[ $target == mitmdump ]] || MISSING_CORE+=("$target: idle connections failed")
+            fi
+            say "   $target: RSS $(printf '%.1f' "$before") MiB before, $(printf '%.1f' "$idle") MiB with $opened open; $reused reused"
+        else
+            failed "$target" "idle connections ($(head -c 300 "$out.err"))"
+        fi
+    done
+    stop_proxies idle
+}
+
+scenario_session() {
+    local quarter=$((SESSION_FLOWS / 4))
+    say "== 5. long session: $SESSION_FLOWS flows (keep-alive, c=$SESSION_CONCURRENCY), RSS after each quarter"
+    start_proxies session
+    local target q out total
+    for target in $(targets); do
+        [[ $target == direct ]] && continue
+        total=0
+        for q in 1 2 3 4; do
+            out="$RUN/oha.session.$target.$q.json"
+            local n=$quarter
+            [[ $target == mitmdump ]] && n=$((MITM_SESSION_FLOWS / 4))
+            if DURATION=300 oha_run "$target" "$out" -n "$n" -c "$SESSION_CONCURRENCY"; then
+                local line flows errors non2xx
+                line="$(python3 "$BENCH/oha_summary.py" "$out")"
+                read -r _ _ _ flows errors non2xx <<<"$line"
+                total=$((total + flows))
+                [[ $errors != 0 || $non2xx != 0 ]] &&
+                    note "$target session quarter $q: $errors errors, $non2xx non-2xx; $(python3 "$BENCH/oha_summary.py" --errors "$out")"
+                sleep 0.5
+                local rss
+                rss="$(proc_rss_mib "$(proxy_pid "$target")")"
+                [[ -n $rss ]] && record "sess_rss_$q" "$target" 1 "$rss"
+                say "   $target: $total flows, RSS ${rss:-?} MiB"
+            else
+                failed "$target" "session quarter $q ($(oha_why "$out"))"
+                break
+            fi
+        done
+        record sess_flows "$target" 1 "$total"
+        [[ $target == mitmdump && $MITM_SESSION_FLOWS -ne $SESSION_FLOWS ]] &&
+            note "mitmdump long session: $total flows, not $SESSION_FLOWS (it is too slow for the full session within the time budget)"
+    done
+    stop_proxies session
+}
+
+# ---------------------------------------------------------------------------
+# Main: one function, so that bash has read all of it before it starts (editing this
+# file during a run cannot change what the run does).
+# ---------------------------------------------------------------------------
+main() {
+    # ---------------------------------------------------------------------------
+    # Setup
+    # ---------------------------------------------------------------------------
+    say "mode: $MODE; scenarios: ${SCENARIOS[*]}"
+    ensure_apt nginx curl openssl python3 ca-certificates
+    NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+    [[ -x $NGINX ]] || die "nginx not found after install"
+    mkdir -p "$WORK"
+    start_oha_install
+    start_mitmproxy_install
+
+    if [[ -n ${PERISCOPE_BIN:-} ]]; then
+        [[ -x $PERISCOPE_BIN ]] || die "PERISCOPE_BIN=$PERISCOPE_BIN is not executable"
+    else
+        say "building Periscope (cargo build --release)"
+        (cd "$REPO" && cargo build --release --quiet --bin periscope) >&2 || die "cargo build --release failed"
+        PERISCOPE_BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/periscope"
+    fi
+
+    finish_oha_install
+    finish_mitmproxy_install
+    if [[ $MITM_OK -ne 1 ]]; then
+        if [[ $MODE == smoke ]]; then
+            loud "MITMDUMP SKIPPED: $MITM_SKIP_REASON — its column will be empty"
+        else
+            die "mitmproxy unavailable: $MITM_SKIP_REASON"
+        fi
+    fi
+
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+    rm -rf "$RUN"
+    mkdir -p "$RUN/pki" "$RUN/www" "$RUN/nginx" "$RUN/periscope-conf" "$RUN/mitmproxy-conf"
+    : >"$RUN/results.tsv"
+    : >"$RUN/notes.txt"
+    [[ $MITM_OK -eq 1 ]] || note "MITMDUMP SKIPPED: $MITM_SKIP_REASON"
+    # Upload sink on tmpfs when there is one: nginx writes the body to a file (DAV PUT).
+    if [[ -d /dev/shm && -w /dev/shm ]]; then SHM="$(mktemp -d /dev/shm/periscope-bench.XXXXXX)"; else SHM="$(mktemp -d "$RUN/sink.XXXXXX")"; fi
+    mkdir -p "$SHM/upload" "$SHM/tmp"
+    chmod 755 "$SHM" "$SHM/upload" "$SHM/tmp"
+
+    say "certificates (ECDSA P-256 CA and localhost leaf)"
+    (
+        cd "$RUN/pki"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+            -out ca.pem -days 30 -subj "/CN=Periscope bench origin CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout origin.key \
+            -out origin.csr -subj "/CN=localhost"
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >origin.ext
+        openssl x509 -req -in origin.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out origin.pem \
+            -days 30 -extfile origin.ext
+    ) >"$RUN/pki/openssl.log" 2>&1 || { cat "$RUN/pki/openssl.log" >&2; die "openssl failed"; }
+
+    head -c 1024 /dev/urandom >"$RUN/www/1k"
+    truncate -s "${BIG_MIB}M" "$RUN/www/big" # sparse: reads cost no disk
+
+    NGINX_PORT=$(free_port)
+    PERISCOPE_PORT=$(free_port)
+    MITM_PORT=$(free_port)
+    PERISCOPE_CA="$RUN/periscope-conf/periscope-ca-cert.pem"
+    MITM_CA="$RUN/mitmproxy-conf/mitmproxy-ca-cert.pem"
+    PROTOCOLS="TLSv1.2 TLSv1.3"
+    [[ $TLS12 -eq 1 ]] && PROTOCOLS="TLSv1.2"
+    USER_LINE=""
+    [[ $(id -u) -eq 0 ]] && USER_LINE="user root root;"
+
+    cat >"$RUN/nginx/nginx.conf" <<EOF
+    $USER_LINE
+    worker_processes auto;
+    worker_rlimit_nofile 65536;
+    daemon off;
+    pid $RUN/nginx/nginx.pid;
+    error_log $RUN/nginx/error.log warn;
+    events { worker_connections 16384; }
+    http {
+        access_log off;
+        default_type application/octet-stream;
+        keepalive_timeout 300s;
+        keepalive_requests 100000000;
+        client_body_temp_path $SHM/tmp;
+        proxy_temp_path $RUN/nginx/proxy_temp;
+        fastcgi_temp_path $RUN/nginx/fastcgi_temp;
+        uwsgi_temp_path $RUN/nginx/uwsgi_temp;
+        scgi_temp_path $RUN/nginx/scgi_temp;
+        server {
+            listen 127.0.0.1:$NGINX_PORT ssl;
+            server_name localhost;
+            ssl_certificate $RUN/pki/origin.pem;
+            ssl_certificate_key $RUN/pki/origin.key;
+            ssl_protocols $PROTOCOLS;
+            # Every new connection is a full handshake (no resumption) on the origin side.
+            ssl_session_cache off;
+            ssl_session_tickets off;
+            root $RUN/www;
+            location = /1k { }
+            location = /big { }
+            location = /proto { default_type text/plain; return 200 "\$ssl_protocol \$ssl_cipher\n"; }
+            # Upload sink: DAV PUT answers only once the whole body is read (into tmpfs).
+            location /upload/ {
+                root $SHM;
+                dav_methods PUT;
+                client_max_body_size 0;
+                client_body_buffer_size 1m;
+            }
+        }
+    }
+EOF
+    "$NGINX" -t -q -p "$RUN/nginx" -e "$RUN/nginx/error.log" -c "$RUN/nginx/nginx.conf" \
+        || { cat "$RUN/nginx/error.log" >&2; die "nginx rejects its config"; }
+    "$NGINX" -p "$RUN/nginx" -e "$RUN/nginx/error.log" -c "$RUN/nginx/nginx.conf" &
+    NGINX_PID=$!
+    for _ in $(seq 100); do
+        probe "" "$RUN/pki/ca.pem" >/dev/null && break
+        kill -0 "$NGINX_PID" 2>/dev/null || { cat "$RUN/nginx/error.log" >&2; die "nginx exited"; }
+        sleep 0.1
+    done
+    probe "" "$RUN/pki/ca.pem" >/dev/null || die "nginx does not answer on port $NGINX_PORT"
+    say "origin: nginx on https://localhost:$NGINX_PORT ($(probe "" "$RUN/pki/ca.pem"))"
+
+    # Which upstream TLS each proxy negotiates (what nginx saw), for the record.
+    start_proxies probe
+    TLS_SEEN="direct curl: $(probe "" "$RUN/pki/ca.pem"); via periscope: $(probe "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA")"
+    [[ $MITM_OK -eq 1 ]] && TLS_SEEN+="; via mitmdump: $(probe "http://127.0.0.1:$MITM_PORT" "$MITM_CA")"
+    stop_proxies probe
+    say "origin-side TLS: $TLS_SEEN"
+
+    # ---------------------------------------------------------------------------
+    # Run
+    # ---------------------------------------------------------------------------
+    LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+    for s in "${SCENARIOS[@]}"; do
+        "scenario_$s"
+    done
+
+    # ---------------------------------------------------------------------------
+    # Report
+    # ---------------------------------------------------------------------------
+    periscope_version="$(cd "$REPO" && git describe --always --dirty --tags 2>/dev/null || echo unknown)"
+    mitm_version="skipped ($MITM_SKIP_REASON)"
+    python_version=""
+    if [[ $MITM_OK -eq 1 ]]; then
+        mitm_version="$("$VENV/bin/mitmdump" --version 2>/dev/null | sed -n 's/^Mitmproxy: //p') (its own OpenSSL: $("$VENV/bin/mitmdump" --version 2>/dev/null | sed -n 's/^OpenSSL: //p'))"
+        python_version="$("$VENV/bin/python" --version 2>&1)"
+    fi
+    BENCH_META_NGINX="$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+    BENCH_META_OPENSSL="$(openssl version)"
+    BENCH_META_CURL="$(curl --version | head -1)"
+    BENCH_META_OHA="$("$OHA" --version) (rustls)"
+    export BENCH_META_NGINX BENCH_META_OPENSSL BENCH_META_CURL BENCH_META_OHA
+    export BENCH_META_MODE="$MODE" BENCH_META_ONLY="$ONLY" BENCH_META_ARGS="$ARGS" \
+        BENCH_META_ELAPSED="$((SECONDS - START))" BENCH_META_LOAD="$LOAD_BEFORE" \
+        BENCH_META_PERISCOPE="$periscope_version" BENCH_META_PERISCOPE_BIN="$PERISCOPE_BIN" \
+        BENCH_META_MITM="$mitm_version" BENCH_META_PYTHON="$python_version" \
+        BENCH_META_TLS="$TLS_SEEN" BENCH_META_PROTOCOLS="$PROTOCOLS" \
+        BENCH_META_RUNS="$RUNS" BENCH_META_DURATION="$DURATION" BENCH_META_BIG="$BIG_MIB" \
+        BENCH_META_TRANSFER_RUNS="$TRANSFER_RUNS" BENCH_META_MITM_CAP="$MITM_TRANSFER_CAP" \
+        BENCH_META_IDLE="$IDLE_COUNT" BENCH_META_FLOWS="$SESSION_FLOWS" \
+        BENCH_META_MITM_FLOWS="$MITM_SESSION_FLOWS"
+    python3 "$BENCH/meta.py" >"$RUN/meta.json"
+    python3 "$BENCH/report.py" "$RUN" "$OUT_MD"
+    cp "$OUT_MD" "$RUN/" 2>/dev/null || true
+    [[ $MITM_OK -eq 1 ]] || loud "MITMDUMP SKIPPED: $MITM_SKIP_REASON — its column is empty"
+    say "raw measurements and logs: $RUN"
+    say "done in $((SECONDS - START)) s"
+
+    if [[ ${#MISSING_CORE[@]} -gt 0 ]]; then
+        say "FAILED: measurements of direct or Periscope that gave no result:"
+        printf 'bench:   %s\n' "${MISSING_CORE[@]}" >&2
+        exit 3
+    fi
+}
+
+main

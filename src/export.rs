@@ -1,0 +1,35 @@
+//! `periscope export`: a saved session (or part of it) as HAR 1.2.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::Path;
+
+use anyhow::Context;
+use periscope_flow::filter::Filter;
+use periscope_flow::har::HarWriter;
+use periscope_flow::store::FlowStore;
+
+/// Writes the flows of `session` that match `filter` to `out` as HAR; returns how many.
+pub fn har(session: &Path, out: &Path, filter: Option<&Filter>) -> anyhow::Result<usize> {
+    let store = FlowStore::open(session)
+        .with_context(|| format!("cannot open the session {}", session.display()))?;
+    let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut writer = HarWriter::new(BufWriter::new(file), env!("CARGO_PKG_VERSION"))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let mut failure = None;
+    store.try_for_each(filter, |flow| match writer.write_flow(&flow) {
+        Ok(()) => std::ops::ControlFlow::Continue(()),
+        Err(error) => {
+            failure = Some(error);
+            std::ops::ControlFlow::Break(())
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error).with_context(|| format!("cannot write {}", out.display()));
+    }
+    let written = writer.entries();
+    writer
+        .finish()
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(written)
+}

@@ -1,0 +1,63 @@
+//! Writes every flow and log entry to the session store as it happens, on a thread of
+//! its own (SQLite calls block), in batches so a busy proxy costs one transaction per
+//! batch rather than per flow.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use periscope_flow::store::{FlowStore, StoreError};
+use periscope_flow::{Flow, FlowEvent};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const BATCH: usize = 512;
+
+pub fn spawn(store: Arc<FlowStore>, mut events: UnboundedReceiver<FlowEvent>) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("session-store".into())
+        .spawn(move || {
+            let mut reported_failure = false;
+            let mut flows: Vec<Arc<Flow>> = Vec::with_capacity(BATCH);
+            while let Some(first) = events.blocking_recv() {
+                let mut next = Some(first);
+                while let Some(event) = next.take() {
+                    match event {
+                        FlowEvent::Completed(flow) | FlowEvent::Updated(flow) => flows.push(flow),
+                        FlowEvent::Log(entry) => {
+                            if let Err(error) = store.append_log(&entry) {
+                                report(&error, &mut reported_failure);
+                            }
+                        }
+                        FlowEvent::RequestReceived(_) | FlowEvent::WebSocketMessage { .. } => {}
+                    }
+                    if flows.len() < BATCH {
+                        next = events.try_recv().ok();
+                    }
+                }
+                if flows.is_empty() {
+                    continue;
+                }
+                match store.insert_many(&flows) {
+                    Ok(()) => reported_failure = false,
+                    Err(error) => report(&error, &mut reported_failure),
+                }
+                flows.clear();
+            }
+        })
+        .expect("cannot start the session-store thread")
+}
+
+/// Says once (until writes work again) that flows are not being saved; the proxy keeps
+/// serving either way.
+fn report(error: &StoreError, reported: &mut bool) {
+    if *reported {
+        return;
+    }
+    *reported = true;
+    match error {
+        StoreError::DiskFull { .. } => eprintln!(
+            "periscope: error: the disk is full; flows are no longer saved to the session \
+             file ({error}). The proxy keeps running."
+        ),
+        _ => eprintln!("periscope: error: cannot save flows to the session file: {error}"),
+    }
+}
