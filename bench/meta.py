@@ -87,12 +87,20 @@ def main():
         "quarters (c=16); VmRSS after each quarter; growth is RSS after all minus RSS after the "
         "first quarter (target < 10 MiB). mitmdump gets "
         f"{env('MITM_FLOWS')} flows (it is too slow for more within the time budget).",
+        f"Session store: crates/tui/examples/fill_session.rs writes {env('STORE_FLOWS')} made-up "
+        "flows (like the proxy's: headers, a 1 KiB JSON response, TLS details, every milestone; "
+        "5% 404, one in 20 renegotiated, one in 1,000 with `foo` in its body) into a session file; "
+        "then `periscope dump -r FILE FILTER` with its output to /dev/null, for `~d nothing` (opening "
+        "the session: the index is read, nothing matches), `~c 404` (index columns, 5% printed) and "
+        f"`~b foo` (every body read), {env('STORE_RUNS')} run(s) each; wall time, and peak RSS "
+        "(getrusage of the child).",
         f"This machine has {nproc} cores: oha or curl, the proxy and nginx all share them, so the "
         "ratios are to the direct connection in the same run, which also shares them.",
     ]
     if smoke:
         method.insert(0, "SMOKE MODE: 1 s runs, one run per cell, a 10 MiB transfer, 50 idle "
-                         "connections, 1,000 flows: checks that the bench works, measures nothing.")
+                         "connections, 1,000 flows, a 2,000-flow session file: checks that the bench "
+                         "works, measures nothing.")
     try:
         load = open("/proc/loadavg").read().split()[:3]
         load_now = " ".join(load)

@@ -51,6 +51,15 @@ ROWS = [
     ("sess_rss_4", "long session: RSS after all flows", "MiB", 1, None, None),
     ("sess_growth", "long session: RSS growth, 1/4 to all", "MiB", 1, "abs_lt", 10),
     ("sess_flows", "long session: flows completed", "flows", 0, None, None),
+    ("store_flows", "session store: flows in the file", "flows", 0, None, None),
+    ("store_fill_s", "session store: writing them (generator, no proxy)", "s", 2, None, None),
+    ("store_file_mib", "session store: file size", "MiB", 0, None, None),
+    ("store_open_s", "session store: open (dump -r '~d nothing')", "s", 2, None, None),
+    ("store_open_rss", "session store: open, peak RSS", "MiB", 1, None, None),
+    ("store_filter_c_s", "session store: filter ~c 404 (dump -r)", "s", 2, None, None),
+    ("store_filter_c_rss", "session store: filter ~c 404, peak RSS", "MiB", 1, None, None),
+    ("store_filter_b_s", "session store: filter ~b foo (every body)", "s", 2, None, None),
+    ("store_filter_b_rss", "session store: filter ~b foo, peak RSS", "MiB", 1, None, None),
 ]
 
 

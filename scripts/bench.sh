@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
@@ -31,7 +31,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store)
 
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -66,6 +66,8 @@ if [[ $MODE == smoke ]]; then
     IDLE_COUNT=50
     SESSION_FLOWS=1000
     MITM_SESSION_FLOWS=1000
+    STORE_FLOWS=2000
+    STORE_RUNS=1
     OUT_MD="$WORK/RESULTS.smoke.md"
 else
     RUNS=${BENCH_RUNS:-3}
@@ -78,9 +80,11 @@ else
     IDLE_COUNT=1000
     SESSION_FLOWS=100000
     MITM_SESSION_FLOWS=4000   # mitmdump is ~20x slower: 4k flows take it ~25 s
+    STORE_FLOWS=100000        # written in ~20 s; the whole scenario stays under a minute
+    STORE_RUNS=2
     OUT_MD="$BENCH/RESULTS.md"
 fi
-[[ -n $ONLY ]] && OUT_MD="$WORK/RESULTS.only-$ONLY$([[ $MODE == smoke ]] && echo .smoke).md"
+[[ -n $ONLY ]] && OUT_MD="$WORK/RESULTS.only-$ONLY$([[ $MODE == smoke ]] && echo .smoke || true).md"
 # Each mode has its own run directory: a smoke run (the test suite) never clobbers a full one.
 RUN="$WORK/run-$MODE${ONLY:+-$ONLY}"
 NEWCONN_CONCURRENCY=16
@@ -608,6 +612,68 @@ scenario_session() {
     stop_proxies session
 }
 
+# fill_session_bin: the session generator (crates/tui/examples/fill_session.rs), built
+# with the profile of the Periscope binary under test; BENCH_FILL_SESSION names a built one.
+fill_session_bin() {
+    if [[ -n ${BENCH_FILL_SESSION:-} ]]; then
+        echo "$BENCH_FILL_SESSION"
+        return 0
+    fi
+    local profile=debug flags=(--quiet)
+    if [[ $PERISCOPE_BIN == */release/* ]]; then
+        profile=release
+        flags+=(--release)
+    fi
+    (cd "$REPO" && cargo build "${flags[@]}" -p periscope-tui --example fill_session) >&2 || return 1
+    echo "${CARGO_TARGET_DIR:-$REPO/target}/$profile/examples/fill_session"
+}
+
+# measured CMD...: runs CMD with its output discarded; prints "SECONDS PEAK_RSS_KIB EXIT".
+measured() {
+    python3 -c '
+import resource, subprocess, sys, time
+start = time.monotonic()
+rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)' "$@"
+}
+
+scenario_store() {
+    say "== 6. session store: $STORE_FLOWS flows in a session file, opened and filtered with periscope dump -r"
+    local gen file="$RUN/store.periscope" secs rss rc run key filter
+    if ! gen="$(fill_session_bin)"; then
+        failed periscope "building the session generator (cargo build -p periscope-tui --example fill_session)"
+        return 0
+    fi
+    rm -f "$file" "$file-wal" "$file-shm"
+    read -r secs rss rc <<<"$(measured "$gen" "$file" "$STORE_FLOWS")"
+    if [[ $rc -ne 0 ]]; then
+        failed periscope "filling the session with $STORE_FLOWS flows (exit $rc)"
+        return 0
+    fi
+    record store_flows periscope 1 "$STORE_FLOWS"
+    record store_fill_s periscope 1 "$secs"
+    record store_file_mib periscope 1 "$(python3 -c "import os; print(os.path.getsize('$file') / 1048576)")"
+    say "   wrote $STORE_FLOWS flows in $(printf '%.1f' "$secs") s"
+    for run in $(seq "$STORE_RUNS"); do
+        for key in open filter_c filter_b; do
+            case $key in
+                open) filter='~d nothing' ;;   # matches nothing: the cost of reading the index
+                filter_c) filter='~c 404' ;;   # the index columns, then 5% of the flows printed
+                filter_b) filter='~b foo' ;;   # every body
+            esac
+            read -r secs rss rc <<<"$(measured "$PERISCOPE_BIN" dump -r "$file" "$filter")"
+            if [[ $rc -ne 0 ]]; then
+                failed periscope "dump -r '$filter' run $run (exit $rc)"
+                continue
+            fi
+            record "store_${key}_s" periscope "$run" "$secs"
+            record "store_${key}_rss" periscope "$run" "$(python3 -c "print($rss / 1024)")"
+            say "   run $run dump -r '$filter': $(printf '%.2f' "$secs") s, peak RSS $((rss / 1024)) MiB"
+        done
+    done
+    rm -f "$file" "$file-wal" "$file-shm"
+}
+
 # ---------------------------------------------------------------------------
 # Main: one function, so that bash has read all of it before it starts (editing this
 # file during a run cannot change what the run does).
@@ -771,7 +837,8 @@ EOF
         BENCH_META_RUNS="$RUNS" BENCH_META_DURATION="$DURATION" BENCH_META_BIG="$BIG_MIB" \
         BENCH_META_TRANSFER_RUNS="$TRANSFER_RUNS" BENCH_META_MITM_CAP="$MITM_TRANSFER_CAP" \
         BENCH_META_IDLE="$IDLE_COUNT" BENCH_META_FLOWS="$SESSION_FLOWS" \
-        BENCH_META_MITM_FLOWS="$MITM_SESSION_FLOWS"
+        BENCH_META_MITM_FLOWS="$MITM_SESSION_FLOWS" BENCH_META_STORE_FLOWS="$STORE_FLOWS" \
+        BENCH_META_STORE_RUNS="$STORE_RUNS"
     python3 "$BENCH/meta.py" >"$RUN/meta.json"
     python3 "$BENCH/report.py" "$RUN" "$OUT_MD"
     cp "$OUT_MD" "$RUN/" 2>/dev/null || true

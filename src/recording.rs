@@ -4,12 +4,15 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use periscope_flow::store::{FlowStore, StoreError};
 use periscope_flow::{Flow, FlowEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const BATCH: usize = 512;
+/// How long a batch may wait for more flows before it is committed.
+const GATHER: Duration = Duration::from_millis(20);
 
 pub fn spawn(store: Arc<FlowStore>, mut events: UnboundedReceiver<FlowEvent>) -> JoinHandle<()> {
     std::thread::Builder::new()
@@ -18,6 +21,7 @@ pub fn spawn(store: Arc<FlowStore>, mut events: UnboundedReceiver<FlowEvent>) ->
             let mut reported_failure = false;
             let mut flows: Vec<Arc<Flow>> = Vec::with_capacity(BATCH);
             while let Some(first) = events.blocking_recv() {
+                let started = Instant::now();
                 let mut next = Some(first);
                 while let Some(event) = next.take() {
                     match event {
@@ -31,6 +35,13 @@ pub fn spawn(store: Arc<FlowStore>, mut events: UnboundedReceiver<FlowEvent>) ->
                     }
                     if flows.len() < BATCH {
                         next = events.try_recv().ok();
+                        if next.is_none() && !flows.is_empty() && started.elapsed() < GATHER {
+                            // More flows are likely on their way under load; one commit
+                            // for many costs far less than one each (every commit
+                            // rewrites its dirty pages into the WAL).
+                            std::thread::sleep(GATHER / 4);
+                            next = events.try_recv().ok();
+                        }
                     }
                 }
                 if flows.is_empty() {

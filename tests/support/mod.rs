@@ -16,6 +16,7 @@
 //! | [`Apache`] / [`ApacheBuilder`] | Apache httpd + mod_ssl with the renegotiating locations |
 //! | [`OpensslServer`] | `openssl s_server` driven through a FIFO (`R`, `r`, `k`, `K`, `c`) |
 //! | [`TlsClient`] | a scripted OpenSSL client that can stall a renegotiation |
+//! | [`TmuxConsole`] | a full-screen program in tmux: keys in, screen out |
 //! | [`python`], [`require_tool`] | paths of required peers, or a panic telling how to get them |
 #![allow(dead_code, unused_imports)]
 
@@ -27,6 +28,7 @@ mod periscope;
 mod pki;
 mod python_peer;
 mod tls_client;
+mod tmux;
 mod tools;
 
 pub use apache::{
@@ -41,4 +43,5 @@ pub use periscope::{parse_listening_port, Periscope, PeriscopeBuilder, LISTENING
 pub use pki::{test_pki, TestPki};
 pub use python_peer::{python_websocket_echo_server, PythonPeer};
 pub use tls_client::{HttpResponse, TlsClient, TlsClientBuilder};
+pub use tmux::{TmuxConsole, SCREEN_TIMEOUT};
 pub use tools::{free_port, python, require_tool, sha256_hex, wait_until, world_readable_tempdir};

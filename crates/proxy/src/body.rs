@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use periscope_flow::{FlowErrorKind, Headers};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::describe_hyper_error;
 use crate::headers::record_headers;
@@ -31,7 +31,10 @@ pub struct RecordingBody<B> {
     /// The body was known to be empty from the start, so hyper may never poll it.
     started_empty: bool,
     idle_timeout: Duration,
+    /// Armed once and moved forward only when it fires early: re-arming a timer on
+    /// every frame would cost an allocation and two timer-wheel operations per frame.
     idle: Option<Pin<Box<Sleep>>>,
+    last_progress: Instant,
 }
 
 impl<B: Body> RecordingBody<B> {
@@ -54,6 +57,7 @@ impl<B: Body> RecordingBody<B> {
             done: false,
             idle_timeout,
             idle: None,
+            last_progress: Instant::now(),
         }
     }
 }
@@ -142,7 +146,7 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle = None;
+                this.last_progress = Instant::now();
                 if let Some(data) = frame.data_ref() {
                     this.keep(data);
                     // With a known length, hyper stops polling once it has sent the
@@ -180,16 +184,23 @@ where
                 Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => {
-                this.idle = None;
                 this.complete(None);
                 Poll::Ready(None)
             }
             Poll::Pending => {
                 let timeout = this.idle_timeout;
+                let deadline = this.last_progress + timeout;
                 let idle = this
                     .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if idle.as_mut().poll(cx).is_ready() {
+                    if Instant::now() < deadline {
+                        // Data came since it was armed: wait for the rest of the time.
+                        idle.as_mut().reset(deadline);
+                        if idle.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
                     let message = format!(
                         "the {} stalled: no data for {} s after {} bytes",
                         this.what(),
@@ -249,7 +260,9 @@ pub enum ClientBody {
     Buffered(Full<Bytes>),
 }
 
-pub type RequestBody = RecordingBody<ClientBody>;
+/// Boxed because hyper's client queues requests in fixed-size slots per connection:
+/// a small request keeps an idle connection small.
+pub type RequestBody = Box<RecordingBody<ClientBody>>;
 
 impl Body for ClientBody {
     type Data = Bytes;

@@ -2,6 +2,7 @@
 //! printer, the store and the user interfaces subscribe to.
 
 use periscope_flow::{FlowEvent, LogEntry, LogLevel};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, mpsc};
@@ -16,6 +17,8 @@ pub struct FlowBus {
     /// Subscribers that must see every event (the session store): unbounded queues,
     /// since dropping a flow is worse than holding it in memory for a moment.
     reliable: Arc<Mutex<Vec<mpsc::UnboundedSender<FlowEvent>>>>,
+    /// Whether anyone shows requests before their response arrives.
+    requests_wanted: Arc<AtomicBool>,
 }
 
 impl Default for FlowBus {
@@ -30,7 +33,18 @@ impl FlowBus {
         FlowBus {
             sender,
             reliable: Arc::default(),
+            requests_wanted: Arc::default(),
         }
+    }
+
+    /// Asks for [`FlowEvent::RequestReceived`] events (a live view of requests in
+    /// flight); without a caller they are not produced.
+    pub fn want_requests(&self) {
+        self.requests_wanted.store(true, Ordering::Relaxed);
+    }
+
+    pub fn wants_requests(&self) -> bool {
+        self.requests_wanted.load(Ordering::Relaxed)
     }
 
     /// A subscription that never skips events.

@@ -31,6 +31,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if !this.prefix.has_remaining() {
+                // Let go of the buffer it came in: the connection may live for hours.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

@@ -134,8 +134,12 @@ impl FlowRecorder {
         self.lock().timeline.push_note(Timestamp::now(), message);
     }
 
-    /// Publishes the request head for live views.
+    /// Publishes the request head for live views (when a front end asked for them:
+    /// copying every request head costs time nobody else needs).
     pub fn publish_request(&self) {
+        if !self.bus.wants_requests() {
+            return;
+        }
         let snapshot = Arc::new(self.lock().clone());
         self.bus.publish(FlowEvent::RequestReceived(snapshot));
     }
@@ -157,12 +161,55 @@ impl FlowRecorder {
             return;
         }
         self.collect_tls_events();
-        let snapshot = Arc::new(self.lock().clone());
-        self.bus.publish(FlowEvent::Completed(snapshot));
+        let snapshot = {
+            let mut flow = self.lock();
+            if flow.websocket.is_some() {
+                // Its messages are still to come: keep the flow, publish a copy.
+                flow.clone()
+            } else {
+                // Nothing changes after this point: hand the flow over without a copy.
+                let placeholder = placeholder(&flow);
+                std::mem::replace(&mut *flow, placeholder)
+            }
+        };
+        self.bus.publish(FlowEvent::Completed(Arc::new(snapshot)));
     }
 
     pub fn finish_with_error(&self, kind: FlowErrorKind, message: impl Into<String>) {
         self.set_error(kind, message);
         self.finish();
+    }
+}
+
+/// What stays in a recorder once its flow was handed over: late updates (a request
+/// body finishing after the response) land here and are dropped.
+fn placeholder(flow: &Flow) -> Flow {
+    Flow {
+        id: flow.id,
+        client: ConnectionInfo {
+            id: flow.client.id,
+            peer: None,
+            local: None,
+            target: None,
+            tls: None,
+        },
+        server: None,
+        request: periscope_flow::Request {
+            method: String::new(),
+            scheme: String::new(),
+            host: String::new(),
+            port: 0,
+            path: String::new(),
+            http_version: String::new(),
+            headers: Headers::default(),
+            body: Body::default(),
+            trailers: None,
+        },
+        response: None,
+        error: None,
+        timeline: periscope_flow::Timeline::new(),
+        marked: false,
+        intercepted_tls: flow.intercepted_tls,
+        websocket: None,
     }
 }

@@ -33,6 +33,8 @@ pub type ClientResponse = Response<ProxyBody<Incoming>>;
 
 /// The largest request head (request line and headers) a client may send.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// Streams an HTTP/2 client may have open at once on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 /// An intercepted CONNECT tunnel: every request in it goes to one server.
 pub struct Tunnel {
@@ -102,7 +104,10 @@ impl ClientSession {
 
     /// Hands over the connection made eagerly for a tunnel (or why it failed).
     pub fn seed(&self, key: UpstreamKey, connection: Result<UpstreamConnection, UpstreamError>) {
-        let mut pool = Pool::default();
+        let mut pool = Pool {
+            idle: Vec::with_capacity(1),
+            ..Pool::default()
+        };
         match connection {
             Ok(connection) if connection.is_http2() => pool.shared = Some(connection),
             Ok(connection) => pool.idle.push(connection),
@@ -121,31 +126,51 @@ impl ClientSession {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let session = Arc::clone(&self);
+        // Boxed: hyper keeps room for one request future per connection, and an idle
+        // connection should not hold kilobytes of it.
         let service = service_fn(move |request| {
             let session = Arc::clone(&session);
-            async move { session.handle(request).await }
+            Box::pin(async move { session.handle(request).await })
         });
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .preserve_header_case(true)
-            // Request heads past this are answered 431.
-            .max_buf_size(MAX_REQUEST_HEAD)
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.core.config.timeouts.client_idle);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .enable_connect_protocol()
-            .max_concurrent_streams(256);
-        let builder = match protocol {
-            ClientProtocol::Http1 => builder.http1_only(),
-            ClientProtocol::Http2 => builder.http2_only(),
-            ClientProtocol::Detect => builder,
+        let io = TokioIo::new(io);
+        let client_idle = self.core.config.timeouts.client_idle;
+        // The protocol is known after ALPN; only a plain listener has to look at the
+        // first bytes (which costs a buffer per connection).
+        let outcome: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
+            ClientProtocol::Http1 => hyper::server::conn::http1::Builder::new()
+                .preserve_header_case(true)
+                // Request heads past this are answered 431.
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .timer(TokioTimer::new())
+                .header_read_timeout(client_idle)
+                .serve_connection(io, service)
+                .with_upgrades()
+                .await
+                .map_err(Into::into),
+            ClientProtocol::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .enable_connect_protocol()
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                .serve_connection(io, service)
+                .await
+                .map_err(Into::into),
+            ClientProtocol::Detect => {
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .preserve_header_case(true)
+                    .max_buf_size(MAX_REQUEST_HEAD)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(client_idle);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .enable_connect_protocol()
+                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+                builder.serve_connection_with_upgrades(io, service).await
+            }
         };
-        let outcome = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .await;
         if let Err(error) = outcome {
             self.log_connection_error(error.as_ref());
         }
@@ -469,7 +494,7 @@ impl ClientSession {
             config.body_limit,
             config.timeouts.body_idle,
         );
-        Request::from_parts(parts, body)
+        Request::from_parts(parts, Box::new(body))
     }
 
     async fn exchange(
@@ -776,13 +801,13 @@ impl ReplayHead {
         } else {
             bytes::Bytes::new()
         };
-        let mut request = Request::new(RecordingBody::new(
+        let mut request = Request::new(Box::new(RecordingBody::new(
             ClientBody::Buffered(http_body_util::Full::new(body)),
             Arc::clone(recorder),
             Side::Request,
             core.config.body_limit,
             core.config.timeouts.body_idle,
-        ));
+        )));
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
         *request.headers_mut() = self.headers;

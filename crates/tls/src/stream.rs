@@ -239,6 +239,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         }
     }
 
+    /// hyper writes head and body as separate slices when a stream takes them, which
+    /// saves copying large bodies into its buffer. Large slices go out as they are;
+    /// small leading ones are gathered into one TLS record. (A retry after `Pending`
+    /// passes the same slices, so the gathered bytes are the same, as OpenSSL
+    /// requires.)
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        const GATHER_BELOW: usize = 4096;
+        const RECORD: usize = 16 * 1024;
+        let mut slices = bufs.iter().filter(|b| !b.is_empty());
+        let Some(first) = slices.next() else {
+            return Poll::Ready(Ok(0));
+        };
+        if first.len() >= GATHER_BELOW || bufs.len() == 1 {
+            return self.poll_write(cx, first);
+        }
+        let mut gathered = Vec::with_capacity(RECORD);
+        for slice in std::iter::once(first).chain(slices) {
+            let room = RECORD - gathered.len();
+            gathered.extend_from_slice(&slice[..slice.len().min(room)]);
+            if gathered.len() == RECORD {
+                break;
+            }
+        }
+        self.poll_write(cx, &gathered)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }

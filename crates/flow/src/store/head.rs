@@ -10,17 +10,48 @@
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 use serde::Serialize;
+use serde_json::value::RawValue;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 use crate::model::{
     Body, ConnectionInfo, Flow, FlowError, FlowId, Header, Headers, Request, Response,
 };
 use crate::timeline::Timeline;
 
+/// Most flows share their connections with the flows before them (keep-alive,
+/// HTTP/2), and a connection's JSON (TLS parameters, the server's certificate) is a
+/// third of a flow's: each connection is serialized once per writer thread.
+const CONNECTION_MEMO: usize = 256;
+
+thread_local! {
+    static CONNECTIONS: RefCell<HashMap<u64, (ConnectionInfo, Box<RawValue>)>> =
+        RefCell::new(HashMap::new());
+}
+
+fn connection_json(info: &ConnectionInfo) -> serde_json::Result<Box<RawValue>> {
+    CONNECTIONS.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        // The same id can carry more detail later (a tunnel's TLS): compare it all.
+        if let Some((known, json)) = memo.get(&info.id) {
+            if known == info {
+                return Ok(json.clone());
+            }
+        }
+        let json = serde_json::value::to_raw_value(info)?;
+        if memo.len() >= CONNECTION_MEMO {
+            memo.clear();
+        }
+        memo.insert(info.id, (info.clone(), json.clone()));
+        Ok(json)
+    })
+}
+
 #[derive(Serialize)]
 struct FlowHead<'a> {
     id: &'a FlowId,
-    client: &'a ConnectionInfo,
-    server: &'a Option<ConnectionInfo>,
+    client: Box<RawValue>,
+    server: Option<Box<RawValue>>,
     request: RequestHead<'a>,
     response: Option<ResponseHead<'a>>,
     error: &'a Option<FlowError>,
@@ -88,8 +119,8 @@ pub(super) fn to_json(flow: &Flow) -> serde_json::Result<String> {
         &mut json,
         &FlowHead {
             id,
-            client,
-            server,
+            client: connection_json(client)?,
+            server: server.as_ref().map(connection_json).transpose()?,
             request: request_head(request),
             response: response.as_ref().map(response_head),
             error,

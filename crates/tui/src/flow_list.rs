@@ -1,0 +1,935 @@
+//! The flow list: which flows are shown, in which order, and what the list looks
+//! like on screen.
+//!
+//! The list never holds the session: the store does. Without a filter the list is a
+//! window onto `FlowStore::summaries(None, offset, limit)` around what is on screen
+//! (SQLite skips the offset on its index), refreshed at most every
+//! [`REFRESH_INTERVAL`] while flows arrive. With a filter, the store is scanned once
+//! in the background (a `~b` filter reads every body) and the matching summaries —
+//! a few hundred bytes each, no bodies — are kept, then kept current from the flow
+//! events, so scrolling a filtered list costs no query.
+//!
+//! Flows the proxy announced but the store does not have yet (requests in flight,
+//! and completed flows the recorder has not committed) are kept aside as *pending*
+//! and shown after the stored ones, until the store has them.
+
+use std::collections::HashSet;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use periscope_flow::filter::Filter;
+use periscope_flow::store::{FlowStore, FlowSummary, StoreError};
+use periscope_flow::{Flow, FlowId};
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use crate::text::{fit, sanitize};
+use crate::units::{clock, short_duration, short_size};
+
+/// The most often the list asks the store for news while flows arrive.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a completed flow may stay pending after the store should have it (the
+/// recorder commits within milliseconds; this covers a flow whose place in the
+/// list is far from the end, where the pending check does not look).
+const PENDING_GRACE: Duration = Duration::from_secs(3);
+/// Rows read past the end of the store to find pending flows that arrived there.
+const TAIL_MARGIN: usize = 64;
+/// Flows remembered while a filter scan runs; past it the scan is redone.
+const BACKLOG_LIMIT: usize = 50_000;
+/// Pending flows kept at most (a flood of requests that never complete).
+const PENDING_LIMIT: usize = 20_000;
+
+/// A flow the store may not have yet.
+#[derive(Clone, Debug)]
+struct PendingFlow {
+    summary: FlowSummary,
+    flow: Arc<Flow>,
+    /// When its `Completed` event arrived; `None` while in flight.
+    completed: Option<Instant>,
+}
+
+/// The filtered view: the matching summaries, in time order.
+struct Filtered {
+    text: String,
+    filter: Arc<Filter>,
+    rows: Vec<FlowSummary>,
+    ids: HashSet<FlowId>,
+    generation: u64,
+    loading: bool,
+    /// Flows seen while the scan ran, applied when it ends.
+    backlog: Vec<Arc<Flow>>,
+    backlog_overflowed: bool,
+}
+
+struct ScanResult {
+    generation: u64,
+    result: Result<Vec<FlowSummary>, String>,
+}
+
+pub struct FlowList {
+    store: Arc<FlowStore>,
+    pending: Vec<PendingFlow>,
+    /// Flows in the store (all of them; the filter is applied elsewhere).
+    stored: usize,
+    window_start: usize,
+    window: Vec<FlowSummary>,
+    window_valid: bool,
+    filtered: Option<Filtered>,
+    generation: u64,
+    scans: (Sender<ScanResult>, Receiver<ScanResult>),
+    selected: usize,
+    top: usize,
+    follow: bool,
+    dirty: bool,
+    /// Keep refreshing until then, for flows the recorder may still be writing.
+    recheck_until: Option<Instant>,
+    last_refresh: Option<Instant>,
+}
+
+impl FlowList {
+    pub fn new(store: Arc<FlowStore>) -> Self {
+        FlowList {
+            store,
+            pending: Vec::new(),
+            stored: 0,
+            window_start: 0,
+            window: Vec::new(),
+            window_valid: false,
+            filtered: None,
+            generation: 0,
+            scans: channel(),
+            selected: 0,
+            top: 0,
+            follow: false,
+            dirty: true,
+            recheck_until: None,
+            last_refresh: None,
+        }
+    }
+
+    /// Rows in the list as shown (after the filter).
+    pub fn len(&self) -> usize {
+        match &self.filtered {
+            Some(filtered) => filtered.rows.len(),
+            None => self.stored + self.pending.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Flows in the session, filter or not (pending ones included).
+    pub fn total(&self) -> usize {
+        self.stored + self.pending.len()
+    }
+
+    pub fn filter_text(&self) -> Option<&str> {
+        self.filtered.as_ref().map(|f| f.text.as_str())
+    }
+
+    pub fn filter(&self) -> Option<&Filter> {
+        self.filtered.as_ref().map(|f| f.filter.as_ref())
+    }
+
+    /// True while a filter scan runs.
+    pub fn is_filtering(&self) -> bool {
+        self.filtered.as_ref().is_some_and(|f| f.loading)
+    }
+
+    #[cfg(test)]
+    pub fn selected_index(&self) -> usize {
+        self.selected
+    }
+
+    pub fn following(&self) -> bool {
+        self.follow
+    }
+
+    pub fn toggle_follow(&mut self) -> bool {
+        self.follow = !self.follow;
+        if self.follow {
+            self.select_last();
+        }
+        self.follow
+    }
+
+    // ---------------------------------------------------------------------------
+    // Keeping current
+    // ---------------------------------------------------------------------------
+
+    /// A request arrived: show it as in flight.
+    pub fn on_request(&mut self, flow: Arc<Flow>) {
+        self.upsert_pending(flow, None);
+        self.after_change();
+    }
+
+    /// A flow completed (or changed later): the store will have it soon.
+    pub fn on_completed(&mut self, flow: Arc<Flow>, updated_later: bool) {
+        if updated_later && !self.pending.iter().any(|p| p.summary.id == flow.id) {
+            // A stored flow changed (its WebSocket closed): only the store's copy
+            // is shown, and it is rewritten in a moment.
+            self.apply_to_filtered(&flow);
+            self.recheck_until = Some(Instant::now() + Duration::from_secs(1));
+        } else {
+            self.upsert_pending(flow, Some(Instant::now()));
+        }
+        self.after_change();
+    }
+
+    /// Events were lost (the console fell behind): forget what was pending and
+    /// rebuild from the store.
+    pub fn on_lagged(&mut self) {
+        self.pending.clear();
+        self.window_valid = false;
+        self.dirty = true;
+        if let Some(filtered) = &self.filtered {
+            let (text, filter) = (filtered.text.clone(), Arc::clone(&filtered.filter));
+            self.start_scan(text, filter);
+        }
+    }
+
+    fn upsert_pending(&mut self, flow: Arc<Flow>, completed: Option<Instant>) {
+        self.apply_to_filtered(&flow);
+        let summary = FlowSummary::of(&flow);
+        if let Some(existing) = self
+            .pending
+            .iter_mut()
+            .rev()
+            .find(|p| p.summary.id == flow.id)
+        {
+            existing.summary = summary;
+            existing.flow = flow;
+            existing.completed = existing.completed.or(completed);
+            return;
+        }
+        if self.pending.len() >= PENDING_LIMIT {
+            self.pending.remove(0);
+        }
+        self.pending.push(PendingFlow {
+            summary,
+            flow,
+            completed,
+        });
+    }
+
+    fn apply_to_filtered(&mut self, flow: &Arc<Flow>) {
+        let Some(filtered) = &mut self.filtered else {
+            return;
+        };
+        if filtered.loading {
+            if filtered.backlog.len() >= BACKLOG_LIMIT {
+                filtered.backlog_overflowed = true;
+            } else {
+                filtered.backlog.push(Arc::clone(flow));
+            }
+            return;
+        }
+        apply_flow(filtered, flow);
+    }
+
+    fn after_change(&mut self) {
+        self.dirty = true;
+        if self.follow {
+            self.select_last();
+        }
+    }
+
+    /// The pending flow with this id, if the store may not have it yet.
+    pub fn pending_flow(&self, id: FlowId) -> Option<Arc<Flow>> {
+        self.pending
+            .iter()
+            .find(|p| p.summary.id == id)
+            .map(|p| Arc::clone(&p.flow))
+    }
+
+    /// Reads the news from the store, at most every [`REFRESH_INTERVAL`], and takes
+    /// finished filter scans. Returns an error message worth showing, if any.
+    pub fn tick(&mut self, now: Instant) -> Option<String> {
+        let mut message = self.take_scans();
+        let due = self
+            .last_refresh
+            .is_none_or(|last| now.duration_since(last) >= REFRESH_INTERVAL);
+        if self.dirty && due {
+            self.last_refresh = Some(now);
+            if let Err(error) = self.refresh(now) {
+                message = Some(format!("cannot read the session: {error}"));
+            }
+        }
+        message
+    }
+
+    /// True when something changed that the screen should show.
+    pub fn wants_refresh(&self) -> bool {
+        self.dirty
+    }
+
+    fn refresh(&mut self, now: Instant) -> Result<(), StoreError> {
+        self.stored = self.store.count(None)?;
+        self.window_valid = false;
+        // Which pending flows has the store taken? Look at its end, where new flows
+        // land; a flow that started long ago lands further up and leaves pending
+        // after the grace period.
+        let completed = self
+            .pending
+            .iter()
+            .filter(|p| p.completed.is_some())
+            .count();
+        if completed > 0 {
+            let span = (completed + TAIL_MARGIN).min(self.stored);
+            let tail = self.store.summaries(None, self.stored - span, span)?;
+            let stored_ids: HashSet<FlowId> = tail.iter().map(|s| s.id).collect();
+            self.pending.retain(|p| match p.completed {
+                None => !stored_ids.contains(&p.summary.id),
+                Some(at) => {
+                    !stored_ids.contains(&p.summary.id) && now.duration_since(at) < PENDING_GRACE
+                }
+            });
+        }
+        let waiting = self.pending.iter().any(|p| p.completed.is_some())
+            || self.recheck_until.is_some_and(|until| now < until);
+        self.dirty = waiting;
+        if self.follow {
+            self.select_last();
+        }
+        self.clamp_selection();
+        Ok(())
+    }
+
+    /// Waits (up to `limit`) until the store has every completed flow the list
+    /// shows, so that what the user saw before quitting is in the session file.
+    /// Flows still in flight are not waited for.
+    pub fn wait_for_completed(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.pending.iter().any(|p| p.completed.is_some()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            // Keep pending entries past their grace period: only the store decides.
+            let now = Instant::now();
+            for pending in &mut self.pending {
+                if let Some(at) = &mut pending.completed {
+                    *at = now;
+                }
+            }
+            if self.refresh(now).is_err() {
+                return;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------
+    // Filter
+    // ---------------------------------------------------------------------------
+
+    /// Shows only the flows that match `filter` (`None`: all of them).
+    pub fn set_filter(&mut self, filter: Option<(String, Filter)>) {
+        match filter {
+            None => {
+                self.filtered = None;
+                self.window_valid = false;
+                self.dirty = true;
+                self.clamp_selection();
+            }
+            Some((text, filter)) => self.start_scan(text, Arc::new(filter)),
+        }
+    }
+
+    fn start_scan(&mut self, text: String, filter: Arc<Filter>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let previous_rows = self.filtered.take().map(|f| f.rows).unwrap_or_default();
+        self.filtered = Some(Filtered {
+            text,
+            filter: Arc::clone(&filter),
+            // The old rows stay on screen until the new ones arrive.
+            rows: previous_rows,
+            ids: HashSet::new(),
+            generation,
+            loading: true,
+            backlog: Vec::new(),
+            backlog_overflowed: false,
+        });
+        let store = Arc::clone(&self.store);
+        let sender = self.scans.0.clone();
+        let spawned = std::thread::Builder::new()
+            .name("console-filter".into())
+            .spawn(move || {
+                let result = store
+                    .summaries(Some(&filter), 0, usize::MAX)
+                    .map_err(|e| e.to_string());
+                let _ = sender.send(ScanResult { generation, result });
+            });
+        if let Err(error) = spawned {
+            let _ = self.scans.0.send(ScanResult {
+                generation,
+                result: Err(format!("cannot start the filter: {error}")),
+            });
+        }
+    }
+
+    fn take_scans(&mut self) -> Option<String> {
+        let mut message = None;
+        while let Ok(scan) = self.scans.1.try_recv() {
+            message = self.finish_scan(scan).or(message);
+        }
+        message
+    }
+
+    fn finish_scan(&mut self, scan: ScanResult) -> Option<String> {
+        let selected_id = self.selected_summary().map(|s| s.id);
+        let filtered = self.filtered.as_mut()?;
+        if filtered.generation != scan.generation {
+            return None;
+        }
+        let rows = match scan.result {
+            Ok(rows) => rows,
+            Err(error) => {
+                filtered.loading = false;
+                return Some(format!("cannot filter the session: {error}"));
+            }
+        };
+        if filtered.backlog_overflowed {
+            let (text, filter) = (filtered.text.clone(), Arc::clone(&filtered.filter));
+            self.start_scan(text, filter);
+            return None;
+        }
+        filtered.ids = rows.iter().map(|s| s.id).collect();
+        filtered.rows = rows;
+        filtered.loading = false;
+        for flow in std::mem::take(&mut filtered.backlog) {
+            apply_flow(filtered, &flow);
+        }
+        // Pending flows the scan could not see.
+        for pending in &self.pending {
+            apply_flow(filtered, &pending.flow);
+        }
+        let position = selected_id.and_then(|id| filtered.rows.iter().position(|s| s.id == id));
+        self.selected = position.unwrap_or(self.selected);
+        if self.follow {
+            self.select_last();
+        }
+        self.clamp_selection();
+        None
+    }
+
+    /// Waits for a running filter scan (tests, and callers that need the rows).
+    #[cfg(test)]
+    pub fn settle(&mut self) {
+        while self.is_filtering() {
+            match self.scans.1.recv_timeout(Duration::from_secs(10)) {
+                Ok(scan) => {
+                    self.finish_scan(scan);
+                }
+                Err(_) => panic!("filter scan did not finish"),
+            }
+        }
+        self.last_refresh = None;
+        let _ = self.tick(Instant::now());
+    }
+
+    // ---------------------------------------------------------------------------
+    // Changes the user makes
+    // ---------------------------------------------------------------------------
+
+    /// Marks or unmarks flow `id`; false when the store does not have it (yet).
+    pub fn set_marked(&mut self, id: FlowId, marked: bool) -> Result<bool, StoreError> {
+        if !self.store.set_marked(id, marked)? {
+            return Ok(false);
+        }
+        let set = |s: &mut FlowSummary| {
+            if s.id == id {
+                s.marked = marked;
+            }
+        };
+        self.window.iter_mut().for_each(set);
+        if let Some(filtered) = &mut self.filtered {
+            filtered.rows.iter_mut().for_each(set);
+        }
+        Ok(true)
+    }
+
+    /// Deletes the flow `id` from the session.
+    pub fn delete(&mut self, id: FlowId) -> Result<bool, StoreError> {
+        let deleted = self.store.delete(id)?;
+        self.pending.retain(|p| p.summary.id != id);
+        if let Some(filtered) = &mut self.filtered {
+            if filtered.ids.remove(&id) {
+                filtered.rows.retain(|s| s.id != id);
+            }
+        }
+        if deleted {
+            self.stored = self.stored.saturating_sub(1);
+        }
+        self.window_valid = false;
+        self.dirty = true;
+        self.clamp_selection();
+        Ok(deleted)
+    }
+
+    /// Deletes every flow of the session.
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        self.store.clear()?;
+        self.pending.clear();
+        self.stored = 0;
+        self.window.clear();
+        self.window_valid = false;
+        if let Some(filtered) = &mut self.filtered {
+            filtered.rows.clear();
+            filtered.ids.clear();
+            filtered.backlog.clear();
+        }
+        self.selected = 0;
+        self.top = 0;
+        self.dirty = true;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------------------
+    // Selection
+    // ---------------------------------------------------------------------------
+
+    pub fn move_by(&mut self, delta: isize) {
+        let last = self.len().saturating_sub(1);
+        let target = self.selected as isize + delta;
+        self.selected = target.clamp(0, last as isize) as usize;
+        self.follow = self.follow && self.selected == last;
+    }
+
+    pub fn select_first(&mut self) {
+        self.selected = 0;
+        self.follow = false;
+    }
+
+    pub fn select_last(&mut self) {
+        self.selected = self.len().saturating_sub(1);
+    }
+
+    fn clamp_selection(&mut self) {
+        self.selected = self.selected.min(self.len().saturating_sub(1));
+    }
+
+    /// The selected row's summary, reading the store when it is not in the window.
+    pub fn selected_summary(&mut self) -> Option<FlowSummary> {
+        let index = self.selected;
+        self.row(index)
+    }
+
+    /// Row `index` as shown; reads the store for rows outside the cached window.
+    fn row(&mut self, index: usize) -> Option<FlowSummary> {
+        if let Some(filtered) = &self.filtered {
+            return filtered.rows.get(index).cloned();
+        }
+        if index >= self.stored {
+            return self
+                .pending
+                .get(index - self.stored)
+                .map(|p| p.summary.clone());
+        }
+        if !self.window_covers(index, index + 1) {
+            self.load_window(index, 1);
+        }
+        self.window
+            .get(index.checked_sub(self.window_start)?)
+            .cloned()
+    }
+
+    fn window_covers(&self, start: usize, end: usize) -> bool {
+        self.window_valid
+            && start >= self.window_start
+            && end <= self.window_start + self.window.len()
+    }
+
+    /// Reads the stored rows around `[top, top + height)`: a screen above and below,
+    /// so that scrolling a screen costs no query.
+    fn load_window(&mut self, top: usize, height: usize) {
+        let start = top.saturating_sub(height);
+        let end = (top + 2 * height.max(1)).min(self.stored);
+        match self.store.summaries(None, start, end.saturating_sub(start)) {
+            Ok(rows) => {
+                self.window_start = start;
+                self.window = rows;
+                self.window_valid = true;
+            }
+            Err(_) => {
+                // Shown as missing rows; the next refresh tries again.
+                self.window.clear();
+                self.window_valid = false;
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Scrolls so that the selection is on screen and returns the rows to draw.
+    fn visible_rows(&mut self, height: usize) -> Vec<(usize, Option<FlowSummary>, bool)> {
+        let len = self.len();
+        if self.selected < self.top {
+            self.top = self.selected;
+        }
+        if self.selected >= self.top + height {
+            self.top = self.selected + 1 - height;
+        }
+        self.top = self.top.min(len.saturating_sub(height));
+        let end = (self.top + height).min(len);
+        if self.filtered.is_none() {
+            let stored_end = end.min(self.stored);
+            if self.top < stored_end && !self.window_covers(self.top, stored_end) {
+                self.load_window(self.top, height);
+            }
+        }
+        (self.top..end)
+            .map(|index| {
+                let pending = self.filtered.is_none() && index >= self.stored;
+                let summary = match &self.filtered {
+                    Some(filtered) => filtered.rows.get(index).cloned(),
+                    None if pending => self
+                        .pending
+                        .get(index - self.stored)
+                        .map(|p| p.summary.clone()),
+                    None => index
+                        .checked_sub(self.window_start)
+                        .and_then(|i| self.window.get(i))
+                        .cloned(),
+                };
+                (index, summary, pending)
+            })
+            .collect()
+    }
+
+    /// Rows per page at the last draw.
+    pub fn page(&self, area_height: u16) -> usize {
+        usize::from(area_height.saturating_sub(1)).max(1)
+    }
+
+    // ---------------------------------------------------------------------------
+    // Drawing
+    // ---------------------------------------------------------------------------
+
+    pub fn render(&mut self, frame: &mut Frame, area: Rect, empty_hint: &[Line<'static>]) {
+        if area.height == 0 {
+            return;
+        }
+        let width = usize::from(area.width);
+        let header = Line::styled(
+            header_text(width),
+            Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+        );
+        frame.render_widget(header, Rect { height: 1, ..area });
+        let body = Rect {
+            y: area.y + 1,
+            height: area.height - 1,
+            ..area
+        };
+        if self.is_empty() {
+            let mut lines = Vec::new();
+            if self.is_filtering() {
+                lines.push(Line::raw("  filtering…"));
+            } else if self.filtered.is_some() {
+                lines.push(Line::raw("  No flow matches the filter (f to change it)."));
+            } else {
+                lines.extend(empty_hint.iter().cloned());
+            }
+            frame.render_widget(Paragraph::new(lines), body);
+            return;
+        }
+        let rows = self.visible_rows(usize::from(body.height));
+        let lines: Vec<Line<'static>> = rows
+            .into_iter()
+            .map(|(index, summary, pending)| match summary {
+                Some(summary) => row_line(&summary, width, index == self.selected, pending),
+                None => Line::styled("  (cannot read this flow)", Style::new().fg(Color::Red)),
+            })
+            .collect();
+        frame.render_widget(Paragraph::new(lines), body);
+    }
+}
+
+/// Adds, updates or removes `flow` in a finished filtered list.
+fn apply_flow(filtered: &mut Filtered, flow: &Arc<Flow>) {
+    let summary = FlowSummary::of(flow);
+    let matches = filtered.filter.matches(flow);
+    if filtered.ids.contains(&summary.id) {
+        // New flows are near the end: search from there.
+        let position = filtered.rows.iter().rposition(|s| s.id == summary.id);
+        match (position, matches) {
+            (Some(i), true) => {
+                // The store's marked flag wins over the event's copy.
+                let marked = filtered.rows[i].marked;
+                filtered.rows[i] = summary;
+                filtered.rows[i].marked |= marked;
+            }
+            (Some(i), false) => {
+                filtered.rows.remove(i);
+                filtered.ids.remove(&flow.id);
+            }
+            (None, _) => {
+                filtered.ids.remove(&flow.id);
+            }
+        }
+        return;
+    }
+    if !matches {
+        return;
+    }
+    filtered.ids.insert(summary.id);
+    let key = summary.started_at;
+    let in_order = filtered
+        .rows
+        .last()
+        .is_none_or(|last| key.is_none() || last.started_at <= key);
+    if in_order {
+        filtered.rows.push(summary);
+    } else {
+        let at = filtered
+            .rows
+            .partition_point(|s| s.started_at.is_none_or(|t| Some(t) <= key));
+        filtered.rows.insert(at, summary);
+    }
+}
+
+const FIXED_WIDTH: usize = 41;
+
+fn url_width(width: usize) -> usize {
+    width.saturating_sub(FIXED_WIDTH).max(10)
+}
+
+fn header_text(width: usize) -> String {
+    let text = format!(
+        " {:<3} {:<8} {:<7} {} {:>3} {:>6} {:>7}",
+        "",
+        "time",
+        "method",
+        fit("url", url_width(width)),
+        "st",
+        "size",
+        "time"
+    );
+    fit(&text, width)
+}
+
+/// The URL a user would paste: default ports omitted.
+pub fn summary_url(summary: &FlowSummary) -> String {
+    let default_port = matches!(
+        (summary.scheme.as_str(), summary.port),
+        ("http", 80) | ("https", 443)
+    ) || summary.port == 0;
+    let host = if summary.host.contains(':') && !summary.host.starts_with('[') {
+        format!("[{}]", summary.host)
+    } else {
+        summary.host.clone()
+    };
+    if default_port {
+        format!("{}://{}{}", summary.scheme, host, summary.path)
+    } else {
+        format!(
+            "{}://{}:{}{}",
+            summary.scheme, host, summary.port, summary.path
+        )
+    }
+}
+
+/// The three marker columns: marked, TLS events (`R` renegotiation, `T` other),
+/// error (`!`).
+pub fn markers(summary: &FlowSummary) -> String {
+    let mark = if summary.marked { '●' } else { ' ' };
+    let tls = if summary.has_renegotiation {
+        'R'
+    } else if summary.has_tls_events {
+        'T'
+    } else {
+        ' '
+    };
+    let error = if summary.has_error { '!' } else { ' ' };
+    format!("{mark}{tls}{error}")
+}
+
+fn status_style(status: Option<u16>) -> Style {
+    match status {
+        Some(200..=299) => Style::new().fg(Color::Green),
+        Some(300..=399) => Style::new().fg(Color::Cyan),
+        Some(400..=499) => Style::new().fg(Color::Yellow),
+        Some(_) => Style::new().fg(Color::Red),
+        None => Style::new().add_modifier(Modifier::DIM),
+    }
+}
+
+fn row_line(summary: &FlowSummary, width: usize, selected: bool, pending: bool) -> Line<'static> {
+    let marker_style = if summary.has_error {
+        Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+    } else if summary.has_renegotiation {
+        Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD)
+    } else {
+        Style::new().fg(Color::Cyan)
+    };
+    let time = summary.started_at.map(clock).unwrap_or_default();
+    let status = match (summary.status, summary.has_error, pending) {
+        (Some(code), _, _) => code.to_string(),
+        (None, true, _) => "err".to_owned(),
+        (None, false, _) => "…".to_owned(),
+    };
+    let size = summary.response_size.map(short_size).unwrap_or_default();
+    let duration = summary.duration_ms.map(short_duration).unwrap_or_default();
+    let url = sanitize(&summary_url(summary)).into_owned();
+    let method = sanitize(&summary.method).into_owned();
+    let spans = vec![
+        Span::raw(if selected { ">" } else { " " }),
+        Span::styled(markers(summary), marker_style),
+        Span::raw(format!(" {time:<8} ")),
+        Span::raw(format!("{} ", fit(&method, 7))),
+        Span::raw(fit(&url, url_width(width))),
+        Span::styled(format!(" {status:>3}"), status_style(summary.status)),
+        Span::raw(format!(" {size:>6} {duration:>7}")),
+    ];
+    let line = Line::from(spans);
+    if selected {
+        line.style(Style::new().add_modifier(Modifier::REVERSED))
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn list_with(flows: &[Flow]) -> FlowList {
+        let store = Arc::new(FlowStore::temporary().unwrap());
+        for flow in flows {
+            store.insert(flow).unwrap();
+        }
+        let mut list = FlowList::new(store);
+        list.tick(Instant::now());
+        list
+    }
+
+    fn ids(list: &mut FlowList) -> Vec<String> {
+        (0..list.len())
+            .map(|i| list.row(i).map(|s| s.path).unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn unfiltered_list_pages_through_the_store() {
+        let flows: Vec<Flow> = (0..500)
+            .map(|i| fixtures::flow_at("GET", "a.example", &format!("/{i}"), Some(200), i))
+            .collect();
+        let mut list = list_with(&flows);
+        assert_eq!(list.len(), 500);
+        let rows = list.visible_rows(20);
+        assert_eq!(rows.len(), 20);
+        assert!(list.window.len() <= 60, "{}", list.window.len());
+        list.select_last();
+        let rows = list.visible_rows(20);
+        assert_eq!(rows.last().unwrap().1.as_ref().unwrap().path, "/499");
+        assert!(list.window.len() <= 60);
+        assert_eq!(list.selected_summary().unwrap().path, "/499");
+    }
+
+    #[test]
+    fn pending_flows_show_until_the_store_has_them() {
+        let mut list = list_with(&[fixtures::flow_at("GET", "a", "/stored", Some(200), 0)]);
+        let flow = Arc::new(fixtures::flow_at("GET", "a", "/new", None, 1));
+        list.on_request(Arc::clone(&flow));
+        assert_eq!(ids(&mut list), ["/stored", "/new"]);
+        let done = Arc::new(fixtures::flow_at("GET", "a", "/new", Some(201), 1));
+        let done = Arc::new(Flow {
+            id: flow.id,
+            ..(*done).clone()
+        });
+        list.on_completed(Arc::clone(&done), false);
+        assert_eq!(list.len(), 2);
+        // The recorder commits it; the next refresh drops the pending copy.
+        list.store.insert(&done).unwrap();
+        list.last_refresh = None;
+        list.tick(Instant::now());
+        assert_eq!(ids(&mut list), ["/stored", "/new"]);
+        assert!(list.pending.is_empty());
+        assert!(!list.wants_refresh());
+    }
+
+    #[test]
+    fn filter_scans_then_follows_events() {
+        let mut list = list_with(&[
+            fixtures::flow_at("GET", "a", "/ok", Some(200), 0),
+            fixtures::flow_at("POST", "a", "/bad", Some(400), 1),
+        ]);
+        list.set_filter(Some(("~c 400".into(), Filter::parse("~c 400").unwrap())));
+        list.settle();
+        assert_eq!(ids(&mut list), ["/bad"]);
+        assert_eq!(list.total(), 2);
+        // A new matching flow appears without a scan; a non-matching one does not.
+        list.on_completed(
+            Arc::new(fixtures::flow_at("GET", "a", "/bad2", Some(400), 2)),
+            false,
+        );
+        list.on_completed(
+            Arc::new(fixtures::flow_at("GET", "a", "/ok2", Some(200), 3)),
+            false,
+        );
+        assert_eq!(ids(&mut list), ["/bad", "/bad2"]);
+        list.set_filter(None);
+        list.last_refresh = None;
+        list.tick(Instant::now());
+        assert_eq!(ids(&mut list), ["/ok", "/bad", "/bad2", "/ok2"]);
+    }
+
+    #[test]
+    fn flows_arriving_during_a_scan_are_not_lost() {
+        let mut list = list_with(&[fixtures::flow_at("GET", "a", "/x", Some(404), 0)]);
+        list.set_filter(Some(("~c 404".into(), Filter::parse("~c 404").unwrap())));
+        list.on_completed(
+            Arc::new(fixtures::flow_at("GET", "a", "/y", Some(404), 5)),
+            false,
+        );
+        list.settle();
+        assert_eq!(ids(&mut list), ["/x", "/y"]);
+    }
+
+    #[test]
+    fn delete_and_mark_reach_the_store() {
+        let flows = [
+            fixtures::flow_at("GET", "a", "/1", Some(200), 0),
+            fixtures::flow_at("GET", "a", "/2", Some(200), 1),
+        ];
+        let mut list = list_with(&flows);
+        assert!(list.set_marked(flows[0].id, true).unwrap());
+        assert!(list.store.get(flows[0].id).unwrap().unwrap().marked);
+        assert!(list.selected_summary().unwrap().marked);
+        assert!(list.delete(flows[0].id).unwrap());
+        list.last_refresh = None;
+        list.tick(Instant::now());
+        assert_eq!(ids(&mut list), ["/2"]);
+        list.clear().unwrap();
+        assert!(list.is_empty());
+        assert_eq!(list.store.count(None).unwrap(), 0);
+    }
+
+    #[test]
+    fn follow_keeps_the_newest_selected() {
+        let mut list = list_with(&[fixtures::flow_at("GET", "a", "/1", Some(200), 0)]);
+        assert!(list.toggle_follow());
+        list.on_request(Arc::new(fixtures::flow_at("GET", "a", "/2", None, 1)));
+        assert_eq!(list.selected_index(), 1);
+        list.move_by(-1);
+        assert!(!list.following());
+    }
+
+    #[test]
+    fn markers_and_urls() {
+        let mut summary = FlowSummary::of(&fixtures::flow("GET", "h", "/p", Some(200)));
+        assert_eq!(markers(&summary), "   ");
+        summary.has_tls_events = true;
+        assert_eq!(markers(&summary), " T ");
+        summary.has_renegotiation = true;
+        summary.has_error = true;
+        summary.marked = true;
+        assert_eq!(markers(&summary), "●R!");
+        assert_eq!(summary_url(&summary), "https://h/p");
+        summary.port = 8443;
+        summary.host = "::1".into();
+        assert_eq!(summary_url(&summary), "https://[::1]:8443/p");
+    }
+}

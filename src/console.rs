@@ -1,0 +1,86 @@
+//! `periscope` on a terminal: the proxy with the console (crates/tui) as its front
+//! end. With `-r FILE` the console opens that session and adds new flows to it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use periscope_flow::store::FlowStore;
+use periscope_proxy::{FlowBus, Proxy};
+use periscope_tls::CertificateAuthority;
+use periscope_tui::ConsoleOptions;
+
+use crate::cli::ProxyArgs;
+
+pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
+    let confdir = crate::confdir(args)?;
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(&confdir)
+            .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
+    );
+    let (store, session_file) = open_session(args)?;
+    let store = Arc::new(store);
+    let config = crate::proxy_config(args)?;
+    let bus = FlowBus::new();
+    let events = bus.subscribe();
+    let recorder = crate::recording::spawn(Arc::clone(&store), bus.subscribe_reliable());
+    let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;
+    let address = proxy.local_addr();
+    crate::announce(address, &ca, args, &store);
+    if args.save.is_none() {
+        if let Some(path) = &session_file {
+            eprintln!(
+                "periscope: session {} (new flows are added to it)",
+                path.display()
+            );
+        }
+    }
+    tokio::spawn(proxy.run());
+    let options = ConsoleOptions {
+        store,
+        listen: address,
+        session_file,
+        ca_cert: ca.cert_pem_path().to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let result = periscope_tui::run(options, events).await;
+    drop(recorder);
+    result.context("the console failed")
+}
+
+/// The session the console records into: `-w FILE` (with the flows of `-r OTHER`
+/// copied in first, when both are given), else `-r FILE`, else a temporary file.
+fn open_session(args: &ProxyArgs) -> anyhow::Result<(FlowStore, Option<PathBuf>)> {
+    let open = |path: &PathBuf| {
+        FlowStore::open(path)
+            .with_context(|| format!("cannot open the session file {}", path.display()))
+    };
+    match (&args.read, &args.save) {
+        (Some(read), Some(save)) if !same_file(read, save) => {
+            let source = open(read)?;
+            let target = open(save)?;
+            let copied = periscope_tui::save::copy_flows(&source, &target, None).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot copy {} into {}: {e}",
+                    read.display(),
+                    save.display()
+                )
+            })?;
+            eprintln!(
+                "periscope: copied {copied} flows from {} into {}",
+                read.display(),
+                save.display()
+            );
+            Ok((target, Some(save.clone())))
+        }
+        (_, Some(path)) | (Some(path), None) => Ok((open(path)?, Some(path.clone()))),
+        (None, None) => Ok((
+            FlowStore::temporary().context("cannot create a temporary session file")?,
+            None,
+        )),
+    }
+}
+
+fn same_file(a: &PathBuf, b: &PathBuf) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}

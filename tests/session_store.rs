@@ -1,0 +1,207 @@
+//! The session file as a user relies on it, through the real binary:
+//!
+//! - `kill -9` in the middle of a session loses none of the flows recorded before
+//!   it: `periscope dump -r FILE` afterwards lists every one;
+//! - `periscope export FILE --har OUT.har` of a session holding a flow Apache
+//!   renegotiated writes HAR that validates against the HAR 1.2 schema (the venv's
+//!   Python `jsonschema`) and carries the request, the response, the timings and
+//!   the renegotiation in `_tlsEvents`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// `periscope dump -w FILE` trusting the test CA.
+fn recording_proxy(file: &Path) -> Periscope {
+    PeriscopeBuilder::new()
+        .arg("-w")
+        .arg(file)
+        .arg("--upstream-trusted-ca")
+        .arg(&test_pki().ca_cert)
+        .start()
+}
+
+/// `periscope dump -r FILE ARGS...` from another process: its flow lines.
+fn dump_session(file: &Path, args: &[&str]) -> Vec<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_periscope"))
+        .arg("dump")
+        .arg("-r")
+        .arg(file)
+        .args(args)
+        .output()
+        .expect("run periscope dump -r");
+    assert!(
+        out.status.success(),
+        "periscope dump -r {} failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn kill_9_loses_no_flow_recorded_before_it() {
+    const FLOWS: usize = 25;
+    let apache = Apache::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("killed.periscope");
+    let mut proxy = recording_proxy(&file);
+    for i in 0..FLOWS {
+        let vhost = if i % 2 == 0 {
+            Vhost::Tls12
+        } else {
+            Vhost::Plain
+        };
+        Curl::through(&proxy)
+            .run(&apache.url(vhost, &format!("/hello.txt?n={i}")))
+            .assert_status(200);
+    }
+    // A second process sees them all in the file while the proxy still runs...
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = dump_session(&file, &[]);
+        if seen.len() == FLOWS {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(seen.len(), FLOWS, "before the kill: {seen:#?}");
+    // ...then the proxy dies without any chance to checkpoint or close the file.
+    proxy.signal(libc::SIGKILL);
+    proxy.kill();
+    let after = dump_session(&file, &[]);
+    assert_eq!(after.len(), FLOWS, "after kill -9: {after:#?}");
+    for i in 0..FLOWS {
+        let needle = format!("/hello.txt?n={i} 200");
+        assert!(
+            after.iter().any(|l| l.contains(&needle)),
+            "flow {i} is missing after kill -9: {after:#?}"
+        );
+    }
+    // The session is still a working session: filters read it.
+    assert_eq!(dump_session(&file, &["~u", "n=1\\b"]).len(), 1);
+}
+
+#[test]
+fn har_export_of_a_renegotiated_flow_validates_and_carries_the_tls_events() {
+    let apache = Apache::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("session.periscope");
+    let mut proxy = recording_proxy(&file);
+    let oauth = apache.url(Vhost::Tls12, "/vedauth/authorize/oauth");
+    let r = Curl::through(&proxy)
+        .header("Content-Type: application/x-www-form-urlencoded")
+        .data("grant_type=client_credentials&client_id=periscope")
+        .run(&oauth);
+    assert_eq!((r.exit_code, r.status), (0, 400), "{r:?}");
+    Curl::through(&proxy)
+        .run(&apache.url(Vhost::Tls13, "/hello.txt"))
+        .assert_status(200);
+    assert!(
+        wait_until(WAIT, || dump_session(&file, &[]).len() == 2),
+        "the session never held both flows: {:#?}",
+        dump_session(&file, &[])
+    );
+    proxy.terminate(Duration::from_secs(5));
+
+    let har = dir.path().join("out.har");
+    let out = Command::new(env!("CARGO_BIN_EXE_periscope"))
+        .arg("export")
+        .arg(&file)
+        .arg("--har")
+        .arg(&har)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The HAR 1.2 schema, checked by an independent implementation.
+    let schema =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/flow/tests/data/har-1.2.schema.json");
+    let check = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import json, sys, jsonschema\n\
+             schema = json.load(open(sys.argv[1]))\n\
+             har = json.load(open(sys.argv[2]))\n\
+             jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker()).validate(har)\n\
+             print('valid')",
+        )
+        .arg(&schema)
+        .arg(&har)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "the HAR does not validate:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&har).unwrap()).unwrap();
+    let entries = har["log"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{har:#}");
+    let entry = entries
+        .iter()
+        .find(|e| e["request"]["url"] == oauth.as_str())
+        .unwrap_or_else(|| panic!("no entry for {oauth}: {har:#}"));
+    assert_eq!(entry["request"]["method"], "POST");
+    assert!(
+        entry["request"]["postData"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("grant_type=client_credentials")),
+        "{entry:#}"
+    );
+    assert_eq!(entry["response"]["status"], 400);
+    assert!(
+        entry["response"]["content"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("invalid_request")),
+        "{entry:#}"
+    );
+    let timings = &entry["timings"];
+    for phase in ["send", "wait", "receive"] {
+        assert!(
+            timings[phase].as_f64().is_some_and(|ms| ms >= 0.0),
+            "timings.{phase}: {timings}"
+        );
+    }
+    let events = entry["_tlsEvents"].as_array().unwrap();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    for kind in [
+        "hello_request",
+        "renegotiation_started",
+        "certificate_requested",
+        "renegotiation_completed",
+    ] {
+        assert!(
+            kinds.contains(&kind),
+            "no {kind} in _tlsEvents: {events:#?}"
+        );
+    }
+    let completed = events
+        .iter()
+        .find(|e| e["type"] == "renegotiation_completed")
+        .unwrap();
+    assert_eq!(completed["leg"], "server");
+    assert!(
+        completed["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("renegotiation completed: TLSv1.2")),
+        "{completed:#}"
+    );
+}
