@@ -23,7 +23,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     let config = crate::proxy_config(args)?;
     let bus = FlowBus::new();
     let events = bus.subscribe();
-    let recorder = crate::recording::spawn(Arc::clone(&store), bus.subscribe_reliable());
+    let recorder = crate::recording::spawn(Arc::clone(&store), &bus);
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;
     let address = proxy.local_addr();
     crate::announce(address, &ca, args, &store);
@@ -44,7 +44,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
     };
     let result = periscope_tui::run(options, events).await;
-    drop(recorder);
+    recorder.finish();
     result.context("the console failed")
 }
 

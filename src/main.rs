@@ -92,19 +92,33 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
     let config = proxy_config(args)?;
     let bus = FlowBus::new();
     let printer_events = bus.subscribe();
-    let recorder = recording::spawn(Arc::clone(&store), bus.subscribe_reliable());
+    let recorder = recording::spawn(Arc::clone(&store), &bus);
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;
     let address = proxy.local_addr();
     announce(address, &ca, args, &store);
     tokio::spawn(proxy.run());
     tokio::select! {
         () = dump::print_live(printer_events, filter, dump) => {}
-        _ = tokio::signal::ctrl_c() => {}
+        () = shutdown_requested() => {}
     }
-    // The store thread ends when the bus is dropped with the runtime; flows already
-    // handed to it are committed by then or lost only with the process.
-    drop(recorder);
+    recorder.finish();
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `kill`, systemd and test harnesses send).
+async fn shutdown_requested() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 fn open_store(args: &ProxyArgs) -> anyhow::Result<FlowStore> {

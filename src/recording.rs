@@ -8,14 +8,32 @@ use std::time::{Duration, Instant};
 
 use periscope_flow::store::{FlowStore, StoreError};
 use periscope_flow::{Flow, FlowEvent};
-use tokio::sync::mpsc::UnboundedReceiver;
+use periscope_proxy::FlowBus;
 
 const BATCH: usize = 512;
 /// How long a batch may wait for more flows before it is committed.
 const GATHER: Duration = Duration::from_millis(20);
 
-pub fn spawn(store: Arc<FlowStore>, mut events: UnboundedReceiver<FlowEvent>) -> JoinHandle<()> {
-    std::thread::Builder::new()
+/// The running writer; [`Recording::finish`] saves what is queued and stops it.
+pub struct Recording {
+    thread: JoinHandle<()>,
+    bus: FlowBus,
+}
+
+impl Recording {
+    /// Saves every flow already published, then returns (called at exit, so a
+    /// `periscope dump -w` stopped by ctrl-c or SIGTERM keeps its last flows).
+    pub fn finish(self) {
+        self.bus.close_reliable();
+        if self.thread.join().is_err() {
+            eprintln!("periscope: error: the session-store thread failed");
+        }
+    }
+}
+
+pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
+    let mut events = bus.subscribe_reliable();
+    let thread = std::thread::Builder::new()
         .name("session-store".into())
         .spawn(move || {
             let mut reported_failure = false;
@@ -54,7 +72,11 @@ pub fn spawn(store: Arc<FlowStore>, mut events: UnboundedReceiver<FlowEvent>) ->
                 flows.clear();
             }
         })
-        .expect("cannot start the session-store thread")
+        .expect("cannot start the session-store thread");
+    Recording {
+        thread,
+        bus: bus.clone(),
+    }
 }
 
 /// Says once (until writes work again) that flows are not being saved; the proxy keeps

@@ -47,6 +47,15 @@ impl FlowBus {
         self.requests_wanted.load(Ordering::Relaxed)
     }
 
+    /// Ends every reliable subscription: each receiver gets the events already sent,
+    /// then the end of its channel (how the store is told to finish at exit).
+    pub fn close_reliable(&self) {
+        self.reliable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// A subscription that never skips events.
     pub fn subscribe_reliable(&self) -> mpsc::UnboundedReceiver<FlowEvent> {
         let (sender, receiver) = mpsc::unbounded_channel();
