@@ -81,6 +81,9 @@ impl UpstreamTls {
             builder.set_security_level(0);
             builder.set_min_proto_version(Some(SslVersion::TLS1))?;
         }
+        // Read whole socket buffers, not a record header then its body: half the
+        // read calls on a large transfer.
+        builder.set_read_ahead(true);
         ffi::enable_post_handshake_auth(&mut builder);
         ffi::install_event_callbacks(&mut builder);
         ffi::install_client_certificate_callback(&mut builder);
@@ -169,6 +172,7 @@ impl ClientTls {
             ClientRenegotiation::Refused => options |= SslOptions::NO_RENEGOTIATION,
         }
         builder.set_options(options);
+        builder.set_read_ahead(true);
         builder.set_alpn_select_callback(|ssl, client_protocols| {
             let wanted = ssl
                 .ex_data(alpn_choice_index())
