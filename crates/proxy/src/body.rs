@@ -105,22 +105,29 @@ impl<B> RecordingBody<B> {
         }
     }
 
+    /// A failed response body ends the flow. A failed request body does not: the
+    /// exchange sees the upstream request fail because of it and answers the client
+    /// (400, 408) with this error as the reason.
     fn fail(&mut self, kind: FlowErrorKind, message: String) {
         if self.done {
             return;
         }
         self.done = true;
         let body = self.recorded();
-        let side = self.side;
-        self.recorder.update(|flow| match side {
-            Side::Request => flow.request.body = body,
-            Side::Response => {
-                if let Some(response) = flow.response.as_mut() {
-                    response.body = body;
-                }
+        match self.side {
+            Side::Request => {
+                self.recorder.update(|flow| flow.request.body = body);
+                self.recorder.set_error(kind, message);
             }
-        });
-        self.recorder.finish_with_error(kind, message);
+            Side::Response => {
+                self.recorder.update(|flow| {
+                    if let Some(response) = flow.response.as_mut() {
+                        response.body = body;
+                    }
+                });
+                self.recorder.finish_with_error(kind, message);
+            }
+        }
     }
 
     fn what(&self) -> &'static str {
@@ -172,7 +179,7 @@ where
                         ),
                     ),
                     Side::Request => (
-                        FlowErrorKind::ClientDisconnected,
+                        client_body_error_kind(error.as_ref()),
                         format!(
                             "the client's request body failed after {} bytes: {}",
                             this.seen,
@@ -251,6 +258,24 @@ impl<B> Drop for RecordingBody<B> {
             }
         }
     }
+}
+
+/// Why a client's request body failed: bytes that are not valid framing (a bad chunk
+/// size) are the client's bad request; anything else means it went away.
+fn client_body_error_kind(error: &(dyn std::error::Error + 'static)) -> FlowErrorKind {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            ) {
+                return FlowErrorKind::BadRequest;
+            }
+        }
+        cause = error.source();
+    }
+    FlowErrorKind::ClientDisconnected
 }
 
 /// A request body on its way upstream: straight from the client, or replayed from the

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
-use http::header::{CONTENT_LENGTH, PROXY_AUTHORIZATION, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode};
 use periscope_flow::FlowErrorKind;
 use subtle::ConstantTimeEq;
@@ -66,10 +66,6 @@ pub struct Refusal {
 /// A request whose body length two parties could read differently is refused:
 /// forwarding it would let a client smuggle a second request past the server.
 pub fn check_framing(headers: &HeaderMap) -> Option<Refusal> {
-    let encodings: Vec<&http::HeaderValue> = headers.get_all(TRANSFER_ENCODING).iter().collect();
-    if encodings.is_empty() {
-        return None;
-    }
     let refuse = |status, summary: &str, detail: String| Refusal {
         status,
         summary: summary.to_owned(),
@@ -78,6 +74,20 @@ pub fn check_framing(headers: &HeaderMap) -> Option<Refusal> {
         close: true,
         challenge: false,
     };
+    // RFC 9112 §3.2: the server and anything logging the request could each pick a
+    // different one.
+    if headers.get_all(HOST).iter().nth(1).is_some() {
+        return Some(refuse(
+            StatusCode::BAD_REQUEST,
+            "The request has more than one Host header.",
+            "A request names one host (RFC 9112 section 3.2); Periscope does not guess which."
+                .to_owned(),
+        ));
+    }
+    let encodings: Vec<&http::HeaderValue> = headers.get_all(TRANSFER_ENCODING).iter().collect();
+    if encodings.is_empty() {
+        return None;
+    }
     if headers.contains_key(CONTENT_LENGTH) {
         return Some(refuse(
             StatusCode::BAD_REQUEST,
@@ -168,6 +178,13 @@ mod tests {
             );
         }
         map
+    }
+
+    #[test]
+    fn a_second_host_header_is_refused() {
+        assert!(check_framing(&headers(&[("host", "a.example")])).is_none());
+        let two = check_framing(&headers(&[("host", "a.example"), ("host", "b.example")]));
+        assert_eq!(two.unwrap().status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

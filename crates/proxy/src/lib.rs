@@ -48,6 +48,7 @@ pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError}
 pub use crate::config::{ProxyConfig, Timeouts};
 pub use crate::error::UpstreamError;
 pub use crate::guard::ProxyCredentials;
+pub use crate::tunnel::connect_target;
 
 use crate::core::ProxyCore;
 use crate::session::{ClientProtocol, ClientSession};
@@ -80,6 +81,9 @@ impl Proxy {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| ProxyError::Bind { address, source })?;
+        // With port 0 the system picks one; the loop check must know which.
+        let mut config = config;
+        config.listen = listener.local_addr().unwrap_or(address);
         let core = Arc::new(ProxyCore::new(config, ca, bus)?);
         Ok(Proxy { core, listener })
     }
@@ -114,6 +118,24 @@ impl Proxy {
 async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr) {
     let connected = Timestamp::now();
     let _ = stream.set_nodelay(true);
+    // hyper's header timeout starts at the first byte; a client that never sends one
+    // would otherwise hold its socket and task forever.
+    let idle = core.config.timeouts.client_idle;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(idle, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return,
+        Ok(Ok(_)) => {}
+        Err(_) => {
+            core.bus.log(
+                LogLevel::Info,
+                format!(
+                    "{peer}: closed an idle client connection (nothing sent in {} s)",
+                    idle.as_secs_f64()
+                ),
+            );
+            return;
+        }
+    }
     let client = ConnectionInfo {
         id: next_connection_id(),
         peer: Some(peer),

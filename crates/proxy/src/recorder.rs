@@ -110,6 +110,11 @@ impl FlowRecorder {
         }
     }
 
+    /// The error recorded so far, if any.
+    pub fn error(&self) -> Option<FlowError> {
+        self.lock().error.clone()
+    }
+
     /// Moves TLS events recorded on either connection into the flow's timeline.
     pub fn collect_tls_events(&self) {
         let mut events = Vec::new();

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use periscope_flow::{
-    Body, ConnectionInfo, Flow, FlowId, LogLevel, Milestone, Timeline, Timestamp,
+    Body, ConnectionInfo, Flow, FlowErrorKind, FlowId, LogLevel, Milestone, Timeline, Timestamp,
 };
 use periscope_tls::TlsConnectionState;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -213,6 +213,13 @@ impl ClientSession {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "client".into());
         match error.downcast_ref::<hyper::Error>() {
+            Some(error) if error.is_parse_too_large() => self.core.bus.log(
+                LogLevel::Warn,
+                format!(
+                    "{peer}: request head too large (over {} KiB), answered 431 and closed",
+                    MAX_REQUEST_HEAD / 1024
+                ),
+            ),
             Some(error) if error.is_parse() || error.is_parse_status() => self.core.bus.log(
                 LogLevel::Warn,
                 format!(
@@ -362,8 +369,8 @@ impl ClientSession {
             }
         }
         let (host, port) = if request.method() == Method::CONNECT {
-            let authority = request.uri().authority()?;
-            (authority.host().to_owned(), authority.port_u16()?)
+            // An invalid target is answered 400 by the CONNECT handler.
+            crate::tunnel::connect_target(request.uri())?
         } else {
             let host = request.uri().host()?.to_owned();
             let default_port = if request.uri().scheme_str() == Some("https") {
@@ -590,6 +597,9 @@ impl ClientSession {
                     }
                 }
             }
+            if let Some(answer) = client_body_failed(&recorder) {
+                return answer;
+            }
             let error =
                 UpstreamError::from_exchange(&label, failure.error(), connection.tls.as_deref());
             return self.fail(&recorder, &label, error);
@@ -729,6 +739,31 @@ impl ClientSession {
     }
 }
 
+/// The upstream request failed because the client's body did: the client hears about
+/// its own request (400, 408), not about the server, and the connection closes.
+fn client_body_failed(recorder: &FlowRecorder) -> Option<ClientResponse> {
+    let error = recorder.error()?;
+    let (status, summary) = match error.kind {
+        FlowErrorKind::BadRequest => (
+            StatusCode::BAD_REQUEST,
+            "The request body is not valid HTTP framing.",
+        ),
+        FlowErrorKind::Timeout => (StatusCode::REQUEST_TIMEOUT, "The request body stalled."),
+        FlowErrorKind::ClientDisconnected => {
+            (StatusCode::BAD_REQUEST, "The request body ended early.")
+        }
+        _ => return None,
+    };
+    let mut response = error_response(status, summary, &error.message);
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    let text = error_text(status, summary, &error.message);
+    recorder.set_response(recorded_response(&response, text.as_bytes()));
+    recorder.finish();
+    Some(response)
+}
+
 /// Shapes a request for the upstream protocol: HTTP/1.1 wants origin-form and a Host
 /// header, HTTP/2 an absolute URI whose authority replaces Host.
 fn fit_request_to(request: &mut Request<RequestBody>, key: &UpstreamKey, http2: bool) {
@@ -839,9 +874,28 @@ fn upgrades_to(headers: &HeaderMap, protocol: &str) -> bool {
 
 /// Framing is re-derived by hyper from the body: a message that arrived chunked
 /// leaves chunked (or close-delimited to an HTTP/1.0 peer), never with both headers.
+/// Repeated identical Content-Length values (which hyper accepts, RFC 9112 §6.3) leave
+/// as one.
 fn normalize_framing(headers: &mut HeaderMap) {
     if headers.remove(TRANSFER_ENCODING).is_some() {
         headers.remove(CONTENT_LENGTH);
+        return;
+    }
+    let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+    let repeated = match (lengths.next(), lengths.next()) {
+        (Some(first), None) => first.as_bytes().contains(&b','),
+        (Some(_), Some(_)) => true,
+        _ => false,
+    };
+    if repeated {
+        let single = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| HeaderValue::from_str(v.trim()).ok());
+        if let Some(single) = single {
+            headers.insert(CONTENT_LENGTH, single);
+        }
     }
 }
 

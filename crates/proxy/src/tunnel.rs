@@ -103,19 +103,43 @@ fn tunnel_task(
     })
 }
 
-/// `host:port` from a CONNECT request target (authority-form).
-fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
-    let authority = uri.authority()?;
-    let port = authority.port_u16()?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
-    if host.is_empty() || port == 0 {
+/// `host:port` from a CONNECT request target, which must be authority-form and
+/// nothing more (RFC 9112 §3.2.3): no scheme, path or userinfo, a port other than 0,
+/// brackets only around an IPv6 address (an RFC 6874 zone id is tolerated), and a
+/// host name of letters, digits, `-`, `.` and `_` otherwise. The
+/// host comes back lower-case and without brackets. Anything else is `None`: the
+/// client gets a 400 rather than a tunnel to a target it did not quite name.
+pub fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
+    if uri.scheme().is_some() || uri.path_and_query().is_some() {
         return None;
     }
-    Some((host, port))
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let port = authority.port_u16().filter(|&port| port != 0)?;
+    let host = authority.host();
+    let host = match host.strip_prefix('[') {
+        Some(literal) => {
+            let literal = literal.strip_suffix(']')?;
+            let address = literal.split("%25").next().unwrap_or_default();
+            address.parse::<std::net::Ipv6Addr>().ok()?;
+            literal
+        }
+        // A DNS name or an IPv4 address: RFC 3986 allows more in a reg-name, but no
+        // server can be reached under it.
+        None if host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')) =>
+        {
+            host
+        }
+        None => return None,
+    };
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port))
 }
 
 /// The CONNECT itself failed: the client gets the reason and a flow records it.
@@ -488,5 +512,45 @@ impl MessageSink for FlowMessages {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_target;
+
+    fn target(text: &str) -> Option<(String, u16)> {
+        connect_target(&text.parse::<http::Uri>().ok()?)
+    }
+
+    #[test]
+    fn authority_form_targets_are_accepted() {
+        assert_eq!(target("Example.COM:443"), Some(("example.com".into(), 443)));
+        assert_eq!(target("127.0.0.1:8443"), Some(("127.0.0.1".into(), 8443)));
+        assert_eq!(target("[::1]:443"), Some(("::1".into(), 443)));
+        assert_eq!(
+            target("my_host.internal:1"),
+            Some(("my_host.internal".into(), 1))
+        );
+    }
+
+    /// Each of these was once tunnelled with its extra parts dropped (the bracketed
+    /// names were found by the connect_authority fuzz target).
+    #[test]
+    fn anything_more_or_less_than_host_port_is_refused() {
+        for text in [
+            "example.com",
+            "example.com:0",
+            "user@example.com:443",
+            "http://example.com:443/",
+            "[example.com]:443",
+            "[127.0.0.1]:443",
+            "[1]:3",
+            "[SSSSSSSSSS::1]:8443",
+            "[::1]",
+            "exa%41mple.com:443",
+        ] {
+            assert_eq!(target(text), None, "{text}");
+        }
     }
 }
