@@ -170,3 +170,71 @@ fn an_http2_server_demanding_http1_for_a_client_certificate_path_is_retried_over
         .run(&apache.url(Vhost::Tls12, "/require/ok.txt"));
     again.assert_status(200);
 }
+
+/// `VmRSS` or `VmHWM` (the peak) of a process, KiB.
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[test]
+fn a_slow_http2_reader_of_a_large_download_keeps_the_proxy_memory_bounded() {
+    const SIZE: u64 = 200 * 1024 * 1024;
+    let apache = h2_apache();
+    // A sparse file: large on the wire, nothing on disk.
+    let big = std::fs::File::create(apache.docroot().join("huge.bin")).unwrap();
+    big.set_len(SIZE).unwrap();
+    let proxy = json_proxy(&["--body-limit", "64KiB"]);
+    // Warm up (CA, leaf certificate, upstream connection) before the baseline.
+    Curl::through(&proxy)
+        .http2()
+        .run(&apache.url(Vhost::Tls13, "/hello.txt"))
+        .assert_status(200);
+    let baseline = memory_kib(proxy.pid(), "VmRSS:");
+    // The client opens 2 GiB windows and reads at 2 MiB/s for 3 s, then drains: a
+    // proxy that kept reading from Apache at loopback speed would hold most of the
+    // file by the time the client speeds up.
+    let output = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/h2_only_client.py"
+        ))
+        .args(["--proxy", &proxy.addr(), "--cacert"])
+        .arg(proxy.ca_cert_path())
+        .args(["--host", "localhost", "--port"])
+        .arg(apache.port(Vhost::Tls13).to_string())
+        .args(["--path", "/huge.bin", "--slow-seconds", "3"])
+        .args(["--slow-rate", &(2 << 20).to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["alpn"], "h2");
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["body_length"], SIZE, "{answer}");
+    let peak = memory_kib(proxy.pid(), "VmHWM:");
+    eprintln!(
+        "proxy RSS: {baseline} KiB before, peak {peak} KiB after a {} MiB slow download",
+        SIZE >> 20
+    );
+    let flows = flows(&proxy, 2);
+    let flow = &flows[1];
+    assert_eq!(flow["request"]["path"], "/huge.bin");
+    assert_eq!(flow["request"]["http_version"], "HTTP/2.0");
+    assert_eq!(flow["server"]["tls"]["alpn"], "h2");
+    assert_eq!(flow["response"]["http_version"], "HTTP/2.0");
+    assert_eq!(flow["response"]["body"]["size"], SIZE);
+    assert!(
+        peak.saturating_sub(baseline) < 100 * 1024,
+        "the proxy grew from {baseline} KiB to a peak of {peak} KiB"
+    );
+}

@@ -2,6 +2,12 @@
 """An HTTP/2-only client for Periscope's tests: CONNECT through the proxy, TLS offering
 only "h2" in ALPN, one GET with the `h2` library. Prints a JSON line:
 {"alpn": ..., "status": ..., "body_sha256": ..., "body_length": ...}
+
+As a slow reader (--slow-seconds N --slow-rate BYTES_PER_SECOND) it opens the largest
+flow-control windows HTTP/2 allows, so that only the proxy's own limits can stop the
+server's data from piling up in it, reads at the given rate for N seconds, then reads
+the rest at full speed. It prints "reading slowly" on stderr when the slow phase
+starts.
 """
 
 import argparse
@@ -10,10 +16,12 @@ import json
 import socket
 import ssl
 import sys
+import time
 
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 
 def main():
@@ -23,6 +31,8 @@ def main():
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/")
+    parser.add_argument("--slow-seconds", type=float, default=0)
+    parser.add_argument("--slow-rate", type=int, default=1 << 20)
     args = parser.parse_args()
 
     proxy_host, proxy_port = args.proxy.rsplit(":", 1)
@@ -45,6 +55,10 @@ def main():
 
     connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     connection.initiate_connection()
+    if args.slow_seconds:
+        biggest = 2**31 - 1
+        connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: biggest})
+        connection.increment_flow_control_window(biggest - 65535)
     stream = connection.get_next_available_stream_id()
     connection.send_headers(stream, [
         (":method", "GET"), (":scheme", "https"),
@@ -52,16 +66,28 @@ def main():
     ], end_stream=True)
     tls.sendall(connection.data_to_send())
 
-    status, body, done = None, bytearray(), False
+    status, body, done = None, hashlib.sha256(), False
+    length = 0
+    # Each read in the slow phase takes this many bytes, then waits for the rate.
+    slow_chunk = 16384
+    slow_until = None
     while not done:
-        data = tls.recv(65536)
+        if args.slow_seconds and slow_until is None and status is not None:
+            slow_until = time.monotonic() + args.slow_seconds
+            print("reading slowly", file=sys.stderr, flush=True)
+        if slow_until is not None and time.monotonic() < slow_until:
+            time.sleep(slow_chunk / args.slow_rate)
+            data = tls.recv(slow_chunk)
+        else:
+            data = tls.recv(65536)
         if not data:
             break
         for event in connection.receive_data(data):
             if isinstance(event, h2.events.ResponseReceived):
                 status = int(dict(event.headers)[b":status"])
             elif isinstance(event, h2.events.DataReceived):
-                body.extend(event.data)
+                body.update(event.data)
+                length += len(event.data)
                 connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
                 done = True
@@ -69,8 +95,8 @@ def main():
     print(json.dumps({
         "alpn": alpn,
         "status": status,
-        "body_length": len(body),
-        "body_sha256": hashlib.sha256(body).hexdigest(),
+        "body_length": length,
+        "body_sha256": body.hexdigest(),
     }), flush=True)
 
 

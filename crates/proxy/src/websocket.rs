@@ -91,6 +91,9 @@ struct Assembly {
     size: u64,
     truncated: bool,
     frames: u32,
+    /// A Close frame's payload, kept apart from `content`: its code and reason must be
+    /// recorded even when the body limit was used up earlier on the connection.
+    close: Vec<u8>,
 }
 
 struct Direction {
@@ -108,6 +111,8 @@ struct Direction {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// RFC 6455 §5.5: control frames carry at most 125 bytes.
+const MAX_CONTROL_PAYLOAD: usize = 125;
 /// The tail RFC 7692 strips from each compressed message.
 const DEFLATE_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
@@ -213,6 +218,7 @@ impl Direction {
             size: 0,
             truncated: false,
             frames: 1,
+            close: Vec::new(),
         };
         if self.in_control {
             self.control = Some(assembly);
@@ -230,6 +236,12 @@ impl Direction {
         }) else {
             return;
         };
+        if assembly.opcode == WebSocketOpcode::Close {
+            let room = MAX_CONTROL_PAYLOAD.saturating_sub(assembly.close.len());
+            assembly
+                .close
+                .extend_from_slice(&piece[..piece.len().min(room)]);
+        }
         if assembly.compressed {
             if let Some(inflater) = self.inflater.as_mut() {
                 inflate_into(inflater, piece, assembly, &self.budget);
@@ -269,7 +281,7 @@ impl Direction {
 
     fn finish(&self, assembly: Assembly) {
         if assembly.opcode == WebSocketOpcode::Close {
-            let (code, reason) = close_payload(&assembly.content);
+            let (code, reason) = close_payload(&assembly.close);
             self.sink.close(self.from_client, code, reason);
         }
         self.sink.message(WebSocketMessage {
@@ -475,6 +487,21 @@ mod tests {
         assert_eq!(messages[0].size, 100_000);
         assert_eq!(messages[0].content.len(), 1000);
         assert!(messages[0].truncated);
+    }
+
+    #[tokio::test]
+    async fn the_close_code_is_recorded_after_the_limit_is_used_up() {
+        let mut bytes = frame(true, false, 2, &[7u8; 5000], Some([9, 8, 7, 6]));
+        bytes.extend(frame(true, false, 8, b"\x0f\xa0done", Some([1, 2, 3, 4])));
+        let (received, sink) = run(bytes.clone(), 1000, Deflate::default(), 1000).await;
+        assert_eq!(received, bytes);
+        assert_eq!(
+            *sink.closes.lock().unwrap(),
+            vec![(true, Some(4000), Some("done".to_string()))]
+        );
+        let messages = sink.messages.lock().unwrap();
+        assert_eq!(messages[1].opcode, WebSocketOpcode::Close);
+        assert!(messages[1].truncated && messages[1].content.is_empty());
     }
 
     #[tokio::test]
