@@ -15,6 +15,8 @@ use clap::{Args, Parser, Subcommand};
         `curl -x http://127.0.0.1:8080 --cacert ~/.periscope/periscope-ca-cert.pem https://...`) \
         and it shows every request and response, including what happens at the TLS layer after \
         the handshake: renegotiations, client certificate requests, KeyUpdates.\n\n\
+        Without a subcommand it opens the console when stdout is a terminal, and otherwise \
+        prints flows as `periscope dump` does.\n\n\
         Set SSLKEYLOGFILE to write TLS secrets of both legs (every handshake, renegotiations \
         included) in the NSS key log format Wireshark reads."
 )]
@@ -94,12 +96,13 @@ pub struct ProxyArgs {
     pub confdir: Option<PathBuf>,
 
     /// Keep the session (every flow, as it happens) in FILE; without it the session
-    /// lives in a temporary file removed at exit.
+    /// lives in a temporary file removed at exit (the console without -w records into
+    /// the -r file instead).
     #[arg(short = 'w', long = "save", global = true, value_name = "FILE")]
     pub save: Option<PathBuf>,
 
     /// Open a saved session: `dump -r` prints it and exits; the console shows it and
-    /// adds new flows to it.
+    /// adds new flows to it (with -w, to a copy in that file).
     #[arg(short = 'r', long = "read", global = true, value_name = "FILE")]
     pub read: Option<PathBuf>,
 
@@ -139,7 +142,8 @@ pub struct ProxyArgs {
     #[arg(long, global = true, default_value = "10s", value_name = "DURATION")]
     pub renegotiation_timeout: humantime::Duration,
 
-    /// Limit for the server's response head once the request is sent.
+    /// Limit for the server's response head once the request is sent (a request body
+    /// that is still uploading extends it; a stalled one ends at --idle-timeout).
     #[arg(long, global = true, default_value = "60s", value_name = "DURATION")]
     pub response_timeout: humantime::Duration,
 
@@ -161,7 +165,8 @@ pub struct ProxyArgs {
     #[arg(long, global = true)]
     pub no_client_renegotiation: bool,
 
-    /// Client-initiated renegotiations allowed per connection and minute.
+    /// Client-initiated renegotiations allowed per connection and minute (0 counts as
+    /// 1; --no-client-renegotiation refuses them all).
     #[arg(long, global = true, default_value_t = 10, value_name = "COUNT")]
     pub client_renegotiation_limit: u32,
 

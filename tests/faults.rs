@@ -1086,6 +1086,31 @@ mod client_input {
 mod upstream {
     use super::*;
 
+    /// `--response-timeout` is the server's time to answer after the request was sent:
+    /// an upload that keeps moving for longer than that is not a silent server (it
+    /// once got a 504 while still uploading).
+    #[test]
+    fn a_slow_upload_longer_than_the_response_timeout_is_not_a_504() {
+        let origin = origin();
+        let proxy = proxy(&["--response-timeout", "2s"]);
+        let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+        let start = Instant::now();
+        let head = format!(
+            "POST http://127.0.0.1:{}/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n",
+            origin.port
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        // 3.2 s of upload in all, each pause well inside the 2 s body idle timeout.
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(800));
+            stream.write_all(&[b'x'; 10]).unwrap();
+        }
+        let answer = read_answer(&mut stream, start, Duration::from_secs(10));
+        assert!(answer.elapsed >= Duration::from_secs(3), "{answer:?}");
+        assert_eq!(answer.status(), Some(200), "{answer:?}");
+        assert_still_serves(&proxy, &origin);
+    }
+
     /// Each answer is a 502 from Periscope that names the server and what was wrong,
     /// recorded as an `upstream_protocol` flow error.
     #[test]

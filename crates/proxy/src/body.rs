@@ -65,6 +65,9 @@ impl<B: Body> RecordingBody<B> {
 impl<B> RecordingBody<B> {
     fn keep(&mut self, data: &Bytes) {
         self.seen += data.len() as u64;
+        if self.side == Side::Request {
+            self.recorder.add_request_bytes(data.len() as u64);
+        }
         let room = self.limit.saturating_sub(self.kept_len);
         if room > 0 && !data.is_empty() {
             // A slice of a `Bytes` shares its buffer: no copy until the flow is built.

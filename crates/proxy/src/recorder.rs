@@ -1,7 +1,7 @@
 //! The flow in flight: filled in by the relay as the exchange progresses, published
 //! once when it ends — with its response, or with its error.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use periscope_flow::{
@@ -25,6 +25,8 @@ pub struct FlowRecorder {
     client_tls: Option<Arc<TlsConnectionState>>,
     server_tls: Mutex<Option<Arc<TlsConnectionState>>>,
     published: AtomicBool,
+    /// Request body bytes relayed so far: the response timeout waits while they move.
+    request_bytes: AtomicU64,
 }
 
 impl FlowRecorder {
@@ -35,6 +37,7 @@ impl FlowRecorder {
             client_tls,
             server_tls: Mutex::new(None),
             published: AtomicBool::new(false),
+            request_bytes: AtomicU64::new(0),
         })
     }
 
@@ -108,6 +111,19 @@ impl FlowRecorder {
                 at: Timestamp::now(),
             });
         }
+    }
+
+    pub fn add_request_bytes(&self, count: u64) {
+        self.request_bytes.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub fn request_bytes(&self) -> u64 {
+        self.request_bytes.load(Ordering::Relaxed)
+    }
+
+    /// When the request body was relayed whole, if it was.
+    pub fn request_complete_at(&self) -> Option<Timestamp> {
+        self.lock().timeline.milestone(Milestone::RequestComplete)
     }
 
     /// The error recorded so far, if any.

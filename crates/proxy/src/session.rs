@@ -147,9 +147,10 @@ impl ClientSession {
                 .with_upgrades()
                 .await
                 .map_err(Into::into),
+            // Extended CONNECT (RFC 8441, WebSocket over HTTP/2) is not advertised: it is
+            // not relayed, and without it browsers open WebSockets over HTTP/1.1.
             ClientProtocol::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .enable_connect_protocol()
                 .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
                 .serve_connection(io, service)
                 .await
@@ -166,7 +167,6 @@ impl ClientSession {
                 builder
                     .http2()
                     .timer(TokioTimer::new())
-                    .enable_connect_protocol()
                     .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
                 builder.serve_connection_with_upgrades(io, service).await
             }
@@ -548,7 +548,7 @@ impl ClientSession {
                 return self.fail(&recorder, &label, error);
             }
             let sent = connection.sender.try_send(request);
-            let failure = match tokio::time::timeout(response_timeout, sent).await {
+            let failure = match await_response(&recorder, sent, response_timeout).await {
                 Err(_) => {
                     let error = UpstreamError::ResponseTimeout {
                         target: label.clone(),
@@ -736,6 +736,40 @@ impl ClientSession {
         recorder.set_response(recorded_response(&response, text.as_bytes()));
         recorder.finish_with_error(error.kind(), detail);
         response
+    }
+}
+
+/// Waits for the response head. The timeout counts from the end of the request body,
+/// and is extended while the body is still moving: a slow upload is bounded by the
+/// body idle timeout, not mistaken for a silent server.
+async fn await_response<F: std::future::Future>(
+    recorder: &FlowRecorder,
+    sent: F,
+    timeout: std::time::Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(sent);
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    let mut bytes_seen = recorder.request_bytes();
+    loop {
+        let elapsed = match tokio::time::timeout_at(deadline, &mut sent).await {
+            Ok(output) => return Ok(output),
+            Err(elapsed) => elapsed,
+        };
+        let now = tokio::time::Instant::now();
+        if let Some(complete) = recorder.request_complete_at() {
+            let since = std::time::Duration::from_micros(
+                Timestamp::now().0.saturating_sub(complete.0).max(0) as u64,
+            );
+            match timeout.checked_sub(since) {
+                Some(left) if !left.is_zero() => deadline = now + left,
+                _ => return Err(elapsed),
+            }
+        } else if recorder.request_bytes() != bytes_seen {
+            bytes_seen = recorder.request_bytes();
+            deadline = now + timeout;
+        } else {
+            return Err(elapsed);
+        }
     }
 }
 
