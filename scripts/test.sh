@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Periscope's full check: installs the test peers that are missing, then runs
-# fmt, clippy, the nextest suite and the doc tests, stopping at the first failure.
+# fmt, clippy, the nextest suite, the doc tests and a fuzz smoke run
+# (scripts/fuzz.sh --smoke), stopping at the first failure.
 #
 #   scripts/test.sh                 # everything
-#   scripts/test.sh harness         # extra args go to `cargo nextest run` (filters, -E, ...)
+#   scripts/test.sh harness         # extra args go to `cargo nextest run` (filters, -E, ...);
+#                                   # the fuzz smoke run is left out then
 #
 # Runnable from any directory; .ci/run execs it.
 set -euo pipefail
@@ -199,3 +201,13 @@ cargo test --workspace --doc 2>&1 | tee "$RUN_LOG" || rc=$?
 count_results "$RUN_LOG" '^test result: '
 [[ $rc -eq 0 ]] || exit "$rc"
 step_done
+
+# The fuzz targets build a tree of their own (coverage instrumentation and
+# AddressSanitizer), so they run after the suite rather than beside its timed tests:
+# every kept regression input and seed, then a few seconds of fuzzing per target.
+# Skipped when arguments narrowed the nextest run to some tests.
+if [[ $# -eq 0 ]]; then
+    step "fuzz smoke"
+    scripts/fuzz.sh --smoke
+    step_done
+fi
