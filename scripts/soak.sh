@@ -14,9 +14,10 @@
 # descriptor count came back to the baseline (+ SOAK_FD_SLACK, default 8); the proxy
 # logged nothing but its start-up lines; the session store caught up with every flow
 # within 180 s of each round; and memory did not grow from round to round: RSS after
-# `malloc_trim(0)` (through gdb, so that what glibc merely keeps cached does not count)
-# after round 2 within SOAK_RSS_SLACK_MIB (default 32) of that after round 1 — plain
-# RSS where gdb cannot attach. RSS against the start-up baseline is printed too.
+# the allocators purged freed memory (jemalloc's arenas and glibc's malloc_trim(0),
+# through gdb, so that what they merely keep cached does not count) after round 2
+# within SOAK_RSS_SLACK_MIB (default 32) of that after round 1 — plain RSS where gdb
+# cannot attach. RSS against the start-up baseline is printed too.
 #
 # Installs what it needs when missing: nginx, curl (apt); oha (cargo install, the
 # version scripts/bench.sh pins). Builds Periscope with `cargo build --release` unless
@@ -329,11 +330,15 @@ drain_store() {
     echo "               session store: $stored of $REQUESTS flows saved, $((SECONDS - started)) s after the load"
 }
 
-# trimmed_rss: RSS after malloc_trim(0) through gdb — glibc keeps freed memory in its
-# arenas, so this is (close to) what the process really holds; empty without gdb.
+# trimmed_rss: RSS after the allocators returned freed memory, through gdb — jemalloc
+# (Periscope's allocator) purges its arenas only after a decay time and glibc (SQLite,
+# OpenSSL) keeps freed memory in its own, so this is (close to) what the process really
+# holds; empty without gdb.
 trimmed_rss() {
     command -v gdb >/dev/null || return 0
-    gdb -nx -batch -p "$PROXY_PID" "/proc/$PROXY_PID/exe" -ex 'call (int)malloc_trim(0)' \
+    gdb -nx -batch -p "$PROXY_PID" "/proc/$PROXY_PID/exe" \
+        -ex 'call (int)_rjem_mallctl("arena.4096.purge", 0, 0, 0, 0)' \
+        -ex 'call (int)malloc_trim(0)' \
         >"$WORK/gdb.log" 2>&1 || return 0
     grep -q '^\$1 = ' "$WORK/gdb.log" || return 0
     sleep 1
@@ -349,7 +354,9 @@ round() {
     drain_store
     ROUND_RSS=$(rss_kib)
     ROUND_TRIMMED=$(trimmed_rss)
-    echo "round $n        RSS $(mib "$ROUND_RSS"), after malloc_trim(0) ${ROUND_TRIMMED:+$(mib "$ROUND_TRIMMED")}${ROUND_TRIMMED:-(gdb cannot attach)} (baseline $(mib "$BASE_RSS"))"
+    local trimmed="(gdb cannot attach)"
+    [[ -n $ROUND_TRIMMED ]] && trimmed=$(mib "$ROUND_TRIMMED")
+    echo "round $n        RSS $(mib "$ROUND_RSS"), after purging freed memory $trimmed (baseline $(mib "$BASE_RSS"))"
 }
 
 round 1
@@ -365,7 +372,7 @@ echo "after          fds $FINAL_FDS (baseline $BASE_FDS)  RSS $(mib "$(rss_kib)"
 # The same load twice must not grow what the process holds: caches and allocator
 # fragmentation settle in the first round, a leak keeps growing.
 if [[ -n $ROUND1_TRIMMED && -n $ROUND2_TRIMMED ]]; then
-    echo "memory         after malloc_trim: $(mib "$ROUND1_TRIMMED") after round 1, $(mib "$ROUND2_TRIMMED") after round 2 (slack ${RSS_SLACK_MIB} MiB; baseline $(mib "$BASE_RSS"))"
+    echo "memory         after purging: $(mib "$ROUND1_TRIMMED") after round 1, $(mib "$ROUND2_TRIMMED") after round 2 (slack ${RSS_SLACK_MIB} MiB; baseline $(mib "$BASE_RSS"))"
     if [[ $ROUND2_TRIMMED -gt $((ROUND1_TRIMMED + RSS_SLACK_MIB * 1024)) ]]; then
         say "memory grew from round to round under the same load"
         FAILED=1

@@ -33,15 +33,19 @@ impl Recording {
 
 pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
     let mut events = bus.subscribe_reliable();
+    let writer_bus = bus.clone();
     let thread = std::thread::Builder::new()
         .name("session-store".into())
         .spawn(move || {
+            let bus = writer_bus;
             let mut reported_failure = false;
             let mut flows: Vec<Arc<Flow>> = Vec::with_capacity(BATCH);
             while let Some(first) = events.blocking_recv() {
                 let started = Instant::now();
                 let mut next = Some(first);
+                let mut taken = 0;
                 while let Some(event) = next.take() {
+                    taken += FlowBus::cost_of(&event);
                     match event {
                         FlowEvent::Completed(flow) | FlowEvent::Updated(flow) => flows.push(flow),
                         FlowEvent::Log(entry) => {
@@ -62,14 +66,14 @@ pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
                         }
                     }
                 }
-                if flows.is_empty() {
-                    continue;
+                if !flows.is_empty() {
+                    match store.insert_many(&flows) {
+                        Ok(()) => reported_failure = false,
+                        Err(error) => report(&error, &mut reported_failure),
+                    }
+                    flows.clear();
                 }
-                match store.insert_many(&flows) {
-                    Ok(()) => reported_failure = false,
-                    Err(error) => report(&error, &mut reported_failure),
-                }
-                flows.clear();
+                bus.release(taken);
             }
         })
         .expect("cannot start the session-store thread");

@@ -4,6 +4,8 @@
 //! binary, ping/pong, a fragmented message, a large message and a close handshake;
 //! the tests check what the client got back, what the flow recorded (live `--json`
 //! output and the session file), the `~websocket` filter, and `dump -d 2` output.
+//! WebSocket over HTTP/2 (RFC 8441) is driven by `tests/peers/h2_websocket_client.py`
+//! (the `h2` library), in a TLS tunnel and on the h2c listener.
 
 mod support;
 
@@ -385,5 +387,166 @@ fn dump_help_says_which_detail_level_prints_websocket_messages() {
     assert!(
         flow_detail.contains("2 also WebSocket messages"),
         "--flow-detail help does not mention WebSocket messages:\n{help}"
+    );
+}
+
+/// Runs `tests/peers/h2_websocket_client.py` through `proxy`; returns its JSON report.
+fn converse_over_http2(proxy: &Periscope, port: u16, extra: &[&str]) -> Value {
+    let output = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/h2_websocket_client.py"
+        ))
+        .args(["--proxy", &proxy.addr(), "--port", &port.to_string()])
+        .args(["--path", "/chat", "--text", TEXT])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "HTTP/2 websocket client failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        proxy.describe()
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// What an RFC 8441 client must have got, and what its flow must say: the same
+/// messages and close as over HTTP/1.1, and which protocol each leg spoke.
+fn assert_http2_websocket_relayed_and_recorded(proxy: &Periscope, report: &Value) {
+    assert_eq!(report["enable_connect_protocol"], 1, "{report}");
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(report["text"], TEXT, "{report}");
+    let bytes: String = (0..=255u8).map(|b| format!("{b:02x}")).collect();
+    assert_eq!(report["binary_hex"], bytes.as_str(), "{report}");
+    assert_eq!(report["close_code"], 1000, "{report}");
+    assert_eq!(report["close_reason"], "bye", "{report}");
+    assert_eq!(report["stream_ended"], true, "{report}");
+
+    let flow = closed_websocket_flow(proxy);
+    assert_eq!(flow["request"]["method"], "CONNECT");
+    assert_eq!(flow["request"]["http_version"], "HTTP/2.0");
+    assert_eq!(flow["request"]["path"], "/chat");
+    assert_eq!(flow["response"]["status"], 101, "the server's answer");
+    assert_eq!(flow["response"]["http_version"], "HTTP/1.1");
+    let timeline = flow["timeline"].to_string();
+    assert!(
+        timeline.contains("extended CONNECT (RFC 8441)") && timeline.contains("HTTP/1.1 Upgrade"),
+        "{timeline}"
+    );
+    let session = &flow["websocket"];
+    let messages = session["messages"].as_array().unwrap();
+    let summary: Vec<(bool, &str)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["from_client"].as_bool().unwrap(),
+                m["opcode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (true, "text"),
+            (false, "text"),
+            (true, "binary"),
+            (false, "binary"),
+            (true, "close"),
+            (false, "close"),
+        ],
+        "{session}"
+    );
+    assert_eq!(content(&messages[0]), TEXT.as_bytes());
+    assert_eq!(content(&messages[1]), TEXT.as_bytes());
+    assert_eq!(content(&messages[2]), (0..=255u8).collect::<Vec<_>>());
+    assert_eq!(content(&messages[3]), (0..=255u8).collect::<Vec<_>>());
+    assert_eq!(session["close_code"], 1000);
+    assert_eq!(session["close_reason"], "bye");
+    assert!(flow["error"].is_null(), "{}", flow["error"]);
+}
+
+#[test]
+fn a_websocket_over_http2_extended_connect_is_relayed_to_an_http1_server_and_recorded() {
+    let server = tls_echo_server();
+    let proxy = proxy(&["--json"]);
+    let ca = proxy.ca_cert_path().to_string_lossy().into_owned();
+    // The echo server offers no ALPN and the client offers only h2: the client leg
+    // is HTTP/2, the server leg HTTP/1.1.
+    let report = converse_over_http2(
+        &proxy,
+        server.port,
+        &["--host", "localhost", "--cacert", &ca],
+    );
+    assert_eq!(report["alpn"], "h2", "{report}");
+    assert_http2_websocket_relayed_and_recorded(&proxy, &report);
+    let flow = closed_websocket_flow(&proxy);
+    assert_eq!(flow["request"]["scheme"], "https");
+    assert_eq!(flow["client"]["tls"]["alpn"], "h2");
+    assert!(
+        flow["server"]["tls"].is_object(),
+        "server leg is TLS: {flow}"
+    );
+}
+
+#[test]
+fn a_websocket_over_h2c_extended_connect_to_the_listener_is_relayed_and_recorded() {
+    let server = python_websocket_echo_server();
+    let proxy = proxy(&["--json"]);
+    let report = converse_over_http2(&proxy, server.port, &["--host", "127.0.0.1", "--h2c"]);
+    assert_http2_websocket_relayed_and_recorded(&proxy, &report);
+    let flow = closed_websocket_flow(&proxy);
+    assert_eq!(flow["request"]["scheme"], "http");
+    assert!(flow["server"]["tls"].is_null(), "{flow}");
+}
+
+/// The flow whose request path is `path`, once the proxy printed it.
+fn flow_for_path(proxy: &Periscope, path: &str) -> Value {
+    let needle = format!("\"path\":\"{path}\"");
+    proxy.wait_for_stdout(needle.as_str(), WAIT);
+    proxy
+        .stdout_lines()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .rfind(|flow| flow["request"]["path"] == path)
+        .unwrap()
+}
+
+#[test]
+fn a_server_refusing_an_http2_websocket_is_answered_with_its_refusal_not_200() {
+    let origin = PythonPeer::start("fault_origin.py", &[]);
+    let proxy = proxy(&["--json"]);
+    let refused = converse_over_http2(
+        &proxy,
+        origin.port,
+        &["--host", "127.0.0.1", "--h2c", "--path", "/missing"],
+    );
+    assert_eq!(
+        refused["status"], 404,
+        "relayed as the server sent it: {refused}"
+    );
+    let flow = flow_for_path(&proxy, "/missing");
+    assert_eq!(flow["response"]["status"], 404);
+    assert!(flow["websocket"].is_null(), "{flow}");
+
+    // A 2xx without the upgrade would tell an HTTP/2 client its WebSocket is open.
+    let not_upgraded = converse_over_http2(
+        &proxy,
+        origin.port,
+        &["--host", "127.0.0.1", "--h2c", "--path", "/ok"],
+    );
+    assert_eq!(not_upgraded["status"], 502, "{not_upgraded}");
+    let flow = flow_for_path(&proxy, "/ok");
+    assert_eq!(flow["response"]["status"], 502);
+    let error = flow["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("instead of 101 Switching Protocols"),
+        "{flow}"
+    );
+    // What reached the server was an HTTP/1.1 WebSocket handshake.
+    assert!(
+        origin.stdout.wait_for(&"request: GET /ok", WAIT).is_ok(),
+        "{}",
+        origin.stdout.text()
     );
 }

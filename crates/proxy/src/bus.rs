@@ -1,15 +1,28 @@
 //! The one way flows leave the proxy: a broadcast of [`FlowEvent`]s that the dump
 //! printer, the store and the user interfaces subscribe to.
 
-use periscope_flow::{FlowEvent, LogEntry, LogLevel};
-use std::sync::atomic::{AtomicBool, Ordering};
+use periscope_flow::{Flow, FlowEvent, LogEntry, LogLevel};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 
 /// Large enough that a front end pausing for a redraw does not miss flows; a
 /// subscriber that falls further behind is told how many it missed.
 const CAPACITY: usize = 16 * 1024;
+
+/// How much the reliable subscribers (the session store) may fall behind, in bytes of
+/// queued flows, before new requests wait for them: under a load the store cannot
+/// keep up with, the proxy slows down instead of growing without bound or dropping
+/// flows.
+const BACKLOG_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Bytes published to reliable subscribers and not yet released by them.
+#[derive(Default)]
+struct Backlog {
+    bytes: AtomicUsize,
+    room: Notify,
+}
 
 #[derive(Clone)]
 pub struct FlowBus {
@@ -19,6 +32,7 @@ pub struct FlowBus {
     reliable: Arc<Mutex<Vec<mpsc::UnboundedSender<FlowEvent>>>>,
     /// Whether anyone shows requests before their response arrives.
     requests_wanted: Arc<AtomicBool>,
+    backlog: Arc<Backlog>,
 }
 
 impl Default for FlowBus {
@@ -34,6 +48,7 @@ impl FlowBus {
             sender,
             reliable: Arc::default(),
             requests_wanted: Arc::default(),
+            backlog: Arc::default(),
         }
     }
 
@@ -73,10 +88,66 @@ impl FlowBus {
     pub fn publish(&self, event: FlowEvent) {
         {
             let mut reliable = self.reliable.lock().unwrap_or_else(|p| p.into_inner());
-            reliable.retain(|subscriber| subscriber.send(event.clone()).is_ok());
+            if !reliable.is_empty() {
+                let cost = Self::cost_of(&event);
+                reliable.retain(|subscriber| {
+                    let sent = subscriber.send(event.clone()).is_ok();
+                    if sent {
+                        self.backlog.bytes.fetch_add(cost, Ordering::Relaxed);
+                    }
+                    sent
+                });
+            }
         }
         // No subscriber is not an error: a headless proxy may record nothing.
         let _ = self.sender.send(event);
+    }
+
+    /// What an event costs a reliable subscriber's queue, roughly: its bodies and
+    /// messages plus a fixed share for the head.
+    pub fn cost_of(event: &FlowEvent) -> usize {
+        const HEAD: usize = 2048;
+        fn flow_cost(flow: &Flow) -> usize {
+            let response = flow.response.as_ref().map_or(0, |r| r.body.content.len());
+            let messages = flow.websocket.as_ref().map_or(0, |ws| {
+                ws.messages.iter().map(|m| m.content.len() + 64).sum()
+            });
+            HEAD + flow.request.body.content.len() + response + messages
+        }
+        match event {
+            FlowEvent::Completed(flow)
+            | FlowEvent::Updated(flow)
+            | FlowEvent::RequestReceived(flow) => flow_cost(flow),
+            FlowEvent::WebSocketMessage { message, .. } => 64 + message.content.len(),
+            FlowEvent::Log(entry) => 64 + entry.message.len(),
+        }
+    }
+
+    /// A reliable subscriber is done with events that cost `cost` in all.
+    pub fn release(&self, cost: usize) {
+        let before = self.backlog.bytes.fetch_sub(cost, Ordering::AcqRel);
+        if before >= BACKLOG_LIMIT && before.saturating_sub(cost) < BACKLOG_LIMIT {
+            self.backlog.room.notify_waiters();
+        }
+    }
+
+    /// Returns once the reliable subscribers are less than [`BACKLOG_LIMIT`] behind
+    /// (at once, nearly always).
+    pub async fn wait_for_room(&self) {
+        loop {
+            if self.backlog.bytes.load(Ordering::Acquire) < BACKLOG_LIMIT {
+                return;
+            }
+            let notified = self.backlog.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.backlog.bytes.load(Ordering::Acquire) < BACKLOG_LIMIT {
+                return;
+            }
+            // The timeout is a safety net: a subscriber that stopped releasing must
+            // not freeze the proxy for good.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), notified).await;
+        }
     }
 
     pub fn log(&self, level: LogLevel, message: impl Into<String>) {

@@ -25,8 +25,8 @@ use crate::headers::{record_headers, strip_hop_by_hop, wants_upgrade};
 use crate::pages::{error_response, error_text, proxy_info_page, recorded_response};
 use crate::recorder::{FlowRecorder, Side};
 use crate::upstream::{
-    connect_tcp, establish_with_fallback, TlsParameters, UpstreamConnection, UpstreamKey, ALPN_H2,
-    ALPN_HTTP11,
+    connect_tcp, establish, establish_with_fallback, TlsParameters, UpstreamConnection,
+    UpstreamKey, ALPN_H2, ALPN_HTTP11,
 };
 
 pub type ClientResponse = Response<ProxyBody<Incoming>>;
@@ -147,11 +147,13 @@ impl ClientSession {
                 .with_upgrades()
                 .await
                 .map_err(Into::into),
-            // Extended CONNECT (RFC 8441, WebSocket over HTTP/2) is not advertised: it is
-            // not relayed, and without it browsers open WebSockets over HTTP/1.1.
+            // Extended CONNECT (RFC 8441) is advertised so that HTTP/2 clients open
+            // WebSockets on this connection, as they would with the server; without it
+            // browsers fall back to a separate HTTP/1.1 connection.
             ClientProtocol::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                .enable_connect_protocol()
                 .serve_connection(io, service)
                 .await
                 .map_err(Into::into),
@@ -167,7 +169,8 @@ impl ClientSession {
                 builder
                     .http2()
                     .timer(TokioTimer::new())
-                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                    .enable_connect_protocol();
                 builder.serve_connection_with_upgrades(io, service).await
             }
         };
@@ -243,11 +246,25 @@ impl ClientSession {
         self: Arc<Self>,
         mut request: Request<Incoming>,
     ) -> Result<ClientResponse, Infallible> {
+        self.core.bus.wait_for_room().await;
         let started = Timestamp::now();
         if let Some(refusal) = self.admit(&request) {
             return Ok(self.refuse(&request, started, refusal));
         }
         if request.method() == Method::CONNECT {
+            if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+                if protocol.as_str().eq_ignore_ascii_case("websocket") {
+                    return Ok(self.websocket_over_http2(request, started).await);
+                }
+                return Ok(error_response(
+                    StatusCode::NOT_IMPLEMENTED,
+                    &format!(
+                        "Periscope does not relay {:?} over extended CONNECT.",
+                        protocol.as_str()
+                    ),
+                    "Only WebSocket (RFC 8441) is relayed over HTTP/2 extended CONNECT.",
+                ));
+            }
             if self.tunnel.is_some() {
                 return Ok(error_response(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -368,7 +385,8 @@ impl ClientSession {
                 return Some(refusal);
             }
         }
-        let (host, port) = if request.method() == Method::CONNECT {
+        let extended_connect = request.extensions().get::<hyper::ext::Protocol>().is_some();
+        let (host, port) = if request.method() == Method::CONNECT && !extended_connect {
             // An invalid target is answered 400 by the CONNECT handler.
             crate::tunnel::connect_target(request.uri())?
         } else {
@@ -606,6 +624,249 @@ impl ClientSession {
         }
     }
 
+    /// WebSocket over HTTP/2 (RFC 8441): the client's extended CONNECT becomes an
+    /// HTTP/1.1 Upgrade to the server, the server's 101 becomes the client's 200, and
+    /// the two streams are then relayed frame by frame — RFC 8441 keeps RFC 6455
+    /// framing, masks included, so the relay and recorder of HTTP/1.1 WebSockets serve
+    /// unchanged.
+    ///
+    /// The server leg is always HTTP/1.1, even to a server that offers extended CONNECT
+    /// itself: every WebSocket server speaks the HTTP/1.1 handshake, and relaying
+    /// RFC 8441 upstream is not implemented.
+    async fn websocket_over_http2(
+        &self,
+        mut request: Request<Incoming>,
+        started: Timestamp,
+    ) -> ClientResponse {
+        if self.tunnel.is_none() && request.uri().host().is_none() {
+            // Not the proxy-info page target_of would answer: a 2xx to a CONNECT
+            // would open the stream as a tunnel.
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "Invalid extended CONNECT.",
+                "A WebSocket over HTTP/2 sent to the proxy needs :scheme, :authority and :path.",
+            );
+        }
+        let mut target = match self.target_of(&request) {
+            Ok(target) => target,
+            Err(response) => return *response,
+        };
+        if let Some(tls) = target.tls.as_mut() {
+            tls.alpn = vec![ALPN_HTTP11.to_vec()];
+        }
+        let recorder = self.new_flow(
+            &request,
+            target.scheme,
+            target.host.clone(),
+            target.port,
+            started,
+        );
+        recorder.push_note(
+            "WebSocket over HTTP/2 extended CONNECT (RFC 8441) on the client leg, relayed \
+             as an HTTP/1.1 Upgrade (RFC 6455) on the server leg"
+                .to_owned(),
+        );
+        recorder.publish_request();
+        let client_upgrade = hyper::upgrade::on(&mut request);
+        let label = target.key.label();
+        let key = match crate::websocket::handshake_key() {
+            Ok(key) => key,
+            Err(error) => {
+                let error = UpstreamError::Exchange {
+                    message: format!("no random bytes for a Sec-WebSocket-Key: {error}"),
+                    timeout: false,
+                    tls: false,
+                    client_certificate: false,
+                };
+                return self.fail(&recorder, &label, error);
+            }
+        };
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_else(|| host_header_value(&target.key));
+        let response_timeout = self.core.config.timeouts.response;
+        let mut attempt = 0;
+        let (response, connection) = loop {
+            attempt += 1;
+            let (mut connection, reused) = match self.checkout_http1(&target).await {
+                Ok(checked_out) => checked_out,
+                Err(error) => return self.fail(&recorder, &label, error),
+            };
+            recorder.set_server(
+                connection.info.clone(),
+                &connection.milestones,
+                connection.tls.clone(),
+            );
+            if connection.sender.ready().await.is_err() {
+                if let Some(error) =
+                    UpstreamError::from_tls_state(&label, connection.tls.as_deref())
+                {
+                    return self.fail(&recorder, &label, error);
+                }
+                if reused && attempt < 3 {
+                    continue;
+                }
+                let error = UpstreamError::Exchange {
+                    message: format!(
+                        "the connection to {label} closed before the WebSocket handshake could be sent"
+                    ),
+                    timeout: false,
+                    tls: false,
+                    client_certificate: false,
+                };
+                return self.fail(&recorder, &label, error);
+            }
+            let upgrade = websocket_upgrade_request(
+                request.headers(),
+                &path,
+                &authority,
+                &key,
+                &recorder,
+                &self.core,
+            );
+            let sent = connection.sender.try_send(upgrade);
+            match await_response(&recorder, sent, response_timeout).await {
+                Err(_) => {
+                    let error = UpstreamError::ResponseTimeout {
+                        target: label.clone(),
+                        timeout: response_timeout,
+                    };
+                    return self.fail(&recorder, &label, error);
+                }
+                Ok(Ok(response)) => break (response, connection),
+                Ok(Err(mut failure)) => {
+                    // A kept-alive connection the server closed just as it was reused.
+                    if failure.take_message().is_some() && reused && attempt < 3 {
+                        continue;
+                    }
+                    let error = UpstreamError::from_exchange(
+                        &label,
+                        failure.error(),
+                        connection.tls.as_deref(),
+                    );
+                    return self.fail(&recorder, &label, error);
+                }
+            }
+        };
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            if status.is_success() {
+                // Relayed as is, a 2xx would tell the client its WebSocket is open.
+                let error = UpstreamError::Exchange {
+                    message: format!(
+                        "{label} answered the WebSocket handshake with {status} instead of \
+                         101 Switching Protocols"
+                    ),
+                    timeout: false,
+                    tls: false,
+                    client_certificate: false,
+                };
+                return self.fail(&recorder, &label, error);
+            }
+            self.checkin(&target.key, connection).await;
+            return self.relay_response(recorder, response, None);
+        }
+        let (mut parts, _) = response.into_parts();
+        record_response_head(&recorder, &parts);
+        let accept = parts
+            .headers
+            .get(http::header::SEC_WEBSOCKET_ACCEPT)
+            .map(HeaderValue::as_bytes);
+        let expected = crate::websocket::accept_key(&key);
+        if !upgrades_to(&parts.headers, "websocket") || accept != Some(expected.as_bytes()) {
+            let error = UpstreamError::Exchange {
+                message: format!(
+                    "{label} answered 101 Switching Protocols without accepting the WebSocket \
+                     handshake (Upgrade: websocket and a Sec-WebSocket-Accept for the key sent)"
+                ),
+                timeout: false,
+                tls: false,
+                client_certificate: false,
+            };
+            return self.fail(&recorder, &label, error);
+        }
+        let Some(server_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            let error = UpstreamError::Exchange {
+                message: format!("the connection to {label} cannot be upgraded"),
+                timeout: false,
+                tls: false,
+                client_certificate: false,
+            };
+            return self.fail(&recorder, &label, error);
+        };
+        let extensions = parts
+            .headers
+            .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        recorder.update(|flow| {
+            flow.websocket = Some(periscope_flow::WebSocketSession {
+                extensions,
+                ..Default::default()
+            })
+        });
+        recorder.push_note(
+            "answered the HTTP/2 client 200 for the server's 101 Switching Protocols".to_owned(),
+        );
+        recorder.set_body(Side::Response, Body::default(), None);
+        recorder.finish();
+        crate::tunnel::relay_upgraded(&self.core, &recorder, server_upgrade, client_upgrade);
+        // The server's chosen subprotocol and extensions, and any other end-to-end
+        // header (a cookie); the handshake headers belong to the HTTP/1.1 leg.
+        let mut headers = std::mem::take(&mut parts.headers);
+        strip_hop_by_hop(&mut headers, false);
+        for name in [
+            CONTENT_LENGTH,
+            TRANSFER_ENCODING,
+            http::header::SEC_WEBSOCKET_ACCEPT,
+        ] {
+            headers.remove(name);
+        }
+        let mut answer = Response::new(ProxyBody::generated(""));
+        *answer.headers_mut() = headers;
+        answer
+    }
+
+    /// An HTTP/1.1 connection for a WebSocket handshake: an idle one, or a new one
+    /// (whose ALPN the caller limited to HTTP/1.1).
+    async fn checkout_http1(
+        &self,
+        target: &Target,
+    ) -> Result<(UpstreamConnection, bool), UpstreamError> {
+        {
+            let mut pools = self.upstreams.lock().await;
+            let pool = pools.entry(target.key.clone()).or_default();
+            if let Some(error) = pool.failed.take() {
+                return Err(*error);
+            }
+            pool.idle.retain(|c| !c.sender.is_closed());
+            if let Some(position) = pool.idle.iter().position(UpstreamConnection::is_ready) {
+                return Ok((pool.idle.swap_remove(position), true));
+            }
+        }
+        let socket = connect_tcp(&self.core, &target.key).await?;
+        let connection = establish(&self.core, socket, target.tls.as_ref()).await?;
+        if connection.is_http2() {
+            return Err(UpstreamError::Exchange {
+                message: format!(
+                    "{} chose HTTP/2 although only HTTP/1.1 was offered",
+                    target.key.label()
+                ),
+                timeout: false,
+                tls: false,
+                client_certificate: false,
+            });
+        }
+        Ok((connection, false))
+    }
+
     /// A connection to the target: the shared HTTP/2 one, an idle HTTP/1.1 one, or new.
     async fn checkout(&self, target: &Target) -> Result<(UpstreamConnection, bool), UpstreamError> {
         let mut busy = None;
@@ -679,21 +940,7 @@ impl ClientSession {
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> ClientResponse {
         let (mut parts, body) = response.into_parts();
-        let reason = parts
-            .extensions
-            .get::<hyper::ext::ReasonPhrase>()
-            .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
-            .unwrap_or_else(|| parts.status.canonical_reason().unwrap_or("").to_owned());
-        recorder.set_response(periscope_flow::Response {
-            status: parts.status.as_u16(),
-            reason,
-            http_version: version_label(parts.version).to_owned(),
-            headers: record_headers(&parts.headers),
-            body: Body::default(),
-            trailers: None,
-            generated: false,
-        });
-        recorder.collect_tls_events();
+        record_response_head(&recorder, &parts);
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(&mut parts.headers, switching);
         normalize_framing(&mut parts.headers);
@@ -737,6 +984,81 @@ impl ClientSession {
         recorder.finish_with_error(error.kind(), detail);
         response
     }
+}
+
+/// Records a server's response head in the flow (its body is recorded as it streams).
+fn record_response_head(recorder: &FlowRecorder, parts: &http::response::Parts) {
+    let reason = parts
+        .extensions
+        .get::<hyper::ext::ReasonPhrase>()
+        .map(|r| String::from_utf8_lossy(r.as_bytes()).into_owned())
+        .unwrap_or_else(|| parts.status.canonical_reason().unwrap_or("").to_owned());
+    recorder.set_response(periscope_flow::Response {
+        status: parts.status.as_u16(),
+        reason,
+        http_version: version_label(parts.version).to_owned(),
+        headers: record_headers(&parts.headers),
+        body: Body::default(),
+        trailers: None,
+        generated: false,
+    });
+    recorder.collect_tls_events();
+}
+
+/// The HTTP/1.1 Upgrade request (RFC 6455 §4.1) that stands for an HTTP/2 client's
+/// extended CONNECT: its end-to-end headers (subprotocols, extensions, origin,
+/// cookies) go along; the handshake headers are Periscope's own, since an HTTP/2
+/// client sends no key and expects no accept.
+fn websocket_upgrade_request(
+    client_headers: &HeaderMap,
+    path: &str,
+    authority: &str,
+    key: &str,
+    recorder: &Arc<FlowRecorder>,
+    core: &ProxyCore,
+) -> Request<RequestBody> {
+    let mut headers = client_headers.clone();
+    strip_hop_by_hop(&mut headers, false);
+    for name in [
+        HOST,
+        CONTENT_LENGTH,
+        TRANSFER_ENCODING,
+        http::header::SEC_WEBSOCKET_KEY,
+        http::header::SEC_WEBSOCKET_ACCEPT,
+        http::header::SEC_WEBSOCKET_VERSION,
+    ] {
+        headers.remove(name);
+    }
+    if let Ok(value) = HeaderValue::from_str(authority) {
+        headers.insert(HOST, value);
+    }
+    headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        http::header::SEC_WEBSOCKET_VERSION,
+        HeaderValue::from_static("13"),
+    );
+    if let Ok(value) = HeaderValue::from_str(key) {
+        headers.insert(http::header::SEC_WEBSOCKET_KEY, value);
+    }
+    let body = RecordingBody::new(
+        ClientBody::Buffered(http_body_util::Full::new(bytes::Bytes::new())),
+        Arc::clone(recorder),
+        Side::Request,
+        core.config.body_limit,
+        core.config.timeouts.body_idle,
+    );
+    let mut request = Request::new(Box::new(body));
+    *request.method_mut() = Method::GET;
+    *request.uri_mut() = path
+        .parse::<Uri>()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    request
 }
 
 /// Waits for the response head. The timeout counts from the end of the request body,

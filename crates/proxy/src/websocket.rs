@@ -8,6 +8,7 @@
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
 use bytes::{Buf, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
 use periscope_flow::{Timestamp, WebSocketMessage, WebSocketOpcode};
@@ -56,6 +57,21 @@ impl Deflate {
         }
         Deflate::default()
     }
+}
+
+/// A fresh `Sec-WebSocket-Key` (RFC 6455 §4.1: 16 random bytes, base64), for the
+/// HTTP/1.1 handshake Periscope makes on behalf of an HTTP/2 client, which sends none.
+pub fn handshake_key() -> Result<String, openssl::error::ErrorStack> {
+    let mut nonce = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce)?;
+    Ok(BASE64.encode(nonce))
+}
+
+/// The `Sec-WebSocket-Accept` a server must answer to `key` (RFC 6455 §4.2.2): the
+/// proof that it understood the handshake rather than caching or ignoring it.
+pub fn accept_key(key: &str) -> String {
+    const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    BASE64.encode(openssl::sha::sha1(format!("{key}{GUID}").as_bytes()))
 }
 
 /// Relays both directions until both are closed. One task drives both streams (TLS
@@ -364,6 +380,23 @@ fn close_payload(payload: &[u8]) -> (Option<u16>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_key_matches_the_rfc_6455_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn handshake_keys_are_16_random_bytes() {
+        let (Ok(first), Ok(second)) = (handshake_key(), handshake_key()) else {
+            panic!("no random bytes");
+        };
+        assert_eq!(BASE64.decode(&first).map(|k| k.len()), Ok(16));
+        assert_ne!(first, second);
+    }
 
     /// Who closed, with which code and reason.
     type Close = (bool, Option<u16>, Option<String>);
