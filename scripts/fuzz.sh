@@ -71,6 +71,9 @@ else
     export RUSTC_BOOTSTRAP=1
     TOOLCHAIN="$(rustc --version) with RUSTC_BOOTSTRAP=1"
 fi
+# The fuzz tree always builds in fuzz/target (its flags differ from the workspace's),
+# whatever target directory the caller uses for the rest.
+unset CARGO_TARGET_DIR
 HOST="$(rustc -vV | sed -n 's/^host: //p')"
 BIN_DIR="$FUZZ/target/$HOST/release"
 cd "$FUZZ"
