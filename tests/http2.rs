@@ -238,3 +238,306 @@ fn a_slow_http2_reader_of_a_large_download_keeps_the_proxy_memory_bounded() {
         "the proxy grew from {baseline} KiB to a peak of {peak} KiB"
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Trailers, RST_STREAM and GOAWAY from a scripted HTTP/2 origin
+// ---------------------------------------------------------------------------------
+
+/// `tests/peers/h2_origin.py`: TLS with the test PKI's `localhost` certificate, ALPN
+/// `h2` only; the path picks the behaviour.
+fn h2_origin() -> PythonPeer {
+    let pki = test_pki();
+    let cert = pki.server_cert.to_string_lossy().into_owned();
+    let key = pki.server_key.to_string_lossy().into_owned();
+    PythonPeer::start(
+        "h2_origin.py",
+        &["--cert", cert.as_str(), "--key", key.as_str()],
+    )
+}
+
+/// One request with `tests/peers/h2_only_client.py` (HTTP/2 only on the client leg);
+/// its JSON answer.
+fn h2_client(proxy: &Periscope, port: u16, path: &str, extra: &[&str]) -> Value {
+    let output = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/h2_only_client.py"
+        ))
+        .args(["--proxy", &proxy.addr(), "--cacert"])
+        .arg(proxy.ca_cert_path())
+        .args(["--host", "localhost", "--port", &port.to_string()])
+        .args(["--path", path])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A recorded header list (`[{"name", "value"}]`) as `name: value` lines, sorted.
+fn recorded_headers(headers: &Value) -> Vec<String> {
+    let mut lines: Vec<String> = headers
+        .as_array()
+        .unwrap_or_else(|| panic!("not a header list: {headers}"))
+        .iter()
+        .map(|h| {
+            format!(
+                "{}: {}",
+                h["name"].as_str().unwrap(),
+                h["value"].as_str().unwrap()
+            )
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn localhost_url(port: u16, path: &str) -> String {
+    format!("https://localhost:{port}{path}")
+}
+
+#[test]
+fn http2_trailers_pass_both_ways_and_are_recorded() {
+    let origin = h2_origin();
+    let proxy = json_proxy(&[]);
+    let answer = h2_client(
+        &proxy,
+        origin.port,
+        "/trailers",
+        &[
+            "--data",
+            "hello",
+            "--trailer",
+            "x-request-checksum=abc123",
+            "--trailer",
+            "x-client=periscope-test",
+        ],
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["reset"], Value::Null, "{answer}");
+    let body = answer["body_text"].as_str().unwrap();
+    let seen: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(seen["body_length"], 5, "{seen}");
+    assert_eq!(
+        seen["trailers"],
+        serde_json::json!({"x-request-checksum": "abc123", "x-client": "periscope-test"}),
+        "the request trailers reach the server: {seen}"
+    );
+    // gRPC servers refuse requests without it: the proxy relays trailers, so it may
+    // pass the client's promise to accept them on.
+    assert_eq!(seen["te"], "trailers", "{seen}");
+    assert_eq!(
+        answer["trailers"],
+        serde_json::json!({"grpc-status": "0", "x-checksum": sha256_hex(body.as_bytes())}),
+        "the response trailers reach the client: {answer}"
+    );
+
+    let flow = &flows(&proxy, 1)[0];
+    assert_eq!(flow["error"], Value::Null, "{flow}");
+    assert_eq!(
+        recorded_headers(&flow["request"]["trailers"]),
+        ["x-client: periscope-test", "x-request-checksum: abc123"],
+        "{flow}"
+    );
+    assert_eq!(
+        recorded_headers(&flow["response"]["trailers"]),
+        [
+            "grpc-status: 0".to_string(),
+            format!("x-checksum: {}", sha256_hex(body.as_bytes()))
+        ],
+        "{flow}"
+    );
+    assert_eq!(flow["request"]["body"]["size"], 5);
+}
+
+#[test]
+fn an_http1_client_gets_response_trailers_after_the_last_chunk() {
+    let origin = h2_origin();
+    let proxy = json_proxy(&[]);
+    let result = Curl::through(&proxy)
+        .http1_1()
+        .header("TE: trailers")
+        .run(&localhost_url(origin.port, "/trailers"));
+    result.assert_status(200);
+    assert_eq!(result.info["http_version"], "1.1");
+    let checksum = format!("x-checksum: {}", sha256_hex(&result.body));
+    // curl writes trailers to the -D file after the header block, as their own block.
+    let after_head: Vec<String> = result
+        .header_blocks
+        .iter()
+        .skip_while(|block| block.first().map(|(n, _)| n.as_str()) != Some(":status-line"))
+        .skip(1)
+        .flatten()
+        .map(|(name, value)| format!("{}: {value}", name.to_ascii_lowercase()))
+        .collect();
+    assert!(
+        after_head.contains(&"grpc-status: 0".to_string()) && after_head.contains(&checksum),
+        "trailers after the chunked body: {:?}",
+        result.header_blocks
+    );
+    assert_eq!(
+        result.header("transfer-encoding").or_else(|| result
+            .header_blocks
+            .iter()
+            .flatten()
+            .find(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|(_, v)| v.as_str())),
+        Some("chunked")
+    );
+    let seen: Value = serde_json::from_slice(&result.body).unwrap();
+    assert_eq!(seen["te"], "trailers", "{seen}");
+    let flow = &flows(&proxy, 1)[0];
+    assert_eq!(flow["response"]["http_version"], "HTTP/1.1");
+    assert_eq!(
+        recorded_headers(&flow["response"]["trailers"]),
+        ["grpc-status: 0".to_string(), checksum],
+        "{flow}"
+    );
+}
+
+/// The flow error of the flow for `path`.
+fn flow_error<'a>(flows: &'a [Value], path: &str) -> &'a Value {
+    let flow = flows
+        .iter()
+        .find(|f| f["request"]["path"] == path)
+        .unwrap_or_else(|| panic!("no flow for {path}: {flows:?}"));
+    &flow["error"]
+}
+
+#[test]
+fn an_http2_stream_reset_mid_body_is_a_flow_error_and_reaches_the_client() {
+    let origin = h2_origin();
+    let proxy = json_proxy(&[]);
+    let answer = h2_client(&proxy, origin.port, "/rst-mid-body", &[]);
+    // The reset can overtake the head and the first bytes: h2 drops a stream's queued
+    // frames when it resets it, and the server's frames reach Periscope all at once.
+    assert_eq!(
+        answer["reset"], "INTERNAL_ERROR",
+        "the client's stream is reset, not ended: {answer}"
+    );
+    assert!(answer["body_length"].as_u64().unwrap() <= 1000, "{answer}");
+
+    // The proxy and the upstream connection still serve.
+    let ok = h2_client(&proxy, origin.port, "/ok", &[]);
+    assert_eq!(ok["status"], 200, "{ok}");
+    assert_eq!(ok["body_text"], "ok\n");
+
+    let flows = flows(&proxy, 2);
+    let flow = flows
+        .iter()
+        .find(|f| f["request"]["path"] == "/rst-mid-body")
+        .unwrap();
+    let error = &flow["error"];
+    assert_eq!(error["kind"], "upstream_protocol", "{flow}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the server's response body failed after 1000 bytes: error reading a body from \
+             connection: stream reset by the peer with RST_STREAM INTERNAL_ERROR"
+        ),
+        "the message names the reset: {message}"
+    );
+    assert_eq!(flow["response"]["status"], 200);
+    assert_eq!(flow["response"]["body"]["size"], 1000, "{flow}");
+    assert_eq!(flow_error(&flows, "/ok"), &Value::Null);
+}
+
+#[test]
+fn an_http2_goaway_refusing_a_request_is_retried_on_a_new_connection() {
+    let origin = h2_origin();
+    let proxy = json_proxy(&[]);
+    let answer = h2_client(&proxy, origin.port, "/goaway-refuse-once", &[]);
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body_text"], "ok\n");
+    let flows = flows(&proxy, 1);
+    let flow = &flows[0];
+    assert_eq!(flow["error"], Value::Null, "{flow}");
+    let notes: Vec<&str> = flow["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"] == "note")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("answered GOAWAY NO_ERROR without processing the request")),
+        "the retry is recorded: {flow}"
+    );
+    let connections = origin
+        .stdout
+        .lines()
+        .iter()
+        .filter(|l| l.trim() == "connection")
+        .count();
+    assert_eq!(connections, 2, "{:?}", origin.stdout.lines());
+}
+
+#[test]
+fn an_http2_server_that_keeps_refusing_with_goaway_gets_a_502_that_says_so() {
+    let origin = h2_origin();
+    let proxy = json_proxy(&[]);
+    let started = std::time::Instant::now();
+    let result = Curl::through(&proxy)
+        .http2()
+        .max_time(Duration::from_secs(20))
+        .run(&localhost_url(origin.port, "/goaway-refuse"));
+    result.assert_status(502);
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+    assert!(
+        result
+            .body_text()
+            .contains("answered GOAWAY NO_ERROR without processing the request, after 3 attempts"),
+        "the client is told why: {}",
+        result.body_text()
+    );
+    let ok = h2_client(&proxy, origin.port, "/ok", &[]);
+    assert_eq!(ok["status"], 200, "{ok}");
+    let flows = flows(&proxy, 2);
+    let error = flow_error(&flows, "/goaway-refuse");
+    assert_eq!(error["kind"], "upstream_protocol", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("GOAWAY NO_ERROR"), "{message}");
+    let connections = origin
+        .stdout
+        .lines()
+        .iter()
+        .filter(|l| l.trim() == "connection")
+        .count();
+    assert_eq!(
+        connections, 4,
+        "three attempts, then /ok on a fresh connection"
+    );
+}
+
+/// A GOAWAY naming the stream lets it continue; the connection closing under it is what
+/// fails it. (h2 keeps the GOAWAY's error code for the connection, not the stream, so
+/// the flow cannot name it.)
+#[test]
+fn an_http2_connection_closed_by_goaway_mid_body_is_a_flow_error() {
+    let origin = h2_origin();
+    let proxy = json_proxy(&[]);
+    let answer = h2_client(&proxy, origin.port, "/goaway-mid-body", &[]);
+    assert!(
+        answer["reset"].is_string(),
+        "the client's stream is reset, not ended: {answer}"
+    );
+    let ok = h2_client(&proxy, origin.port, "/ok", &[]);
+    assert_eq!(ok["status"], 200, "{ok}");
+    let flows = flows(&proxy, 2);
+    let error = flow_error(&flows, "/goaway-mid-body");
+    assert_eq!(error["kind"], "upstream_protocol", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "the server's response body failed after 1000 bytes: error reading a body from \
+             connection: the HTTP/2 connection closed before the stream ended"
+        ),
+        "{message}"
+    );
+}

@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """An HTTP/2-only client for Periscope's tests: CONNECT through the proxy, TLS offering
-only "h2" in ALPN, one GET with the `h2` library. Prints a JSON line:
-{"alpn": ..., "status": ..., "body_sha256": ..., "body_length": ...}
+only "h2" in ALPN, one request with the `h2` library. Prints a JSON line:
+{"alpn": ..., "status": ..., "body_sha256": ..., "body_length": ..., "body_text": ...,
+ "trailers": {...} or null, "reset": "INTERNAL_ERROR" or null,
+ "goaway": "NO_ERROR" or null}
+where body_text is the body when it is short, trailers are the response trailers, and
+reset and goaway name the error code of a RST_STREAM or GOAWAY the proxy sent.
+
+With --data (a POST body) and --trailer NAME=VALUE (repeatable) it sends a request
+body followed by trailers, and `te: trailers`, as gRPC clients do.
 
 As a slow reader (--slow-seconds N --slow-rate BYTES_PER_SECOND) it opens the largest
 flow-control windows HTTP/2 allows, so that only the proxy's own limits can stop the
@@ -20,6 +27,7 @@ import time
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 
@@ -31,6 +39,8 @@ def main():
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", default="/")
+    parser.add_argument("--data", help="a request body (the method becomes POST)")
+    parser.add_argument("--trailer", action="append", default=[], help="NAME=VALUE")
     parser.add_argument("--slow-seconds", type=float, default=0)
     parser.add_argument("--slow-rate", type=int, default=1 << 20)
     args = parser.parse_args()
@@ -60,14 +70,26 @@ def main():
         connection.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: biggest})
         connection.increment_flow_control_window(biggest - 65535)
     stream = connection.get_next_available_stream_id()
-    connection.send_headers(stream, [
-        (":method", "GET"), (":scheme", "https"),
+    has_body = args.data is not None or bool(args.trailer)
+    headers = [
+        (":method", "POST" if has_body else "GET"), (":scheme", "https"),
         (":authority", target), (":path", args.path),
-    ], end_stream=True)
+    ]
+    if args.trailer:
+        headers.append(("te", "trailers"))
+    connection.send_headers(stream, headers, end_stream=not has_body)
+    if has_body:
+        data = (args.data or "").encode()
+        connection.send_data(stream, data, end_stream=not args.trailer)
+    if args.trailer:
+        connection.send_headers(
+            stream, [tuple(t.split("=", 1)) for t in args.trailer], end_stream=True)
     tls.sendall(connection.data_to_send())
 
     status, body, done = None, hashlib.sha256(), False
     length = 0
+    text = bytearray()
+    trailers, reset, goaway = None, None, None
     # Each read in the slow phase takes this many bytes, then waits for the rate.
     slow_chunk = 16384
     slow_until = None
@@ -88,15 +110,32 @@ def main():
             elif isinstance(event, h2.events.DataReceived):
                 body.update(event.data)
                 length += len(event.data)
+                if len(text) < 65536:
+                    text += event.data
                 connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+            elif isinstance(event, h2.events.TrailersReceived):
+                trailers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h2.events.StreamReset):
+                reset = h2.errors.ErrorCodes(event.error_code).name
                 done = True
-        tls.sendall(connection.data_to_send())
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                goaway = h2.errors.ErrorCodes(event.error_code).name
+                done = True
+            elif isinstance(event, h2.events.StreamEnded):
+                done = True
+        try:
+            tls.sendall(connection.data_to_send())
+        except OSError:
+            break
     print(json.dumps({
         "alpn": alpn,
         "status": status,
         "body_length": length,
         "body_sha256": body.hexdigest(),
+        "body_text": text.decode("utf-8", "replace") if len(text) < 65536 else None,
+        "trailers": trailers,
+        "reset": reset,
+        "goaway": goaway,
     }), flush=True)
 
 

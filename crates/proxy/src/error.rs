@@ -138,14 +138,56 @@ pub fn describe_hyper_error(error: &(dyn std::error::Error + 'static)) -> String
     if let Some(tls) = TlsError::find_in(error) {
         return tls.to_string();
     }
-    let mut parts = vec![error.to_string()];
+    let mut parts = vec![describe_cause(error)];
     let mut source = error.source();
     while let Some(cause) = source {
-        let text = cause.to_string();
+        let text = describe_cause(cause);
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         source = cause.source();
     }
     parts.join(": ")
+}
+
+/// h2's own words name neither the frame nor the error code ("stream error received:
+/// unexpected internal error encountered"), and those are what a user looks up.
+fn describe_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let Some(h2) = error.downcast_ref::<h2::Error>() else {
+        return error.to_string();
+    };
+    // h2 fails the streams of a connection that closed under them as a "broken pipe",
+    // which reads like a failed write.
+    if h2.get_io().map(io::Error::kind) == Some(io::ErrorKind::BrokenPipe) {
+        return "the HTTP/2 connection closed before the stream ended".to_owned();
+    }
+    let Some(reason) = h2.reason() else {
+        return h2.to_string();
+    };
+    let who = if h2.is_remote() {
+        "by the peer"
+    } else if h2.is_library() {
+        "by Periscope (a protocol error)"
+    } else {
+        "by Periscope"
+    };
+    let code = reason_name(reason);
+    if h2.is_reset() {
+        format!("stream reset {who} with RST_STREAM {code} ({reason})")
+    } else if h2.is_go_away() {
+        format!("connection closed {who} with GOAWAY {code} ({reason})")
+    } else {
+        h2.to_string()
+    }
+}
+
+/// The RFC 9113 name of an HTTP/2 error code: `INTERNAL_ERROR`, or the number when it
+/// has none.
+pub fn reason_name(reason: h2::Reason) -> String {
+    let name = format!("{reason:?}");
+    if name.starts_with("Reason(") {
+        format!("0x{:x}", u32::from(reason))
+    } else {
+        name
+    }
 }

@@ -16,6 +16,18 @@ pub fn record_headers(map: &HeaderMap) -> Headers {
 /// `Connection`, and the classic hop-by-hop set. An upgrade request keeps `Connection:
 /// upgrade` and `Upgrade`, which the next hop needs to see.
 pub fn strip_hop_by_hop(map: &mut HeaderMap, keep_upgrade: bool) {
+    // "trailers" in TE is not about this hop's transfer codings: it says the client
+    // accepts trailers, which Periscope relays, and gRPC servers refuse requests
+    // without it. It is also the only TE value HTTP/2 allows.
+    let accepts_trailers = map
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let name = coding.split(';').next().unwrap_or_default();
+            name.trim().eq_ignore_ascii_case("trailers")
+        });
     let listed: Vec<HeaderName> = map
         .get_all(header::CONNECTION)
         .iter()
@@ -36,6 +48,9 @@ pub fn strip_hop_by_hop(map: &mut HeaderMap, keep_upgrade: bool) {
         map.remove(name);
     }
     map.remove(header::TE);
+    if accepts_trailers {
+        map.insert(header::TE, http::HeaderValue::from_static("trailers"));
+    }
     if keep_upgrade {
         map.insert(
             header::CONNECTION,
@@ -80,12 +95,23 @@ mod tests {
             ("x-private", "1"),
             ("keep-alive", "timeout=5"),
             ("proxy-connection", "keep-alive"),
-            ("te", "trailers"),
+            ("te", "gzip"),
             ("accept", "*/*"),
         ]);
         strip_hop_by_hop(&mut headers, false);
         let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["accept"]);
+    }
+
+    #[test]
+    fn te_keeps_only_its_trailers_value() {
+        let mut headers = map(&[("connection", "TE"), ("te", "gzip;q=0.5, Trailers")]);
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(
+            headers.get_all("te").iter().collect::<Vec<_>>(),
+            ["trailers"]
+        );
+        assert!(!headers.contains_key("connection"));
     }
 
     #[test]

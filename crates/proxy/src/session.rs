@@ -546,24 +546,10 @@ impl ClientSession {
             fit_request_to(&mut request, &target.key, connection.is_http2());
             // Kept to replay the request over HTTP/1.1 if an HTTP/2 server demands it.
             let replay = connection.is_http2().then(|| ReplayHead::of(&request));
-            if connection.sender.ready().await.is_err() {
-                if let Some(error) =
-                    UpstreamError::from_tls_state(&label, connection.tls.as_deref())
-                {
-                    return self.fail(&recorder, &label, error);
-                }
-                if reused && attempt < 3 {
-                    continue;
-                }
-                let error = UpstreamError::Exchange {
-                    message: format!(
-                        "the connection to {label} closed before the request could be sent"
-                    ),
-                    timeout: false,
-                    tls: false,
-                    client_certificate: false,
-                };
-                return self.fail(&recorder, &label, error);
+            match until_ready(&mut connection, &label, reused && attempt < 3, "request").await {
+                Ok(()) => {}
+                Err(None) => continue,
+                Err(Some(error)) => return self.fail(&recorder, &label, error),
             }
             let sent = connection.sender.try_send(request);
             let failure = match await_response(&recorder, sent, response_timeout).await {
@@ -606,6 +592,37 @@ impl ClientSession {
                             message: format!(
                                 "{label} requires HTTP/1.1 for this request (HTTP_1_1_REQUIRED) and \
                                  the request body could not be replayed; the next request will use HTTP/1.1"
+                            ),
+                            timeout: false,
+                            tls: false,
+                            client_certificate: false,
+                        };
+                        return self.fail(&recorder, &label, error);
+                    }
+                }
+            }
+            if let Some(refusal) = unprocessed_by_server(failure.error()) {
+                if refusal.connection_closing {
+                    self.forget_http2(&target.key).await;
+                }
+                let why = &refusal.frame;
+                match replay.and_then(|head| head.rebuild(&recorder, &self.core)) {
+                    Some(rebuilt) if attempt < 3 => {
+                        recorder.push_note(format!(
+                            "{label} answered {why} without processing the request; sending it again"
+                        ));
+                        request = rebuilt;
+                        continue;
+                    }
+                    rebuilt => {
+                        let reason = if rebuilt.is_some() {
+                            format!("after {attempt} attempts")
+                        } else {
+                            "and the request body could not be replayed".to_owned()
+                        };
+                        let error = UpstreamError::Exchange {
+                            message: format!(
+                                "{label} answered {why} without processing the request, {reason}"
                             ),
                             timeout: false,
                             tls: false,
@@ -704,24 +721,17 @@ impl ClientSession {
                 &connection.milestones,
                 connection.tls.clone(),
             );
-            if connection.sender.ready().await.is_err() {
-                if let Some(error) =
-                    UpstreamError::from_tls_state(&label, connection.tls.as_deref())
-                {
-                    return self.fail(&recorder, &label, error);
-                }
-                if reused && attempt < 3 {
-                    continue;
-                }
-                let error = UpstreamError::Exchange {
-                    message: format!(
-                        "the connection to {label} closed before the WebSocket handshake could be sent"
-                    ),
-                    timeout: false,
-                    tls: false,
-                    client_certificate: false,
-                };
-                return self.fail(&recorder, &label, error);
+            match until_ready(
+                &mut connection,
+                &label,
+                reused && attempt < 3,
+                "WebSocket handshake",
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(None) => continue,
+                Err(Some(error)) => return self.fail(&recorder, &label, error),
             }
             let upgrade = websocket_upgrade_request(
                 request.headers(),
@@ -1061,6 +1071,32 @@ fn websocket_upgrade_request(
     request
 }
 
+/// Waits until `connection` takes a request. `Err(None)`: it closed while idle and
+/// `may_retry` allows another; `Err(Some(_))`: why the exchange failed — what its TLS
+/// layer recorded (an alert, a certificate request) comes first.
+async fn until_ready(
+    connection: &mut UpstreamConnection,
+    label: &str,
+    may_retry: bool,
+    what: &str,
+) -> Result<(), Option<UpstreamError>> {
+    if connection.sender.ready().await.is_ok() {
+        return Ok(());
+    }
+    if let Some(error) = UpstreamError::from_tls_state(label, connection.tls.as_deref()) {
+        return Err(Some(error));
+    }
+    if may_retry {
+        return Err(None);
+    }
+    Err(Some(UpstreamError::Exchange {
+        message: format!("the connection to {label} closed before the {what} could be sent"),
+        timeout: false,
+        tls: false,
+        client_certificate: false,
+    }))
+}
+
 /// Waits for the response head. The timeout counts from the end of the request body,
 /// and is extended while the body is still moving: a slow upload is bounded by the
 /// body idle timeout, not mistaken for a silent server.
@@ -1217,6 +1253,45 @@ fn is_http11_required(error: &hyper::Error) -> bool {
         source = current.source();
     }
     false
+}
+
+/// An HTTP/2 server's word that it did not act on a request, so that sending it again
+/// is safe even when it is not idempotent (RFC 9113 §8.7).
+struct Unprocessed {
+    /// The frame and error code, as the flow and the error page name them.
+    frame: String,
+    /// GOAWAY: the connection takes no more streams, the retry needs a new one.
+    connection_closing: bool,
+}
+
+/// A GOAWAY whose last-stream-id is below the request's stream (h2 fails exactly those
+/// streams with the peer's GOAWAY error), or a REFUSED_STREAM reset.
+fn unprocessed_by_server(error: &hyper::Error) -> Option<Unprocessed> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(h2) = current.downcast_ref::<h2::Error>() {
+            let reason = h2.reason()?;
+            let code = crate::error::reason_name(reason);
+            if !h2.is_remote() {
+                return None;
+            }
+            if h2.is_go_away() {
+                return Some(Unprocessed {
+                    frame: format!("GOAWAY {code}"),
+                    connection_closing: true,
+                });
+            }
+            if h2.is_reset() && reason == h2::Reason::REFUSED_STREAM {
+                return Some(Unprocessed {
+                    frame: format!("RST_STREAM {code}"),
+                    connection_closing: false,
+                });
+            }
+            return None;
+        }
+        source = current.source();
+    }
+    None
 }
 
 fn upgrades_to(headers: &HeaderMap, protocol: &str) -> bool {

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""A scripted HTTP/2 origin (TLS, ALPN "h2" first) for Periscope's tests, built on the
+`h2` library so that it can send the frames a real server only sends when something
+goes wrong. The request path picks the behaviour, once the request has ended:
+
+  /ok                  200 "ok\\n"
+  /trailers            200, a JSON body describing the request ({"method", "te",
+                       "body_length", "trailers"}) and the response trailers
+                       `grpc-status: 0` and `x-checksum: <sha256 of the body>`, declared
+                       in a `trailer` header (HTTP/1.1 needs that to relay them)
+  /rst-mid-body        200 announcing 100000 bytes, 1000 bytes of them, then RST_STREAM
+                       INTERNAL_ERROR
+  /goaway-refuse       GOAWAY NO_ERROR whose last-stream-id is below this request's
+                       stream (RFC 9113 §6.8: the request was not processed and may be
+                       retried elsewhere), then close the connection
+  /goaway-refuse-once  the same the first time this path is asked for, then /ok
+  /goaway-mid-body     200 announcing 100000 bytes, 1000 bytes of them, then GOAWAY
+                       INTERNAL_ERROR naming this stream, then close the connection
+  anything else        404
+
+A client that offers only HTTP/1.1 gets it (Periscope offers the server what its client
+offered): /trailers then answers the same, in chunked encoding with the trailers after
+the last chunk; anything else is 404.
+
+Prints `listening on PORT` once ready, `connection` for each connection and
+`request: METHOD PATH` for each request, so a test can tell what reached it.
+"""
+
+import argparse
+import hashlib
+import json
+import socket
+import ssl
+import threading
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+
+refused_once = set()
+refused_lock = threading.Lock()
+
+
+def say(text):
+    print(text, flush=True)
+
+
+class Exchange:
+    def __init__(self, headers):
+        self.headers = headers
+        self.body = bytearray()
+        self.trailers = None
+
+    def header(self, name):
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def linger(sock):
+    """Closing with unread bytes would make the kernel send a TCP RST, and the peer's
+    kernel may drop the GOAWAY still unread in its buffer."""
+    sock.settimeout(1)
+    try:
+        while sock.recv(65536):
+            pass
+    except (OSError, ssl.SSLError):
+        pass
+
+
+def trailers_answer(method, te, body_length, trailers):
+    body = json.dumps({
+        "method": method,
+        "te": te,
+        "body_length": body_length,
+        "trailers": trailers,
+    }).encode()
+    return body, [("grpc-status", "0"), ("x-checksum", hashlib.sha256(body).hexdigest())]
+
+
+def respond(conn, stream, exchange):
+    """Returns False when the connection is to be closed."""
+    path = exchange.header(":path").split("?", 1)[0]
+    if path == "/goaway-refuse-once":
+        with refused_lock:
+            first = path not in refused_once
+            refused_once.add(path)
+        path = "/goaway-refuse" if first else "/ok"
+    if path == "/ok":
+        conn.send_headers(stream, [(":status", "200"), ("content-length", "3")])
+        conn.send_data(stream, b"ok\n", end_stream=True)
+    elif path == "/trailers":
+        body, trailers = trailers_answer(exchange.header(":method"), exchange.header("te"),
+                                         len(exchange.body), dict(exchange.trailers or []))
+        conn.send_headers(stream, [
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("trailer", "grpc-status, x-checksum"),
+        ])
+        conn.send_data(stream, body)
+        conn.send_headers(stream, trailers, end_stream=True)
+    elif path == "/rst-mid-body":
+        conn.send_headers(stream, [(":status", "200"), ("content-length", "100000")])
+        conn.send_data(stream, b"x" * 1000)
+        conn.reset_stream(stream, error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
+    elif path == "/goaway-refuse":
+        conn.close_connection(error_code=h2.errors.ErrorCodes.NO_ERROR,
+                              last_stream_id=max(stream - 2, 0))
+        return False
+    elif path == "/goaway-mid-body":
+        conn.send_headers(stream, [(":status", "200"), ("content-length", "100000")])
+        conn.send_data(stream, b"x" * 1000)
+        conn.close_connection(error_code=h2.errors.ErrorCodes.INTERNAL_ERROR,
+                              last_stream_id=stream)
+        return False
+    else:
+        conn.send_headers(stream, [(":status", "404"), ("content-length", "0")],
+                          end_stream=True)
+    return True
+
+
+def serve(sock):
+    say("connection")
+    conn = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+    conn.initiate_connection()
+    exchanges = {}
+    try:
+        sock.sendall(conn.data_to_send())
+        keep_open = True
+        while keep_open:
+            data = sock.recv(65536)
+            if not data:
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    exchange = Exchange(event.headers)
+                    exchanges[event.stream_id] = exchange
+                    say(f"request: {exchange.header(':method')} {exchange.header(':path')}")
+                elif isinstance(event, h2.events.DataReceived):
+                    exchanges[event.stream_id].body += event.data
+                    conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    exchanges[event.stream_id].trailers = event.headers
+                elif isinstance(event, h2.events.StreamEnded):
+                    exchange = exchanges.pop(event.stream_id)
+                    if not respond(conn, event.stream_id, exchange):
+                        keep_open = False
+                        break
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    keep_open = False
+            sock.sendall(conn.data_to_send())
+        if conn.state_machine.state == h2.connection.ConnectionState.CLOSED:
+            linger(sock)
+    except (OSError, ssl.SSLError, h2.exceptions.ProtocolError) as error:
+        say(f"connection failed: {error}")
+    finally:
+        sock.close()
+
+
+def serve_http1(sock):
+    say("connection")
+    head = b""
+    try:
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        headers = {k.strip().lower(): v.strip()
+                   for k, v in (line.split(":", 1) for line in lines[1:] if ":" in line)}
+        say(f"request: {method} {target}")
+        if target.split("?", 1)[0] != "/trailers":
+            sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
+                         b"Connection: close\r\n\r\n")
+            return
+        body, trailers = trailers_answer(method, headers.get("te"), 0, {})
+        sock.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nTrailer: grpc-status, x-checksum\r\n"
+            b"Connection: close\r\n\r\n"
+            + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in trailers).encode() + b"\r\n")
+        linger(sock)
+    except (OSError, ssl.SSLError) as error:
+        say(f"connection failed: {error}")
+    finally:
+        sock.close()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    args = parser.parse_args()
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.cert, args.key)
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    listener = socket.create_server((args.host, args.port))
+    say(f"listening on {listener.getsockname()[1]}")
+    while True:
+        raw, _ = listener.accept()
+
+        def handshake_and_serve(raw=raw):
+            try:
+                tls = context.wrap_socket(raw, server_side=True)
+            except (OSError, ssl.SSLError) as error:
+                say(f"tls handshake failed: {error}")
+                raw.close()
+                return
+            if tls.selected_alpn_protocol() == "h2":
+                serve(tls)
+            else:
+                serve_http1(tls)
+
+        threading.Thread(target=handshake_and_serve, daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
