@@ -17,6 +17,9 @@ const CAPACITY: usize = 16 * 1024;
 /// flows.
 const BACKLOG_LIMIT: usize = 64 * 1024 * 1024;
 
+/// The longest one request waits for the backlog to shrink.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Bytes published to reliable subscribers and not yet released by them.
 #[derive(Default)]
 struct Backlog {
@@ -132,8 +135,10 @@ impl FlowBus {
     }
 
     /// Returns once the reliable subscribers are less than [`BACKLOG_LIMIT`] behind
-    /// (at once, nearly always).
+    /// (at once, nearly always), or after [`ROOM_WAIT`] at the most: a subscriber that
+    /// stopped releasing must slow the proxy down, not freeze it.
     pub async fn wait_for_room(&self) {
+        let deadline = tokio::time::Instant::now() + ROOM_WAIT;
         loop {
             if self.backlog.bytes.load(Ordering::Acquire) < BACKLOG_LIMIT {
                 return;
@@ -144,9 +149,9 @@ impl FlowBus {
             if self.backlog.bytes.load(Ordering::Acquire) < BACKLOG_LIMIT {
                 return;
             }
-            // The timeout is a safety net: a subscriber that stopped releasing must
-            // not freeze the proxy for good.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), notified).await;
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -155,5 +160,61 @@ impl FlowBus {
         let entry = LogEntry::new(level, message);
         tracing::debug!(?level, "{}", entry.message);
         self.publish(FlowEvent::Log(entry));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn big_log_entry() -> FlowEvent {
+        FlowEvent::Log(LogEntry::new(LogLevel::Info, "x".repeat(BACKLOG_LIMIT)))
+    }
+
+    #[tokio::test]
+    async fn requests_wait_while_the_store_is_far_behind_and_go_on_when_it_catches_up() {
+        let bus = FlowBus::new();
+        let _store = bus.subscribe_reliable();
+        let started = Instant::now();
+        bus.wait_for_room().await;
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "no backlog, no wait"
+        );
+
+        let event = big_log_entry();
+        let cost = FlowBus::cost_of(&event);
+        bus.publish(event);
+        let waiting = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                bus.wait_for_room().await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a request waits while the store is behind"
+        );
+        bus.release(cost);
+        let waited = waiting.await.unwrap();
+        assert!(
+            waited < ROOM_WAIT,
+            "released at once when the store caught up: {waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_that_stopped_reading_delays_requests_but_does_not_freeze_them() {
+        let bus = FlowBus::new();
+        let _store = bus.subscribe_reliable();
+        bus.publish(big_log_entry());
+        let started = Instant::now();
+        bus.wait_for_room().await;
+        let waited = started.elapsed();
+        assert!(waited >= ROOM_WAIT && waited < ROOM_WAIT * 3, "{waited:?}");
     }
 }
