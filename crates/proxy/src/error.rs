@@ -86,6 +86,17 @@ impl UpstreamError {
         }
     }
 
+    /// The exchange failed for a reason that is neither a timeout nor TLS: the
+    /// server's HTTP, or the connection under it.
+    pub fn exchange(message: impl Into<String>) -> Self {
+        UpstreamError::Exchange {
+            message: message.into(),
+            timeout: false,
+            tls: false,
+            client_certificate: false,
+        }
+    }
+
     fn from_tls(tls: &TlsError) -> Self {
         UpstreamError::Exchange {
             message: tls.to_string(),
@@ -123,12 +134,7 @@ impl UpstreamError {
         } else {
             format!("the exchange with {target} failed: {detail}")
         };
-        UpstreamError::Exchange {
-            message,
-            timeout: false,
-            tls: false,
-            client_certificate: false,
-        }
+        UpstreamError::exchange(message)
     }
 }
 

@@ -588,15 +588,10 @@ impl ClientSession {
                         continue;
                     }
                     _ => {
-                        let error = UpstreamError::Exchange {
-                            message: format!(
+                        let error = UpstreamError::exchange(format!(
                                 "{label} requires HTTP/1.1 for this request (HTTP_1_1_REQUIRED) and \
                                  the request body could not be replayed; the next request will use HTTP/1.1"
-                            ),
-                            timeout: false,
-                            tls: false,
-                            client_certificate: false,
-                        };
+                            ));
                         return self.fail(&recorder, &label, error);
                     }
                 }
@@ -620,14 +615,9 @@ impl ClientSession {
                         } else {
                             "and the request body could not be replayed".to_owned()
                         };
-                        let error = UpstreamError::Exchange {
-                            message: format!(
-                                "{label} answered {why} without processing the request, {reason}"
-                            ),
-                            timeout: false,
-                            tls: false,
-                            client_certificate: false,
-                        };
+                        let error = UpstreamError::exchange(format!(
+                            "{label} answered {why} without processing the request, {reason}"
+                        ));
                         return self.fail(&recorder, &label, error);
                     }
                 }
@@ -689,12 +679,9 @@ impl ClientSession {
         let key = match crate::websocket::handshake_key() {
             Ok(key) => key,
             Err(error) => {
-                let error = UpstreamError::Exchange {
-                    message: format!("no random bytes for a Sec-WebSocket-Key: {error}"),
-                    timeout: false,
-                    tls: false,
-                    client_certificate: false,
-                };
+                let error = UpstreamError::exchange(format!(
+                    "no random bytes for a Sec-WebSocket-Key: {error}"
+                ));
                 return self.fail(&recorder, &label, error);
             }
         };
@@ -769,15 +756,10 @@ impl ClientSession {
         if status != StatusCode::SWITCHING_PROTOCOLS {
             if status.is_success() {
                 // Relayed as is, a 2xx would tell the client its WebSocket is open.
-                let error = UpstreamError::Exchange {
-                    message: format!(
-                        "{label} answered the WebSocket handshake with {status} instead of \
+                let error = UpstreamError::exchange(format!(
+                    "{label} answered the WebSocket handshake with {status} instead of \
                          101 Switching Protocols"
-                    ),
-                    timeout: false,
-                    tls: false,
-                    client_certificate: false,
-                };
+                ));
                 return self.fail(&recorder, &label, error);
             }
             self.checkin(&target.key, connection).await;
@@ -791,24 +773,15 @@ impl ClientSession {
             .map(HeaderValue::as_bytes);
         let expected = crate::websocket::accept_key(&key);
         if !upgrades_to(&parts.headers, "websocket") || accept != Some(expected.as_bytes()) {
-            let error = UpstreamError::Exchange {
-                message: format!(
-                    "{label} answered 101 Switching Protocols without accepting the WebSocket \
+            let error = UpstreamError::exchange(format!(
+                "{label} answered 101 Switching Protocols without accepting the WebSocket \
                      handshake (Upgrade: websocket and a Sec-WebSocket-Accept for the key sent)"
-                ),
-                timeout: false,
-                tls: false,
-                client_certificate: false,
-            };
+            ));
             return self.fail(&recorder, &label, error);
         }
         let Some(server_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-            let error = UpstreamError::Exchange {
-                message: format!("the connection to {label} cannot be upgraded"),
-                timeout: false,
-                tls: false,
-                client_certificate: false,
-            };
+            let error =
+                UpstreamError::exchange(format!("the connection to {label} cannot be upgraded"));
             return self.fail(&recorder, &label, error);
         };
         let extensions = parts
@@ -864,15 +837,10 @@ impl ClientSession {
         let socket = connect_tcp(&self.core, &target.key).await?;
         let connection = establish(&self.core, socket, target.tls.as_ref()).await?;
         if connection.is_http2() {
-            return Err(UpstreamError::Exchange {
-                message: format!(
-                    "{} chose HTTP/2 although only HTTP/1.1 was offered",
-                    target.key.label()
-                ),
-                timeout: false,
-                tls: false,
-                client_certificate: false,
-            });
+            return Err(UpstreamError::exchange(format!(
+                "{} chose HTTP/2 although only HTTP/1.1 was offered",
+                target.key.label()
+            )));
         }
         Ok((connection, false))
     }
@@ -1089,12 +1057,9 @@ async fn until_ready(
     if may_retry {
         return Err(None);
     }
-    Err(Some(UpstreamError::Exchange {
-        message: format!("the connection to {label} closed before the {what} could be sent"),
-        timeout: false,
-        tls: false,
-        client_certificate: false,
-    }))
+    Err(Some(UpstreamError::exchange(format!(
+        "the connection to {label} closed before the {what} could be sent"
+    ))))
 }
 
 /// Waits for the response head. The timeout counts from the end of the request body,
