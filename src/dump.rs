@@ -174,6 +174,9 @@ pub fn flow_lines(flow: &Flow) -> String {
         flow.request.url()
     };
     let _ = write!(out, "{client} {} {target}", flow.request.method);
+    if let Some(stream) = flow.request.stream_id {
+        let _ = write!(out, " (HTTP/2 stream {stream})");
+    }
     match &flow.response {
         Some(response) => {
             let _ = write!(
@@ -188,6 +191,9 @@ pub fn flow_lines(flow: &Flow) -> String {
                 },
                 human_size(response.body.size)
             );
+            if let Some(stream) = response.stream_id {
+                let _ = write!(out, " (server's HTTP/2 stream {stream})");
+            }
         }
         None => out.push_str(" <no response>"),
     }
@@ -233,6 +239,26 @@ fn human_duration(millis: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http2_flows_name_their_streams() {
+        let json = r#"{"id":"00000000-0000-0000-0000-000000000001",
+            "client":{"id":1,"peer":"127.0.0.1:5000","local":null,"target":null,"tls":null},
+            "server":null,
+            "request":{"method":"GET","scheme":"https","host":"example.com","port":443,
+                "path":"/","http_version":"HTTP/2.0","stream_id":3,"headers":[],
+                "body":{"content":"","size":0,"truncated":false},"trailers":null},
+            "response":{"status":200,"reason":"OK","http_version":"HTTP/2.0","stream_id":7,
+                "headers":[],"body":{"content":"","size":0,"truncated":false},
+                "trailers":null,"generated":false},
+            "error":null,"timeline":[],"marked":false,"intercepted_tls":true}"#;
+        let flow: Flow = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            flow_lines(&flow),
+            "127.0.0.1:5000 GET https://example.com/ (HTTP/2 stream 3) 200 OK 0b \
+             (server's HTTP/2 stream 7)"
+        );
+    }
 
     #[test]
     fn sizes_and_durations_read_like_mitmdump() {

@@ -61,6 +61,9 @@ fn http2_end_to_end_when_both_sides_speak_it() {
     assert_eq!(flow["response"]["http_version"], "HTTP/2.0");
     assert_eq!(flow["client"]["tls"]["alpn"], "h2");
     assert_eq!(flow["server"]["tls"]["alpn"], "h2");
+    // The first stream a client opens is 1 (RFC 9113 §5.1.1), on both connections.
+    assert_eq!(flow["request"]["stream_id"], 1, "{flow}");
+    assert_eq!(flow["response"]["stream_id"], 1, "{flow}");
 }
 
 #[test]
@@ -75,6 +78,16 @@ fn an_http1_client_stays_on_http1_when_the_server_offers_both() {
     let flow = &flows(&proxy, 1)[0];
     assert_eq!(flow["response"]["http_version"], "HTTP/1.1");
     assert_eq!(flow["server"]["tls"]["alpn"], "http/1.1");
+    assert_eq!(
+        flow["request"]["stream_id"],
+        Value::Null,
+        "no streams in HTTP/1.1"
+    );
+    assert_eq!(
+        flow["response"]["stream_id"],
+        Value::Null,
+        "no streams in HTTP/1.1"
+    );
 }
 
 #[test]
@@ -109,6 +122,8 @@ fn an_http2_client_is_translated_to_an_http1_only_server() {
     assert_eq!(flow["request"]["http_version"], "HTTP/2.0");
     assert_eq!(flow["server"]["tls"]["alpn"], "http/1.1");
     assert_eq!(flow["response"]["http_version"], "HTTP/1.1");
+    assert_eq!(flow["request"]["stream_id"], 1, "{flow}");
+    assert_eq!(flow["response"]["stream_id"], Value::Null, "{flow}");
 }
 
 #[test]
@@ -138,6 +153,30 @@ fn a_hundred_concurrent_streams_on_one_connection_each_become_a_flow() {
         1,
         "one multiplexed upstream connection"
     );
+    // Each flow names its own stream on each connection: the client's are the 100
+    // odd numbers it used, in whatever order the streams finished; the proxy's own
+    // streams to the server are 100 distinct odd numbers too.
+    let stream_ids = |side: &str| -> std::collections::BTreeSet<u64> {
+        flows
+            .iter()
+            .map(|f| f[side]["stream_id"].as_u64().expect("an HTTP/2 stream id"))
+            .collect()
+    };
+    let expected: std::collections::BTreeSet<u64> = (0..100).map(|i| 2 * i + 1).collect();
+    assert_eq!(stream_ids("request"), expected);
+    let server_streams = stream_ids("response");
+    assert_eq!(server_streams.len(), 100, "{server_streams:?}");
+    assert!(
+        server_streams.iter().all(|id| id % 2 == 1),
+        "{server_streams:?}"
+    );
+    // And a flow's stream is the one its request used: curl's n-th URL goes on stream
+    // 2n+1 of the connection it multiplexes.
+    for flow in &flows {
+        let path = flow["request"]["path"].as_str().unwrap();
+        let n: u64 = path.rsplit('=').next().unwrap().parse().unwrap();
+        assert_eq!(flow["request"]["stream_id"], 2 * n + 1, "{path}");
+    }
 }
 
 #[test]
@@ -436,8 +475,8 @@ fn an_http2_stream_reset_mid_body_is_a_flow_error_and_reaches_the_client() {
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains(
-            "the server's response body failed after 1000 bytes: error reading a body from \
-             connection: stream reset by the peer with RST_STREAM INTERNAL_ERROR"
+            "the server's response body failed after 1000 bytes: stream reset by the peer \
+             with RST_STREAM INTERNAL_ERROR"
         ),
         "the message names the reset: {message}"
     );
@@ -535,8 +574,8 @@ fn an_http2_connection_closed_by_goaway_mid_body_is_a_flow_error() {
     let message = error["message"].as_str().unwrap();
     assert!(
         message.contains(
-            "the server's response body failed after 1000 bytes: error reading a body from \
-             connection: the HTTP/2 connection closed before the stream ended"
+            "the server's response body failed after 1000 bytes: the HTTP/2 connection \
+             closed before the stream ended"
         ),
         "{message}"
     );

@@ -434,6 +434,11 @@ fn assert_http2_websocket_relayed_and_recorded(proxy: &Periscope, report: &Value
         timeline.contains("extended CONNECT (RFC 8441)") && timeline.contains("HTTP/1.1 Upgrade"),
         "{timeline}"
     );
+    assert_http2_conversation_recorded(&flow);
+}
+
+/// The echo conversation of `h2_websocket_client.py`, message by message, in a flow.
+fn assert_http2_conversation_recorded(flow: &Value) {
     let session = &flow["websocket"];
     let messages = session["messages"].as_array().unwrap();
     let summary: Vec<(bool, &str)> = messages
@@ -487,6 +492,89 @@ fn a_websocket_over_http2_extended_connect_is_relayed_to_an_http1_server_and_rec
         flow["server"]["tls"].is_object(),
         "server leg is TLS: {flow}"
     );
+}
+
+fn h2_origin() -> PythonPeer {
+    let pki = test_pki();
+    PythonPeer::start(
+        "h2_origin.py",
+        &[
+            "--cert",
+            pki.server_cert.to_str().unwrap(),
+            "--key",
+            pki.server_key.to_str().unwrap(),
+        ],
+    )
+}
+
+#[test]
+fn a_websocket_over_http2_goes_to_an_http2_server_as_extended_connect() {
+    // The scripted origin speaks h2 and allows extended CONNECT (RFC 8441).
+    let origin = h2_origin();
+    let proxy = proxy(&["--json"]);
+    let ca = proxy.ca_cert_path().to_string_lossy().into_owned();
+    let report = converse_over_http2(
+        &proxy,
+        origin.port,
+        &["--host", "localhost", "--cacert", &ca],
+    );
+    assert_eq!(report["alpn"], "h2", "{report}");
+    assert_eq!(report["enable_connect_protocol"], 1, "{report}");
+    assert_eq!(report["status"], 200, "{report}");
+    assert_eq!(report["text"], TEXT, "{report}");
+    assert_eq!(report["close_code"], 1000, "{report}");
+    assert_eq!(report["close_reason"], "bye", "{report}");
+    assert_eq!(report["stream_ended"], true, "{report}");
+    assert!(
+        origin
+            .stdout
+            .wait_for(&"request: CONNECT /chat", WAIT)
+            .is_ok(),
+        "the server got an extended CONNECT: {}",
+        origin.stdout.text()
+    );
+
+    let flow = closed_websocket_flow(&proxy);
+    assert_eq!(flow["request"]["method"], "CONNECT");
+    assert_eq!(flow["request"]["http_version"], "HTTP/2.0");
+    assert_eq!(flow["request"]["stream_id"], 1, "{flow}");
+    assert_eq!(flow["response"]["status"], 200, "the server's own answer");
+    assert_eq!(flow["response"]["http_version"], "HTTP/2.0");
+    let server_stream = flow["response"]["stream_id"].as_u64().expect("a stream id");
+    assert_eq!(server_stream % 2, 1, "a client-initiated stream: {flow}");
+    assert_eq!(flow["server"]["tls"]["alpn"], "h2");
+    let timeline = flow["timeline"].to_string();
+    assert!(
+        timeline.contains("extended CONNECT (RFC 8441) on both legs"),
+        "{timeline}"
+    );
+    assert_http2_conversation_recorded(&flow);
+}
+
+#[test]
+fn an_http2_server_refusing_extended_connect_is_relayed_with_its_body() {
+    let origin = h2_origin();
+    let proxy = proxy(&["--json"]);
+    let ca = proxy.ca_cert_path().to_string_lossy().into_owned();
+    let report = converse_over_http2(
+        &proxy,
+        origin.port,
+        &[
+            "--host",
+            "localhost",
+            "--cacert",
+            &ca,
+            "--path",
+            "/elsewhere",
+        ],
+    );
+    assert_eq!(report["status"], 403, "{report}");
+    let flow = flow_for_path(&proxy, "/elsewhere");
+    assert_eq!(flow["response"]["status"], 403);
+    assert_eq!(flow["response"]["http_version"], "HTTP/2.0");
+    assert_eq!(content(&flow["response"]["body"]), b"no websockets here");
+    assert!(flow["websocket"].is_null(), "{flow}");
+    assert!(flow["error"].is_null(), "{flow}");
 }
 
 #[test]

@@ -18,6 +18,10 @@ goes wrong. The request path picks the behaviour, once the request has ended:
                        INTERNAL_ERROR naming this stream, then close the connection
   anything else        404
 
+It allows extended CONNECT (RFC 8441): `CONNECT :protocol websocket` to /chat is
+answered 200 and every WebSocket message on the stream is echoed, a Close included
+(which ends the stream); to any other path it is answered 403 "no websockets here".
+
 A client that offers only HTTP/1.1 gets it (Periscope offers the server what its client
 offered): /trailers then answers the same, in chunked encoding with the trailers after
 the last chunk; anything else is 404.
@@ -31,6 +35,7 @@ import hashlib
 import json
 import socket
 import ssl
+import struct
 import threading
 
 import h2.config
@@ -38,6 +43,9 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import h2.settings
+
+CLOSE = 0x8
 
 refused_once = set()
 refused_lock = threading.Lock()
@@ -122,12 +130,75 @@ def respond(conn, stream, exchange):
     return True
 
 
+class WebSocketEcho:
+    """Echoes the RFC 6455 frames of one extended CONNECT stream: client frames are
+    masked, the echoes are not."""
+
+    def __init__(self):
+        self.buffer = bytearray()
+
+    def receive(self, conn, stream, data):
+        """Returns False once the Close was echoed."""
+        self.buffer += data
+        while True:
+            frame = self.next_frame()
+            if frame is None:
+                return True
+            head, payload = frame
+            opcode = head & 0x0F
+            length = len(payload)
+            if length < 126:
+                out = bytes([head, length])
+            elif length < 1 << 16:
+                out = bytes([head, 126]) + struct.pack("!H", length)
+            else:
+                out = bytes([head, 127]) + struct.pack("!Q", length)
+            conn.send_data(stream, out + payload, end_stream=opcode == CLOSE)
+            if opcode == CLOSE:
+                return False
+
+    def next_frame(self):
+        buf = self.buffer
+        if len(buf) < 2:
+            return None
+        length, offset = buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, offset = struct.unpack("!H", buf[2:4])[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, offset = struct.unpack("!Q", buf[2:10])[0], 10
+        masked = buf[1] & 0x80
+        mask = buf[offset:offset + 4] if masked else b"\0\0\0\0"
+        offset += 4 if masked else 0
+        if len(buf) < offset + length:
+            return None
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(buf[offset:offset + length]))
+        head = buf[0]
+        del buf[:offset + length]
+        return head, payload
+
+
+def open_websocket(conn, stream, exchange, websockets):
+    if exchange.header(":path") != "/chat":
+        body = b"no websockets here"
+        conn.send_headers(stream, [(":status", "403"), ("content-length", str(len(body)))])
+        conn.send_data(stream, body, end_stream=True)
+        return
+    conn.send_headers(stream, [(":status", "200")])
+    websockets[stream] = WebSocketEcho()
+
+
 def serve(sock):
     say("connection")
     conn = h2.connection.H2Connection(
         h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
     conn.initiate_connection()
+    conn.update_settings({h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1})
     exchanges = {}
+    websockets = {}
     try:
         sock.sendall(conn.data_to_send())
         keep_open = True
@@ -140,6 +211,16 @@ def serve(sock):
                     exchange = Exchange(event.headers)
                     exchanges[event.stream_id] = exchange
                     say(f"request: {exchange.header(':method')} {exchange.header(':path')}")
+                    if exchange.header(":protocol") == "websocket":
+                        exchanges.pop(event.stream_id)
+                        open_websocket(conn, event.stream_id, exchange, websockets)
+                elif isinstance(event, h2.events.DataReceived) and \
+                        event.stream_id in websockets:
+                    conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id)
+                    if not websockets[event.stream_id].receive(conn, event.stream_id,
+                                                               event.data):
+                        del websockets[event.stream_id]
                 elif isinstance(event, h2.events.DataReceived):
                     exchanges[event.stream_id].body += event.data
                     conn.acknowledge_received_data(
@@ -147,6 +228,8 @@ def serve(sock):
                 elif isinstance(event, h2.events.TrailersReceived):
                     exchanges[event.stream_id].trailers = event.headers
                 elif isinstance(event, h2.events.StreamEnded):
+                    if event.stream_id not in exchanges:
+                        continue
                     exchange = exchanges.pop(event.stream_id)
                     if not respond(conn, event.stream_id, exchange):
                         keep_open = False

@@ -149,6 +149,9 @@ pub struct Request {
     pub path: String,
     /// `HTTP/1.1`, `HTTP/2.0`, ...
     pub http_version: String,
+    /// The HTTP/2 stream the request came on, on the client's connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<u32>,
     pub headers: Headers,
     pub body: Body,
     pub trailers: Option<Headers>,
@@ -179,6 +182,9 @@ pub struct Response {
     pub status: u16,
     pub reason: String,
     pub http_version: String,
+    /// The HTTP/2 stream the response came on, on the server's connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<u32>,
     pub headers: Headers,
     pub body: Body,
     pub trailers: Option<Headers>,
@@ -368,6 +374,7 @@ mod tests {
             port: 443,
             path: "/a?b".into(),
             http_version: "HTTP/1.1".into(),
+            stream_id: None,
             headers: Headers::default(),
             body: Body::default(),
             trailers: None,

@@ -281,10 +281,56 @@ fn client_body_error_kind(error: &(dyn std::error::Error + 'static)) -> FlowErro
     FlowErrorKind::ClientDisconnected
 }
 
+/// A message body as it arrives from a peer, over HTTP/1.1 (hyper) or HTTP/2 (h2).
+pub enum IncomingBody {
+    Http1(hyper::body::Incoming),
+    Http2(crate::http2::H2Body),
+    /// A CONNECT stream's data is a tunnel, not a body.
+    Empty,
+}
+
+impl From<Option<crate::http2::H2Body>> for IncomingBody {
+    fn from(body: Option<crate::http2::H2Body>) -> Self {
+        body.map_or(IncomingBody::Empty, IncomingBody::Http2)
+    }
+}
+
+impl Body for IncomingBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            IncomingBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            IncomingBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            IncomingBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            IncomingBody::Http1(body) => body.is_end_stream(),
+            IncomingBody::Http2(body) => body.is_end_stream(),
+            IncomingBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            IncomingBody::Http1(body) => body.size_hint(),
+            IncomingBody::Http2(body) => body.size_hint(),
+            IncomingBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// A request body on its way upstream: straight from the client, or replayed from the
 /// recorded copy (an HTTP/2 server asked for HTTP/1.1).
 pub enum ClientBody {
-    Streaming(hyper::body::Incoming),
+    Streaming(IncomingBody),
     Buffered(Full<Bytes>),
 }
 

@@ -117,7 +117,7 @@ impl UpstreamError {
     /// certificate request, alert) is the real story, so it comes first.
     pub fn from_exchange(
         target: &str,
-        error: &hyper::Error,
+        error: &(dyn std::error::Error + 'static),
         tls: Option<&TlsConnectionState>,
     ) -> Self {
         if let Some(tls) = TlsError::find_in(error) {
@@ -127,9 +127,10 @@ impl UpstreamError {
             return explained;
         }
         let detail = describe_hyper_error(error);
-        let message = if error.is_incomplete_message() {
+        let hyper = error.downcast_ref::<hyper::Error>();
+        let message = if hyper.is_some_and(hyper::Error::is_incomplete_message) {
             format!("{target} closed the connection before sending a complete response ({detail})")
-        } else if error.is_parse() {
+        } else if hyper.is_some_and(hyper::Error::is_parse) {
             format!("{target} sent an invalid HTTP response: {detail}")
         } else {
             format!("the exchange with {target} failed: {detail}")

@@ -27,11 +27,13 @@ mod core;
 mod error;
 mod guard;
 mod headers;
+mod http2;
 mod io;
 mod pages;
 mod recorder;
 mod session;
 mod tunnel;
+mod upgrade;
 mod upstream;
 mod websocket;
 

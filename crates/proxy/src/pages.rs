@@ -49,6 +49,7 @@ pub fn recorded_response<B>(
             .unwrap_or("")
             .to_owned(),
         http_version: "HTTP/1.1".to_owned(),
+        stream_id: None,
         headers: crate::headers::record_headers(response.headers()),
         body: Body::complete(Bytes::copy_from_slice(text)),
         trailers: None,

@@ -222,6 +222,7 @@ fn placeholder(flow: &Flow) -> Flow {
             port: 0,
             path: String::new(),
             http_version: String::new(),
+            stream_id: None,
             headers: Headers::default(),
             body: Body::default(),
             trailers: None,

@@ -8,28 +8,35 @@ use std::sync::Arc;
 
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use periscope_flow::{
     Body, ConnectionInfo, Flow, FlowErrorKind, FlowId, LogLevel, Milestone, Timeline, Timestamp,
 };
 use periscope_tls::TlsConnectionState;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{ClientBody, ProxyBody, RecordingBody, RequestBody};
+use crate::body::{ClientBody, IncomingBody, ProxyBody, RecordingBody, RequestBody};
 use crate::core::ProxyCore;
 use crate::error::{describe_hyper_error, UpstreamError};
 use crate::guard::{check_credentials, check_framing, loop_refusal, targets_self, Refusal};
 use crate::headers::{record_headers, strip_hop_by_hop, wants_upgrade};
+use crate::http2::{ClientStreamId, ConnectAnswer, ServerSettings, ServerStreamId};
+use crate::io::Prefixed;
 use crate::pages::{error_response, error_text, proxy_info_page, recorded_response};
 use crate::recorder::{FlowRecorder, Side};
+use crate::upgrade::PendingUpgrade;
 use crate::upstream::{
-    connect_tcp, establish, establish_with_fallback, TlsParameters, UpstreamConnection,
+    connect_tcp, establish, establish_with_fallback, HttpSender, TlsParameters, UpstreamConnection,
     UpstreamKey, ALPN_H2, ALPN_HTTP11,
 };
 
-pub type ClientResponse = Response<ProxyBody<Incoming>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub type ClientResponse = Response<ProxyBody<IncomingBody>>;
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The largest request head (request line and headers) a client may send.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
@@ -125,59 +132,112 @@ impl ClientSession {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let session = Arc::clone(&self);
-        // Boxed: hyper keeps room for one request future per connection, and an idle
-        // connection should not hold kilobytes of it.
-        let service = service_fn(move |request| {
-            let session = Arc::clone(&session);
-            Box::pin(async move { session.handle(request).await })
-        });
-        let io = TokioIo::new(io);
-        let client_idle = self.core.config.timeouts.client_idle;
-        // The protocol is known after ALPN; only a plain listener has to look at the
-        // first bytes (which costs a buffer per connection).
-        let outcome: Result<(), Box<dyn std::error::Error + Send + Sync>> = match protocol {
-            ClientProtocol::Http1 => hyper::server::conn::http1::Builder::new()
-                .preserve_header_case(true)
-                // Request heads past this are answered 431.
-                .max_buf_size(MAX_REQUEST_HEAD)
-                .timer(TokioTimer::new())
-                .header_read_timeout(client_idle)
-                .serve_connection(io, service)
-                .with_upgrades()
-                .await
-                .map_err(Into::into),
-            // Extended CONNECT (RFC 8441) is advertised so that HTTP/2 clients open
-            // WebSockets on this connection, as they would with the server; without it
-            // browsers fall back to a separate HTTP/1.1 connection.
-            ClientProtocol::Http2 => hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .enable_connect_protocol()
-                .serve_connection(io, service)
-                .await
-                .map_err(Into::into),
-            ClientProtocol::Detect => {
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder
-                    .http1()
-                    .preserve_header_case(true)
-                    .max_buf_size(MAX_REQUEST_HEAD)
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(client_idle);
-                builder
-                    .http2()
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                    .enable_connect_protocol();
-                builder.serve_connection_with_upgrades(io, service).await
-            }
+        let outcome = match protocol {
+            ClientProtocol::Http1 => Arc::clone(&self).serve_http1(io).await,
+            ClientProtocol::Http2 => Arc::clone(&self).serve_http2(io).await,
+            ClientProtocol::Detect => match self.sniff_preface(io).await {
+                Some((true, io)) => Arc::clone(&self).serve_http2(io).await,
+                Some((false, io)) => Arc::clone(&self).serve_http1(io).await,
+                None => Ok(()),
+            },
         };
         if let Err(error) = outcome {
             self.log_connection_error(error.as_ref());
         }
         self.report_unattached_tls_events().await;
+    }
+
+    async fn serve_http1<S>(self: Arc<Self>, io: S) -> Result<(), BoxError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let session = Arc::clone(&self);
+        // Boxed: hyper keeps room for one request future per connection, and an idle
+        // connection should not hold kilobytes of it.
+        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+            let session = Arc::clone(&session);
+            Box::pin(async move { session.handle(request.map(IncomingBody::Http1)).await })
+        });
+        hyper::server::conn::http1::Builder::new()
+            .preserve_header_case(true)
+            // Request heads past this are answered 431.
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.core.config.timeouts.client_idle)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades()
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Extended CONNECT (RFC 8441) is advertised so that HTTP/2 clients open
+    /// WebSockets on this connection, as they would with the server; without it
+    /// browsers fall back to a separate HTTP/1.1 connection.
+    async fn serve_http2<S>(self: Arc<Self>, io: S) -> Result<(), BoxError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let settings = ServerSettings {
+            max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+            handshake_timeout: self.core.config.timeouts.client_idle,
+        };
+        let session = Arc::clone(&self);
+        crate::http2::serve(io, settings, move |request| {
+            let session = Arc::clone(&session);
+            async move {
+                match session.handle(request.map(IncomingBody::from)).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        })
+        .await
+    }
+
+    /// On a plain listener: whether the client opens with the HTTP/2 preface (h2c with
+    /// prior knowledge), and the stream with the bytes read put back. `None`: it said
+    /// nothing in time, or closed.
+    async fn sniff_preface<S>(&self, mut io: S) -> Option<(bool, Prefixed<S>)>
+    where
+        S: AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let mut seen = bytes::BytesMut::with_capacity(HTTP2_PREFACE.len());
+        let deadline = tokio::time::Instant::now() + self.core.config.timeouts.client_idle;
+        while seen.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&seen) {
+            let mut chunk = [0u8; 24];
+            let wanted = HTTP2_PREFACE.len() - seen.len();
+            match tokio::time::timeout_at(deadline, io.read(&mut chunk[..wanted])).await {
+                Ok(Ok(0)) | Ok(Err(_)) if seen.is_empty() => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+                Err(_) => {
+                    if seen.is_empty() {
+                        self.log_idle_close();
+                        return None;
+                    }
+                    // Part of a request line: hyper answers it (408 or 400).
+                    break;
+                }
+            }
+        }
+        let http2 = seen.as_ref() == HTTP2_PREFACE;
+        Some((http2, Prefixed::new(seen.freeze(), io)))
+    }
+
+    fn log_idle_close(&self) {
+        let peer = self.peer_label();
+        self.core.bus.log(
+            LogLevel::Info,
+            format!("{peer}: closed an idle client connection (no complete request head in time)"),
+        );
+    }
+
+    fn peer_label(&self) -> String {
+        self.client
+            .peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "client".into())
     }
 
     /// TLS events that happened after the last flow (a refused client renegotiation
@@ -244,7 +304,7 @@ impl ClientSession {
 
     pub async fn handle(
         self: Arc<Self>,
-        mut request: Request<Incoming>,
+        mut request: Request<IncomingBody>,
     ) -> Result<ClientResponse, Infallible> {
         self.core.bus.wait_for_room().await;
         let started = Timestamp::now();
@@ -252,7 +312,7 @@ impl ClientSession {
             return Ok(self.refuse(&request, started, refusal));
         }
         if request.method() == Method::CONNECT {
-            if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+            if let Some(protocol) = request.extensions().get::<h2::ext::Protocol>() {
                 if protocol.as_str().eq_ignore_ascii_case("websocket") {
                     return Ok(self.websocket_over_http2(request, started).await);
                 }
@@ -294,7 +354,7 @@ impl ClientSession {
         );
         recorder.publish_request();
         let client_upgrade =
-            wants_upgrade(request.headers()).then(|| hyper::upgrade::on(&mut request));
+            wants_upgrade(request.headers()).then(|| PendingUpgrade::of_request(&mut request));
         let upstream_request = self.upstream_request(request, &target, &recorder);
         Ok(self
             .exchange(target, recorder, upstream_request, client_upgrade)
@@ -302,7 +362,7 @@ impl ClientSession {
     }
 
     /// The target of a request, or the answer when it is not one to forward.
-    fn target_of(&self, request: &Request<Incoming>) -> Result<Target, Box<ClientResponse>> {
+    fn target_of(&self, request: &Request<IncomingBody>) -> Result<Target, Box<ClientResponse>> {
         if let Some(tunnel) = &self.tunnel {
             let (host, port) = match host_header(request.headers()) {
                 Some((host, port)) => (host, port.unwrap_or(tunnel.key.port)),
@@ -372,7 +432,7 @@ impl ClientSession {
     }
 
     /// Checks made before anything is relayed; `Some` is the answer instead.
-    fn admit(&self, request: &Request<Incoming>) -> Option<Refusal> {
+    fn admit(&self, request: &Request<IncomingBody>) -> Option<Refusal> {
         if let Some(refusal) = check_framing(request.headers()) {
             return Some(refusal);
         }
@@ -385,7 +445,7 @@ impl ClientSession {
                 return Some(refusal);
             }
         }
-        let extended_connect = request.extensions().get::<hyper::ext::Protocol>().is_some();
+        let extended_connect = request.extensions().get::<h2::ext::Protocol>().is_some();
         let (host, port) = if request.method() == Method::CONNECT && !extended_connect {
             // An invalid target is answered 400 by the CONNECT handler.
             crate::tunnel::connect_target(request.uri())?
@@ -408,7 +468,7 @@ impl ClientSession {
     /// Answers a refused request, recording it as a flow with an error.
     fn refuse(
         &self,
-        request: &Request<Incoming>,
+        request: &Request<IncomingBody>,
         started: Timestamp,
         refusal: Refusal,
     ) -> ClientResponse {
@@ -446,7 +506,7 @@ impl ClientSession {
 
     fn new_flow(
         &self,
-        request: &Request<Incoming>,
+        request: &Request<IncomingBody>,
         scheme: &str,
         host: String,
         port: u16,
@@ -473,6 +533,7 @@ impl ClientSession {
                 port,
                 path,
                 http_version: version_label(request.version()).to_owned(),
+                stream_id: request.extensions().get::<ClientStreamId>().map(|id| id.0),
                 headers: record_headers(request.headers()),
                 body: Body::default(),
                 trailers: None,
@@ -489,7 +550,7 @@ impl ClientSession {
 
     fn upstream_request(
         &self,
-        request: Request<Incoming>,
+        request: Request<IncomingBody>,
         target: &Target,
         recorder: &Arc<FlowRecorder>,
     ) -> Request<RequestBody> {
@@ -527,7 +588,7 @@ impl ClientSession {
         target: Target,
         recorder: Arc<FlowRecorder>,
         mut request: Request<RequestBody>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        client_upgrade: Option<PendingUpgrade>,
     ) -> ClientResponse {
         let label = target.key.label();
         let response_timeout = self.core.config.timeouts.response;
@@ -631,18 +692,14 @@ impl ClientSession {
         }
     }
 
-    /// WebSocket over HTTP/2 (RFC 8441): the client's extended CONNECT becomes an
-    /// HTTP/1.1 Upgrade to the server, the server's 101 becomes the client's 200, and
-    /// the two streams are then relayed frame by frame — RFC 8441 keeps RFC 6455
-    /// framing, masks included, so the relay and recorder of HTTP/1.1 WebSockets serve
-    /// unchanged.
-    ///
-    /// The server leg is always HTTP/1.1, even to a server that offers extended CONNECT
-    /// itself: every WebSocket server speaks the HTTP/1.1 handshake, and relaying
-    /// RFC 8441 upstream is not implemented.
+    /// WebSocket over HTTP/2 (RFC 8441). When the server's HTTP/2 connection allows
+    /// extended CONNECT, the request goes on to it as one; otherwise it becomes an
+    /// HTTP/1.1 Upgrade, whose 101 becomes the client's 200. Either way the streams
+    /// are then relayed frame by frame — RFC 8441 keeps RFC 6455 framing, masks
+    /// included, so the relay and recorder of HTTP/1.1 WebSockets serve unchanged.
     async fn websocket_over_http2(
         &self,
-        mut request: Request<Incoming>,
+        mut request: Request<IncomingBody>,
         started: Timestamp,
     ) -> ClientResponse {
         if self.tunnel.is_none() && request.uri().host().is_none() {
@@ -658,9 +715,6 @@ impl ClientSession {
             Ok(target) => target,
             Err(response) => return *response,
         };
-        if let Some(tls) = target.tls.as_mut() {
-            tls.alpn = vec![ALPN_HTTP11.to_vec()];
-        }
         let recorder = self.new_flow(
             &request,
             target.scheme,
@@ -668,13 +722,25 @@ impl ClientSession {
             target.port,
             started,
         );
+        if let Some(connection) = self.extended_connect_upstream(&target.key).await {
+            recorder.push_note(
+                "WebSocket over HTTP/2 extended CONNECT (RFC 8441) on both legs".to_owned(),
+            );
+            recorder.publish_request();
+            return self
+                .extended_connect(request, &target, recorder, connection)
+                .await;
+        }
+        if let Some(tls) = target.tls.as_mut() {
+            tls.alpn = vec![ALPN_HTTP11.to_vec()];
+        }
         recorder.push_note(
             "WebSocket over HTTP/2 extended CONNECT (RFC 8441) on the client leg, relayed \
              as an HTTP/1.1 Upgrade (RFC 6455) on the server leg"
                 .to_owned(),
         );
         recorder.publish_request();
-        let client_upgrade = hyper::upgrade::on(&mut request);
+        let client_upgrade = PendingUpgrade::of_request(&mut request);
         let label = target.key.label();
         let key = match crate::websocket::handshake_key() {
             Ok(key) => key,
@@ -779,7 +845,11 @@ impl ClientSession {
             ));
             return self.fail(&recorder, &label, error);
         }
-        let Some(server_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        let Some(server_upgrade) = parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .map(PendingUpgrade::http1)
+        else {
             let error =
                 UpstreamError::exchange(format!("the connection to {label} cannot be upgraded"));
             return self.fail(&recorder, &label, error);
@@ -813,6 +883,100 @@ impl ClientSession {
             headers.remove(name);
         }
         let mut answer = Response::new(ProxyBody::generated(""));
+        *answer.headers_mut() = headers;
+        answer
+    }
+
+    /// The server's HTTP/2 connection, when it has one that allows extended CONNECT.
+    async fn extended_connect_upstream(&self, key: &UpstreamKey) -> Option<UpstreamConnection> {
+        let pools = self.upstreams.lock().await;
+        let shared = pools.get(key)?.shared.as_ref()?;
+        match &shared.sender {
+            HttpSender::Http2(sender)
+                if !sender.is_closed() && sender.supports_extended_connect() =>
+            {
+                shared.share()
+            }
+            _ => None,
+        }
+    }
+
+    /// Relays an RFC 8441 WebSocket to a server that speaks it: the client's extended
+    /// CONNECT goes on as one, and the server's answer comes back as it is.
+    async fn extended_connect(
+        &self,
+        mut request: Request<IncomingBody>,
+        target: &Target,
+        recorder: Arc<FlowRecorder>,
+        mut connection: UpstreamConnection,
+    ) -> ClientResponse {
+        let label = target.key.label();
+        recorder.set_server(
+            connection.info.clone(),
+            &connection.milestones,
+            connection.tls.clone(),
+        );
+        let client_upgrade = PendingUpgrade::of_request(&mut request);
+        let HttpSender::Http2(sender) = &mut connection.sender else {
+            return self.fail(
+                &recorder,
+                &label,
+                UpstreamError::exchange(format!("the connection to {label} is not HTTP/2")),
+            );
+        };
+        let head = extended_connect_request(&request, &target.key);
+        let response_timeout = self.core.config.timeouts.response;
+        let answer = match tokio::time::timeout(response_timeout, async {
+            sender.ready().await?;
+            sender.connect(head).await
+        })
+        .await
+        {
+            Err(_) => {
+                let error = UpstreamError::ResponseTimeout {
+                    target: label.clone(),
+                    timeout: response_timeout,
+                };
+                return self.fail(&recorder, &label, error);
+            }
+            Ok(Err(error)) => {
+                let error = UpstreamError::from_exchange(&label, &error, connection.tls.as_deref());
+                return self.fail(&recorder, &label, error);
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let (response, stream) = match answer {
+            ConnectAnswer::Refused(response) => {
+                return self.relay_response(recorder, response.map(IncomingBody::Http2), None)
+            }
+            ConnectAnswer::Open(response, stream) => (response, stream),
+        };
+        let (mut parts, ()) = response.into_parts();
+        record_response_head(&recorder, &parts);
+        let extensions = parts
+            .headers
+            .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        recorder.update(|flow| {
+            flow.websocket = Some(periscope_flow::WebSocketSession {
+                extensions,
+                ..Default::default()
+            })
+        });
+        recorder.set_body(Side::Response, Body::default(), None);
+        recorder.finish();
+        crate::tunnel::relay_upgraded(
+            &self.core,
+            &recorder,
+            PendingUpgrade::ready(stream),
+            client_upgrade,
+        );
+        let mut headers = std::mem::take(&mut parts.headers);
+        strip_hop_by_hop(&mut headers, false);
+        headers.remove(CONTENT_LENGTH);
+        let mut answer = Response::new(ProxyBody::generated(""));
+        *answer.status_mut() = parts.status;
         *answer.headers_mut() = headers;
         answer
     }
@@ -914,15 +1078,18 @@ impl ClientSession {
     fn relay_response(
         &self,
         recorder: Arc<FlowRecorder>,
-        response: Response<Incoming>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        response: Response<IncomingBody>,
+        client_upgrade: Option<PendingUpgrade>,
     ) -> ClientResponse {
         let (mut parts, body) = response.into_parts();
         record_response_head(&recorder, &parts);
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
         strip_hop_by_hop(&mut parts.headers, switching);
         normalize_framing(&mut parts.headers);
-        let server_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let server_upgrade = parts
+            .extensions
+            .remove::<hyper::upgrade::OnUpgrade>()
+            .map(PendingUpgrade::http1);
         if switching && upgrades_to(&parts.headers, "websocket") {
             let extensions = parts
                 .headers
@@ -975,6 +1142,7 @@ fn record_response_head(recorder: &FlowRecorder, parts: &http::response::Parts) 
         status: parts.status.as_u16(),
         reason,
         http_version: version_label(parts.version).to_owned(),
+        stream_id: parts.extensions.get::<ServerStreamId>().map(|id| id.0),
         headers: record_headers(&parts.headers),
         body: Body::default(),
         trailers: None,
@@ -1037,6 +1205,32 @@ fn websocket_upgrade_request(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request
+}
+
+/// The client's extended CONNECT as it goes to an HTTP/2 server: its end-to-end
+/// headers (version, subprotocols, extensions, origin, cookies) and `:protocol`.
+fn extended_connect_request(request: &Request<IncomingBody>, key: &UpstreamKey) -> Request<()> {
+    let mut headers = request.headers().clone();
+    strip_hop_by_hop(&mut headers, false);
+    headers.remove(HOST);
+    headers.remove(CONTENT_LENGTH);
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_else(|| host_header_value(key));
+    let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let scheme = if key.tls { "https" } else { "http" };
+    let mut head = Request::new(());
+    *head.method_mut() = Method::CONNECT;
+    *head.uri_mut() = format!("{scheme}://{authority}{path}")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    *head.version_mut() = Version::HTTP_2;
+    *head.headers_mut() = headers;
+    head.extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    head
 }
 
 /// Waits until `connection` takes a request. `Err(None)`: it closed while idle and
@@ -1209,7 +1403,7 @@ impl ReplayHead {
 
 /// An HTTP/2 server's "use HTTP/1.1 for this request" (RFC 9113 §8.7; IIS sends it
 /// for paths that need a client certificate, since HTTP/2 forbids renegotiation).
-fn is_http11_required(error: &hyper::Error) -> bool {
+fn is_http11_required(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
         if let Some(h2) = current.downcast_ref::<h2::Error>() {
@@ -1231,7 +1425,7 @@ struct Unprocessed {
 
 /// A GOAWAY whose last-stream-id is below the request's stream (h2 fails exactly those
 /// streams with the peer's GOAWAY error), or a REFUSED_STREAM reset.
-fn unprocessed_by_server(error: &hyper::Error) -> Option<Unprocessed> {
+fn unprocessed_by_server(error: &(dyn std::error::Error + 'static)) -> Option<Unprocessed> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
         if let Some(h2) = current.downcast_ref::<h2::Error>() {

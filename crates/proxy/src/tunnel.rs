@@ -9,14 +9,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use periscope_flow::{
     Body, ConnectionInfo, Flow, FlowId, LogLevel, Milestone, Timeline, Timestamp,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use crate::body::ProxyBody;
+use crate::body::{IncomingBody, ProxyBody};
 use crate::client_hello::{looks_like_tls, read_client_hello};
 use crate::core::ProxyCore;
 use crate::error::UpstreamError;
@@ -25,6 +23,7 @@ use crate::io::Prefixed;
 use crate::pages::{error_response, error_text, recorded_response};
 use crate::recorder::FlowRecorder;
 use crate::session::{version_label, ClientProtocol, ClientResponse, ClientSession, Tunnel};
+use crate::upgrade::PendingUpgrade;
 use crate::upstream::{
     connect_tcp, establish, establish_with_fallback, ConnectedSocket, TlsParameters, UpstreamKey,
     ALPN_H2, ALPN_HTTP11,
@@ -35,7 +34,7 @@ pub async fn handle_connect(
     core: &Arc<ProxyCore>,
     client: &ConnectionInfo,
     client_milestones: &[(Milestone, Timestamp)],
-    request: Request<Incoming>,
+    request: Request<IncomingBody>,
     started: Timestamp,
 ) -> ClientResponse {
     let Some((host, port)) = connect_target(request.uri()) else {
@@ -79,25 +78,15 @@ pub async fn handle_connect(
 /// explicit type breaks that cycle for the compiler.
 fn tunnel_task(
     core: Arc<ProxyCore>,
-    request: Request<Incoming>,
+    mut request: Request<IncomingBody>,
     socket: ConnectedSocket,
     key: UpstreamKey,
     client: ConnectionInfo,
     milestones: Vec<(Milestone, Timestamp)>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
-        match hyper::upgrade::on(request).await {
-            Ok(upgraded) => {
-                run(
-                    core,
-                    TokioIo::new(upgraded),
-                    socket,
-                    key,
-                    client,
-                    milestones,
-                )
-                .await
-            }
+        match PendingUpgrade::of_request(&mut request).await {
+            Ok(upgraded) => run(core, upgraded, socket, key, client, milestones).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     })
@@ -147,7 +136,7 @@ fn connect_failed(
     core: &ProxyCore,
     client: &ConnectionInfo,
     client_milestones: &[(Milestone, Timestamp)],
-    request: &Request<Incoming>,
+    request: &Request<IncomingBody>,
     key: &UpstreamKey,
     started: Timestamp,
     error: UpstreamError,
@@ -172,6 +161,7 @@ fn connect_failed(
             port: key.port,
             path: String::new(),
             http_version: version_label(request.version()).into(),
+            stream_id: None,
             headers: record_headers(request.headers()),
             body: Body::default(),
             trailers: None,
@@ -427,8 +417,8 @@ where
 pub fn relay_upgraded(
     core: &Arc<ProxyCore>,
     recorder: &Arc<FlowRecorder>,
-    server: hyper::upgrade::OnUpgrade,
-    client: hyper::upgrade::OnUpgrade,
+    server: PendingUpgrade,
+    client: PendingUpgrade,
 ) {
     let bus = core.bus.clone();
     let limit = core.config.body_limit;
@@ -445,8 +435,7 @@ pub fn relay_upgraded(
                 return;
             }
         };
-        let mut server = TokioIo::new(server);
-        let mut client = TokioIo::new(client);
+        let (mut server, mut client) = (server, client);
         let Some(session) = websocket else {
             if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
                 tracing::debug!(%error, "upgraded connection ended");

@@ -1,22 +1,23 @@
 //! Connections to servers: TCP with a deadline, TLS through OpenSSL, then an HTTP/1.1
-//! client connection whose task owns the socket for its whole life.
+//! or HTTP/2 client connection whose task owns the socket for its whole life.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2, TrySendError};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::{http1, TrySendError};
+use hyper_util::rt::TokioIo;
 use periscope_flow::{ConnectionInfo, Milestone, Timestamp};
 use periscope_tls::{TlsConnectionState, UpstreamTarget};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::body::IncomingBody;
 pub use crate::body::RequestBody;
 use crate::core::ProxyCore;
 use crate::error::UpstreamError;
+use crate::http2::H2Sender;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -65,7 +66,34 @@ pub struct ConnectedSocket {
 pub enum HttpSender {
     Http1(http1::SendRequest<RequestBody>),
     /// Multiplexed: clones share the connection.
-    Http2(http2::SendRequest<RequestBody>),
+    Http2(H2Sender),
+}
+
+/// A request that failed, with the request back when it never left: it can then go
+/// on another connection whatever its method.
+pub struct SendFailure {
+    error: Box<dyn std::error::Error + Send + Sync>,
+    unsent: Option<Request<RequestBody>>,
+}
+
+impl SendFailure {
+    pub fn take_message(&mut self) -> Option<Request<RequestBody>> {
+        self.unsent.take()
+    }
+
+    pub fn error(&self) -> &(dyn std::error::Error + 'static) {
+        self.error.as_ref()
+    }
+}
+
+impl From<TrySendError<Request<RequestBody>>> for SendFailure {
+    fn from(mut failure: TrySendError<Request<RequestBody>>) -> Self {
+        let unsent = failure.take_message();
+        SendFailure {
+            error: Box::new(failure.into_error()),
+            unsent,
+        }
+    }
 }
 
 impl HttpSender {
@@ -76,20 +104,31 @@ impl HttpSender {
         }
     }
 
-    pub async fn ready(&mut self) -> hyper::Result<()> {
+    pub async fn ready(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         match self {
-            HttpSender::Http1(sender) => sender.ready().await,
-            HttpSender::Http2(sender) => sender.ready().await,
+            HttpSender::Http1(sender) => Ok(sender.ready().await?),
+            HttpSender::Http2(sender) => Ok(sender.ready().await?),
         }
     }
 
     pub async fn try_send(
         &mut self,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<RequestBody>>> {
+    ) -> Result<Response<IncomingBody>, SendFailure> {
         match self {
-            HttpSender::Http1(sender) => sender.try_send_request(request).await,
-            HttpSender::Http2(sender) => sender.try_send_request(request).await,
+            HttpSender::Http1(sender) => sender
+                .try_send_request(request)
+                .await
+                .map(|response| response.map(IncomingBody::Http1))
+                .map_err(SendFailure::from),
+            HttpSender::Http2(sender) => sender
+                .send(request)
+                .await
+                .map(|response| response.map(IncomingBody::Http2))
+                .map_err(|failure| SendFailure {
+                    error: Box::new(failure.error),
+                    unsent: failure.unsent,
+                }),
         }
     }
 }
@@ -290,19 +329,11 @@ async fn http2_handshake<S>(stream: S, target: &str) -> Result<HttpSender, Upstr
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| UpstreamError::Handshake {
-            target: target.to_owned(),
-            source,
-        })?;
-    let target = target.to_owned();
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%target, error = %crate::error::describe_hyper_error(&error), "upstream HTTP/2 connection ended");
-        }
-    });
+    let sender = H2Sender::handshake(stream, target).await.map_err(|error| {
+        UpstreamError::exchange(format!(
+            "the HTTP/2 handshake with {target} failed: {}",
+            crate::error::describe_hyper_error(&error)
+        ))
+    })?;
     Ok(HttpSender::Http2(sender))
 }

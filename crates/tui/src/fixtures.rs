@@ -46,6 +46,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
             }
             .into(),
             http_version: "HTTP/1.1".into(),
+            stream_id: None,
             headers,
             body: Body::complete(&b"hello\n"[..]),
             trailers: None,
@@ -95,6 +96,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
             port: 443,
             path: path.into(),
             http_version: "HTTP/1.1".into(),
+            stream_id: None,
             headers: request_headers,
             body: request_body,
             trailers: None,

@@ -253,6 +253,11 @@ fn section(lines: &mut Vec<Line<'static>>, title: &str) {
     ));
 }
 
+/// Where an HTTP/2 message travelled: the stream of its connection.
+fn stream_label(stream_id: Option<u32>, which: &str) -> String {
+    stream_id.map_or_else(String::new, |id| format!("  ({which} {id})"))
+}
+
 fn request_lines(flow: &Flow) -> Vec<Line<'static>> {
     let request = &flow.request;
     let mut lines = vec![Line::styled(
@@ -261,7 +266,7 @@ fn request_lines(flow: &Flow) -> Vec<Line<'static>> {
             sanitize(&request.method),
             sanitize(&request.path),
             sanitize(&request.http_version)
-        ),
+        ) + &stream_label(request.stream_id, "stream"),
         Style::new().add_modifier(Modifier::BOLD),
     )];
     header_lines(&mut lines, &request.headers);
@@ -301,7 +306,7 @@ fn response_lines(flow: &Flow) -> Vec<Line<'static>> {
             sanitize(&response.http_version),
             response.status,
             sanitize(&response.reason)
-        ),
+        ) + &stream_label(response.stream_id, "server's stream"),
         Style::new().add_modifier(Modifier::BOLD),
     )];
     if response.generated {

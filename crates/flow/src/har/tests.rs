@@ -67,6 +67,7 @@ fn get_flow() -> Flow {
             port: 443,
             path: "/search?q=a+b&lang=en%2Dus".into(),
             http_version: "HTTP/1.1".into(),
+            stream_id: None,
             headers: headers(&[
                 ("Host", "example.com"),
                 ("Cookie", "sid=abc; theme=dark"),
@@ -79,6 +80,7 @@ fn get_flow() -> Flow {
             status: 200,
             reason: "OK".into(),
             http_version: "HTTP/1.1".into(),
+            stream_id: None,
             headers: headers(&[
                 ("Content-Type", "text/html; charset=utf-8"),
                 (
@@ -618,4 +620,21 @@ fn cookie_dates_in_every_http_form_parse() {
     ] {
         assert_eq!(parse_http_date(text), None, "{text}");
     }
+}
+
+#[test]
+fn http2_stream_ids_are_exported_as_custom_fields() {
+    let mut flow = get_flow();
+    flow.request.http_version = "HTTP/2.0".into();
+    flow.request.stream_id = Some(3);
+    if let Some(response) = flow.response.as_mut() {
+        response.http_version = "HTTP/2.0".into();
+        response.stream_id = Some(7);
+    }
+    let entry = entry_of(flow);
+    assert_eq!(entry["request"]["_streamId"], 3);
+    assert_eq!(entry["response"]["_streamId"], 7);
+    let plain = entry_of(get_flow());
+    assert!(plain["request"].get("_streamId").is_none(), "{plain}");
+    assert!(plain["response"].get("_streamId").is_none(), "{plain}");
 }

@@ -46,6 +46,7 @@ fn flow_at(host: &str, path: &str, started: i64) -> Flow {
             port: 80,
             path: path.into(),
             http_version: "HTTP/1.1".into(),
+            stream_id: None,
             headers: request_headers,
             body: Body::default(),
             trailers: None,
@@ -54,6 +55,7 @@ fn flow_at(host: &str, path: &str, started: i64) -> Flow {
             status: 200,
             reason: "OK".into(),
             http_version: "HTTP/1.1".into(),
+            stream_id: None,
             headers: response_headers,
             body: Body::complete(&b"hello"[..]),
             trailers: None,
@@ -291,7 +293,17 @@ fn bodies_are_blobs_not_base64() {
 
 #[test]
 fn the_head_is_the_flow_json_with_empty_bodies() {
-    for flow in [rich_flow(), realistic_flow(3, 100), flow_at("a", "/", 1)] {
+    let mut http2 = rich_flow();
+    http2.request.stream_id = Some(5);
+    if let Some(response) = &mut http2.response {
+        response.stream_id = Some(9);
+    }
+    for flow in [
+        rich_flow(),
+        realistic_flow(3, 100),
+        flow_at("a", "/", 1),
+        http2,
+    ] {
         let mut without_bodies = flow.clone();
         without_bodies.request.body.content = Bytes::new();
         if let Some(response) = &mut without_bodies.response {
