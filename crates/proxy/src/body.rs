@@ -281,10 +281,12 @@ fn client_body_error_kind(error: &(dyn std::error::Error + 'static)) -> FlowErro
     FlowErrorKind::ClientDisconnected
 }
 
-/// A message body as it arrives from a peer, over HTTP/1.1 (hyper) or HTTP/2 (h2).
+/// A message body as it arrives from a peer, over HTTP/1.1 (hyper) or HTTP/2 (h2),
+/// or a recorded one sent again.
 pub enum IncomingBody {
     Http1(hyper::body::Incoming),
     Http2(crate::http2::H2Body),
+    Replayed(Full<Bytes>),
     /// A CONNECT stream's data is a tunnel, not a body.
     Empty,
 }
@@ -306,6 +308,9 @@ impl Body for IncomingBody {
         match self.get_mut() {
             IncomingBody::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             IncomingBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            IncomingBody::Replayed(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
             IncomingBody::Empty => Poll::Ready(None),
         }
     }
@@ -314,6 +319,7 @@ impl Body for IncomingBody {
         match self {
             IncomingBody::Http1(body) => body.is_end_stream(),
             IncomingBody::Http2(body) => body.is_end_stream(),
+            IncomingBody::Replayed(body) => body.is_end_stream(),
             IncomingBody::Empty => true,
         }
     }
@@ -322,52 +328,18 @@ impl Body for IncomingBody {
         match self {
             IncomingBody::Http1(body) => body.size_hint(),
             IncomingBody::Http2(body) => body.size_hint(),
+            IncomingBody::Replayed(body) => body.size_hint(),
             IncomingBody::Empty => SizeHint::with_exact(0),
         }
     }
 }
 
-/// A request body on its way upstream: straight from the client, or replayed from the
-/// recorded copy (an HTTP/2 server asked for HTTP/1.1).
-pub enum ClientBody {
-    Streaming(IncomingBody),
-    Buffered(Full<Bytes>),
-}
-
+/// A request body on its way upstream: straight from the client, or replayed from
+/// the recorded copy (an HTTP/2 server asked for HTTP/1.1).
+///
 /// Boxed because hyper's client queues requests in fixed-size slots per connection:
 /// a small request keeps an idle connection small.
-pub type RequestBody = Box<RecordingBody<ClientBody>>;
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ClientBody::Streaming(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            ClientBody::Buffered(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Streaming(body) => body.is_end_stream(),
-            ClientBody::Buffered(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Streaming(body) => body.size_hint(),
-            ClientBody::Buffered(body) => body.size_hint(),
-        }
-    }
-}
+pub type RequestBody = Box<RecordingBody<IncomingBody>>;
 
 /// What the proxy sends a client: a relayed body, or one Periscope wrote itself.
 pub enum ProxyBody<B> {

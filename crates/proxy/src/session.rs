@@ -16,7 +16,7 @@ use periscope_flow::{
 use periscope_tls::TlsConnectionState;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::body::{ClientBody, IncomingBody, ProxyBody, RecordingBody, RequestBody};
+use crate::body::{IncomingBody, ProxyBody, RecordingBody, RequestBody};
 use crate::core::ProxyCore;
 use crate::error::{describe_hyper_error, UpstreamError};
 use crate::guard::{check_credentials, check_framing, loop_refusal, targets_self, Refusal};
@@ -574,7 +574,7 @@ impl ClientSession {
         parts.version = Version::HTTP_11;
         let config = &self.core.config;
         let body = RecordingBody::new(
-            ClientBody::Streaming(body),
+            body,
             Arc::clone(recorder),
             Side::Request,
             config.body_limit,
@@ -854,17 +854,7 @@ impl ClientSession {
                 UpstreamError::exchange(format!("the connection to {label} cannot be upgraded"));
             return self.fail(&recorder, &label, error);
         };
-        let extensions = parts
-            .headers
-            .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        recorder.update(|flow| {
-            flow.websocket = Some(periscope_flow::WebSocketSession {
-                extensions,
-                ..Default::default()
-            })
-        });
+        start_websocket_session(&recorder, &parts.headers);
         recorder.push_note(
             "answered the HTTP/2 client 200 for the server's 101 Switching Protocols".to_owned(),
         );
@@ -953,17 +943,7 @@ impl ClientSession {
         };
         let (mut parts, ()) = response.into_parts();
         record_response_head(&recorder, &parts);
-        let extensions = parts
-            .headers
-            .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        recorder.update(|flow| {
-            flow.websocket = Some(periscope_flow::WebSocketSession {
-                extensions,
-                ..Default::default()
-            })
-        });
+        start_websocket_session(&recorder, &parts.headers);
         recorder.set_body(Side::Response, Body::default(), None);
         recorder.finish();
         crate::tunnel::relay_upgraded(
@@ -1091,17 +1071,7 @@ impl ClientSession {
             .remove::<hyper::upgrade::OnUpgrade>()
             .map(PendingUpgrade::http1);
         if switching && upgrades_to(&parts.headers, "websocket") {
-            let extensions = parts
-                .headers
-                .get("sec-websocket-extensions")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            recorder.update(|flow| {
-                flow.websocket = Some(periscope_flow::WebSocketSession {
-                    extensions,
-                    ..Default::default()
-                })
-            });
+            start_websocket_session(&recorder, &parts.headers);
         }
         let config = &self.core.config;
         let body = RecordingBody::new(
@@ -1129,6 +1099,21 @@ impl ClientSession {
         recorder.finish_with_error(error.kind(), detail);
         response
     }
+}
+
+/// Marks the flow as a WebSocket, with the extensions the server accepted (its
+/// messages are recorded as the relay sees them).
+fn start_websocket_session(recorder: &FlowRecorder, headers: &HeaderMap) {
+    let extensions = headers
+        .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    recorder.update(|flow| {
+        flow.websocket = Some(periscope_flow::WebSocketSession {
+            extensions,
+            ..Default::default()
+        })
+    });
 }
 
 /// Records a server's response head in the flow (its body is recorded as it streams).
@@ -1191,7 +1176,7 @@ fn websocket_upgrade_request(
         headers.insert(http::header::SEC_WEBSOCKET_KEY, value);
     }
     let body = RecordingBody::new(
-        ClientBody::Buffered(http_body_util::Full::new(bytes::Bytes::new())),
+        IncomingBody::Replayed(http_body_util::Full::new(bytes::Bytes::new())),
         Arc::clone(recorder),
         Side::Request,
         core.config.body_limit,
@@ -1388,7 +1373,7 @@ impl ReplayHead {
             bytes::Bytes::new()
         };
         let mut request = Request::new(Box::new(RecordingBody::new(
-            ClientBody::Buffered(http_body_util::Full::new(body)),
+            IncomingBody::Replayed(http_body_util::Full::new(body)),
             Arc::clone(recorder),
             Side::Request,
             core.config.body_limit,
