@@ -127,6 +127,52 @@ fn an_http2_client_is_translated_to_an_http1_only_server() {
 }
 
 #[test]
+fn an_http1_client_is_translated_to_an_http2_only_server() {
+    // The origin refuses a TLS client that offers only http/1.1 (alert
+    // no_application_protocol), as Go's HTTP/2-only servers do; Periscope asks again
+    // offering h2, and translates.
+    let pki = test_pki();
+    let origin = PythonPeer::start(
+        "h2_origin.py",
+        &[
+            "--cert",
+            pki.server_cert.to_str().unwrap(),
+            "--key",
+            pki.server_key.to_str().unwrap(),
+            "--h2-only",
+        ],
+    );
+    let url = localhost_url(origin.port, "/ok");
+    let direct = Curl::new().http1_1().cacert(&pki.ca_cert).run(&url);
+    assert_ne!(
+        direct.exit_code, 0,
+        "the origin must refuse HTTP/1.1 for this test to mean anything: {direct:?}"
+    );
+    let proxy = json_proxy(&[]);
+    let result = Curl::through(&proxy).http1_1().run(&url);
+    result.assert_status(200);
+    assert_eq!(result.info["http_version"], "1.1", "{result:?}");
+    assert_eq!(result.body_text(), "ok\n");
+    let flow = &flows(&proxy, 1)[0];
+    assert_eq!(flow["request"]["http_version"], "HTTP/1.1");
+    assert_eq!(flow["request"]["stream_id"], Value::Null);
+    assert_eq!(flow["response"]["http_version"], "HTTP/2.0");
+    assert_eq!(flow["response"]["stream_id"], 1, "{flow}");
+    assert_eq!(flow["server"]["tls"]["alpn"], "h2");
+    assert!(
+        origin
+            .stdout
+            .wait_for(
+                &"refused a client that does not offer h2",
+                Duration::from_secs(10)
+            )
+            .is_ok(),
+        "{}",
+        origin.stdout.text()
+    );
+}
+
+#[test]
 fn a_hundred_concurrent_streams_on_one_connection_each_become_a_flow() {
     let apache = h2_apache();
     let proxy = json_proxy(&[]);

@@ -24,7 +24,9 @@ answered 200 and every WebSocket message on the stream is echoed, a Close includ
 
 A client that offers only HTTP/1.1 gets it (Periscope offers the server what its client
 offered): /trailers then answers the same, in chunked encoding with the trailers after
-the last chunk; anything else is 404.
+the last chunk; anything else is 404. With --h2-only such a client is refused in the
+handshake with the alert no_application_protocol, as Go's HTTP/2-only (gRPC) servers
+do; it prints `refused a client that does not offer h2`.
 
 Prints `listening on PORT` once ready, `connection` for each connection and
 `request: METHOD PATH` for each request, so a test can tell what reached it.
@@ -44,6 +46,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from OpenSSL import SSL
 
 CLOSE = 0x8
 
@@ -277,13 +280,83 @@ def serve_http1(sock):
         sock.close()
 
 
+class PyOpenSSLSocket:
+    """What serve() uses of an ssl.SSLSocket, over a pyOpenSSL connection: its ALPN
+    callback can refuse a client, which the ssl module's cannot."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def recv(self, size):
+        try:
+            return self.conn.recv(size)
+        except (SSL.ZeroReturnError, SSL.SysCallError):
+            # A close_notify, or a client that just closed the socket.
+            return b""
+        except SSL.Error as error:
+            raise OSError(f"TLS: {error}") from error
+
+    def sendall(self, data):
+        try:
+            self.conn.sendall(data)
+        except SSL.Error as error:
+            raise OSError(f"TLS: {error}") from error
+
+    def settimeout(self, seconds):
+        self.conn.settimeout(seconds)
+
+    def close(self):
+        try:
+            self.conn.shutdown()
+        except SSL.Error:
+            pass
+        self.conn.close()
+
+
+class NoCommonProtocol(Exception):
+    pass
+
+
+def h2_only_context(cert, key):
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.use_certificate_chain_file(cert)
+    context.use_privatekey_file(key)
+
+    def select(_conn, offered):
+        if b"h2" in offered:
+            return b"h2"
+        say("refused a client that does not offer h2")
+        # pyOpenSSL answers a raising callback with SSL_TLSEXT_ERR_ALERT_FATAL, which
+        # OpenSSL sends as no_application_protocol (NO_OVERLAPPING_PROTOCOLS would
+        # only leave ALPN out and carry on).
+        raise NoCommonProtocol()
+
+    context.set_alpn_select_callback(select)
+    return context
+
+
+def serve_h2_only(context, raw):
+    conn = SSL.Connection(context, raw)
+    conn.set_accept_state()
+    try:
+        conn.do_handshake()
+    except (SSL.Error, OSError, NoCommonProtocol) as error:
+        say(f"tls handshake failed: {error}")
+        raw.close()
+        return
+    serve(PyOpenSSLSocket(conn))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--h2-only", action="store_true",
+                        help="refuse clients that do not offer h2 (no_application_protocol)")
     args = parser.parse_args()
+    only_h2 = h2_only_context(args.cert, args.key) if args.h2_only else None
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
@@ -292,6 +365,9 @@ def main():
     say(f"listening on {listener.getsockname()[1]}")
     while True:
         raw, _ = listener.accept()
+        if only_h2 is not None:
+            threading.Thread(target=serve_h2_only, args=(only_h2, raw), daemon=True).start()
+            continue
 
         def handshake_and_serve(raw=raw):
             try:
