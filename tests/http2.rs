@@ -173,6 +173,70 @@ fn an_http1_client_is_translated_to_an_http2_only_server() {
 }
 
 #[test]
+fn head_and_uploads_from_an_http2_client_reach_both_kinds_of_server() {
+    let h2 = h2_apache();
+    let h1 = Apache::builder().pki(test_pki()).start();
+    let proxy = json_proxy(&[]);
+    // curl offers h2 and http/1.1: the client leg takes the server's choice.
+    for (apache, client_version) in [(&h2, "2"), (&h1, "1.1")] {
+        let head = Curl::through(&proxy)
+            .http2()
+            .arg("--head")
+            .run(&apache.url(Vhost::Tls13, "/hello.txt"));
+        head.assert_status(200);
+        assert_eq!(head.info["http_version"], client_version, "{head:?}");
+        assert_eq!(
+            head.header("content-length"),
+            Some(HELLO_BODY.len().to_string().as_str()),
+            "HEAD keeps the length of the body it does not send: {head:?}"
+        );
+    }
+    let flows_so_far = flows(&proxy, 2);
+    for flow in &flows_so_far {
+        assert_eq!(flow["request"]["method"], "HEAD");
+        assert_eq!(flow["response"]["body"]["size"], 0, "{flow}");
+        assert!(flow["error"].is_null(), "{flow}");
+    }
+
+    // Uploads larger than any initial flow-control window. (Apache's mod_reflector
+    // cannot echo a large body over HTTP/2 even without a proxy — it answers an empty
+    // 200 and resets the stream — so the HTTP/2 server here is the scripted origin,
+    // which answers with the length it read.)
+    let upload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let origin = h2_origin();
+    let counted = Curl::through(&proxy)
+        .http2()
+        .data(&upload)
+        .run(&localhost_url(origin.port, "/trailers"));
+    counted.assert_status(200);
+    assert_eq!(counted.json()["body_length"], upload.len(), "{counted:?}");
+    // A client that offers only h2, to the HTTP/1.1-only server (the scripted client
+    // sends its body in one go, so it stays inside HTTP/2's initial 64 KiB window).
+    let text = "0123456789".repeat(6_000);
+    let echoed = h2_client(
+        &proxy,
+        h1.port(Vhost::Tls13),
+        "/echo",
+        &["--data", text.as_str()],
+    );
+    assert_eq!(echoed["alpn"], "h2", "{echoed}");
+    assert_eq!(echoed["status"], 200, "{echoed}");
+    assert_eq!(echoed["body_length"], text.len(), "{echoed}");
+
+    let flows = flows(&proxy, 4);
+    for (path, server_version, size) in [
+        ("/trailers", "HTTP/2.0", upload.len()),
+        ("/echo", "HTTP/1.1", text.len()),
+    ] {
+        let flow = flows.iter().find(|f| f["request"]["path"] == path).unwrap();
+        assert_eq!(flow["request"]["http_version"], "HTTP/2.0");
+        assert_eq!(flow["response"]["http_version"], server_version);
+        assert_eq!(flow["request"]["body"]["size"], size, "{path}");
+        assert!(flow["error"].is_null(), "{flow}");
+    }
+}
+
+#[test]
 fn a_hundred_concurrent_streams_on_one_connection_each_become_a_flow() {
     let apache = h2_apache();
     let proxy = json_proxy(&[]);

@@ -80,7 +80,13 @@ def main():
     connection.send_headers(stream, headers, end_stream=not has_body)
     if has_body:
         data = (args.data or "").encode()
-        connection.send_data(stream, data, end_stream=not args.trailer)
+        # In frames the size the peer allows; the whole body must fit the initial
+        # 64 KiB window (this client does not wait for WINDOW_UPDATEs).
+        size = connection.max_outbound_frame_size
+        pieces = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            connection.send_data(stream, piece, end_stream=last and not args.trailer)
     if args.trailer:
         connection.send_headers(
             stream, [tuple(t.split("=", 1)) for t in args.trailer], end_stream=True)
