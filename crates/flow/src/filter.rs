@@ -96,6 +96,14 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
     Filter::parse(input)
 }
 
+/// Every `~` operator the language has, without the `~`: for help screens, which a
+/// test holds to listing them all.
+pub fn operator_names() -> Vec<&'static str> {
+    let flags = Flag::ALL.iter().map(|flag| flag.name());
+    let fields = Field::ALL.iter().map(|field| field.name());
+    flags.chain(fields).chain([CODE_NAME, TLS_NAME]).collect()
+}
+
 impl Filter {
     /// Parses a filter expression; see the [module documentation](self) for the syntax.
     pub fn parse(input: &str) -> Result<Filter, FilterError> {

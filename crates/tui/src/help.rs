@@ -27,6 +27,9 @@ const FILTERS: &[(&str, &str)] = &[
     ("~b rx, ~bq, ~bs", "body, decoded (request, response)"),
     ("~t rx, ~tq, ~ts", "content type"),
     ("~q, ~s, ~e", "no response yet, has a response, failed"),
+    ("~a", "assets: images, scripts, stylesheets, fonts"),
+    ("~websocket", "WebSocket flows"),
+    ("~http, ~all", "every flow"),
     ("~marked", "marked flows"),
     (
         "~tls [rx]",
@@ -149,5 +152,22 @@ impl HelpView {
         self.scroll = self.scroll.min(lines.len().saturating_sub(height));
         let end = (self.scroll + height).min(lines.len());
         frame.render_widget(Paragraph::new(lines[self.scroll..end].to_vec()), content);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FILTERS;
+
+    #[test]
+    fn the_help_lists_every_filter_operator() {
+        let listed: Vec<&str> = FILTERS
+            .iter()
+            .flat_map(|(syntax, _)| syntax.split([',', ' ']))
+            .filter_map(|word| word.strip_prefix('~'))
+            .collect();
+        for name in periscope_flow::filter::operator_names() {
+            assert!(listed.contains(&name), "~{name} is missing from {listed:?}");
+        }
     }
 }
