@@ -244,11 +244,7 @@ impl ClientSession {
     /// that killed the connection, a KeyUpdate on an idle connection) have no flow to
     /// show them: they go to the event log instead.
     async fn report_unattached_tls_events(&self) {
-        let peer = self
-            .client
-            .peer
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "client".into());
+        let peer = self.peer_label();
         let mut states: Vec<Arc<TlsConnectionState>> = self.client_tls.iter().cloned().collect();
         for pool in self.upstreams.lock().await.values() {
             let connections = pool.idle.iter().chain(pool.shared.iter());
@@ -270,11 +266,7 @@ impl ClientSession {
     }
 
     fn log_connection_error(&self, error: &(dyn std::error::Error + 'static)) {
-        let peer = self
-            .client
-            .peer
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "client".into());
+        let peer = self.peer_label();
         match error.downcast_ref::<hyper::Error>() {
             Some(error) if error.is_parse_too_large() => self.core.bus.log(
                 LogLevel::Warn,
@@ -290,12 +282,7 @@ impl ClientSession {
                     describe_hyper_error(error)
                 ),
             ),
-            Some(error) if error.is_timeout() => self.core.bus.log(
-                LogLevel::Info,
-                format!(
-                    "{peer}: closed an idle client connection (no complete request head in time)"
-                ),
-            ),
+            Some(error) if error.is_timeout() => self.log_idle_close(),
             _ => {
                 tracing::debug!(%peer, error = %describe_hyper_error(error), "client connection ended")
             }

@@ -425,7 +425,7 @@ pub fn relay_upgraded(
     let recorder = Arc::clone(recorder);
     let (flow_id, websocket) = recorder.update(|flow| (flow.id, flow.websocket.clone()));
     tokio::spawn(async move {
-        let (server, client) = match tokio::try_join!(server, client) {
+        let (mut server, mut client) = match tokio::try_join!(server, client) {
             Ok(both) => both,
             Err(error) => {
                 bus.log(
@@ -435,7 +435,6 @@ pub fn relay_upgraded(
                 return;
             }
         };
-        let (mut server, mut client) = (server, client);
         let Some(session) = websocket else {
             if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
                 tracing::debug!(%error, "upgraded connection ended");
