@@ -11,58 +11,113 @@ use anyhow::Context;
 use periscope_flow::filter::Filter;
 use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId, Headers, LogLevel, WebSocketMessage};
-use tokio::sync::broadcast::{error::RecvError, Receiver};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::broadcast::Receiver;
 
 use crate::cli::DumpArgs;
 
 /// Prints flows as the proxy finishes them, and the proxy's log on stderr.
+///
+/// The lines of every event already queued go out in one write: under load that is
+/// one system call for many flows instead of one per line, and an idle proxy still
+/// prints each flow the moment it ends.
 pub async fn print_live(mut events: Receiver<FlowEvent>, filter: Option<Filter>, args: DumpArgs) {
     // WebSocket flows whose line was printed: their messages follow it.
     let mut shown: HashSet<FlowId> = HashSet::new();
+    let mut out = String::new();
     loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(RecvError::Lagged(missed)) => {
-                eprintln!("periscope: the printer fell behind; {missed} events not shown");
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        match event {
-            FlowEvent::Completed(flow) => {
-                if filter.as_ref().is_some_and(|f| !f.matches(&flow)) {
-                    continue;
+        let mut next = events.recv().await;
+        loop {
+            match next {
+                Ok(event) => handle_event(event, &filter, &args, &mut shown, &mut out),
+                Err(RecvError::Lagged(missed)) => {
+                    eprintln!("periscope: the printer fell behind; {missed} events not shown");
                 }
-                if flow.websocket.is_some() {
-                    shown.insert(flow.id);
-                }
-                print(&render(&flow, &args));
-            }
-            FlowEvent::Updated(flow) => {
-                if !shown.remove(&flow.id) {
-                    continue;
-                }
-                if args.json {
-                    print(&render(&flow, &args));
-                } else if args.flow_detail >= 2 {
-                    if let Some(line) = websocket_closed_line(&flow) {
-                        print(&line);
-                    }
+                Err(RecvError::Closed) => {
+                    write_out(&mut out);
+                    return;
                 }
             }
-            FlowEvent::WebSocketMessage { flow, message } => {
-                if args.flow_detail >= 2 && !args.json && shown.contains(&flow) {
-                    print(&websocket_message_line(&message));
-                }
+            next = match events.try_recv() {
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => break,
+            };
+            if out.len() >= FLUSH_AT {
+                write_out(&mut out);
             }
-            FlowEvent::Log(entry) => {
-                if entry.level >= LogLevel::Info {
-                    eprintln!("periscope: {}", entry.message);
-                }
-            }
-            FlowEvent::RequestReceived(_) => {}
         }
+        write_out(&mut out);
     }
+}
+
+/// Printed lines held back at most, in bytes, while more events are queued.
+const FLUSH_AT: usize = 64 * 1024;
+
+fn handle_event(
+    event: FlowEvent,
+    filter: &Option<Filter>,
+    args: &DumpArgs,
+    shown: &mut HashSet<FlowId>,
+    out: &mut String,
+) {
+    match event {
+        FlowEvent::Completed(flow) => {
+            if filter.as_ref().is_some_and(|f| !f.matches(&flow)) {
+                return;
+            }
+            if flow.websocket.is_some() {
+                shown.insert(flow.id);
+            }
+            push_line(out, &render(&flow, args));
+        }
+        FlowEvent::Updated(flow) => {
+            if !shown.remove(&flow.id) {
+                return;
+            }
+            if args.json {
+                push_line(out, &render(&flow, args));
+            } else if args.flow_detail >= 2 {
+                if let Some(line) = websocket_closed_line(&flow) {
+                    push_line(out, &line);
+                }
+            }
+        }
+        FlowEvent::WebSocketMessage { flow, message } => {
+            if args.flow_detail >= 2 && !args.json && shown.contains(&flow) {
+                push_line(out, &websocket_message_line(&message));
+            }
+        }
+        FlowEvent::Log(entry) => {
+            if entry.level >= LogLevel::Info {
+                eprintln!("periscope: {}", entry.message);
+            }
+        }
+        FlowEvent::RequestReceived(_) => {}
+    }
+}
+
+fn push_line(out: &mut String, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    out.push_str(text);
+    out.push('\n');
+}
+
+/// Writes what `out` holds to stdout, in one call, and empties it.
+fn write_out(out: &mut String) {
+    if out.is_empty() {
+        return;
+    }
+    let stdout = std::io::stdout();
+    let mut lock = stdout.lock();
+    let _ = lock.write_all(out.as_bytes());
+    let _ = lock.flush();
+    out.clear();
+    // A flow printed as JSON with a large body must not keep its buffer forever.
+    out.shrink_to(FLUSH_AT);
 }
 
 /// Prints the flows of a saved session that match `filter`.

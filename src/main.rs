@@ -97,8 +97,12 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
     let address = proxy.local_addr();
     announce(address, &ca, args, &store);
     tokio::spawn(proxy.run());
+    // The printer runs on a worker, not on this thread: a flow that ends on a worker
+    // then queues it there, where waking this thread cost a futex call and a
+    // context switch per flow.
+    let printer = tokio::spawn(dump::print_live(printer_events, filter, dump));
     tokio::select! {
-        () = dump::print_live(printer_events, filter, dump) => {}
+        _ = printer => {}
         () = shutdown_requested() => {}
     }
     recorder.finish();
