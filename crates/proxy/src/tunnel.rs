@@ -85,7 +85,11 @@ fn tunnel_task(
     milestones: Vec<(Milestone, Timestamp)>,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
-        match PendingUpgrade::of_request(&mut request).await {
+        // The request is let go before the tunnel's long life: it would hold its
+        // headers and hyper's state for the CONNECT for as long as the tunnel lasts.
+        let upgrade = PendingUpgrade::of_request(&mut request);
+        drop(request);
+        match upgrade.await {
             Ok(upgraded) => run(core, upgraded, socket, key, client, milestones).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
