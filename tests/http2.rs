@@ -131,19 +131,9 @@ fn an_http1_client_is_translated_to_an_http2_only_server() {
     // The origin refuses a TLS client that offers only http/1.1 (alert
     // no_application_protocol), as Go's HTTP/2-only servers do; Periscope asks again
     // offering h2, and translates.
-    let pki = test_pki();
-    let origin = PythonPeer::start(
-        "h2_origin.py",
-        &[
-            "--cert",
-            pki.server_cert.to_str().unwrap(),
-            "--key",
-            pki.server_key.to_str().unwrap(),
-            "--h2-only",
-        ],
-    );
+    let origin = h2_origin(&["--h2-only"]);
     let url = localhost_url(origin.port, "/ok");
-    let direct = Curl::new().http1_1().cacert(&pki.ca_cert).run(&url);
+    let direct = Curl::new().http1_1().cacert(&test_pki().ca_cert).run(&url);
     assert_ne!(
         direct.exit_code, 0,
         "the origin must refuse HTTP/1.1 for this test to mean anything: {direct:?}"
@@ -203,7 +193,7 @@ fn head_and_uploads_from_an_http2_client_reach_both_kinds_of_server() {
     // 200 and resets the stream — so the HTTP/2 server here is the scripted origin,
     // which answers with the length it read.)
     let upload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let counted = Curl::through(&proxy)
         .http2()
         .data(&upload)
@@ -392,18 +382,6 @@ fn a_slow_http2_reader_of_a_large_download_keeps_the_proxy_memory_bounded() {
 // Trailers, RST_STREAM and GOAWAY from a scripted HTTP/2 origin
 // ---------------------------------------------------------------------------------
 
-/// `tests/peers/h2_origin.py`: TLS with the test PKI's `localhost` certificate, ALPN
-/// `h2` only; the path picks the behaviour.
-fn h2_origin() -> PythonPeer {
-    let pki = test_pki();
-    let cert = pki.server_cert.to_string_lossy().into_owned();
-    let key = pki.server_key.to_string_lossy().into_owned();
-    PythonPeer::start(
-        "h2_origin.py",
-        &["--cert", cert.as_str(), "--key", key.as_str()],
-    )
-}
-
 /// One request with `tests/peers/h2_only_client.py` (HTTP/2 only on the client leg);
 /// its JSON answer.
 fn h2_client(proxy: &Periscope, port: u16, path: &str, extra: &[&str]) -> Value {
@@ -451,7 +429,7 @@ fn localhost_url(port: u16, path: &str) -> String {
 
 #[test]
 fn http2_trailers_pass_both_ways_and_are_recorded() {
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = json_proxy(&[]);
     let answer = h2_client(
         &proxy,
@@ -505,7 +483,7 @@ fn http2_trailers_pass_both_ways_and_are_recorded() {
 
 #[test]
 fn an_http1_client_gets_response_trailers_after_the_last_chunk() {
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = json_proxy(&[]);
     let result = Curl::through(&proxy)
         .http1_1()
@@ -559,7 +537,7 @@ fn flow_error<'a>(flows: &'a [Value], path: &str) -> &'a Value {
 
 #[test]
 fn an_http2_stream_reset_mid_body_is_a_flow_error_and_reaches_the_client() {
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = json_proxy(&[]);
     let answer = h2_client(&proxy, origin.port, "/rst-mid-body", &[]);
     // The reset can overtake the head and the first bytes: h2 drops a stream's queued
@@ -597,7 +575,7 @@ fn an_http2_stream_reset_mid_body_is_a_flow_error_and_reaches_the_client() {
 
 #[test]
 fn an_http2_goaway_refusing_a_request_is_retried_on_a_new_connection() {
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = json_proxy(&[]);
     let answer = h2_client(&proxy, origin.port, "/goaway-refuse-once", &[]);
     assert_eq!(answer["status"], 200, "{answer}");
@@ -629,7 +607,7 @@ fn an_http2_goaway_refusing_a_request_is_retried_on_a_new_connection() {
 
 #[test]
 fn an_http2_server_that_keeps_refusing_with_goaway_gets_a_502_that_says_so() {
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = json_proxy(&[]);
     let started = std::time::Instant::now();
     let result = Curl::through(&proxy)
@@ -669,7 +647,7 @@ fn an_http2_server_that_keeps_refusing_with_goaway_gets_a_502_that_says_so() {
 /// the flow cannot name it.)
 #[test]
 fn an_http2_connection_closed_by_goaway_mid_body_is_a_flow_error() {
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = json_proxy(&[]);
     let answer = h2_client(&proxy, origin.port, "/goaway-mid-body", &[]);
     assert!(

@@ -494,23 +494,10 @@ fn a_websocket_over_http2_extended_connect_is_relayed_to_an_http1_server_and_rec
     );
 }
 
-fn h2_origin() -> PythonPeer {
-    let pki = test_pki();
-    PythonPeer::start(
-        "h2_origin.py",
-        &[
-            "--cert",
-            pki.server_cert.to_str().unwrap(),
-            "--key",
-            pki.server_key.to_str().unwrap(),
-        ],
-    )
-}
-
 #[test]
 fn a_websocket_over_http2_goes_to_an_http2_server_as_extended_connect() {
     // The scripted origin speaks h2 and allows extended CONNECT (RFC 8441).
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = proxy(&["--json"]);
     let ca = proxy.ca_cert_path().to_string_lossy().into_owned();
     let report = converse_over_http2(
@@ -553,7 +540,7 @@ fn a_websocket_over_http2_goes_to_an_http2_server_as_extended_connect() {
 
 #[test]
 fn an_http2_server_refusing_extended_connect_is_relayed_with_its_body() {
-    let origin = h2_origin();
+    let origin = h2_origin(&[]);
     let proxy = proxy(&["--json"]);
     let ca = proxy.ca_cert_path().to_string_lossy().into_owned();
     let report = converse_over_http2(

@@ -41,7 +41,7 @@ pub use openssl_server::{OpensslServer, OpensslServerBuilder};
 pub use output::{LineMatcher, OutputLines, WaitError};
 pub use periscope::{parse_listening_port, Periscope, PeriscopeBuilder, LISTENING_MARKER};
 pub use pki::{test_pki, TestPki};
-pub use python_peer::{python_websocket_echo_server, PythonPeer};
+pub use python_peer::{h2_origin, python_websocket_echo_server, PythonPeer};
 pub use tls_client::{HttpResponse, TlsClient, TlsClientBuilder};
 pub use tmux::{TmuxConsole, SCREEN_TIMEOUT};
 pub use tools::{free_port, python, require_tool, sha256_hex, wait_until, world_readable_tempdir};

@@ -63,3 +63,15 @@ impl Drop for PythonPeer {
 pub fn python_websocket_echo_server() -> PythonPeer {
     PythonPeer::start("websocket_echo.py", &[])
 }
+
+/// The scripted HTTP/2 origin (`tests/peers/h2_origin.py`): TLS with the test PKI's
+/// `localhost` certificate, ALPN `h2` (and `http/1.1` for clients that offer only
+/// that); the path picks the behaviour. `extra`: e.g. `--h2-only`.
+pub fn h2_origin(extra: &[&str]) -> PythonPeer {
+    let pki = super::pki::test_pki();
+    let cert = pki.server_cert.to_string_lossy().into_owned();
+    let key = pki.server_key.to_string_lossy().into_owned();
+    let mut args = vec!["--cert", cert.as_str(), "--key", key.as_str()];
+    args.extend_from_slice(extra);
+    PythonPeer::start("h2_origin.py", &args)
+}
