@@ -32,15 +32,22 @@ ROWS = [
     ("ka_c16_p50", "keep-alive 1 KiB, c=16: p50 latency", "ms", 3, None, None),
     ("ka_c16_p99", "keep-alive 1 KiB, c=16: p99 latency", "ms", 3, None, None),
     ("ka_c16_cpu", "keep-alive 1 KiB, c=16: proxy CPU per request", "µs", 0, None, None),
+    ("ka_c16_peers", "keep-alive 1 KiB, c=16: client + origin CPU per request", "µs", 0, None, None),
     ("ka_c64_rps", "keep-alive 1 KiB, c=64: req/s", "req/s", 0, None, None),
     ("ka_c64_p50", "keep-alive 1 KiB, c=64: p50 latency", "ms", 3, None, None),
     ("ka_c64_p99", "keep-alive 1 KiB, c=64: p99 latency", "ms", 3, None, None),
     ("nc_c16_rps", "new connection per request, c=16: req/s", "req/s", 0, "ratio_ge", 0.4),
     ("nc_c16_cpu", "new connection per request, c=16: proxy CPU per request", "µs", 0, None, None),
+    ("nc_c16_peers", "new connection per request, c=16: client + origin CPU per request", "µs", 0,
+     None, None),
     ("dl_mbps", "large download: throughput", "MB/s", 0, "ratio_ge", 0.8),
     ("dl_rss", "large download: proxy peak RSS", "MiB", 1, "abs_lt", 64),
+    ("dl_cpu", "large download: proxy CPU per GiB", "s", 2, None, None),
+    ("dl_peers", "large download: client + origin CPU per GiB", "s", 2, None, None),
     ("ul_mbps", "large upload: throughput", "MB/s", 0, "ratio_ge", 0.8),
     ("ul_rss", "large upload: proxy peak RSS", "MiB", 1, "abs_lt", 64),
+    ("ul_cpu", "large upload: proxy CPU per GiB", "s", 2, None, None),
+    ("ul_peers", "large upload: client + origin CPU per GiB", "s", 2, None, None),
     ("idle_base_rss", "idle connections: proxy RSS before", "MiB", 1, None, None),
     ("idle_rss", "idle connections: proxy RSS with all open", "MiB", 1, "abs_lt", 100),
     ("idle_per_conn", "idle connections: RSS per connection", "KiB", 1, None, None),
@@ -90,11 +97,31 @@ def median(values, key, target):
     return statistics.median(v) if v else None
 
 
+# The ratio targets whose CPU budget RESULTS.md works out: (rate row, CPU prefix, unit of
+# the CPU figures, how many units one second of the rate is, label).
+BUDGETS = [
+    ("ka_c16_rps", "ka_c16", "µs", 1e6, "keep-alive, c=16 (per request)"),
+    ("nc_c16_rps", "nc_c16", "µs", 1e6, "new connection per request (per request)"),
+    ("dl_mbps", "dl", "s", 2**30 / 1e6, "large download (per GiB)"),
+    ("ul_mbps", "ul", "s", 2**30 / 1e6, "large upload (per GiB)"),
+]
+
+
 def derive(values):
-    """Rows computed from others: added latency, session growth."""
+    """Rows computed from others: added latency, session growth, client + origin CPU."""
     med = {}
     for (key, target), v in values.items():
         med[(key, target)] = statistics.median(v)
+    # Client + origin: the whole machine's CPU minus the proxy's, run by run.
+    for _rate, prefix, *_ in BUDGETS:
+        for t in TARGETS:
+            machine = values.get((f"{prefix}_mcpu", t))
+            if not machine:
+                continue
+            proxy = values.get((f"{prefix}_cpu", t)) if t != "direct" else [0.0] * len(machine)
+            if proxy and len(proxy) == len(machine):
+                med[(f"{prefix}_peers", t)] = statistics.median(
+                    m - p for m, p in zip(machine, proxy))
     d = med.get(("ka_c1_p50", "direct"))
     for t in ("periscope", "mitmdump"):
         p = med.get(("ka_c1_p50", t))
@@ -180,7 +207,58 @@ def md_table(rows):
     return "\n".join(out)
 
 
-def markdown(rows, verdicts, notes, meta, raw=()):
+def cpu_budget(med, meta):
+    """What a ratio target leaves the proxy on this machine: at the target rate each unit
+    (a request, a GiB) may take `cores / rate` of CPU time in all, and the client and the
+    origin take their share of it first."""
+    try:
+        cores = int(meta.get("nproc") or 0)
+    except ValueError:
+        cores = 0
+    goals = {key: goal for key, _l, _u, _d, kind, goal in ROWS if kind == "ratio_ge"}
+    lines = []
+    for rate_key, prefix, unit, per_second, label in BUDGETS:
+        direct = med.get((rate_key, "direct"))
+        peers = med.get((f"{prefix}_peers", "periscope"))
+        peers_direct = med.get((f"{prefix}_peers", "direct"))
+        proxy = med.get((f"{prefix}_cpu", "periscope"))
+        if not (cores and direct and peers is not None and proxy is not None):
+            continue
+        goal = goals[rate_key]
+        available = cores * per_second / (goal * direct)
+        left = available - peers
+        decimals = 0 if unit == "µs" else 2
+        lines.append("| " + " | ".join([
+            label,
+            f"{goal}× direct",
+            f"{fmt(available, decimals)} {unit}",
+            f"{fmt(peers, decimals)} {unit}",
+            f"{fmt(left, decimals)} {unit}",
+            f"{fmt(proxy, decimals)} {unit}",
+            f"{fmt(peers_direct, decimals)} {unit}" if peers_direct is not None else "—",
+        ]) + " |")
+    if not lines:
+        return []
+    return [
+        "## CPU budget of the ratio targets\n",
+        f"oha or curl, nginx and the proxy share this machine's {cores} cores. At the target "
+        "rate, one request (or one GiB) may use the cores' time divided by the rate, in all; "
+        "the client and the origin use their part of it (measured through Periscope: the "
+        "machine's busy time from /proc/stat minus Periscope's, per 2xx response or per GiB), "
+        "and what is left is what Periscope may spend. For comparison, the last column is what "
+        "client and origin spend on the same exchange without a proxy. A TLS-intercepting proxy "
+        "does the work of both ends again: it completes the client's handshake as the origin "
+        "does and the origin's as the client does, decrypts what the client encrypted and "
+        "encrypts it again, and parses and writes every HTTP message twice.\n",
+        "| target | ratio | CPU per unit at that rate | client + origin through Periscope | "
+        "left for Periscope | Periscope measured | client + origin direct |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *lines,
+        "",
+    ]
+
+
+def markdown(rows, verdicts, notes, meta, raw=(), med=None):
     m = meta
     lines = []
     title = "Periscope benchmark"
@@ -229,15 +307,21 @@ def markdown(rows, verdicts, notes, meta, raw=()):
                  "medians; the targets apply to Periscope. `—`: not applicable or not measured.\n")
     lines.append(md_table(rows))
     lines.append("")
-    lines.append("\"proxy CPU per request\" is the proxy process's user + system CPU time during "
-                 "the oha run (all threads, from /proc/PID/stat) divided by the 2xx responses: "
-                 "less sensitive to other load on the machine than req/s.\n")
+    lines.append("\"proxy CPU per request\" (or per GiB) is the proxy process's user + system CPU "
+                 "time during the oha run or the transfer (all threads, from /proc/PID/stat) "
+                 "divided by the 2xx responses (or the GiB moved): less sensitive to other load "
+                 "on the machine than req/s. \"client + origin CPU\" is every core's busy time "
+                 "during the same run (/proc/stat: user, nice, system, irq, softirq, steal) minus "
+                 "the proxy's: oha or curl, nginx, and the kernel's work for them (on loopback "
+                 "the sender's core also does much of the receiver's TCP work, so the split "
+                 "between the three is approximate; their sum is not).\n")
     failed = [label for label, v in verdicts if v == "FAIL"]
     if verdicts:
         if failed:
             lines.append(f"Targets missed: {len(failed)} of {len(verdicts)} — " + "; ".join(failed) + ".\n")
         else:
             lines.append(f"All {len(verdicts)} targets met.\n")
+    lines.extend(cpu_budget(med or {}, m))
     lines.append("## Method\n")
     for item in m.get("method", []):
         lines.append(f"- {item}")
@@ -281,7 +365,7 @@ def main():
         ((k, v) for k, v in values.items() if len(v) > 1),
         key=lambda kv: (order.get(kv[0][0], 999), kv[0][0], TARGETS.index(kv[0][1]) if kv[0][1] in TARGETS else 9),
     )
-    out.write_text(markdown(rows, verdicts, notes, meta, raw))
+    out.write_text(markdown(rows, verdicts, notes, meta, raw, med))
     print(f"\nwritten: {out}")
     return 0
 

@@ -360,6 +360,14 @@ proxy_pid() {
     esac
 }
 proc_cpu() { python3 "$BENCH/rss.py" cpu "$1" 2>/dev/null || echo 0; }
+CLK_TCK=$(getconf CLK_TCK)
+# Every core's busy time so far, in seconds (/proc/stat: user nice system idle iowait irq
+# softirq steal; all but idle and iowait). In bash: a python start would land in the window.
+machine_cpu() {
+    local _cpu user nice system idle iowait irq softirq steal _rest
+    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    echo "$(((user + nice + system + irq + softirq + steal) * 1000 / CLK_TCK))e-3"
+}
 proc_rss_mib() { # VmRSS in MiB, empty when the process is gone
     local kib
     kib="$(python3 "$BENCH/rss.py" now "$1" 2>/dev/null)" || return 0
@@ -376,18 +384,21 @@ failed() { # failed TARGET WHAT: a measurement gave no number
 }
 
 # oha_run TARGET OUT.json ARGS...: one oha run against /1k; 0 when it produced JSON.
-# The proxy's CPU time during the run goes to OUT.json.cpu (seconds).
+# The proxy's CPU time during the run goes to OUT.json.cpu, the whole machine's (every
+# core's busy time: oha, nginx, the proxy, the kernel) to OUT.json.mcpu (seconds).
 oha_run() {
     local target=$1 out=$2
     shift 2
-    local proxy pid cpu0=""
+    local proxy pid cpu0="" mcpu0
     proxy="$(proxy_url "$target")"
     pid="$(proxy_pid "$target")"
     [[ -n $pid ]] && cpu0="$(proc_cpu "$pid")"
+    mcpu0="$(machine_cpu)"
     local limit=$((DURATION + 60))
     timeout -k 5 "$limit" "$OHA" --no-tui --output-format json \
         --cacert "$(client_ca "$target")" ${proxy:+-x "$proxy"} \
         "$@" "https://localhost:$NGINX_PORT/1k" >"$out" 2>"$out.err" || true
+    python3 -c "print($(machine_cpu) - $mcpu0)" >"$out.mcpu"
     rm -f "$out.cpu"
     [[ -n $pid ]] && python3 -c "print($(proc_cpu "$pid") - $cpu0)" >"$out.cpu"
     [[ -s $out ]] && python3 "$BENCH/oha_summary.py" "$out" >/dev/null 2>&1
@@ -416,6 +427,8 @@ oha_record() {
             p99) record "${prefix}_p99" "$target" "$run" "$p99" ;;
             cpu) [[ -s $out.cpu && $ok -gt 0 ]] &&
                 record "${prefix}_cpu" "$target" "$run" "$(python3 -c "print($(cat "$out.cpu") * 1e6 / $ok)")" ;;
+            mcpu) [[ -s $out.mcpu && $ok -gt 0 ]] &&
+                record "${prefix}_mcpu" "$target" "$run" "$(python3 -c "print($(cat "$out.mcpu") * 1e6 / $ok)")" ;;
         esac
     done
     if [[ $errors != 0 || $non2xx != 0 ]]; then
@@ -435,7 +448,7 @@ scenario_keepalive() {
             for target in $(targets); do
                 out="$RUN/oha.ka.c$c.$target.$run.json"
                 if oha_run "$target" "$out" -z "${DURATION}s" -c "$c"; then
-                    oha_record "ka_c$c" "$target" "$run" "$out" rps p50 p99 cpu
+                    oha_record "ka_c$c" "$target" "$run" "$out" rps p50 p99 cpu mcpu
                     say "   run $run c=$c $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
                 else
                     failed "$target" "keep-alive c=$c run $run ($(oha_why "$out"))"
@@ -454,7 +467,7 @@ scenario_newconn() {
         for target in $(targets); do
             out="$RUN/oha.nc.$target.$run.json"
             if oha_run "$target" "$out" -z "${DURATION}s" -c "$NEWCONN_CONCURRENCY" --disable-keepalive; then
-                oha_record "nc_c$NEWCONN_CONCURRENCY" "$target" "$run" "$out" rps cpu
+                oha_record "nc_c$NEWCONN_CONCURRENCY" "$target" "$run" "$out" rps cpu mcpu
                 say "   run $run $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
             else
                 failed "$target" "new-connection run $run ($(oha_why "$out"))"
@@ -483,7 +496,9 @@ transfer_one() {
             sleep 0.02
         done
     fi
-    local rc=0 name="up-$target-$run-$RANDOM"
+    local rc=0 name="up-$target-$run-$RANDOM" cpu0="" mcpu0
+    [[ -n $pid ]] && cpu0="$(proc_cpu "$pid")"
+    mcpu0="$(machine_cpu)"
     if [[ $kind == download ]]; then
         out="$(curl -sS --max-time "$cap" ${proxy:+-x "$proxy"} --cacert "$ca" -o /dev/null \
             -w '%{speed_download} %{size_download} %{http_code}' \
@@ -496,6 +511,9 @@ transfer_one() {
             "https://localhost:$NGINX_PORT/upload/$name" 2>"$RUN/curl.err")" || rc=$?
         rm -f "$SHM/upload/$name"
     fi
+    local mcpu cpu=""
+    mcpu="$(python3 -c "print($(machine_cpu) - $mcpu0)")"
+    [[ -n $pid ]] && cpu="$(python3 -c "print($(proc_cpu "$pid") - $cpu0)")"
     if [[ -n $sampler ]]; then
         kill "$sampler" 2>/dev/null || true
         wait "$sampler" 2>/dev/null || true
@@ -511,6 +529,11 @@ transfer_one() {
         local mbps
         mbps="$(python3 -c "print(${speed} / 1e6)")"
         record "${key}_mbps" "$target" "$run" "$mbps"
+        # CPU seconds per GiB moved: the whole machine's, and the proxy's.
+        if [[ ${size%.*} -gt 0 ]]; then
+            record "${key}_mcpu" "$target" "$run" "$(python3 -c "print($mcpu * 1073741824 / ${size%.*})")"
+            [[ -n $cpu ]] && record "${key}_cpu" "$target" "$run" "$(python3 -c "print($cpu * 1073741824 / ${size%.*})")"
+        fi
         if [[ $rc -eq 28 ]]; then
             note "$target $kind run $run: capped at ${cap}s after $((${size%.*} / 1048576)) MiB of $BIG_MIB MiB; MB/s is over what was moved"
         elif [[ $rc -ne 0 || ${size%.*} -ne $expect || ! $code =~ ^2 ]]; then
