@@ -850,7 +850,11 @@ EOF
     # ---------------------------------------------------------------------------
     # Report
     # ---------------------------------------------------------------------------
-    periscope_version="$(cd "$REPO" && git describe --always --dirty --tags 2>/dev/null || echo unknown)"
+    periscope_version="$(cd "$REPO" && git describe --always --tags 2>/dev/null || echo unknown)"
+    # The RESULTS.md of an earlier run, not yet committed, does not make the build dirty.
+    if [[ -n "$(cd "$REPO" && git status --porcelain --untracked-files=no -- . ':!bench/RESULTS.md' 2>/dev/null)" ]]; then
+        periscope_version+="-dirty"
+    fi
     mitm_version="skipped ($MITM_SKIP_REASON)"
     python_version=""
     if [[ $MITM_OK -eq 1 ]]; then
