@@ -97,7 +97,8 @@ pub struct ProxyArgs {
 
     /// Keep the session (every flow, as it happens) in FILE; without it the session
     /// lives in a temporary file removed at exit (the console without -w records into
-    /// the -r file instead).
+    /// the -r file instead). With `dump -r`, the flows it prints (those matching the
+    /// filter) are added to FILE.
     #[arg(short = 'w', long = "save", global = true, value_name = "FILE")]
     pub save: Option<PathBuf>,
 

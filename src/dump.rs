@@ -120,15 +120,21 @@ fn write_out(out: &mut String) {
     out.shrink_to(FLUSH_AT);
 }
 
-/// Prints the flows of a saved session that match `filter`.
+/// Prints the flows of a saved session that match `filter`; with `save`, also adds
+/// them to that session file (`dump -r IN -w OUT FILTER` keeps a filtered copy).
 pub fn print_session(
     session: &Path,
     filter: Option<&Filter>,
     args: &DumpArgs,
+    save: Option<&Path>,
 ) -> anyhow::Result<()> {
     let store = FlowStore::open(session)
         .with_context(|| format!("cannot open the session {}", session.display()))?;
-    store.for_each(filter, |flow| {
+    let mut copy = save
+        .map(|out| SessionCopy::open(session, out))
+        .transpose()?;
+    let mut failure = None;
+    store.try_for_each(filter, |flow| {
         print(&render(&flow, args));
         if args.flow_detail >= 2 && !args.json {
             for message in flow.websocket.iter().flat_map(|ws| &ws.messages) {
@@ -138,8 +144,80 @@ pub fn print_session(
                 print(&line);
             }
         }
+        match copy.as_mut().map(|copy| copy.add(flow)).transpose() {
+            Ok(_) => std::ops::ControlFlow::Continue(()),
+            Err(error) => {
+                failure = Some(error);
+                std::ops::ControlFlow::Break(())
+            }
+        }
     })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    if let Some(copy) = copy {
+        copy.finish()?;
+    }
     Ok(())
+}
+
+/// The session file `dump -r` copies the flows it prints into, in batches (one
+/// transaction each).
+struct SessionCopy {
+    store: FlowStore,
+    pending: Vec<std::sync::Arc<Flow>>,
+    written: usize,
+}
+
+impl SessionCopy {
+    const BATCH: usize = 256;
+
+    fn open(source: &Path, out: &Path) -> anyhow::Result<Self> {
+        let same = match (source.canonicalize(), out.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            anyhow::bail!(
+                "-w {} is the session -r reads; write the copy to another file",
+                out.display()
+            );
+        }
+        let store = FlowStore::open(out)
+            .with_context(|| format!("cannot open the session file {}", out.display()))?;
+        Ok(SessionCopy {
+            store,
+            pending: Vec::with_capacity(Self::BATCH),
+            written: 0,
+        })
+    }
+
+    fn add(&mut self, flow: Flow) -> anyhow::Result<()> {
+        self.pending.push(std::sync::Arc::new(flow));
+        if self.pending.len() >= Self::BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.store
+            .insert_many(&self.pending)
+            .with_context(|| format!("cannot save flows to {}", self.store.path().display()))?;
+        self.written += self.pending.len();
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        eprintln!(
+            "periscope: saved {} flows to {}",
+            self.written,
+            self.store.path().display()
+        );
+        Ok(())
+    }
 }
 
 fn print(text: &str) {

@@ -52,7 +52,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Dump(args)) => {
             let filter = parse_filter(&args.filter)?;
             match &cli.proxy.read {
-                Some(session) => dump::print_session(session, filter.as_ref(), &args),
+                Some(session) => {
+                    dump::print_session(session, filter.as_ref(), &args, cli.proxy.save.as_deref())
+                }
                 None => run_proxy(&cli.proxy, args, filter).await,
             }
         }
@@ -65,7 +67,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 flow_detail: 1,
             };
             match &cli.proxy.read {
-                Some(session) => dump::print_session(session, None, &args),
+                Some(session) => {
+                    dump::print_session(session, None, &args, cli.proxy.save.as_deref())
+                }
                 None => run_proxy(&cli.proxy, args, None).await,
             }
         }

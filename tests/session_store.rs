@@ -1,7 +1,8 @@
 //! The session file as a user relies on it, through the real binary:
 //!
 //! - `kill -9` in the middle of a session loses none of the flows recorded before
-//!   it: `periscope dump -r FILE` afterwards lists every one;
+//!   it: `periscope dump -r FILE` afterwards lists every one, and `dump -r FILE -w
+//!   COPY FILTER` keeps the flows it prints in a new session;
 //! - `periscope export FILE --har OUT.har` of a session holding a flow Apache
 //!   renegotiated writes HAR that validates against the HAR 1.2 schema (the venv's
 //!   Python `jsonschema`) and carries the request, the response, the timings and
@@ -91,6 +92,29 @@ fn kill_9_loses_no_flow_recorded_before_it() {
     }
     // The session is still a working session: filters read it.
     assert_eq!(dump_session(&file, &["~u", "n=1\\b"]).len(), 1);
+
+    // `dump -r IN -w OUT FILTER` prints the matching flows and keeps them in OUT.
+    let copy = dir.path().join("filtered.periscope");
+    let copy_arg = copy.to_str().unwrap();
+    let printed = dump_session(&file, &["-w", copy_arg, "~u", "n=1[0-9]\\b"]);
+    assert_eq!(printed.len(), 10, "{printed:#?}");
+    let copied = dump_session(&copy, &[]);
+    assert_eq!(copied, printed, "the copy holds what was printed");
+    // Copying onto the file being read is refused, and the session is untouched.
+    let refused = Command::new(env!("CARGO_BIN_EXE_periscope"))
+        .args(["dump", "-r"])
+        .arg(&file)
+        .arg("-w")
+        .arg(&file)
+        .output()
+        .expect("run periscope dump -r -w");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is the session -r reads"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(dump_session(&file, &[]).len(), FLOWS);
 }
 
 #[test]
