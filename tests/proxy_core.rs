@@ -508,6 +508,27 @@ fn a_server_that_speaks_first_through_connect_is_relayed() {
     let mut greeting = [0u8; 16];
     stream.read_exact(&mut greeting).unwrap();
     assert_eq!(&greeting, b"220 smtp ready\r\n");
+
+    // A raw tunnel may stay silent for hours, so it has no idle timeout; TCP keepalive
+    // on both of the proxy's sockets notices a peer that vanished without closing.
+    let client_port = stream.get_ref().1.local_addr().unwrap().port();
+    for (leg, filter) in [
+        (
+            "client",
+            format!("( sport = :{} and dport = :{client_port} )", proxy.port()),
+        ),
+        ("server", format!("( dport = :{port} )")),
+    ] {
+        let out = std::process::Command::new("ss")
+            .args(["-tnoH", "state", "established", &filter])
+            .output()
+            .expect("run ss (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines().count() == 1 && text.contains("timer:(keepalive,"),
+            "the proxy's {leg} socket of the tunnel has a keepalive timer: {text:?} (ss {filter})"
+        );
+    }
 }
 
 #[test]

@@ -1,11 +1,28 @@
-//! Small stream adapters.
+//! Small stream adapters, and the settings of the proxy's TCP sockets.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Settings for every socket to a client or a server: no Nagle delay (requests and
+/// responses are written whole), and TCP keepalive, so a peer that vanished without
+/// closing (a laptop gone to sleep, a NAT entry dropped) is noticed within about two
+/// minutes. A raw tunnel or a WebSocket may rightly stay silent for hours, so it
+/// has no idle timeout; without keepalive, a dead peer would hold its task and the
+/// other leg's connection forever.
+pub fn configure_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(15))
+        .with_retries(4);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
 
 /// A stream whose first bytes were already read (to sniff a ClientHello); they are
 /// replayed before the rest.

@@ -119,7 +119,7 @@ impl Proxy {
 
 async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr) {
     let connected = Timestamp::now();
-    let _ = stream.set_nodelay(true);
+    crate::io::configure_socket(&stream);
     // hyper's header timeout starts at the first byte; a client that never sends one
     // would otherwise hold its socket and task forever.
     let idle = core.config.timeouts.client_idle;

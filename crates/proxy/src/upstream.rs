@@ -206,7 +206,7 @@ pub async fn connect_tcp(
         Ok(result) => result?,
         Err(_) => return Err(UpstreamError::ConnectTimeout { target, timeout }),
     };
-    let _ = stream.set_nodelay(true);
+    crate::io::configure_socket(&stream);
     let info = ConnectionInfo {
         id: next_connection_id(),
         peer: stream.peer_addr().ok(),
