@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use periscope_flow::filter::Filter;
@@ -144,13 +146,13 @@ pub fn print_session(
                 print(&line);
             }
         }
-        match copy.as_mut().map(|copy| copy.add(flow)).transpose() {
-            Ok(_) => std::ops::ControlFlow::Continue(()),
-            Err(error) => {
+        if let Some(copy) = copy.as_mut() {
+            if let Err(error) = copy.add(flow) {
                 failure = Some(error);
-                std::ops::ControlFlow::Break(())
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
     })?;
     if let Some(error) = failure {
         return Err(error);
@@ -165,7 +167,7 @@ pub fn print_session(
 /// transaction each).
 struct SessionCopy {
     store: FlowStore,
-    pending: Vec<std::sync::Arc<Flow>>,
+    pending: Vec<Arc<Flow>>,
     written: usize,
 }
 
@@ -193,7 +195,7 @@ impl SessionCopy {
     }
 
     fn add(&mut self, flow: Flow) -> anyhow::Result<()> {
-        self.pending.push(std::sync::Arc::new(flow));
+        self.pending.push(Arc::new(flow));
         if self.pending.len() >= Self::BATCH {
             self.flush()?;
         }
