@@ -54,7 +54,7 @@ pub async fn print_live(mut events: Receiver<FlowEvent>, filter: Option<Filter>,
     }
 }
 
-/// Printed lines held back at most, in bytes, while more events are queued.
+/// Printed lines held back at most, in bytes, before they are written in one call.
 const FLUSH_AT: usize = 64 * 1024;
 
 fn handle_event(
@@ -136,15 +136,19 @@ pub fn print_session(
         .map(|out| SessionCopy::open(session, out))
         .transpose()?;
     let mut failure = None;
-    store.try_for_each(filter, |flow| {
-        print(&render(&flow, args));
+    let mut out = String::new();
+    let scanned = store.try_for_each(filter, |flow| {
+        push_line(&mut out, &render(&flow, args));
         if args.flow_detail >= 2 && !args.json {
             for message in flow.websocket.iter().flat_map(|ws| &ws.messages) {
-                print(&websocket_message_line(message));
+                push_line(&mut out, &websocket_message_line(message));
             }
             if let Some(line) = websocket_closed_line(&flow) {
-                print(&line);
+                push_line(&mut out, &line);
             }
+        }
+        if out.len() >= FLUSH_AT {
+            write_out(&mut out);
         }
         if let Some(copy) = copy.as_mut() {
             if let Err(error) = copy.add(flow) {
@@ -153,7 +157,10 @@ pub fn print_session(
             }
         }
         ControlFlow::Continue(())
-    })?;
+    });
+    // What was read before a failure is still printed.
+    write_out(&mut out);
+    scanned?;
     if let Some(error) = failure {
         return Err(error);
     }
@@ -220,15 +227,6 @@ impl SessionCopy {
         );
         Ok(())
     }
-}
-
-fn print(text: &str) {
-    if text.is_empty() {
-        return;
-    }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let _ = writeln!(out, "{text}");
 }
 
 fn render(flow: &Flow, args: &DumpArgs) -> String {
