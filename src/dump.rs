@@ -11,10 +11,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use periscope_flow::filter::Filter;
+use periscope_flow::live::{FlowReceiver as Receiver, RecvError, TryRecvError};
 use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId, Headers, LogLevel, WebSocketMessage};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::broadcast::Receiver;
 
 use crate::cli::DumpArgs;
 
@@ -23,7 +22,7 @@ use crate::cli::DumpArgs;
 /// The lines of every event already queued go out in one write: under load that is
 /// one system call for many flows instead of one per line, and an idle proxy still
 /// prints each flow the moment it ends.
-pub async fn print_live(mut events: Receiver<FlowEvent>, filter: Option<Filter>, args: DumpArgs) {
+pub async fn print_live(mut events: Receiver, filter: Option<Filter>, args: DumpArgs) {
     // WebSocket flows whose line was printed: their messages follow it.
     let mut shown: HashSet<FlowId> = HashSet::new();
     let mut out = String::new();

@@ -18,6 +18,7 @@ pub mod content;
 pub mod events;
 pub mod filter;
 pub mod har;
+pub mod live;
 pub mod model;
 pub mod store;
 pub mod timeline;

@@ -1,15 +1,12 @@
 //! The one way flows leave the proxy: a broadcast of [`FlowEvent`]s that the dump
 //! printer, the store and the user interfaces subscribe to.
 
-use periscope_flow::{Flow, FlowEvent, LogEntry, LogLevel};
+use periscope_flow::live::{FlowFeed, FlowReceiver};
+use periscope_flow::{FlowEvent, LogEntry, LogLevel};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, mpsc, Notify};
-
-/// Large enough that a front end pausing for a redraw does not miss flows; a
-/// subscriber that falls further behind is told how many it missed.
-const CAPACITY: usize = 16 * 1024;
+use tokio::sync::{mpsc, Notify};
 
 /// How much the reliable subscribers (the session store) may fall behind, in bytes of
 /// queued flows, before new requests wait for them: under a load the store cannot
@@ -29,7 +26,9 @@ struct Backlog {
 
 #[derive(Clone)]
 pub struct FlowBus {
-    sender: broadcast::Sender<FlowEvent>,
+    /// Front ends: each reads at its own pace; one that falls far behind (by count or
+    /// by bytes) is told how many events it missed.
+    feed: FlowFeed,
     /// Subscribers that must see every event (the session store): unbounded queues,
     /// since dropping a flow is worse than holding it in memory for a moment.
     reliable: Arc<Mutex<Vec<mpsc::UnboundedSender<FlowEvent>>>>,
@@ -46,9 +45,8 @@ impl Default for FlowBus {
 
 impl FlowBus {
     pub fn new() -> Self {
-        let (sender, _) = broadcast::channel(CAPACITY);
         FlowBus {
-            sender,
+            feed: FlowFeed::new(),
             reliable: Arc::default(),
             requests_wanted: Arc::default(),
             backlog: Arc::default(),
@@ -84,8 +82,8 @@ impl FlowBus {
         receiver
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
-        self.sender.subscribe()
+    pub fn subscribe(&self) -> FlowReceiver {
+        self.feed.subscribe()
     }
 
     pub fn publish(&self, event: FlowEvent) {
@@ -102,28 +100,13 @@ impl FlowBus {
                 });
             }
         }
-        // No subscriber is not an error: a headless proxy may record nothing.
-        let _ = self.sender.send(event);
+        self.feed.send(event);
     }
 
     /// What an event costs a reliable subscriber's queue, roughly: its bodies and
     /// messages plus a fixed share for the head.
     pub fn cost_of(event: &FlowEvent) -> usize {
-        const HEAD: usize = 2048;
-        fn flow_cost(flow: &Flow) -> usize {
-            let response = flow.response.as_ref().map_or(0, |r| r.body.content.len());
-            let messages = flow.websocket.as_ref().map_or(0, |ws| {
-                ws.messages.iter().map(|m| m.content.len() + 64).sum()
-            });
-            HEAD + flow.request.body.content.len() + response + messages
-        }
-        match event {
-            FlowEvent::Completed(flow)
-            | FlowEvent::Updated(flow)
-            | FlowEvent::RequestReceived(flow) => flow_cost(flow),
-            FlowEvent::WebSocketMessage { message, .. } => 64 + message.content.len(),
-            FlowEvent::Log(entry) => 64 + entry.message.len(),
-        }
+        periscope_flow::live::cost_of(event)
     }
 
     /// A reliable subscriber is done with events that cost `cost` in all.

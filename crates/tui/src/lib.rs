@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! # async fn example(store: std::sync::Arc<periscope_flow::store::FlowStore>,
-//! #     events: tokio::sync::broadcast::Receiver<periscope_flow::FlowEvent>) -> std::io::Result<()> {
+//! #     events: periscope_flow::live::FlowReceiver) -> std::io::Result<()> {
 //! let options = periscope_tui::ConsoleOptions {
 //!     store,
 //!     listen: "127.0.0.1:8080".parse().unwrap(),
@@ -53,11 +53,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use periscope_flow::live::{FlowReceiver as Receiver, TryRecvError};
 use periscope_flow::store::FlowStore;
-use periscope_flow::FlowEvent;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
-use tokio::sync::broadcast::error::TryRecvError;
-use tokio::sync::broadcast::Receiver;
 
 use crate::app::App;
 use crate::terminal::{ConsoleTerminal, Input, StderrCapture};
@@ -90,7 +88,7 @@ const STOP_WAIT: Duration = Duration::from_secs(3);
 ///
 /// The terminal (raw mode, alternate screen) is restored on every way out; stderr,
 /// when it is the terminal, goes to the event log meanwhile.
-pub async fn run(options: ConsoleOptions, events: Receiver<FlowEvent>) -> io::Result<()> {
+pub async fn run(options: ConsoleOptions, events: Receiver) -> io::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let ui_stop = Arc::clone(&stop);
     let (done, mut finished) = tokio::sync::oneshot::channel();
@@ -143,7 +141,7 @@ async fn termination_signal() {
 
 fn console_loop(
     options: &ConsoleOptions,
-    mut events: Receiver<FlowEvent>,
+    mut events: Receiver,
     stop: &AtomicBool,
 ) -> io::Result<()> {
     let stderr = StderrCapture::start();
