@@ -195,6 +195,7 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         None => None,
     };
     Ok(ProxyConfig {
+        hooks: Default::default(),
         credentials,
         listen: SocketAddr::new(args.listen_host, args.listen_port),
         body_limit: usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
@@ -203,6 +204,7 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             response: args.response_timeout.into(),
             body_idle: args.idle_timeout.into(),
             client_idle: args.idle_timeout.into(),
+            pool_idle: args.idle_timeout.into(),
         },
         upstream_tls: UpstreamTlsSettings {
             verify: !args.ssl_insecure,

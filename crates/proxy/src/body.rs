@@ -18,13 +18,22 @@ use crate::error::describe_hyper_error;
 use crate::headers::record_headers;
 use crate::recorder::{FlowRecorder, Side};
 
+/// Frames smaller than this are copied into one buffer rather than kept as slices: a
+/// slice pins the whole read buffer it came in, and a body sent a byte at a time would
+/// otherwise keep one entry per byte. What a flow keeps is bounded by bytes, never by
+/// the number of frames.
+const COALESCE_BELOW: usize = 8 * 1024;
+
 /// A body relayed between the legs while being recorded into a flow.
 pub struct RecordingBody<B> {
     inner: B,
     recorder: Arc<FlowRecorder>,
     side: Side,
     limit: usize,
+    /// Large frames, as slices of the buffers they arrived in.
     kept: Vec<Bytes>,
+    /// Small frames since the last large one, copied together.
+    small: BytesMut,
     kept_len: usize,
     seen: u64,
     done: bool,
@@ -52,6 +61,7 @@ impl<B: Body> RecordingBody<B> {
             side,
             limit,
             kept: Vec::new(),
+            small: BytesMut::new(),
             kept_len: 0,
             seen: 0,
             done: false,
@@ -65,19 +75,31 @@ impl<B: Body> RecordingBody<B> {
 impl<B> RecordingBody<B> {
     fn keep(&mut self, data: &Bytes) {
         self.seen += data.len() as u64;
-        if self.side == Side::Request {
-            self.recorder.add_request_bytes(data.len() as u64);
-        }
+        self.recorder.add_body_bytes(self.side, data.len() as u64);
         let room = self.limit.saturating_sub(self.kept_len);
-        if room > 0 && !data.is_empty() {
+        if room == 0 || data.is_empty() {
+            return;
+        }
+        let take = room.min(data.len());
+        self.kept_len += take;
+        if take < COALESCE_BELOW {
+            self.small.extend_from_slice(&data[..take]);
+        } else {
+            self.flush_small();
             // A slice of a `Bytes` shares its buffer: no copy until the flow is built.
-            let piece = data.slice(..room.min(data.len()));
-            self.kept_len += piece.len();
-            self.kept.push(piece);
+            self.kept.push(data.slice(..take));
+        }
+    }
+
+    fn flush_small(&mut self) {
+        if !self.small.is_empty() {
+            let small = std::mem::take(&mut self.small);
+            self.kept.push(small.freeze());
         }
     }
 
     fn recorded(&mut self) -> periscope_flow::Body {
+        self.flush_small();
         let content = match self.kept.len() {
             0 => Bytes::new(),
             1 => self.kept.pop().unwrap_or_default(),
@@ -253,11 +275,14 @@ impl<B> Drop for RecordingBody<B> {
                 self.recorder.update(|flow| flow.request.body = body);
             }
             Side::Response => {
-                let message = format!(
-                    "the client closed the connection after {} bytes of the response body",
-                    self.seen
-                );
-                self.fail(FlowErrorKind::ClientDisconnected, message);
+                self.done = true;
+                let body = self.recorded();
+                self.recorder.update(|flow| {
+                    if let Some(response) = flow.response.as_mut() {
+                        response.body = body;
+                    }
+                });
+                self.recorder.finish_client_gone(self.seen);
             }
         }
     }

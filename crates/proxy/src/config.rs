@@ -17,6 +17,8 @@ pub struct Timeouts {
     pub body_idle: Duration,
     /// A client that has connected but not sent its first bytes (or a full request head).
     pub client_idle: Duration,
+    /// A server connection kept for reuse that no request used.
+    pub pool_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -26,6 +28,7 @@ impl Default for Timeouts {
             response: Duration::from_secs(60),
             body_idle: Duration::from_secs(60),
             client_idle: Duration::from_secs(60),
+            pool_idle: Duration::from_secs(60),
         }
     }
 }
@@ -40,6 +43,8 @@ pub struct ProxyConfig {
     pub client_tls: ClientTlsSettings,
     /// Credentials clients must present (`--proxyauth`); `None` admits everyone.
     pub credentials: Option<crate::guard::ProxyCredentials>,
+    /// Features that act on every exchange (intercept, rules, addons), in order.
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl Default for ProxyConfig {
@@ -54,6 +59,7 @@ impl Default for ProxyConfig {
             },
             client_tls: ClientTlsSettings::default(),
             credentials: None,
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use periscope_tls::{CertificateAuthority, ClientTls, TlsError, UpstreamTls};
 
 use crate::bus::FlowBus;
 use crate::config::ProxyConfig;
+use crate::hooks::Hooks;
 
 pub struct ProxyCore {
     pub config: ProxyConfig,
@@ -15,14 +16,35 @@ pub struct ProxyCore {
     pub upstream_tls: UpstreamTls,
     pub client_tls: ClientTls,
     pub bus: FlowBus,
+    pub hooks: Hooks,
     ca_pem: Vec<u8>,
-    /// Hosts whose HTTP/2 server answered HTTP_1_1_REQUIRED, until when to use
-    /// HTTP/1.1 with them.
-    http11_required: Mutex<HashMap<String, Instant>>,
+    /// Hosts whose HTTP/2 server answered HTTP_1_1_REQUIRED: they get HTTP/1.1.
+    http11_required: HostMemory,
+    /// Hosts whose server selected no ALPN protocol and spoke HTTP/2 anyway: they get
+    /// HTTP/2 with prior knowledge.
+    http2_without_alpn: HostMemory,
 }
 
-/// How long a host that demanded HTTP/1.1 gets HTTP/1.1 without asking again.
-const HTTP11_MEMORY: Duration = Duration::from_secs(30 * 60);
+/// How long a host's protocol quirk is remembered without asking again.
+const QUIRK_MEMORY: Duration = Duration::from_secs(30 * 60);
+
+/// Hosts with a protocol quirk, until when it is assumed.
+#[derive(Default)]
+struct HostMemory(Mutex<HashMap<String, Instant>>);
+
+impl HostMemory {
+    fn remember(&self, host: &str) {
+        let mut hosts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        hosts.retain(|_, until| *until > now);
+        hosts.insert(host.to_owned(), now + QUIRK_MEMORY);
+    }
+
+    fn holds(&self, host: &str) -> bool {
+        let hosts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.get(host).is_some_and(|until| *until > Instant::now())
+    }
+}
 
 impl ProxyCore {
     pub fn new(
@@ -34,29 +56,29 @@ impl ProxyCore {
             ca_pem: ca.certificate().to_pem()?,
             upstream_tls: UpstreamTls::new(config.upstream_tls.clone())?,
             client_tls: ClientTls::new(config.client_tls.clone())?,
+            hooks: config.hooks.clone(),
             config,
             ca,
             bus,
-            http11_required: Mutex::new(HashMap::new()),
+            http11_required: HostMemory::default(),
+            http2_without_alpn: HostMemory::default(),
         })
     }
 
     pub fn remember_http11_required(&self, host: &str) {
-        let mut hosts = self
-            .http11_required
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        hosts.retain(|_, until| *until > now);
-        hosts.insert(host.to_owned(), now + HTTP11_MEMORY);
+        self.http11_required.remember(host);
     }
 
     pub fn requires_http11(&self, host: &str) -> bool {
-        let hosts = self
-            .http11_required
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        hosts.get(host).is_some_and(|until| *until > Instant::now())
+        self.http11_required.holds(host)
+    }
+
+    pub fn remember_http2_without_alpn(&self, host: &str) {
+        self.http2_without_alpn.remember(host);
+    }
+
+    pub fn speaks_http2_without_alpn(&self, host: &str) -> bool {
+        self.http2_without_alpn.holds(host)
     }
 
     /// The CA certificate, for clients that download it from the proxy.

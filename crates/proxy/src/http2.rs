@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use h2::{Reason, RecvStream, SendStream};
-use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, Method, Request, Response};
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
+
+use crate::headers::{strip_hop_by_hop, NextHop};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -105,15 +107,32 @@ impl Body for H2Body {
 }
 
 /// Sends `body` on `stream`: each chunk waits for some window first, so a slow peer
-/// holds back the source instead of filling memory. A reset from the peer ends it.
-pub async fn send_body<B>(stream: &mut SendStream<Bytes>, body: B) -> Result<(), BoxError>
+/// holds back the source instead of filling memory. A reset from the peer ends it,
+/// and so does a peer that grants no window for `stall_limit` (it reads the
+/// connection but not this stream).
+pub async fn send_body<B>(
+    stream: &mut SendStream<Bytes>,
+    body: B,
+    stall_limit: Duration,
+) -> Result<(), BoxError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     tokio::pin!(body);
     loop {
-        poll_fn(|cx| wait_for_window(stream, cx)).await?;
+        let window = poll_fn(|cx| wait_for_window(stream, cx));
+        match tokio::time::timeout(stall_limit, window).await {
+            Ok(ready) => ready?,
+            Err(_) => {
+                stream.send_reset(Reason::CANCEL);
+                return Err(format!(
+                    "the peer stopped reading: it granted no HTTP/2 flow-control window for {} s",
+                    stall_limit.as_secs_f64()
+                )
+                .into());
+            }
+        }
         let frame = poll_fn(|cx| {
             if let Poll::Ready(reason) = stream.poll_reset(cx) {
                 return Poll::Ready(Some(Err(reset_error(reason))));
@@ -172,29 +191,6 @@ fn reset_error(reason: Result<Reason, h2::Error>) -> BoxError {
     match reason {
         Ok(reason) => h2::Error::from(reason).into(),
         Err(error) => error.into(),
-    }
-}
-
-/// Removes what HTTP/2 forbids in a message (RFC 9113 §8.2.2): connection-specific
-/// headers, and `TE` other than `trailers` (in a response, any `TE`).
-pub fn strip_connection_headers(headers: &mut HeaderMap, request: bool) {
-    if let Some(listed) = headers.remove(CONNECTION) {
-        if let Ok(listed) = listed.to_str() {
-            for name in listed.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    for name in ["keep-alive", "proxy-connection"] {
-        headers.remove(name);
-    }
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(UPGRADE);
-    let keep_te = request && headers.get(TE).is_some_and(|te| te == "trailers");
-    if !keep_te {
-        headers.remove(TE);
     }
 }
 
@@ -326,6 +322,8 @@ impl H2UpgradeSlot {
 pub struct ServerSettings {
     pub max_concurrent_streams: u32,
     pub handshake_timeout: Duration,
+    /// How long a response may wait for the client to open its window.
+    pub stall_timeout: Duration,
 }
 
 /// Serves an HTTP/2 client connection: each stream runs `handle` in its own task, and
@@ -357,7 +355,8 @@ where
     while let Some(accepted) = connection.accept().await {
         let (request, respond) = accepted?;
         let handle = Arc::clone(&handle);
-        tokio::spawn(async move { serve_stream(request, respond, handle.as_ref()).await });
+        let stall = settings.stall_timeout;
+        tokio::spawn(async move { serve_stream(request, respond, handle.as_ref(), stall).await });
     }
     Ok(())
 }
@@ -366,6 +365,7 @@ async fn serve_stream<H, F, B>(
     request: Request<RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
     handle: &H,
+    stall_timeout: Duration,
 ) where
     H: Fn(Request<Option<H2Body>>) -> F,
     F: Future<Output = Response<B>>,
@@ -392,7 +392,7 @@ async fn serve_stream<H, F, B>(
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
     let (mut parts, body) = response.into_parts();
-    strip_connection_headers(&mut parts.headers, false);
+    strip_hop_by_hop(&mut parts.headers, NextHop::Http2Response);
     if let Some((sender, recv)) = tunnel {
         if parts.status.is_success() {
             let head = Response::from_parts(parts, ());
@@ -416,7 +416,7 @@ async fn serve_stream<H, F, B>(
         }
     };
     if !end {
-        if let Err(error) = send_body(&mut send, body).await {
+        if let Err(error) = send_body(&mut send, body, stall_timeout).await {
             tracing::debug!(%error, stream_id, "response body not sent whole");
         }
     }
@@ -427,12 +427,18 @@ async fn serve_stream<H, F, B>(
 pub struct H2Sender {
     send: h2::client::SendRequest<Bytes>,
     closed: Arc<AtomicBool>,
+    /// How long a request body may wait for the server to open its window.
+    stall_timeout: Duration,
 }
 
 impl H2Sender {
     /// The HTTP/2 preface and SETTINGS exchange; the connection then runs in a task of
     /// its own until the server or the last handle lets go.
-    pub async fn handshake<S>(io: S, target: &str) -> Result<H2Sender, h2::Error>
+    pub async fn handshake<S>(
+        io: S,
+        target: &str,
+        stall_timeout: Duration,
+    ) -> Result<H2Sender, h2::Error>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -453,7 +459,11 @@ impl H2Sender {
             }
             watch.store(true, Ordering::Release);
         });
-        Ok(H2Sender { send, closed })
+        Ok(H2Sender {
+            send,
+            closed,
+            stall_timeout,
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -478,7 +488,7 @@ impl H2Sender {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = request.into_parts();
-        strip_connection_headers(&mut parts.headers, true);
+        strip_hop_by_hop(&mut parts.headers, NextHop::Http2Request);
         set_content_length(&mut parts.headers, &body);
         let end = body.is_end_stream();
         let mut head = Request::new(());
@@ -496,9 +506,10 @@ impl H2Sender {
             }
         };
         let stream_id = response.stream_id().as_u32();
+        let stall = self.stall_timeout;
         if !end {
             tokio::spawn(async move {
-                if let Err(error) = send_body(&mut stream, body).await {
+                if let Err(error) = send_body(&mut stream, body, stall).await {
                     tracing::debug!(%error, stream_id, "request body not sent whole");
                     stream.send_reset(Reason::CANCEL);
                 }
@@ -548,26 +559,8 @@ pub struct H2SendError<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CONNECTION;
     use http_body_util::{BodyExt, Full};
-
-    #[test]
-    fn connection_specific_headers_are_stripped_and_te_trailers_kept_in_requests() {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONNECTION, "keep-alive, x-hop".parse().unwrap());
-        headers.insert("x-hop", "1".parse().unwrap());
-        headers.insert("keep-alive", "timeout=5".parse().unwrap());
-        headers.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
-        headers.insert(TE, "trailers".parse().unwrap());
-        headers.insert("x-end-to-end", "1".parse().unwrap());
-        let mut response = headers.clone();
-        strip_connection_headers(&mut headers, true);
-        let mut names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["te", "x-end-to-end"]);
-        strip_connection_headers(&mut response, false);
-        let names: Vec<_> = response.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-end-to-end"]);
-    }
 
     /// The client leg served by `serve`, the server leg by `H2Sender`, over an
     /// in-memory pipe: each request and response names its own stream, and bodies
@@ -578,6 +571,7 @@ mod tests {
         let settings = ServerSettings {
             max_concurrent_streams: 8,
             handshake_timeout: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(5),
         };
         tokio::spawn(serve(
             server_io,
@@ -599,7 +593,9 @@ mod tests {
                 response
             },
         ));
-        let mut sender = H2Sender::handshake(client_io, "test").await.unwrap();
+        let mut sender = H2Sender::handshake(client_io, "test", Duration::from_secs(5))
+            .await
+            .unwrap();
         for (expected, size) in [(1u32, 0usize), (3, 10), (5, 3 * 1024 * 1024)] {
             sender.ready().await.unwrap();
             let mut request = Request::new(Full::new(Bytes::from(vec![b'x'; size])));

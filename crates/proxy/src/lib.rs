@@ -24,18 +24,24 @@ mod bus;
 mod client_hello;
 mod config;
 mod core;
+mod destination;
 mod error;
+mod exchange;
 mod guard;
 mod headers;
+mod hooks;
 mod http2;
 mod io;
 mod pages;
+mod pool;
 mod recorder;
+mod retry;
 mod session;
 mod tunnel;
 mod upgrade;
 mod upstream;
 mod websocket;
+mod websocket_h2;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,9 +56,12 @@ pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError}
 pub use crate::config::{ProxyConfig, Timeouts};
 pub use crate::error::UpstreamError;
 pub use crate::guard::ProxyCredentials;
+pub use crate::hooks::{ExchangeHook, HookFuture, Hooks, RequestVerdict, ResponseVerdict};
 pub use crate::tunnel::connect_target;
 
 use crate::core::ProxyCore;
+use crate::io::{LingeringClose, WriteDeadline, WriteStall};
+use crate::recorder::ClientContext;
 use crate::session::{ClientProtocol, ClientSession};
 use crate::upstream::next_connection_id;
 
@@ -138,19 +147,26 @@ async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr)
             return;
         }
     }
-    let client = ConnectionInfo {
-        id: next_connection_id(),
-        peer: Some(peer),
-        local: stream.local_addr().ok(),
-        target: None,
+    let write_stall = Arc::new(WriteStall::default());
+    let client = ClientContext {
+        info: ConnectionInfo {
+            id: next_connection_id(),
+            peer: Some(peer),
+            local: stream.local_addr().ok(),
+            target: None,
+            tls: None,
+        },
+        milestones: vec![(Milestone::ClientConnected, connected)],
         tls: None,
+        intercepted_tls: false,
+        write_stall: Arc::clone(&write_stall),
     };
-    let session = Arc::new(ClientSession::new(
-        core,
-        client,
-        vec![(Milestone::ClientConnected, connected)],
-        None,
-        None,
+    let stream = LingeringClose::new(WriteDeadline::new(
+        stream,
+        core.config.timeouts.body_idle,
+        "the client",
+        Some(write_stall),
     ));
+    let session = Arc::new(ClientSession::new(core, client, None));
     session.serve(stream, ClientProtocol::Detect).await;
 }

@@ -1,16 +1,22 @@
-//! The flow in flight: filled in by the relay as the exchange progresses, published
-//! once when it ends — with its response, or with its error.
+//! The flow in flight: created in one place when a request arrives, filled in by the
+//! relay as the exchange progresses, published once when it ends — with its response,
+//! with its error, or, when the exchange was abandoned because the client left, with
+//! that error.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use http::{Request, Version};
 use periscope_flow::{
-    Body, ConnectionInfo, Flow, FlowError, FlowErrorKind, FlowEvent, Headers, Milestone, Response,
-    Timestamp,
+    Body, ConnectionInfo, Flow, FlowError, FlowErrorKind, FlowEvent, FlowId, Headers, Milestone,
+    Response, Timeline, Timestamp,
 };
 use periscope_tls::TlsConnectionState;
 
 use crate::bus::FlowBus;
+use crate::headers::record_headers;
+use crate::http2::ClientStreamId;
+use crate::io::WriteStall;
 
 /// Which message of the exchange a body belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,35 +25,119 @@ pub enum Side {
     Response,
 }
 
+/// What every flow of one client connection shares: where it came from.
+#[derive(Clone)]
+pub struct ClientContext {
+    pub info: ConnectionInfo,
+    /// When the connection was made and its TLS handshake done.
+    pub milestones: Vec<(Milestone, Timestamp)>,
+    pub tls: Option<Arc<TlsConnectionState>>,
+    /// The requests came through an intercepted CONNECT tunnel.
+    pub intercepted_tls: bool,
+    /// Set when writes to the client were given up because it stopped reading.
+    pub write_stall: Arc<WriteStall>,
+}
+
+impl ClientContext {
+    /// The client's address for log lines.
+    pub fn peer_label(&self) -> String {
+        self.info
+            .peer
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "client".into())
+    }
+}
+
 pub struct FlowRecorder {
-    flow: Mutex<Flow>,
+    id: FlowId,
+    /// `None` once the flow was handed over (late updates then have nowhere to go).
+    flow: Mutex<Option<Flow>>,
     bus: FlowBus,
     client_tls: Option<Arc<TlsConnectionState>>,
     server_tls: Mutex<Option<Arc<TlsConnectionState>>>,
+    client_write_stall: Arc<WriteStall>,
     published: AtomicBool,
     /// Request body bytes relayed so far: the response timeout waits while they move.
     request_bytes: AtomicU64,
+    /// Response body bytes relayed so far, for the error of a client that left.
+    response_bytes: AtomicU64,
 }
 
 impl FlowRecorder {
-    pub fn new(flow: Flow, bus: FlowBus, client_tls: Option<Arc<TlsConnectionState>>) -> Arc<Self> {
+    /// The one place a flow is created: a request from `client`, for `scheme://host:port`.
+    pub fn begin<B>(
+        bus: FlowBus,
+        client: &ClientContext,
+        request: &Request<B>,
+        target: (&str, String, u16),
+        started: Timestamp,
+    ) -> Arc<Self> {
+        let (scheme, host, port) = target;
+        let path = match request.uri().path_and_query() {
+            Some(path) => path.as_str().to_owned(),
+            // A CONNECT's authority-form target names host and port, and no path.
+            None if request.method() == http::Method::CONNECT => String::new(),
+            None => "/".to_owned(),
+        };
+        let mut timeline = Timeline::new();
+        for (milestone, at) in &client.milestones {
+            timeline.mark(*milestone, *at);
+        }
+        timeline.mark(Milestone::RequestStarted, started);
+        let flow = Flow {
+            id: FlowId::new(),
+            client: client.info.clone(),
+            server: None,
+            request: periscope_flow::Request {
+                method: request.method().as_str().to_owned(),
+                scheme: scheme.to_owned(),
+                host,
+                port,
+                path,
+                http_version: version_label(request.version()).to_owned(),
+                stream_id: request.extensions().get::<ClientStreamId>().map(|id| id.0),
+                headers: record_headers(request.headers()),
+                body: Body::default(),
+                trailers: None,
+            },
+            response: None,
+            error: None,
+            timeline,
+            marked: false,
+            intercepted_tls: client.intercepted_tls,
+            websocket: None,
+        };
         Arc::new(FlowRecorder {
-            flow: Mutex::new(flow),
+            id: flow.id,
+            flow: Mutex::new(Some(flow)),
             bus,
-            client_tls,
+            client_tls: client.tls.clone(),
             server_tls: Mutex::new(None),
+            client_write_stall: Arc::clone(&client.write_stall),
             published: AtomicBool::new(false),
             request_bytes: AtomicU64::new(0),
+            response_bytes: AtomicU64::new(0),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Flow> {
+    pub fn id(&self) -> FlowId {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Flow>> {
         self.flow.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the flow in flight.
-    pub fn update<R>(&self, f: impl FnOnce(&mut Flow) -> R) -> R {
-        f(&mut self.lock())
+    /// Changes the flow in flight; nothing happens once it was handed over.
+    pub fn update(&self, f: impl FnOnce(&mut Flow)) {
+        if let Some(flow) = self.lock().as_mut() {
+            f(flow);
+        }
+    }
+
+    /// Reads the flow in flight; `None` once it was handed over.
+    pub fn read<R>(&self, f: impl FnOnce(&Flow) -> R) -> Option<R> {
+        self.lock().as_ref().map(f)
     }
 
     /// Attaches the server connection; its TLS events from now on belong to this flow.
@@ -57,33 +147,25 @@ impl FlowRecorder {
         milestones: &[(Milestone, Timestamp)],
         tls: Option<Arc<TlsConnectionState>>,
     ) {
-        {
-            let mut flow = self.lock();
+        self.update(|flow| {
             for (milestone, at) in milestones {
                 flow.timeline.mark(*milestone, *at);
             }
             flow.server = Some(info);
-        }
+        });
         *self.server_tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
     }
 
-    pub fn server_tls(&self) -> Option<Arc<TlsConnectionState>> {
-        self.server_tls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     pub fn set_response(&self, response: Response) {
-        let mut flow = self.lock();
-        flow.timeline
-            .mark(Milestone::ResponseStarted, Timestamp::now());
-        flow.response = Some(response);
+        self.update(|flow| {
+            flow.timeline
+                .mark(Milestone::ResponseStarted, Timestamp::now());
+            flow.response = Some(response);
+        });
     }
 
     pub fn set_body(&self, side: Side, body: Body, trailers: Option<Headers>) {
-        let mut flow = self.lock();
-        match side {
+        self.update(|flow| match side {
             Side::Request => {
                 flow.request.body = body;
                 flow.request.trailers = trailers;
@@ -98,23 +180,29 @@ impl FlowRecorder {
                 flow.timeline
                     .mark(Milestone::ResponseComplete, Timestamp::now());
             }
-        }
+        });
     }
 
     /// Records an error; the first one wins (later ones are consequences).
     pub fn set_error(&self, kind: FlowErrorKind, message: impl Into<String>) {
-        let mut flow = self.lock();
-        if flow.error.is_none() {
-            flow.error = Some(FlowError {
-                kind,
-                message: message.into(),
-                at: Timestamp::now(),
-            });
-        }
+        self.update(|flow| {
+            if flow.error.is_none() {
+                flow.error = Some(FlowError {
+                    kind,
+                    message: message.into(),
+                    at: Timestamp::now(),
+                });
+            }
+        });
     }
 
-    pub fn add_request_bytes(&self, count: u64) {
-        self.request_bytes.fetch_add(count, Ordering::Relaxed);
+    /// Counts body bytes relayed on `side`.
+    pub fn add_body_bytes(&self, side: Side, count: u64) {
+        let counter = match side {
+            Side::Request => &self.request_bytes,
+            Side::Response => &self.response_bytes,
+        };
+        counter.fetch_add(count, Ordering::Relaxed);
     }
 
     pub fn request_bytes(&self) -> u64 {
@@ -123,12 +211,13 @@ impl FlowRecorder {
 
     /// When the request body was relayed whole, if it was.
     pub fn request_complete_at(&self) -> Option<Timestamp> {
-        self.lock().timeline.milestone(Milestone::RequestComplete)
+        self.read(|flow| flow.timeline.milestone(Milestone::RequestComplete))
+            .flatten()
     }
 
     /// The error recorded so far, if any.
     pub fn error(&self) -> Option<FlowError> {
-        self.lock().error.clone()
+        self.read(|flow| flow.error.clone()).flatten()
     }
 
     /// Moves TLS events recorded on either connection into the flow's timeline.
@@ -137,22 +226,28 @@ impl FlowRecorder {
         if let Some(client) = &self.client_tls {
             events.extend(client.take_events());
         }
-        if let Some(server) = self.server_tls() {
+        let server = self
+            .server_tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(server) = server {
             events.extend(server.take_events());
         }
         if events.is_empty() {
             return;
         }
-        let mut flow = self.lock();
-        for (at, event) in events {
-            flow.timeline.push_tls(at, event);
-        }
+        self.update(|flow| {
+            for (at, event) in events {
+                flow.timeline.push_tls(at, event);
+            }
+        });
     }
 
     /// A line in the flow's timeline about something Periscope did (a protocol
     /// fallback, a retry).
     pub fn push_note(&self, message: String) {
-        self.lock().timeline.push_note(Timestamp::now(), message);
+        self.update(|flow| flow.timeline.push_note(Timestamp::now(), message));
     }
 
     /// Publishes the request head for live views (when a front end asked for them:
@@ -161,15 +256,17 @@ impl FlowRecorder {
         if !self.bus.wants_requests() {
             return;
         }
-        let snapshot = Arc::new(self.lock().clone());
-        self.bus.publish(FlowEvent::RequestReceived(snapshot));
+        if let Some(snapshot) = self.read(|flow| Arc::new(flow.clone())) {
+            self.bus.publish(FlowEvent::RequestReceived(snapshot));
+        }
     }
 
     /// Publishes a flow that changed after it finished (its WebSocket closed).
     pub fn publish_update(&self) {
         self.collect_tls_events();
-        let snapshot = Arc::new(self.lock().clone());
-        self.bus.publish(FlowEvent::Updated(snapshot));
+        if let Some(snapshot) = self.read(|flow| Arc::new(flow.clone())) {
+            self.bus.publish(FlowEvent::Updated(snapshot));
+        }
     }
 
     pub fn publish(&self, event: FlowEvent) {
@@ -184,54 +281,184 @@ impl FlowRecorder {
         self.collect_tls_events();
         let snapshot = {
             let mut flow = self.lock();
-            if flow.websocket.is_some() {
+            match flow.as_ref() {
                 // Its messages are still to come: keep the flow, publish a copy.
-                flow.clone()
-            } else {
+                Some(current) if current.websocket.is_some() => Some(current.clone()),
                 // Nothing changes after this point: hand the flow over without a copy.
-                let placeholder = placeholder(&flow);
-                std::mem::replace(&mut *flow, placeholder)
+                _ => flow.take(),
             }
         };
-        self.bus.publish(FlowEvent::Completed(Arc::new(snapshot)));
+        if let Some(snapshot) = snapshot {
+            self.bus.publish(FlowEvent::Completed(Arc::new(snapshot)));
+        }
     }
 
     pub fn finish_with_error(&self, kind: FlowErrorKind, message: impl Into<String>) {
         self.set_error(kind, message);
         self.finish();
     }
+
+    /// Ends a flow whose client is gone after `relayed` bytes of the response: it
+    /// closed or reset the connection, or stopped reading and was given up.
+    pub fn finish_client_gone(&self, relayed: u64) {
+        if let Some(stalled) = self.client_write_stall.stalled_for() {
+            self.finish_with_error(
+                FlowErrorKind::Timeout,
+                format!(
+                    "the client stopped reading: no progress writing the response for {} s \
+                     after {relayed} bytes of it",
+                    stalled.as_secs_f64()
+                ),
+            );
+            return;
+        }
+        let waiting = self.read(|flow| flow.response.is_none()).unwrap_or(false);
+        let context = if waiting {
+            " (it left while Periscope waited for the server's answer)"
+        } else {
+            ""
+        };
+        self.finish_with_error(
+            FlowErrorKind::ClientDisconnected,
+            format!("the client disconnected after {relayed} bytes of the response{context}"),
+        );
+    }
 }
 
-/// What stays in a recorder once its flow was handed over: late updates (a request
-/// body finishing after the response) land here and are dropped.
-fn placeholder(flow: &Flow) -> Flow {
-    Flow {
-        id: flow.id,
-        client: ConnectionInfo {
-            id: flow.client.id,
-            peer: None,
-            local: None,
-            target: None,
+/// A flow whose exchange was dropped before it ended: its client left (an HTTP/1.1
+/// connection closed, an HTTP/2 stream reset) while Periscope waited for the server
+/// or relayed the answer. It is stored with that error rather than lost.
+impl Drop for FlowRecorder {
+    fn drop(&mut self) {
+        if self.published.load(Ordering::Acquire) {
+            return;
+        }
+        let relayed = self.response_bytes.load(Ordering::Relaxed);
+        let waiting = self.read(|flow| flow.response.is_none()).unwrap_or(false);
+        let context = if waiting {
+            " (it left while Periscope waited for the server's answer)"
+        } else {
+            ""
+        };
+        self.finish_with_error(
+            FlowErrorKind::ClientDisconnected,
+            format!("the client disconnected after {relayed} bytes of the response{context}"),
+        );
+    }
+}
+
+pub fn version_label(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientContext {
+        ClientContext {
+            info: ConnectionInfo {
+                id: 1,
+                peer: Some("127.0.0.1:5000".parse().unwrap()),
+                local: None,
+                target: None,
+                tls: None,
+            },
+            milestones: vec![(Milestone::ClientConnected, Timestamp(10))],
             tls: None,
-        },
-        server: None,
-        request: periscope_flow::Request {
-            method: String::new(),
-            scheme: String::new(),
-            host: String::new(),
-            port: 0,
-            path: String::new(),
-            http_version: String::new(),
-            stream_id: None,
-            headers: Headers::default(),
-            body: Body::default(),
-            trailers: None,
-        },
-        response: None,
-        error: None,
-        timeline: periscope_flow::Timeline::new(),
-        marked: false,
-        intercepted_tls: flow.intercepted_tls,
-        websocket: None,
+            intercepted_tls: true,
+            write_stall: Arc::default(),
+        }
+    }
+
+    fn get(uri: &str) -> Request<()> {
+        let mut request = Request::new(());
+        *request.uri_mut() = uri.parse().unwrap();
+        request.headers_mut().insert("x-a", "1".parse().unwrap());
+        request
+    }
+
+    fn completed(events: &mut periscope_flow::live::FlowReceiver) -> Arc<Flow> {
+        loop {
+            match events.try_recv().expect("an event") {
+                FlowEvent::Completed(flow) => return flow,
+                _ => continue,
+            }
+        }
+    }
+
+    #[test]
+    fn a_flow_starts_with_the_request_and_the_client_connection() {
+        let bus = FlowBus::new();
+        let recorder = FlowRecorder::begin(
+            bus,
+            &client(),
+            &get("/a?b=c"),
+            ("https", "example.test".into(), 8443),
+            Timestamp(20),
+        );
+        let flow = recorder.read(Flow::clone).unwrap();
+        assert_eq!(flow.request.url(), "https://example.test:8443/a?b=c");
+        assert_eq!(flow.request.headers.get_str("x-a").as_deref(), Some("1"));
+        assert!(flow.intercepted_tls);
+        assert_eq!(
+            flow.timeline.milestone(Milestone::ClientConnected),
+            Some(Timestamp(10))
+        );
+        assert_eq!(
+            flow.timeline.milestone(Milestone::RequestStarted),
+            Some(Timestamp(20))
+        );
+        recorder.finish();
+    }
+
+    #[test]
+    fn an_abandoned_exchange_is_published_with_the_client_disconnect() {
+        let bus = FlowBus::new();
+        let mut events = bus.subscribe();
+        let recorder = FlowRecorder::begin(
+            bus,
+            &client(),
+            &get("/slow"),
+            ("http", "example.test".into(), 80),
+            Timestamp::now(),
+        );
+        drop(recorder);
+        let flow = completed(&mut events);
+        let error = flow.error.as_ref().expect("an error");
+        assert_eq!(error.kind, FlowErrorKind::ClientDisconnected);
+        assert!(
+            error
+                .message
+                .starts_with("the client disconnected after 0 bytes of the response"),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn a_finished_flow_is_published_once_and_not_again_on_drop() {
+        let bus = FlowBus::new();
+        let mut events = bus.subscribe();
+        let recorder = FlowRecorder::begin(
+            bus,
+            &client(),
+            &get("/"),
+            ("http", "example.test".into(), 80),
+            Timestamp::now(),
+        );
+        recorder.finish();
+        recorder.set_error(FlowErrorKind::Other, "too late");
+        drop(recorder);
+        let flow = completed(&mut events);
+        assert!(flow.error.is_none());
+        assert!(events.try_recv().is_err(), "nothing more was published");
     }
 }

@@ -9,31 +9,27 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
-use periscope_flow::{
-    Body, ConnectionInfo, Flow, FlowId, LogLevel, Milestone, Timeline, Timestamp,
-};
+use periscope_flow::{LogLevel, Milestone, Timestamp};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::body::{IncomingBody, ProxyBody};
 use crate::client_hello::{looks_like_tls, read_client_hello};
 use crate::core::ProxyCore;
+use crate::destination::Tunnel;
 use crate::error::UpstreamError;
-use crate::headers::record_headers;
-use crate::io::Prefixed;
+use crate::io::{Prefixed, WriteDeadline};
 use crate::pages::{error_response, error_text, recorded_response};
-use crate::recorder::FlowRecorder;
-use crate::session::{version_label, ClientProtocol, ClientResponse, ClientSession, Tunnel};
+use crate::recorder::{ClientContext, FlowRecorder};
+use crate::session::{ClientProtocol, ClientResponse, ClientSession};
 use crate::upgrade::PendingUpgrade;
 use crate::upstream::{
     connect_tcp, establish, establish_with_fallback, ConnectedSocket, TlsParameters, UpstreamKey,
     ALPN_H2, ALPN_HTTP11,
 };
-use crate::websocket::{Deflate, MessageSink};
 
 pub async fn handle_connect(
     core: &Arc<ProxyCore>,
-    client: &ConnectionInfo,
-    client_milestones: &[(Milestone, Timestamp)],
+    client: &ClientContext,
     request: Request<IncomingBody>,
     started: Timestamp,
 ) -> ClientResponse {
@@ -51,17 +47,7 @@ pub async fn handle_connect(
     };
     let socket = match connect_tcp(core, &key).await {
         Ok(socket) => socket,
-        Err(error) => {
-            return connect_failed(
-                core,
-                client,
-                client_milestones,
-                &request,
-                &key,
-                started,
-                error,
-            )
-        }
+        Err(error) => return connect_failed(core, client, &request, &key, started, error),
     };
     tokio::spawn(tunnel_task(
         Arc::clone(core),
@@ -69,7 +55,6 @@ pub async fn handle_connect(
         socket,
         key,
         client.clone(),
-        client_milestones.to_vec(),
     ));
     Response::new(ProxyBody::generated(""))
 }
@@ -81,8 +66,7 @@ fn tunnel_task(
     mut request: Request<IncomingBody>,
     socket: ConnectedSocket,
     key: UpstreamKey,
-    client: ConnectionInfo,
-    milestones: Vec<(Milestone, Timestamp)>,
+    client: ClientContext,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
         // The request is let go before the tunnel's long life: it would hold its
@@ -90,7 +74,7 @@ fn tunnel_task(
         let upgrade = PendingUpgrade::of_request(&mut request);
         drop(request);
         match upgrade.await {
-            Ok(upgraded) => run(core, upgraded, socket, key, client, milestones).await,
+            Ok(upgraded) => run(core, upgraded, socket, key, client).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     })
@@ -138,8 +122,7 @@ pub fn connect_target(uri: &http::Uri) -> Option<(String, u16)> {
 /// The CONNECT itself failed: the client gets the reason and a flow records it.
 fn connect_failed(
     core: &ProxyCore,
-    client: &ConnectionInfo,
-    client_milestones: &[(Milestone, Timestamp)],
+    client: &ClientContext,
     request: &Request<IncomingBody>,
     key: &UpstreamKey,
     started: Timestamp,
@@ -149,35 +132,13 @@ fn connect_failed(
     let summary = format!("Periscope could not connect to {}.", key.label());
     let detail = error.to_string();
     let response = error_response(status, &summary, &detail);
-    let mut timeline = Timeline::new();
-    for (milestone, at) in client_milestones {
-        timeline.mark(*milestone, *at);
-    }
-    timeline.mark(Milestone::RequestStarted, started);
-    let flow = Flow {
-        id: FlowId::new(),
-        client: client.clone(),
-        server: None,
-        request: periscope_flow::Request {
-            method: "CONNECT".into(),
-            scheme: "https".into(),
-            host: key.host.clone(),
-            port: key.port,
-            path: String::new(),
-            http_version: version_label(request.version()).into(),
-            stream_id: None,
-            headers: record_headers(request.headers()),
-            body: Body::default(),
-            trailers: None,
-        },
-        response: None,
-        error: None,
-        timeline,
-        marked: false,
-        intercepted_tls: false,
-        websocket: None,
-    };
-    let recorder = FlowRecorder::new(flow, core.bus.clone(), None);
+    let recorder = FlowRecorder::begin(
+        core.bus.clone(),
+        client,
+        request,
+        ("https", key.host.clone(), key.port),
+        started,
+    );
     recorder.set_response(recorded_response(
         &response,
         error_text(status, &summary, &detail).as_bytes(),
@@ -191,15 +152,11 @@ async fn run<C>(
     mut client_io: C,
     socket: ConnectedSocket,
     key: UpstreamKey,
-    mut client: ConnectionInfo,
-    mut client_milestones: Vec<(Milestone, Timestamp)>,
+    mut client: ClientContext,
 ) where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let peer = client
-        .peer
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "client".into());
+    let peer = client.peer_label();
     let timeouts = core.config.timeouts;
     let mut buffer = BytesMut::with_capacity(4096);
     // Some protocols start with the server talking (SMTP, SSH): whoever speaks first
@@ -220,11 +177,10 @@ async fn run<C>(
         // clients reach with CONNECT): intercepted like any other HTTP.
         let key = UpstreamKey { tls: false, ..key };
         let upstream = establish(&core, socket, None).await;
+        client.intercepted_tls = true;
         let session = Arc::new(ClientSession::new(
             Arc::clone(&core),
             client,
-            client_milestones,
-            None,
             Some(Tunnel {
                 key: key.clone(),
                 tls: None,
@@ -240,7 +196,7 @@ async fn run<C>(
         return;
     }
     if !client_spoke_first || !looks_like_tls(&buffer) {
-        relay_raw(Prefixed::new(buffer.freeze(), client_io), socket).await;
+        relay_raw(&core, Prefixed::new(buffer.freeze(), client_io), socket).await;
         return;
     }
     let handshake_timeout = core.config.client_tls.timeouts.handshake;
@@ -330,13 +286,15 @@ async fn run<C>(
         Some(ALPN_H2) => ClientProtocol::Http2,
         _ => ClientProtocol::Http1,
     };
-    client_milestones.push((Milestone::ClientTlsEstablished, Timestamp::now()));
-    client.tls = Some(tls.info());
+    client
+        .milestones
+        .push((Milestone::ClientTlsEstablished, Timestamp::now()));
+    client.info.tls = Some(tls.info());
+    client.tls = Some(Arc::clone(tls.state()));
+    client.intercepted_tls = true;
     let session = Arc::new(ClientSession::new(
         Arc::clone(&core),
         client,
-        client_milestones,
-        Some(Arc::clone(tls.state())),
         Some(Tunnel {
             key: key.clone(),
             tls: Some(parameters),
@@ -405,105 +363,14 @@ fn client_handshake_failure(
     }
 }
 
-async fn relay_raw<C>(mut client: C, socket: ConnectedSocket)
+async fn relay_raw<C>(core: &ProxyCore, mut client: C, socket: ConnectedSocket)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut server = socket.stream;
+    let idle = core.config.timeouts.body_idle;
+    let mut server = WriteDeadline::new(socket.stream, idle, "the server", None);
     if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
         tracing::debug!(%error, "raw tunnel ended");
-    }
-}
-
-/// After a 101 Switching Protocols, both sides talk the new protocol directly. A
-/// WebSocket is relayed frame by frame and its messages recorded; anything else is
-/// relayed as bytes.
-pub fn relay_upgraded(
-    core: &Arc<ProxyCore>,
-    recorder: &Arc<FlowRecorder>,
-    server: PendingUpgrade,
-    client: PendingUpgrade,
-) {
-    let bus = core.bus.clone();
-    let limit = core.config.body_limit;
-    let recorder = Arc::clone(recorder);
-    let (flow_id, websocket) = recorder.update(|flow| (flow.id, flow.websocket.clone()));
-    tokio::spawn(async move {
-        let (mut server, mut client) = match tokio::try_join!(server, client) {
-            Ok(both) => both,
-            Err(error) => {
-                bus.log(
-                    LogLevel::Warn,
-                    format!("flow {flow_id}: protocol upgrade failed: {error}"),
-                );
-                return;
-            }
-        };
-        let Some(session) = websocket else {
-            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                tracing::debug!(%error, "upgraded connection ended");
-            }
-            return;
-        };
-        let deflate = Deflate::from_extensions(session.extensions.as_deref());
-        let sink: Arc<dyn MessageSink> = Arc::new(FlowMessages {
-            recorder: Arc::clone(&recorder),
-            flow: flow_id,
-        });
-        if let Err(error) = crate::websocket::relay(client, server, sink, deflate, limit).await {
-            recorder.update(|flow| {
-                if flow.error.is_none() {
-                    flow.error = Some(periscope_flow::FlowError {
-                        kind: periscope_flow::FlowErrorKind::UpstreamProtocol,
-                        message: format!("the WebSocket connection failed: {error}"),
-                        at: Timestamp::now(),
-                    });
-                }
-            });
-        }
-        recorder.publish_update();
-    });
-}
-
-/// Most messages a flow keeps; a chatty socket open for hours must not grow a flow
-/// without bound (the rest are counted).
-const MAX_WEBSOCKET_MESSAGES: usize = 100_000;
-
-/// Records a WebSocket's messages into its flow and tells the front ends.
-struct FlowMessages {
-    recorder: Arc<FlowRecorder>,
-    flow: periscope_flow::FlowId,
-}
-
-impl MessageSink for FlowMessages {
-    fn message(&self, message: periscope_flow::WebSocketMessage) {
-        self.recorder.update(|flow| {
-            if let Some(session) = flow.websocket.as_mut() {
-                if session.messages.len() < MAX_WEBSOCKET_MESSAGES {
-                    session.messages.push(message.clone());
-                } else {
-                    session.dropped_messages += 1;
-                }
-            }
-        });
-        self.recorder
-            .publish(periscope_flow::FlowEvent::WebSocketMessage {
-                flow: self.flow,
-                message,
-            });
-    }
-
-    fn close(&self, from_client: bool, code: Option<u16>, reason: Option<String>) {
-        self.recorder.update(|flow| {
-            if let Some(session) = flow.websocket.as_mut() {
-                if session.closed_by_client.is_none() {
-                    session.closed_by_client = Some(from_client);
-                    session.close_code = code;
-                    session.close_reason = reason;
-                    session.closed_at = Some(Timestamp::now());
-                }
-            }
-        });
     }
 }
 

@@ -18,6 +18,7 @@ pub use crate::body::RequestBody;
 use crate::core::ProxyCore;
 use crate::error::UpstreamError;
 use crate::http2::H2Sender;
+use crate::io::{FirstBytes, FirstBytesSeen, WriteDeadline};
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -57,6 +58,7 @@ pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
 /// A TCP connection to a server, not yet speaking anything.
 pub struct ConnectedSocket {
+    pub key: UpstreamKey,
     pub stream: TcpStream,
     pub info: ConnectionInfo,
     pub milestones: Vec<(Milestone, Timestamp)>,
@@ -111,6 +113,21 @@ impl HttpSender {
         }
     }
 
+    /// Opens an extended CONNECT stream (RFC 8441) once the server takes another
+    /// stream; only an HTTP/2 connection can.
+    pub async fn extended_connect(
+        &mut self,
+        head: Request<()>,
+    ) -> Result<crate::http2::ConnectAnswer, Box<dyn std::error::Error + Send + Sync>> {
+        match self {
+            HttpSender::Http2(sender) => {
+                sender.ready().await?;
+                Ok(sender.connect(head).await?)
+            }
+            HttpSender::Http1(_) => Err("the connection is not HTTP/2".into()),
+        }
+    }
+
     pub async fn try_send(
         &mut self,
         request: Request<RequestBody>,
@@ -139,6 +156,9 @@ pub struct UpstreamConnection {
     pub info: ConnectionInfo,
     pub milestones: Vec<(Milestone, Timestamp)>,
     pub tls: Option<Arc<TlsConnectionState>>,
+    /// For HTTP/1.1 over TLS without an ALPN answer: what the server sent first, to
+    /// recognise an HTTP/2 server that ignored ALPN.
+    pub first_bytes: Option<Arc<FirstBytesSeen>>,
 }
 
 impl UpstreamConnection {
@@ -154,6 +174,7 @@ impl UpstreamConnection {
                 info: self.info.clone(),
                 milestones: self.milestones.clone(),
                 tls: self.tls.clone(),
+                first_bytes: None,
             }),
             HttpSender::Http1(_) => None,
         }
@@ -215,6 +236,7 @@ pub async fn connect_tcp(
         tls: None,
     };
     Ok(ConnectedSocket {
+        key: key.clone(),
         stream,
         info,
         milestones: vec![
@@ -225,57 +247,67 @@ pub async fn connect_tcp(
 }
 
 /// Turns a connected socket into an HTTP connection, with TLS when `tls` is given.
+/// The protocol is the one the server chose by ALPN; a server that chose none speaks
+/// HTTP/1.1, unless it is known to speak HTTP/2 regardless.
 pub async fn establish(
     core: &ProxyCore,
     socket: ConnectedSocket,
     tls: Option<&TlsParameters>,
 ) -> Result<UpstreamConnection, UpstreamError> {
     let ConnectedSocket {
+        key,
         stream,
         mut info,
         mut milestones,
     } = socket;
     let target = info.target.clone().unwrap_or_default();
-    match tls {
+    let stream = WriteDeadline::new(stream, core.config.timeouts.body_idle, "the server", None);
+    let Some(parameters) = tls else {
+        let sender = http1_handshake(stream, &target).await?;
+        return Ok(UpstreamConnection {
+            sender,
+            info,
+            milestones,
+            tls: None,
+            first_bytes: None,
+        });
+    };
+    let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
+    let tls_stream = core
+        .upstream_tls
+        .connect(
+            stream,
+            &UpstreamTarget {
+                server_name: &parameters.server_name,
+                send_sni: parameters.send_sni,
+                alpn: &alpn,
+                peer_label: &target,
+            },
+        )
+        .await?;
+    milestones.push((Milestone::ServerTlsEstablished, Timestamp::now()));
+    info.tls = Some(tls_stream.info());
+    let state = Arc::clone(tls_stream.state());
+    let mut first_bytes = None;
+    let sender = match tls_stream.ssl().selected_alpn_protocol() {
+        Some(ALPN_H2) => http2_handshake(core, tls_stream, &target).await?,
+        None if core.speaks_http2_without_alpn(&key.host) => {
+            http2_handshake(core, tls_stream, &target).await?
+        }
+        Some(_) => http1_handshake(tls_stream, &target).await?,
         None => {
-            let sender = http1_handshake(stream, &target).await?;
-            Ok(UpstreamConnection {
-                sender,
-                info,
-                milestones,
-                tls: None,
-            })
+            let (sniffed, seen) = FirstBytes::new(tls_stream);
+            first_bytes = Some(seen);
+            http1_handshake(sniffed, &target).await?
         }
-        Some(parameters) => {
-            let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
-            let tls_stream = core
-                .upstream_tls
-                .connect(
-                    stream,
-                    &UpstreamTarget {
-                        server_name: &parameters.server_name,
-                        send_sni: parameters.send_sni,
-                        alpn: &alpn,
-                        peer_label: &target,
-                    },
-                )
-                .await?;
-            milestones.push((Milestone::ServerTlsEstablished, Timestamp::now()));
-            info.tls = Some(tls_stream.info());
-            let state = Arc::clone(tls_stream.state());
-            let sender = if tls_stream.ssl().selected_alpn_protocol() == Some(ALPN_H2) {
-                http2_handshake(tls_stream, &target).await?
-            } else {
-                http1_handshake(tls_stream, &target).await?
-            };
-            Ok(UpstreamConnection {
-                sender,
-                info,
-                milestones,
-                tls: Some(state),
-            })
-        }
-    }
+    };
+    Ok(UpstreamConnection {
+        sender,
+        info,
+        milestones,
+        tls: Some(state),
+        first_bytes,
+    })
 }
 
 /// Like [`establish`]; a server that refuses every protocol offered (alert
@@ -325,15 +357,22 @@ where
     Ok(HttpSender::Http1(sender))
 }
 
-async fn http2_handshake<S>(stream: S, target: &str) -> Result<HttpSender, UpstreamError>
+async fn http2_handshake<S>(
+    core: &ProxyCore,
+    stream: S,
+    target: &str,
+) -> Result<HttpSender, UpstreamError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let sender = H2Sender::handshake(stream, target).await.map_err(|error| {
-        UpstreamError::exchange(format!(
-            "the HTTP/2 handshake with {target} failed: {}",
-            crate::error::describe_hyper_error(&error)
-        ))
-    })?;
+    let stall = core.config.timeouts.body_idle;
+    let sender = H2Sender::handshake(stream, target, stall)
+        .await
+        .map_err(|error| {
+            UpstreamError::exchange(format!(
+                "the HTTP/2 handshake with {target} failed: {}",
+                crate::error::describe_hyper_error(&error)
+            ))
+        })?;
     Ok(HttpSender::Http2(sender))
 }

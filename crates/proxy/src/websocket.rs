@@ -4,6 +4,9 @@
 //!
 //! Only frame headers are parsed (with tungstenite's parser); payloads stream through,
 //! so a 1 GiB frame needs no more memory than a small one.
+//!
+//! The second half records a flow's WebSocket: after a 101 (or an RFC 8441 2xx) the
+//! relay runs in a task of its own and each message lands in the flow.
 
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
@@ -11,10 +14,14 @@ use std::sync::{Arc, Mutex};
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
 use bytes::{Buf, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
-use periscope_flow::{Timestamp, WebSocketMessage, WebSocketOpcode};
+use periscope_flow::{LogLevel, Timestamp, WebSocketMessage, WebSocketOpcode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
+
+use crate::core::ProxyCore;
+use crate::recorder::FlowRecorder;
+use crate::upgrade::PendingUpgrade;
 
 /// Where reassembled messages go.
 pub trait MessageSink: Send + Sync {
@@ -375,6 +382,113 @@ fn close_payload(payload: &[u8]) -> (Option<u16>, Option<String>) {
     let code = u16::from_be_bytes([payload[0], payload[1]]);
     let reason = String::from_utf8_lossy(&payload[2..]).into_owned();
     (Some(code), (!reason.is_empty()).then_some(reason))
+}
+
+// ---------------------------------------------------------------------------------
+// Recording a flow's WebSocket
+// ---------------------------------------------------------------------------------
+
+/// Marks the flow as a WebSocket, with the extensions the server accepted (its
+/// messages are recorded as the relay sees them).
+pub fn start_session(recorder: &FlowRecorder, headers: &http::HeaderMap) {
+    let extensions = headers
+        .get(http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    recorder.update(|flow| {
+        flow.websocket = Some(periscope_flow::WebSocketSession {
+            extensions,
+            ..Default::default()
+        })
+    });
+}
+
+/// After a 101 Switching Protocols, both sides talk the new protocol directly. A
+/// WebSocket is relayed frame by frame and its messages recorded; anything else is
+/// relayed as bytes.
+pub fn relay_upgraded(
+    core: &Arc<ProxyCore>,
+    recorder: &Arc<FlowRecorder>,
+    server: PendingUpgrade,
+    client: PendingUpgrade,
+) {
+    let bus = core.bus.clone();
+    let limit = core.config.body_limit;
+    let recorder = Arc::clone(recorder);
+    let flow_id = recorder.id();
+    let websocket = recorder.read(|flow| flow.websocket.clone()).flatten();
+    tokio::spawn(async move {
+        let (mut server, mut client) = match tokio::try_join!(server, client) {
+            Ok(both) => both,
+            Err(error) => {
+                bus.log(
+                    LogLevel::Warn,
+                    format!("flow {flow_id}: protocol upgrade failed: {error}"),
+                );
+                return;
+            }
+        };
+        let Some(session) = websocket else {
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                tracing::debug!(%error, "upgraded connection ended");
+            }
+            return;
+        };
+        let deflate = Deflate::from_extensions(session.extensions.as_deref());
+        let sink: Arc<dyn MessageSink> = Arc::new(FlowMessages {
+            recorder: Arc::clone(&recorder),
+            flow: flow_id,
+        });
+        if let Err(error) = relay(client, server, sink, deflate, limit).await {
+            recorder.set_error(
+                periscope_flow::FlowErrorKind::UpstreamProtocol,
+                format!("the WebSocket connection failed: {error}"),
+            );
+        }
+        recorder.publish_update();
+    });
+}
+
+/// Most messages a flow keeps; a chatty socket open for hours must not grow a flow
+/// without bound (the rest are counted).
+const MAX_WEBSOCKET_MESSAGES: usize = 100_000;
+
+/// Records a WebSocket's messages into its flow and tells the front ends.
+struct FlowMessages {
+    recorder: Arc<FlowRecorder>,
+    flow: periscope_flow::FlowId,
+}
+
+impl MessageSink for FlowMessages {
+    fn message(&self, message: periscope_flow::WebSocketMessage) {
+        self.recorder.update(|flow| {
+            if let Some(session) = flow.websocket.as_mut() {
+                if session.messages.len() < MAX_WEBSOCKET_MESSAGES {
+                    session.messages.push(message.clone());
+                } else {
+                    session.dropped_messages += 1;
+                }
+            }
+        });
+        self.recorder
+            .publish(periscope_flow::FlowEvent::WebSocketMessage {
+                flow: self.flow,
+                message,
+            });
+    }
+
+    fn close(&self, from_client: bool, code: Option<u16>, reason: Option<String>) {
+        self.recorder.update(|flow| {
+            if let Some(session) = flow.websocket.as_mut() {
+                if session.closed_by_client.is_none() {
+                    session.closed_by_client = Some(from_client);
+                    session.close_code = code;
+                    session.close_reason = reason;
+                    session.closed_at = Some(Timestamp::now());
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]
