@@ -20,9 +20,12 @@ pub struct ProxyCore {
     ca_pem: Vec<u8>,
     /// Hosts whose HTTP/2 server answered HTTP_1_1_REQUIRED: they get HTTP/1.1.
     http11_required: HostMemory,
-    /// Hosts whose server selected no ALPN protocol and spoke HTTP/2 anyway: they get
-    /// HTTP/2 with prior knowledge.
-    http2_without_alpn: HostMemory,
+    /// Hosts whose server selected no ALPN protocol and sent the HTTP/2 preface: they
+    /// get HTTP/2 with prior knowledge when they select none.
+    http2_preface: HostMemory,
+    /// Hosts whose server closed an HTTP/1.1 connection it had selected no protocol
+    /// for: they are offered HTTP/2 as well.
+    offer_http2: HostMemory,
 }
 
 /// How long a host's protocol quirk is remembered without asking again.
@@ -61,7 +64,8 @@ impl ProxyCore {
             ca,
             bus,
             http11_required: HostMemory::default(),
-            http2_without_alpn: HostMemory::default(),
+            http2_preface: HostMemory::default(),
+            offer_http2: HostMemory::default(),
         })
     }
 
@@ -73,12 +77,21 @@ impl ProxyCore {
         self.http11_required.holds(host)
     }
 
-    pub fn remember_http2_without_alpn(&self, host: &str) {
-        self.http2_without_alpn.remember(host);
+    pub fn remember_http2_preface(&self, host: &str) {
+        self.http2_preface.remember(host);
+        self.offer_http2.remember(host);
     }
 
-    pub fn speaks_http2_without_alpn(&self, host: &str) -> bool {
-        self.http2_without_alpn.holds(host)
+    pub fn sent_http2_preface(&self, host: &str) -> bool {
+        self.http2_preface.holds(host)
+    }
+
+    pub fn remember_offer_http2(&self, host: &str) {
+        self.offer_http2.remember(host);
+    }
+
+    pub fn offers_http2(&self, host: &str) -> bool {
+        self.offer_http2.holds(host)
     }
 
     /// The CA certificate, for clients that download it from the proxy.

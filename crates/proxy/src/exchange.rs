@@ -171,8 +171,9 @@ pub async fn deliver(
         fit_request_to(&mut request, key, connection.is_http2());
         // Kept to send the request again if the server turns it away unprocessed: an
         // HTTP/2 server, or one that speaks HTTP/2 without saying so by ALPN.
-        let replay = (connection.is_http2() || connection.first_bytes.is_some())
+        let replay = (connection.is_http2() || connection.unnegotiated.is_some())
             .then(|| ReplayHead::of(&request));
+        let idempotent = request.method().is_idempotent();
         let attempt = |body_replayable| Attempt {
             number,
             reused,
@@ -206,7 +207,8 @@ pub async fn deliver(
             Ok(Err(failure)) => failure,
         };
         let unsent = failure.take_message();
-        let what_happened = classify_failure(&connection, failure.error(), unsent.is_some());
+        let what_happened =
+            classify_failure(&connection, idempotent, failure.error(), unsent.is_some());
         let body_replayable =
             unsent.is_some() || replay.as_ref().is_some_and(|r| r.replayable(recorder));
         let decision = after_failure(attempt(body_replayable), &what_happened);
@@ -218,12 +220,22 @@ pub async fn deliver(
             ));
             session.pool().forget_http2(key).await;
         }
-        if what_happened == AttemptFailure::ServerSpokeHttp2 {
-            core.remember_http2_without_alpn(&key.host);
-            recorder.push_note(format!(
-                "{label} selected no protocol by ALPN and answered with the HTTP/2 connection \
-                 preface; retrying over HTTP/2 (and using HTTP/2 for this host from now on)"
-            ));
+        if decision == RetryDecision::ReplayOverHttp2 {
+            if what_happened == AttemptFailure::ServerSpokeHttp2 {
+                core.remember_http2_preface(&key.host);
+                recorder.push_note(format!(
+                    "{label} selected no protocol by ALPN and answered with the HTTP/2 \
+                     connection preface; retrying over HTTP/2 (and using HTTP/2 for this host \
+                     from now on)"
+                ));
+            } else {
+                core.remember_offer_http2(&key.host);
+                recorder.push_note(format!(
+                    "{label} selected no protocol by ALPN and closed the HTTP/1.1 connection \
+                     without answering; retrying with HTTP/2 offered (and offering it to this \
+                     host from now on)"
+                ));
+            }
         }
         let again = match decision {
             RetryDecision::Resend => unsent,
@@ -264,15 +276,17 @@ pub async fn deliver(
 /// What a failed send means for the retry policy.
 fn classify_failure(
     connection: &UpstreamConnection,
+    idempotent: bool,
     error: &(dyn std::error::Error + 'static),
     unsent: bool,
 ) -> AttemptFailure {
-    if connection
-        .first_bytes
-        .as_ref()
-        .is_some_and(|seen| seen.is_http2_preface())
-    {
-        return AttemptFailure::ServerSpokeHttp2;
+    if let Some(unnegotiated) = &connection.unnegotiated {
+        if unnegotiated.first_bytes.is_http2_preface() {
+            return AttemptFailure::ServerSpokeHttp2;
+        }
+        if !unnegotiated.http2_offered && unnegotiated.first_bytes.bytes().is_empty() {
+            return AttemptFailure::ClosedWithoutAlpn { idempotent };
+        }
     }
     if is_http11_required(error) {
         return AttemptFailure::Http11Required;

@@ -20,7 +20,7 @@ use crate::core::ProxyCore;
 use crate::error::UpstreamError;
 use crate::upstream::{
     connect_tcp, establish, establish_with_fallback, HttpSender, TlsParameters, UpstreamConnection,
-    UpstreamKey, ALPN_HTTP11,
+    UpstreamKey, ALPN_H2, ALPN_HTTP11,
 };
 
 /// Idle HTTP/1.1 connections kept per host; more are closed as they come back.
@@ -251,8 +251,11 @@ impl UpstreamPool {
     ) -> Result<UpstreamConnection, UpstreamError> {
         let mut tls = target.tls.clone();
         if let Some(tls) = tls.as_mut() {
-            if kind == ConnectionKind::Http1Only || core.requires_http11(&target.key.host) {
+            let host = &target.key.host;
+            if kind == ConnectionKind::Http1Only || core.requires_http11(host) {
                 tls.alpn = vec![ALPN_HTTP11.to_vec()];
+            } else if core.offers_http2(host) && !tls.alpn.iter().any(|p| p == ALPN_H2) {
+                tls.alpn.push(ALPN_H2.to_vec());
             }
         }
         let socket = connect_tcp(core, &target.key).await?;

@@ -22,8 +22,13 @@ pub enum AttemptFailure {
     /// client certificate, since HTTP/2 forbids renegotiation).
     Http11Required,
     /// The server selected no protocol by ALPN and answered the HTTP/1.1 request with
-    /// the HTTP/2 connection preface (nghttpd does): it read no request.
+    /// the HTTP/2 connection preface: it read no request.
     ServerSpokeHttp2,
+    /// The server selected no protocol by ALPN (HTTP/2 was not offered) and closed
+    /// without sending a byte, as HTTP/2-only servers such as nghttpd do.
+    /// `idempotent`: the request may be sent again even if the server acted on it
+    /// (RFC 9110 §9.2.2).
+    ClosedWithoutAlpn { idempotent: bool },
     /// An HTTP/2 server said it did not process the request: a GOAWAY whose last
     /// stream id is below the request's, or `REFUSED_STREAM`.
     Unprocessed {
@@ -55,8 +60,8 @@ pub enum RetryDecision {
     /// Rebuild the request from the flow and send it over HTTP/1.1; the host keeps
     /// HTTP/1.1 from now on.
     ReplayOverHttp11,
-    /// Rebuild the request from the flow and send it over HTTP/2 with prior
-    /// knowledge; the host keeps it from now on.
+    /// Rebuild the request from the flow and send it on a new connection that offers
+    /// (or, after a preface, assumes) HTTP/2; the host keeps it from now on.
     ReplayOverHttp2,
     /// Rebuild the request from the flow and send it again; with `connection_closing`
     /// on a new connection.
@@ -106,6 +111,12 @@ pub fn after_failure(attempt: Attempt, failure: &AttemptFailure) -> RetryDecisio
             RetryDecision::ReplayOverHttp2
         }
         AttemptFailure::ServerSpokeHttp2 => RetryDecision::GiveUp(GiveUp::ServerSpokeHttp2BodyLost),
+        AttemptFailure::ClosedWithoutAlpn { idempotent: true }
+            if attempt.body_replayable && another =>
+        {
+            RetryDecision::ReplayOverHttp2
+        }
+        AttemptFailure::ClosedWithoutAlpn { .. } => RetryDecision::GiveUp(GiveUp::Failed),
         AttemptFailure::Unprocessed {
             frame,
             connection_closing,
@@ -224,6 +235,20 @@ mod tests {
         assert_eq!(
             after_failure(streamed_upload, &AttemptFailure::ServerSpokeHttp2),
             RetryDecision::GiveUp(GiveUp::ServerSpokeHttp2BodyLost)
+        );
+    }
+
+    #[test]
+    fn a_server_that_closes_an_http11_connection_without_alpn_gets_http2_offered_for_a_get_only() {
+        let get = AttemptFailure::ClosedWithoutAlpn { idempotent: true };
+        assert_eq!(
+            after_failure(first_on_new_connection(), &get),
+            RetryDecision::ReplayOverHttp2
+        );
+        let post = AttemptFailure::ClosedWithoutAlpn { idempotent: false };
+        assert_eq!(
+            after_failure(first_on_new_connection(), &post),
+            RetryDecision::GiveUp(GiveUp::Failed)
         );
     }
 

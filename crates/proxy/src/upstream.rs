@@ -156,9 +156,15 @@ pub struct UpstreamConnection {
     pub info: ConnectionInfo,
     pub milestones: Vec<(Milestone, Timestamp)>,
     pub tls: Option<Arc<TlsConnectionState>>,
-    /// For HTTP/1.1 over TLS without an ALPN answer: what the server sent first, to
-    /// recognise an HTTP/2 server that ignored ALPN.
-    pub first_bytes: Option<Arc<FirstBytesSeen>>,
+    /// HTTP/1.1 over TLS whose server selected no protocol by ALPN.
+    pub unnegotiated: Option<Unnegotiated>,
+}
+
+/// What is needed to recognise an HTTP/2-only server behind a connection whose
+/// server selected no ALPN protocol: what it sent first, and what was offered.
+pub struct Unnegotiated {
+    pub first_bytes: Arc<FirstBytesSeen>,
+    pub http2_offered: bool,
 }
 
 impl UpstreamConnection {
@@ -174,7 +180,7 @@ impl UpstreamConnection {
                 info: self.info.clone(),
                 milestones: self.milestones.clone(),
                 tls: self.tls.clone(),
-                first_bytes: None,
+                unnegotiated: None,
             }),
             HttpSender::Http1(_) => None,
         }
@@ -269,7 +275,7 @@ pub async fn establish(
             info,
             milestones,
             tls: None,
-            first_bytes: None,
+            unnegotiated: None,
         });
     };
     let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
@@ -288,16 +294,19 @@ pub async fn establish(
     milestones.push((Milestone::ServerTlsEstablished, Timestamp::now()));
     info.tls = Some(tls_stream.info());
     let state = Arc::clone(tls_stream.state());
-    let mut first_bytes = None;
+    let mut unnegotiated = None;
     let sender = match tls_stream.ssl().selected_alpn_protocol() {
         Some(ALPN_H2) => http2_handshake(core, tls_stream, &target).await?,
-        None if core.speaks_http2_without_alpn(&key.host) => {
+        None if core.sent_http2_preface(&key.host) => {
             http2_handshake(core, tls_stream, &target).await?
         }
         Some(_) => http1_handshake(tls_stream, &target).await?,
         None => {
-            let (sniffed, seen) = FirstBytes::new(tls_stream);
-            first_bytes = Some(seen);
+            let (sniffed, first_bytes) = FirstBytes::new(tls_stream);
+            unnegotiated = Some(Unnegotiated {
+                first_bytes,
+                http2_offered: parameters.alpn.iter().any(|p| p == ALPN_H2),
+            });
             http1_handshake(sniffed, &target).await?
         }
     };
@@ -306,7 +315,7 @@ pub async fn establish(
         info,
         milestones,
         tls: Some(state),
-        first_bytes,
+        unnegotiated,
     })
 }
 
