@@ -28,6 +28,9 @@ const SSL_CB_WRITE: c_int = 0x08;
 const SSL_CB_ALERT: c_int = 0x4000;
 const SSL_CB_HANDSHAKE_START: c_int = 0x10;
 const SSL_CB_HANDSHAKE_DONE: c_int = 0x20;
+/// `SSL_CB_CONNECT_LOOP` (`SSL_ST_CONNECT | SSL_CB_LOOP`): a client's state machine is
+/// about to move on.
+const SSL_CB_CONNECT_LOOP: c_int = 0x1000 | 0x01;
 const SSL3_RT_HANDSHAKE: c_int = 22;
 const SSL_KEY_UPDATE_NOT_REQUESTED: c_int = 0;
 const SSL_KEY_UPDATE_REQUESTED: c_int = 1;
@@ -267,6 +270,9 @@ fn with_state(ssl: *const sys::SSL, f: impl FnOnce(&mut SslRef, &TlsConnectionSt
 
 unsafe extern "C" fn info_callback(ssl: *const sys::SSL, where_: c_int, ret: c_int) {
     with_state(ssl, |ssl, state| {
+        if where_ == SSL_CB_CONNECT_LOOP {
+            state.on_client_state_transition(ssl);
+        }
         if where_ & SSL_CB_HANDSHAKE_START != 0 {
             state.on_handshake_start(ssl);
         }

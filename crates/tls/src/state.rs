@@ -119,6 +119,8 @@ struct Inner {
     tls13: bool,
     renegotiating: bool,
     hello_request_received: bool,
+    /// A HelloRequest was read and OpenSSL has not written its ClientHello yet.
+    hello_request_unanswered: bool,
     post_handshake_auth: bool,
     identity_installed: bool,
     events: Vec<(Timestamp, TlsEvent)>,
@@ -242,6 +244,37 @@ impl TlsConnectionState {
         }
     }
 
+    /// Called each time OpenSSL's client state machine is about to move on; makes the
+    /// renegotiation a server's HelloRequest asked for a full handshake.
+    ///
+    /// OpenSSL answers a HelloRequest with `SSL_renegotiate_abbreviated`: its
+    /// ClientHello offers the current session (id and ticket), and a server that
+    /// accepts resumption resumes — without the CertificateRequest it renegotiated
+    /// for. `SSL_renegotiate` marks the handshake as a new session, so the ClientHello
+    /// offers neither. It only takes effect here, the first transition after the
+    /// HelloRequest was processed and before the ClientHello is built: at
+    /// HANDSHAKE_START (which OpenSSL reports before it reads the HelloRequest) the
+    /// abbreviated call still follows and overrides it, and a renegotiation requested
+    /// there stays pending and starts a second one later.
+    pub(crate) fn on_client_state_transition(&self, ssl: &mut SslRef) {
+        let mut inner = self.lock();
+        if !std::mem::take(&mut inner.hello_request_unanswered) {
+            return;
+        }
+        // A HelloRequest is meaningless in TLS 1.3; OpenSSL also ignores one that
+        // NO_RENEGOTIATION refused, which leaves nothing pending.
+        if inner.tls13 || ssl.version2() == Some(SslVersion::TLS1_3) {
+            return;
+        }
+        if !ffi::renegotiation_pending(ssl) {
+            return;
+        }
+        drop(inner);
+        if let Err(error) = ffi::renegotiate(ssl) {
+            tracing::warn!(%error, "could not make the server's renegotiation a full handshake; it may resume the session");
+        }
+    }
+
     pub(crate) fn on_handshake_done(&self, ssl: &mut SslRef) {
         let mut inner = self.lock();
         inner.handshakes_completed += 1;
@@ -277,6 +310,9 @@ impl TlsConnectionState {
         let mut inner = self.lock();
         match message {
             HandshakeMessage::HelloRequest => {
+                if !sent && self.leg == Leg::Server {
+                    inner.hello_request_unanswered = true;
+                }
                 let event = TlsEvent {
                     leg: self.leg,
                     kind: TlsEventKind::HelloRequest { direction },

@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{
-    ErrorCode, SslAcceptor, SslConnector, SslMethod, SslOptions, SslStream, SslVerifyMode,
-    SslVersion,
+    ClientHelloResponse, ErrorCode, SslAcceptor, SslAcceptorBuilder, SslConnector, SslMethod,
+    SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
 use periscope_flow::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
 use periscope_tls::ffi;
@@ -59,6 +59,14 @@ enum Script {
 }
 
 fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
+    let mut builder = server_acceptor_builder(pki, version);
+    builder.set_options(SslOptions::NO_SESSION_RESUMPTION_ON_RENEGOTIATION | SslOptions::NO_TICKET);
+    builder.build()
+}
+
+/// A server with the test PKI, asking for no certificate in the first handshake and
+/// naming the client CA when it asks later; resumption left at OpenSSL's defaults.
+fn server_acceptor_builder(pki: &Pki, version: SslVersion) -> SslAcceptorBuilder {
     let leaf = pki.server_ca.leaf_for("localhost", &[]).unwrap();
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
     builder.set_certificate(&leaf.certificate).unwrap();
@@ -66,7 +74,6 @@ fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
     builder.set_min_proto_version(Some(version)).unwrap();
     builder.set_max_proto_version(Some(version)).unwrap();
     builder.set_session_id_context(b"test").unwrap();
-    builder.set_options(SslOptions::NO_SESSION_RESUMPTION_ON_RENEGOTIATION | SslOptions::NO_TICKET);
     let mut names = openssl::stack::Stack::new().unwrap();
     names
         .push(
@@ -81,7 +88,7 @@ fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
     // Ask for nothing in the first handshake, accept whatever comes later: the tests
     // check what the client sends, not whether a real server would trust it.
     builder.set_verify_callback(SslVerifyMode::NONE, |_, _| true);
-    builder.build()
+    builder
 }
 
 /// Reads until the handshake the server started is over (the client sends no
@@ -333,6 +340,146 @@ async fn required_certificate_without_one_fails_fast_with_the_accepted_cas() {
         "names the accepted CA: {text}"
     );
     assert!(server.join().unwrap().is_err());
+}
+
+/// What a server that accepts resumption saw of one client's renegotiation.
+#[derive(Debug)]
+struct RenegotiationSeen {
+    /// The session id length of each ClientHello, in order.
+    client_hello_session_ids: Vec<usize>,
+    resumed: bool,
+    client_certificate: Option<String>,
+}
+
+/// A TLS 1.2 server with the defaults of most servers that are not Apache: session
+/// tickets on, resumption allowed in a renegotiation. After the first request it
+/// renegotiates with a CertificateRequest, answers, and reads one more line (a second
+/// renegotiation the client started on its own would be a third ClientHello).
+fn spawn_resuming_server(pki: &Pki) -> (u16, JoinHandle<Result<RenegotiationSeen, String>>) {
+    let session_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut builder = server_acceptor_builder(pki, SslVersion::TLS1_2);
+    let seen = Arc::clone(&session_ids);
+    builder.set_client_hello_callback(move |ssl, _alert| {
+        let length = ssl.client_hello_session_id().map_or(0, <[u8]>::len);
+        seen.lock().unwrap().push(length);
+        Ok(ClientHelloResponse::SUCCESS)
+    });
+    let acceptor = builder.build();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut stream = acceptor.accept(tcp).map_err(|e| e.to_string())?;
+        let mut line = [0u8; 64];
+        let n = stream.read(&mut line).map_err(|e| e.to_string())?;
+        assert_eq!(&line[..n], b"request\n");
+        ffi::set_verify_mode(&mut stream, SslVerifyMode::PEER);
+        ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+        stream.do_handshake().map_err(|e| e.to_string())?;
+        finish_server_handshake(&mut stream)?;
+        let resumed = stream.ssl().session_reused();
+        let client_certificate = stream
+            .ssl()
+            .peer_certificate()
+            .map(|c| periscope_tls::certs::common_name(c.subject_name()));
+        stream.write_all(b"response\n").map_err(|e| e.to_string())?;
+        let n = stream.read(&mut line).map_err(|e| e.to_string())?;
+        assert_eq!(&line[..n], b"again\n");
+        let client_hello_session_ids = session_ids.lock().unwrap().clone();
+        Ok(RenegotiationSeen {
+            client_hello_session_ids,
+            resumed,
+            client_certificate,
+        })
+    });
+    (port, handle)
+}
+
+/// The control: OpenSSL's own client answers a HelloRequest with an abbreviated
+/// handshake that offers its session, and this server resumes it — no
+/// CertificateRequest, no certificate, although the client had one to give.
+#[test]
+fn a_plain_openssl_client_resumes_its_session_when_this_server_renegotiates() {
+    let pki = pki();
+    let (port, server) = spawn_resuming_server(&pki);
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    builder.set_ca_file(&pki.server_ca_file).unwrap();
+    builder
+        .set_certificate_chain_file(&pki.client_identity_file)
+        .unwrap();
+    builder
+        .set_private_key_file(&pki.client_identity_file, openssl::ssl::SslFiletype::PEM)
+        .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream = builder.build().connect("localhost", tcp).unwrap();
+    stream.write_all(b"request\n").unwrap();
+    let mut response = [0u8; 9];
+    stream.read_exact(&mut response).unwrap();
+    stream.write_all(b"again\n").unwrap();
+    let seen = server.join().unwrap().unwrap();
+    assert!(seen.resumed, "{seen:?}");
+    assert_eq!(seen.client_certificate, None, "{seen:?}");
+    assert_eq!(seen.client_hello_session_ids.len(), 2, "{seen:?}");
+    assert!(seen.client_hello_session_ids[1] > 0, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_renegotiation_the_server_asks_for_is_a_full_handshake_even_where_it_could_resume() {
+    let pki = pki();
+    let (port, server) = spawn_resuming_server(&pki);
+    let upstream = upstream(&pki, true, Duration::from_secs(5));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let target = UpstreamTarget {
+        server_name: "localhost",
+        send_sni: true,
+        alpn: &[],
+        peer_label: "test-server",
+    };
+    let mut tls = upstream.connect(tcp, &target).await.unwrap();
+    tls.write_all(b"request\n").await.unwrap();
+    let mut response = [0u8; 9];
+    tls.read_exact(&mut response).await.unwrap();
+    assert_eq!(&response, b"response\n");
+    tls.write_all(b"again\n").await.unwrap();
+    tls.flush().await.unwrap();
+    let seen = tokio::task::spawn_blocking(move || server.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(!seen.resumed, "{seen:?}");
+    assert_eq!(
+        seen.client_certificate.as_deref(),
+        Some("test-client.example"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.client_hello_session_ids.len(),
+        2,
+        "one ClientHello for the first handshake, one for the renegotiation: {seen:?}"
+    );
+    assert_eq!(
+        seen.client_hello_session_ids[1], 0,
+        "the renegotiation offered a session id: {seen:?}"
+    );
+    let kinds = kinds(
+        &tls.state()
+            .take_events()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect::<Vec<_>>(),
+    );
+    let renegotiations = kinds
+        .iter()
+        .filter(|k| matches!(k, TlsEventKind::RenegotiationStarted { .. }))
+        .count();
+    assert_eq!(renegotiations, 1, "{kinds:?}");
+    // The callbacks ran on this thread (a current-thread runtime): whatever they
+    // called into OpenSSL must not have left errors behind for the next caller.
+    let leftover = openssl::error::ErrorStack::get();
+    assert!(leftover.errors().is_empty(), "{leftover}");
 }
 
 #[tokio::test]
