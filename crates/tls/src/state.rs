@@ -1,9 +1,10 @@
 //! What one TLS connection has lived through since its first handshake.
 //!
 //! OpenSSL reports handshakes, alerts and post-handshake messages through callbacks
-//! (see `ffi`); they land here as [`TlsEvent`]s waiting to be attached to the flow in
-//! flight, and as the context an error message needs ("the server asked for a client
-//! certificate from these CAs during a renegotiation, then sent handshake_failure").
+//! (see `ffi`); they land here as [`TlsEvent`]s for the exchanges in flight (see
+//! [`crate::events`]), and as the context an error message needs ("the server asked
+//! for a client certificate from these CAs during a renegotiation, then sent
+//! handshake_failure").
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use openssl::ssl::{SslOptions, SslRef, SslVersion};
 use periscope_flow::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
 
 use crate::client_certs::ClientIdentity;
+use crate::events::{EventRouting, TlsEventTap};
 use crate::ffi;
 
 /// How the client leg treats renegotiations the client starts.
@@ -123,7 +125,7 @@ struct Inner {
     hello_request_unanswered: bool,
     post_handshake_auth: bool,
     identity_installed: bool,
-    events: Vec<(Timestamp, TlsEvent)>,
+    events: EventRouting,
     certificate_request: Option<CertificateRequestRecord>,
     alert_received: Option<AlertRecord>,
     alert_sent: Option<AlertRecord>,
@@ -162,9 +164,33 @@ impl TlsConnectionState {
         self.leg
     }
 
-    /// Events recorded since the last call, oldest first.
+    /// Delivers every event of this connection to the returned tap while it lives
+    /// (to every live tap, when exchanges share the connection). The first tap made
+    /// also receives the events recorded before it: the connection's setup.
+    pub fn tap(self: &Arc<Self>) -> TlsEventTap {
+        let id = self.lock().events.add_tap();
+        TlsEventTap::new(Arc::clone(self), id)
+    }
+
+    /// Events recorded while no tap was live (after the first tap was made), oldest
+    /// first: an idle connection's KeyUpdate, the alert that closed it.
+    pub fn take_unattached(&self) -> Vec<(Timestamp, TlsEvent)> {
+        self.lock().events.take_unattached()
+    }
+
+    /// How many unattached events could not be kept (the queue was full).
+    pub fn unattached_dropped(&self) -> u64 {
+        self.lock().events.unattached_dropped()
+    }
+
+    /// Events no tap received, oldest first: all of them on a connection nobody
+    /// tapped, else the unattached ones. For callers that do not tap yet.
     pub fn take_events(&self) -> Vec<(Timestamp, TlsEvent)> {
-        std::mem::take(&mut self.lock().events)
+        self.lock().events.take_untapped()
+    }
+
+    pub(crate) fn with_routing<T>(&self, f: impl FnOnce(&mut EventRouting) -> T) -> T {
+        f(&mut self.lock().events)
     }
 
     /// True while a renegotiation or post-handshake authentication is under way.
@@ -196,13 +222,24 @@ impl TlsConnectionState {
     }
 
     fn push(&self, inner: &mut Inner, kind: TlsEventKind) {
-        inner.events.push((
+        inner.events.record(
             Timestamp::now(),
             TlsEvent {
                 leg: self.leg,
                 kind,
             },
-        ));
+        );
+    }
+
+    /// Records `event` as the callbacks would (for tests of the routing).
+    #[cfg(test)]
+    pub(crate) fn record(&self, event: TlsEvent) {
+        self.lock().events.record(Timestamp::now(), event);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn record_hello_request_received(&self, event: TlsEvent) -> bool {
+        self.lock().events.record_hello_request_received(event)
     }
 
     pub(crate) fn on_handshake_start(&self, _ssl: &mut SslRef) {
@@ -317,28 +354,12 @@ impl TlsConnectionState {
                     leg: self.leg,
                     kind: TlsEventKind::HelloRequest { direction },
                 };
-                // OpenSSL starts the renegotiation (info callback) before it reports
-                // the HelloRequest that caused it: put the cause first and credit the
-                // server.
-                let started = inner
-                    .events
-                    .last_mut()
-                    .filter(|(_, e)| matches!(e.kind, TlsEventKind::RenegotiationStarted { .. }));
-                match started {
-                    Some((at, started)) if !sent => {
-                        let at = *at;
-                        started.kind = TlsEventKind::RenegotiationStarted {
-                            initiator: Initiator::Peer,
-                        };
-                        let position = inner.events.len() - 1;
-                        inner.events.insert(position, (at, event));
-                    }
-                    _ => {
-                        if !sent {
-                            inner.hello_request_received = true;
-                        }
-                        inner.events.push((Timestamp::now(), event));
-                    }
+                if sent {
+                    inner.events.record(Timestamp::now(), event);
+                } else if !inner.events.record_hello_request_received(event) {
+                    // Not explained by a start already recorded: the renegotiation
+                    // it asks for starts next, and is the peer's.
+                    inner.hello_request_received = true;
                 }
             }
             HandshakeMessage::KeyUpdate { update_requested } => self.push(

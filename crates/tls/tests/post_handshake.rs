@@ -482,6 +482,87 @@ async fn a_renegotiation_the_server_asks_for_is_a_full_handshake_even_where_it_c
     assert!(leftover.errors().is_empty(), "{leftover}");
 }
 
+/// Answers each line on one connection; renegotiates (asking for a certificate)
+/// before answering `renegotiate`.
+fn spawn_keep_alive_server(pki: &Pki) -> (u16, JoinHandle<Result<(), String>>) {
+    let acceptor = server_acceptor(pki, SslVersion::TLS1_2);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut stream = acceptor.accept(tcp).map_err(|e| e.to_string())?;
+        let mut line = [0u8; 64];
+        loop {
+            let n = stream.read(&mut line).map_err(|e| e.to_string())?;
+            match &line[..n] {
+                b"" => return Ok(()),
+                b"renegotiate\n" => {
+                    ffi::set_verify_mode(&mut stream, SslVerifyMode::PEER);
+                    ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                    stream.do_handshake().map_err(|e| e.to_string())?;
+                    finish_server_handshake(&mut stream)?;
+                }
+                b"plain\n" => {}
+                other => return Err(format!("unexpected {other:?}")),
+            }
+            stream.write_all(b"answer\n").map_err(|e| e.to_string())?;
+        }
+    });
+    (port, handle)
+}
+
+#[tokio::test]
+async fn each_exchange_on_a_kept_alive_connection_gets_the_events_of_its_own_time() {
+    let pki = pki();
+    let (port, server) = spawn_keep_alive_server(&pki);
+    let upstream = upstream(&pki, false, Duration::from_secs(5));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let target = UpstreamTarget {
+        server_name: "localhost",
+        send_sni: true,
+        alpn: &[],
+        peer_label: "test-server",
+    };
+    let mut tls = upstream.connect(tcp, &target).await.unwrap();
+    let mut answer = [0u8; 7];
+
+    let first = tls.state().tap();
+    tls.write_all(b"plain\n").await.unwrap();
+    tls.read_exact(&mut answer).await.unwrap();
+    let first_events = first.take();
+    drop(first);
+
+    let second = tls.state().tap();
+    tls.write_all(b"renegotiate\n").await.unwrap();
+    tls.read_exact(&mut answer).await.unwrap();
+    let second_events: Vec<TlsEvent> = second.take().into_iter().map(|(_, e)| e).collect();
+    drop(second);
+
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    server.join().unwrap().unwrap();
+
+    assert!(first_events.is_empty(), "{first_events:?}");
+    let kinds = kinds(&second_events);
+    assert!(
+        matches!(
+            kinds.as_slice(),
+            [
+                TlsEventKind::HelloRequest { .. },
+                TlsEventKind::RenegotiationStarted {
+                    initiator: Initiator::Peer
+                },
+                TlsEventKind::CertificateRequested { .. },
+                TlsEventKind::CertificatePresented { subject: None, .. },
+                TlsEventKind::RenegotiationCompleted { .. },
+            ]
+        ),
+        "{kinds:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_renegotiation_that_never_completes_times_out() {
     let pki = pki();
