@@ -244,9 +244,9 @@ pub fn alert_description(code: u8) -> String {
     }
     // OpenSSL 3.0 has no names for the alerts TLS 1.3 added.
     match code {
-        109 => "missing extension".into(),
-        116 => "certificate required".into(),
-        120 => "no application protocol".into(),
+        crate::alert::MISSING_EXTENSION => "missing extension".into(),
+        crate::alert::CERTIFICATE_REQUIRED => "certificate required".into(),
+        crate::alert::NO_APPLICATION_PROTOCOL => "no application protocol".into(),
         _ => format!("alert {code}"),
     }
 }

@@ -5,6 +5,7 @@
 //! answers post-handshake certificate requests as a client; every `unsafe` call into
 //! it lives in [`ffi`].
 
+pub mod alert;
 pub mod ca;
 pub mod certs;
 pub mod client_certs;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{SslOptions, SslRef, SslVersion};
 use periscope_flow::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
 
+use crate::alert;
 use crate::client_certs::ClientIdentity;
 use crate::events::{EventRouting, TlsEventTap};
 use crate::ffi;
@@ -89,10 +90,15 @@ pub struct CertificateRequestRecord {
     pub presented: Option<String>,
 }
 
+/// A TLS alert on this connection, as OpenSSL reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlertRecord {
+    /// `Received`: the peer sent it; `Sent`: Periscope did.
+    pub direction: Direction,
     pub fatal: bool,
+    /// The AlertDescription (RFC 8446 §6): 40 handshake_failure, 48 unknown_ca, ...
     pub code: u8,
+    /// libssl's name for `code` ("handshake failure", "unknown CA", ...).
     pub description: String,
     pub phase: HandshakePhase,
 }
@@ -135,8 +141,6 @@ struct Inner {
 }
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
-const ALERT_NO_RENEGOTIATION: u8 = 100;
-const ALERT_CLOSE_NOTIFY: u8 = 0;
 
 impl TlsConnectionState {
     /// State for Periscope's connection to a server: it answers certificate requests
@@ -385,20 +389,21 @@ impl TlsConnectionState {
     }
 
     pub(crate) fn on_alert(&self, _ssl: &mut SslRef, sent: bool, level: u8, code: u8) {
-        if code == ALERT_CLOSE_NOTIFY {
+        if code == alert::CLOSE_NOTIFY {
             return;
         }
         let mut inner = self.lock();
-        let record = AlertRecord {
-            fatal: level == 2,
-            code,
-            description: ffi::alert_description(code),
-            phase: inner.phase(),
-        };
         let direction = if sent {
             Direction::Sent
         } else {
             Direction::Received
+        };
+        let record = AlertRecord {
+            direction,
+            fatal: level == 2,
+            code,
+            description: ffi::alert_description(code),
+            phase: inner.phase(),
         };
         self.push(
             &mut inner,
@@ -408,10 +413,10 @@ impl TlsConnectionState {
                 description: record.description.clone(),
             },
         );
-        if sent && code == ALERT_NO_RENEGOTIATION {
+        if sent && code == alert::NO_RENEGOTIATION {
             inner.renegotiating = false;
         }
-        if sent && code == ALERT_NO_RENEGOTIATION && self.leg == Leg::Client {
+        if sent && code == alert::NO_RENEGOTIATION && self.leg == Leg::Client {
             let reason = match self.client_renegotiation {
                 ClientRenegotiation::Refused => {
                     "client renegotiation is disabled (--no-client-renegotiation)".to_owned()
