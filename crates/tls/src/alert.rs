@@ -18,6 +18,12 @@ pub const MISSING_EXTENSION: u8 = 109;
 pub const CERTIFICATE_REQUIRED: u8 = 116;
 pub const NO_APPLICATION_PROTOCOL: u8 = 120;
 
+/// libssl's name for an alert (`handshake failure`, `unknown CA`, ...), with names
+/// for the TLS 1.3 alerts OpenSSL 3.0 has none for; `alert N` for unknown codes.
+pub fn description(code: u8) -> String {
+    crate::ffi::alert_description(code)
+}
+
 /// Alerts a server sends when it does not accept the client's certificate, or its
 /// absence (a handshake_failure is what TLS 1.2 servers send for "none given").
 pub fn refuses_client_certificate(code: u8) -> bool {
@@ -48,6 +54,19 @@ pub fn distrusts_certificate(code: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_come_from_openssl_and_cover_the_tls13_alerts() {
+        assert_eq!(description(HANDSHAKE_FAILURE), "handshake failure");
+        assert_eq!(description(UNKNOWN_CA), "unknown CA");
+        assert_eq!(description(CERTIFICATE_REQUIRED), "certificate required");
+        assert_eq!(
+            description(NO_APPLICATION_PROTOCOL),
+            "no application protocol"
+        );
+        assert_eq!(description(MISSING_EXTENSION), "missing extension");
+        assert_eq!(description(250), "alert 250");
+    }
 
     #[test]
     fn distrust_is_a_subset_of_the_refusals_of_a_client_certificate() {

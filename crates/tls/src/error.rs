@@ -321,7 +321,7 @@ mod tests {
             direction: Direction::Received,
             fatal,
             code,
-            description: crate::ffi::alert_description(code),
+            description: alert::description(code),
             phase,
         }
     }
@@ -403,7 +403,7 @@ mod tests {
             phase: HandshakePhase::Initial,
             code: alert::UNKNOWN_CA,
             direction: Direction::Sent,
-            description: crate::ffi::alert_description(alert::UNKNOWN_CA),
+            description: alert::description(alert::UNKNOWN_CA),
         };
         assert!(!error.is_certificate_rejection());
         assert_eq!(error.alert_code(), Some(alert::UNKNOWN_CA));

@@ -2,8 +2,10 @@
 //! legs, the async TLS stream, and the capture of post-handshake events.
 //!
 //! OpenSSL is used on both legs because it is the TLS library that renegotiates and
-//! answers post-handshake certificate requests as a client; every `unsafe` call into
-//! it lives in [`ffi`].
+//! answers post-handshake certificate requests as a client. Every `unsafe` call into
+//! it lives in the private `ffi` module (the only place the workspace allows
+//! `unsafe`); what other code needs of it is safe API: [`PostHandshake`],
+//! [`alert::description`].
 
 pub mod alert;
 pub mod ca;
@@ -12,8 +14,9 @@ pub mod client_certs;
 pub mod context;
 pub mod error;
 pub mod events;
-pub mod ffi;
+mod ffi;
 pub mod keylog;
+pub mod post_handshake;
 pub mod state;
 pub mod stream;
 
@@ -23,5 +26,6 @@ pub use context::{ClientTls, ClientTlsSettings, UpstreamTarget, UpstreamTls, Ups
 pub use error::{ClientCertError, TlsError};
 pub use events::{TlsEventTap, EVENT_QUEUE_CAPACITY};
 pub use keylog::KeyLog;
+pub use post_handshake::{offer_post_handshake_auth, PostHandshake};
 pub use state::{ClientRenegotiation, FailureContext, HandshakePhase, TlsConnectionState};
 pub use stream::{HandshakeTimeouts, TlsStream};

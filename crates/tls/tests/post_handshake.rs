@@ -1,7 +1,8 @@
 //! Post-handshake TLS, in process: a scripted OpenSSL server on a thread talks to
 //! Periscope's `UpstreamTls` / `ClientTls` over loopback, and each test states the
 //! exchange and the events Periscope recorded. The process-level tests repeat these
-//! against Apache and `openssl s_server`; these pin down the FFI layer itself.
+//! against Apache and `openssl s_server`; these pin down the FFI layer itself, through
+//! the crate's public API only (the servers use [`PostHandshake`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,10 +16,10 @@ use openssl::ssl::{
     SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
 use periscope_flow::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
-use periscope_tls::ffi;
 use periscope_tls::{
-    CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTls, ClientTlsSettings,
-    HandshakeTimeouts, TlsError, UpstreamTarget, UpstreamTls, UpstreamTlsSettings,
+    alert, CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTls,
+    ClientTlsSettings, HandshakeTimeouts, PostHandshake, TlsError, UpstreamTarget, UpstreamTls,
+    UpstreamTlsSettings,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -100,7 +101,7 @@ fn finish_server_handshake(stream: &mut SslStream<TcpStream>) -> Result<(), Stri
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut byte = [0u8; 1];
-    while ffi::renegotiation_pending(stream.ssl()) || !stream.ssl().is_init_finished() {
+    while stream.renegotiation_pending() || !stream.ssl().is_init_finished() {
         if Instant::now() > deadline {
             return Err("the client never completed the handshake".into());
         }
@@ -131,13 +132,13 @@ fn spawn_server(
         assert_eq!(&request[..n], b"request\n");
         match script {
             Script::Renegotiate { verify } => {
-                ffi::set_verify_mode(&mut stream, verify);
-                ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                stream.set_verify_mode(verify);
+                stream.renegotiate().map_err(|e| e.to_string())?;
                 stream.do_handshake().map_err(|e| e.to_string())?;
                 finish_server_handshake(&mut stream)?;
             }
             Script::RenegotiateAndStall => {
-                ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                stream.renegotiate().map_err(|e| e.to_string())?;
                 stream.do_handshake().map_err(|e| e.to_string())?;
                 // Never read the ClientHello; wait for the client to give up.
                 let mut sink = [0u8; 1024];
@@ -150,8 +151,10 @@ fn spawn_server(
                 return Ok(None);
             }
             Script::PostHandshakeAuth { verify } => {
-                ffi::set_verify_mode(&mut stream, verify);
-                ffi::request_post_handshake_certificate(&mut stream).map_err(|e| e.to_string())?;
+                stream.set_verify_mode(verify);
+                stream
+                    .request_post_handshake_certificate()
+                    .map_err(|e| e.to_string())?;
                 stream.do_handshake().map_err(|e| e.to_string())?;
                 // The client's answer arrives with its next records.
                 stream
@@ -167,7 +170,7 @@ fn spawn_server(
                 stream.get_ref().set_read_timeout(None).unwrap();
             }
             Script::KeyUpdate { request_peer } => {
-                ffi::key_update(&mut stream, request_peer).map_err(|e| e.to_string())?;
+                stream.key_update(request_peer).map_err(|e| e.to_string())?;
             }
         }
         let peer = stream
@@ -373,8 +376,8 @@ fn spawn_resuming_server(pki: &Pki) -> (u16, JoinHandle<Result<RenegotiationSeen
         let mut line = [0u8; 64];
         let n = stream.read(&mut line).map_err(|e| e.to_string())?;
         assert_eq!(&line[..n], b"request\n");
-        ffi::set_verify_mode(&mut stream, SslVerifyMode::PEER);
-        ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+        stream.set_verify_mode(SslVerifyMode::PEER);
+        stream.renegotiate().map_err(|e| e.to_string())?;
         stream.do_handshake().map_err(|e| e.to_string())?;
         finish_server_handshake(&mut stream)?;
         let resumed = stream.ssl().session_reused();
@@ -497,8 +500,8 @@ fn spawn_keep_alive_server(pki: &Pki) -> (u16, JoinHandle<Result<(), String>>) {
             match &line[..n] {
                 b"" => return Ok(()),
                 b"renegotiate\n" => {
-                    ffi::set_verify_mode(&mut stream, SslVerifyMode::PEER);
-                    ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                    stream.set_verify_mode(SslVerifyMode::PEER);
+                    stream.renegotiate().map_err(|e| e.to_string())?;
                     stream.do_handshake().map_err(|e| e.to_string())?;
                     finish_server_handshake(&mut stream)?;
                 }
@@ -722,7 +725,7 @@ fn renegotiating_client(port: u16, ca: &Path, renegotiations: usize) -> Result<(
         .connect("localhost", tcp)
         .map_err(|e| e.to_string())?;
     for _ in 0..renegotiations {
-        ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+        stream.renegotiate().map_err(|e| e.to_string())?;
         stream.do_handshake().map_err(|e| e.to_string())?;
         stream.write_all(b"ping!\n").map_err(|e| e.to_string())?;
         let mut echo = [0u8; 6];
@@ -791,6 +794,6 @@ async fn client_renegotiation_can_be_switched_off() {
 
 #[test]
 fn alert_names_come_from_openssl() {
-    assert_eq!(ffi::alert_description(40), "handshake failure");
-    assert_eq!(ffi::alert_description(116), "certificate required");
+    assert_eq!(alert::description(40), "handshake failure");
+    assert_eq!(alert::description(116), "certificate required");
 }
