@@ -340,10 +340,7 @@ fn kill_child(child: &mut Child) {
 }
 
 fn pid_signal(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on a child this test started; no memory is involved.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, signal);
-    }
+    send_signal(child.id(), signal);
 }
 
 // ---------------------------------------------------------------------------------

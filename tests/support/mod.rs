@@ -48,4 +48,6 @@ pub use pki::{test_pki, TestPki};
 pub use python_peer::{h2_origin, python_websocket_echo_server, PythonPeer};
 pub use tls_client::{HttpResponse, TlsClient, TlsClientBuilder};
 pub use tmux::{TmuxConsole, SCREEN_TIMEOUT};
-pub use tools::{free_port, python, require_tool, sha256_hex, wait_until, world_readable_tempdir};
+pub use tools::{
+    free_port, python, require_tool, send_signal, sha256_hex, wait_until, world_readable_tempdir,
+};
