@@ -35,6 +35,9 @@ const SSL_CB_HANDSHAKE_DONE: c_int = 0x20;
 /// `SSL_CB_CONNECT_LOOP` (`SSL_ST_CONNECT | SSL_CB_LOOP`): a client's state machine is
 /// about to move on.
 const SSL_CB_CONNECT_LOOP: c_int = 0x1000 | 0x01;
+/// `TLS_ST_CR_HELLO_REQ` in libssl's `OSSL_HANDSHAKE_STATE` (a public enum, stable
+/// across OpenSSL 3): a client has just processed a HelloRequest.
+const TLS_ST_CR_HELLO_REQ: c_int = 41;
 const SSL3_RT_HANDSHAKE: c_int = 22;
 const SSL_KEY_UPDATE_NOT_REQUESTED: c_int = 0;
 const SSL_KEY_UPDATE_REQUESTED: c_int = 1;
@@ -54,6 +57,7 @@ type CertCallback = unsafe extern "C" fn(ssl: *mut sys::SSL, arg: *mut c_void) -
 extern "C" {
     fn SSL_renegotiate(ssl: *mut sys::SSL) -> c_int;
     fn SSL_renegotiate_pending(ssl: *const sys::SSL) -> c_int;
+    fn SSL_get_state(ssl: *const sys::SSL) -> c_int;
     fn SSL_key_update(ssl: *mut sys::SSL, update_type: c_int) -> c_int;
     fn SSL_verify_client_post_handshake(ssl: *mut sys::SSL) -> c_int;
     fn SSL_set_options(ssl: *mut sys::SSL, options: u64) -> u64;
@@ -183,6 +187,14 @@ pub(crate) fn renegotiate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack>
 pub(crate) fn renegotiation_pending(ssl: &SslRef) -> bool {
     // SAFETY: valid SSL pointer; a read-only query.
     unsafe { SSL_renegotiate_pending(ssl.as_ptr()) == 1 }
+}
+
+/// True when the last message this client processed was a HelloRequest it acted on.
+/// (OpenSSL also reports, through the message callback, HelloRequests it skips
+/// because a handshake is already under way; those leave the state alone.)
+pub(crate) fn hello_request_just_processed(ssl: &SslRef) -> bool {
+    // SAFETY: valid SSL pointer; a read-only query.
+    unsafe { SSL_get_state(ssl.as_ptr()) == TLS_ST_CR_HELLO_REQ }
 }
 
 /// Schedules a TLS 1.3 KeyUpdate, sent with the next write.
@@ -363,6 +375,10 @@ mod tests {
         assert!(!renegotiation_pending(&ssl));
         renegotiate(&mut *ssl).unwrap();
         assert!(renegotiation_pending(&ssl));
+        assert!(
+            !hello_request_just_processed(&ssl),
+            "scheduled here, not asked for by a HelloRequest"
+        );
         assert_error_queue_empty();
     }
 

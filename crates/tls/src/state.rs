@@ -127,8 +127,6 @@ struct Inner {
     tls13: bool,
     renegotiating: bool,
     hello_request_received: bool,
-    /// A HelloRequest was read and OpenSSL has not written its ClientHello yet.
-    hello_request_unanswered: bool,
     post_handshake_auth: bool,
     identity_installed: bool,
     events: EventRouting,
@@ -292,25 +290,21 @@ impl TlsConnectionState {
     /// ClientHello offers the current session (id and ticket), and a server that
     /// accepts resumption resumes — without the CertificateRequest it renegotiated
     /// for. `SSL_renegotiate` marks the handshake as a new session, so the ClientHello
-    /// offers neither. It only takes effect here, the first transition after the
-    /// HelloRequest was processed and before the ClientHello is built: at
-    /// HANDSHAKE_START (which OpenSSL reports before it reads the HelloRequest) the
-    /// abbreviated call still follows and overrides it, and a renegotiation requested
-    /// there stays pending and starts a second one later.
+    /// offers neither. It must be called here, after OpenSSL processed the
+    /// HelloRequest and before it builds the ClientHello: OpenSSL reports
+    /// HANDSHAKE_START before it has even read the HelloRequest, and a renegotiation
+    /// requested then is one of the client's own, which the HelloRequest interrupts
+    /// (tried: the connection failed with a no_renegotiation error).
     pub(crate) fn on_client_state_transition(&self, ssl: &mut SslRef) {
-        let mut inner = self.lock();
-        if !std::mem::take(&mut inner.hello_request_unanswered) {
+        // A HelloRequest that NO_RENEGOTIATION refused leaves nothing pending; one
+        // that arrived during a handshake was skipped and is not the last processed.
+        if !ffi::hello_request_just_processed(ssl) || !ffi::renegotiation_pending(ssl) {
             return;
         }
-        // A HelloRequest is meaningless in TLS 1.3; OpenSSL also ignores one that
-        // NO_RENEGOTIATION refused, which leaves nothing pending.
-        if inner.tls13 || ssl.version2() == Some(SslVersion::TLS1_3) {
+        // TLS 1.3 has no HelloRequest; SSL_renegotiate would only fail there.
+        if ssl.version2() == Some(SslVersion::TLS1_3) {
             return;
         }
-        if !ffi::renegotiation_pending(ssl) {
-            return;
-        }
-        drop(inner);
         if let Err(error) = ffi::renegotiate(ssl) {
             tracing::warn!(%error, "could not make the server's renegotiation a full handshake; it may resume the session");
         }
@@ -351,9 +345,6 @@ impl TlsConnectionState {
         let mut inner = self.lock();
         match message {
             HandshakeMessage::HelloRequest => {
-                if !sent && self.leg == Leg::Server {
-                    inner.hello_request_unanswered = true;
-                }
                 let event = TlsEvent {
                     leg: self.leg,
                     kind: TlsEventKind::HelloRequest { direction },
