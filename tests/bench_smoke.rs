@@ -161,13 +161,16 @@ fn bench_smoke_mode_runs_and_prints_the_three_column_table() {
     );
 }
 
+/// Signals the process group made for the script (process_group(0) made it the
+/// leader).
 fn signal_group(pid: u32, signal: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(leader) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return;
     };
-    // SAFETY: kill(2) with a negative pid signals the process group made for the script
-    // (process_group(0) made it the leader); no memory is involved.
-    unsafe {
-        libc::kill(-pid, signal);
-    }
+    let signal = rustix::process::Signal::from_named_raw(signal)
+        .unwrap_or_else(|| panic!("{signal} is not a signal"));
+    let _ = rustix::process::kill_process_group(leader, signal);
 }

@@ -71,7 +71,7 @@ impl Console {
 
     /// SIGTERM: the same clean end as `q`.
     fn terminate(&self) {
-        signal(self.tmux.pid(), libc::SIGTERM);
+        send_signal(self.tmux.pid(), libc::SIGTERM);
         self.assert_ended_cleanly();
     }
 
@@ -274,13 +274,6 @@ fn console_opens_a_saved_session_and_adds_new_flows_to_it() {
     );
 }
 
-fn signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) on the pid of a console this test started.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
-    }
-}
-
 /// Whether the process is gone (or a zombie waiting to be reaped).
 fn is_gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -326,7 +319,7 @@ fn console_killed_with_sigkill_keeps_every_flow_it_recorded() {
         "the session file never held the {FLOWS} flows: {:#?}",
         dump_lines(&file)
     );
-    signal(console.tmux.pid(), libc::SIGKILL);
+    send_signal(console.tmux.pid(), libc::SIGKILL);
     let exit = console.tmux.exit_line(Duration::from_secs(10));
     assert!(exit.ends_with("status 137"), "{exit}");
     drop(console);

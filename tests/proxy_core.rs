@@ -336,6 +336,29 @@ fn insecure_mode_skips_upstream_verification() {
         .assert_status(200);
 }
 
+#[test]
+fn a_client_that_does_not_trust_periscopes_ca_is_told_which_file_to_install() {
+    let pki = test_pki();
+    let server = OpensslServer::builder().tls1_2().www().start();
+    let proxy = text_proxy(&[]);
+    // Trusting the servers' CA, not Periscope's: curl refuses the leaf (unknown_ca).
+    let result = Curl::new()
+        .proxy(proxy.proxy_url())
+        .cacert(&pki.ca_cert)
+        .run(&server.url("/"));
+    assert_eq!(result.exit_code, 60, "{result:?}");
+    let line = proxy.wait_for_stderr(
+        "the client rejected Periscope's certificate",
+        Duration::from_secs(10),
+    );
+    assert!(line.contains("unknown CA"), "{line}");
+    let ca = proxy.ca_cert_path();
+    assert!(
+        line.contains(&format!("install {}", ca.display())),
+        "{line}"
+    );
+}
+
 fn closed_port() -> u16 {
     // Bound and dropped: nothing listens there.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -4,6 +4,7 @@
 //! | module | peer | what |
 //! |---|---|---|
 //! | `iis` | `tests/peers/renegotiating_server.py` | the IIS-like story: POST, HelloRequest + CertificateRequest, 400 JSON; many renegotiations, mid-body, keep-alive, require, stall |
+//! | `node` | `tests/peers/renegotiating_origin.mjs` (Node.js, session tickets on) | a renegotiation for a client certificate is a full handshake: optional/required with and without `--client-certs`, POST body, keep-alive, the ClientHello on the wire |
 //! | `apache` | Apache httpd (TLS 1.2 and 1.2+1.3 vhosts) | GET/POST on renegotiating locations, TLS 1.3 post-handshake auth, `/require/` with and without `--client-certs` |
 //! | `s_server` | `openssl s_server` driven through its FIFO | HelloRequest with/without cert request (also on an idle connection), TLS 1.3 CertificateRequest, KeyUpdate both kinds, certificate requested in the first handshake |
 //! | `s_client` | `openssl s_client -proxy` (CONNECT) | client-initiated renegotiation, its limit and refusal, KeyUpdate on the client leg |
@@ -339,10 +340,7 @@ fn kill_child(child: &mut Child) {
 }
 
 fn pid_signal(child: &Child, signal: i32) {
-    // SAFETY: kill(2) on a child this test started; no memory is involved.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, signal);
-    }
+    send_signal(child.id(), signal);
 }
 
 // ---------------------------------------------------------------------------------
@@ -827,6 +825,269 @@ print(json.dumps({"status": r.status_code, "body": r.text, "elapsed": elapsed,
         assert!(
             has_all(&r.body_text(), &["renegotiation", "did not complete"]),
             "{r:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// A Node.js origin that resumes sessions on renegotiation
+// ---------------------------------------------------------------------------------
+
+/// `tests/peers/renegotiating_origin.mjs`: session tickets on, no
+/// NO_SESSION_RESUMPTION_ON_RENEGOTIATION (Node's defaults, like most servers that are
+/// not Apache). A renegotiation that offers the session resumes there, and a resumed
+/// handshake carries no CertificateRequest: these tests fail unless Periscope's
+/// renegotiations are full handshakes.
+mod node {
+    use super::*;
+
+    /// The server's stdout line for the renegotiation of `path` (waits for it).
+    fn renegotiation_report(server: &NodePeer, path: &str) -> String {
+        let wanted = format!("renegotiation path={path} ");
+        server
+            .stdout
+            .wait_for(&wanted, WAIT)
+            .unwrap_or_else(|e| panic!("no {wanted:?} from the origin ({e:?})"))
+    }
+
+    /// curl straight to the origin shows what the origin does on its own: the
+    /// renegotiation carries a CertificateRequest (curl offers no session to resume).
+    fn assert_direct_curl_gets_a_certificate_request(server: &NodePeer, path: &str) {
+        let direct = curl_direct().verbose().run(&server.url(path));
+        direct.assert_status(200);
+        assert!(
+            direct.stderr.contains("Hello request (0)")
+                && direct.stderr.contains("Request CERT (13)"),
+            "curl saw no CertificateRequest in the renegotiation:\n{}",
+            direct.stderr
+        );
+        assert_eq!(direct.json()["resumed"], false, "{direct:?}");
+    }
+
+    #[test]
+    fn optional_certificate_request_in_a_renegotiation_gets_the_client_certs_certificate() {
+        let server = renegotiating_origin();
+        assert_direct_curl_gets_a_certificate_request(&server, "/optional/direct");
+
+        let certs = client_certs_file_args();
+        let proxy = periscope(&as_strs(&certs));
+        let url = server.url("/optional/proxied");
+        let r = Curl::through(&proxy).run(&url);
+        r.assert_status(200);
+        let json = r.json();
+        assert_eq!(json["renegotiated"], true, "{json}");
+        assert_eq!(json["resumed"], false, "{json}");
+        assert_eq!(json["client_cert"], CLIENT_CN, "{json}");
+        assert_eq!(json["authorized"], true, "{json}");
+        let report = renegotiation_report(&server, "/optional/proxied");
+        assert!(
+            report.contains(&format!("resumed=false client_cert={CLIENT_CN}")),
+            "{report}"
+        );
+        let flow = wait_flow(
+            &proxy,
+            0,
+            &format!("GET {url} 200"),
+            &["renegotiation completed"],
+        );
+        flow.assert_in_order(&[
+            &["HelloRequest received"],
+            &["renegotiation started"],
+            &["CertificateRequest", CLIENT_CA_CN],
+            &["client certificate sent", CLIENT_SUBJECT_CN],
+            &["renegotiation completed"],
+        ]);
+    }
+
+    #[test]
+    fn optional_certificate_request_in_a_renegotiation_gets_an_empty_certificate_without_client_certs(
+    ) {
+        let server = renegotiating_origin();
+        let proxy = periscope(&[]);
+        let url = server.url("/optional/none");
+        let r = Curl::through(&proxy).run(&url);
+        r.assert_status(200);
+        let json = r.json();
+        assert_eq!(json["renegotiated"], true, "{json}");
+        assert_eq!(json["resumed"], false, "{json}");
+        assert_eq!(json["client_cert"], serde_json::Value::Null, "{json}");
+        let flow = wait_flow(
+            &proxy,
+            0,
+            &format!("GET {url} 200"),
+            &["renegotiation completed"],
+        );
+        flow.assert_in_order(&[
+            &["HelloRequest received"],
+            &["CertificateRequest", CLIENT_CA_CN],
+            &["empty client certificate"],
+            &["renegotiation completed"],
+        ]);
+    }
+
+    #[test]
+    fn required_certificate_in_a_renegotiation_is_presented_from_client_certs() {
+        let server = renegotiating_origin();
+        let certs = client_certs_file_args();
+        let proxy = periscope(&as_strs(&certs));
+        let url = server.url("/required/proxied");
+        let r = Curl::through(&proxy).run(&url);
+        r.assert_status(200);
+        let json = r.json();
+        assert_eq!(json["client_cert"], CLIENT_CN, "{json}");
+        assert_eq!(json["resumed"], false, "{json}");
+        wait_flow(
+            &proxy,
+            0,
+            &format!("GET {url} 200"),
+            &["client certificate sent", CLIENT_SUBJECT_CN],
+        );
+    }
+
+    #[test]
+    fn required_certificate_in_a_renegotiation_without_client_certs_is_a_502_that_names_the_request(
+    ) {
+        let server = renegotiating_origin();
+        let proxy = periscope(&[]);
+        let url = server.url("/required/none");
+        let r = Curl::through(&proxy).run(&url);
+        assert_eq!((r.exit_code, r.status), (0, 502), "{r:?}");
+        record_timing("node-require-without-cert-502", None, r.time_total);
+        assert_faster_than("explained 502", r.time_total, EXPLAINED_502_SECS, &r);
+        assert_eq!(r.header("x-periscope-error"), Some("1"));
+        let body = r.body_text();
+        for words in [
+            &["required a client certificate", "renegotiation"][..],
+            &["alert", "handshake failure"],
+            &[CLIENT_CA_CN],
+            &["--client-certs"],
+        ] {
+            assert!(has_all(&body, words), "body lacks {words:?}:\n{body}");
+        }
+        assert!(!has_all(&body, &["closed the connection"]), "{body}");
+        let report = renegotiation_report(&server, "/required/none");
+        assert!(report.contains("failed"), "{report}");
+        let flow = wait_flow(&proxy, 0, &format!("GET {url} 502"), &["error:"]);
+        flow.assert_in_order(&[
+            &["HelloRequest"],
+            &["CertificateRequest", CLIENT_CA_CN],
+            &["empty client certificate"],
+            &["alert received", "fatal"],
+            &["error:", "required a client certificate"],
+        ]);
+    }
+
+    #[test]
+    fn post_body_read_before_the_renegotiation_reaches_the_server_whole() {
+        let server = renegotiating_origin();
+        let certs = client_certs_file_args();
+        let proxy = periscope(&as_strs(&certs));
+        let url = server.url("/required/upload");
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let r = Curl::through(&proxy)
+            .header("Content-Type: application/octet-stream")
+            .data(&body)
+            .run(&url);
+        r.assert_status(200);
+        let json = r.json();
+        assert_eq!(json["method"], "POST", "{json}");
+        assert_eq!(json["body_length"], body.len(), "{json}");
+        assert_eq!(json["body_sha256"], sha256_hex(&body), "{json}");
+        assert_eq!(json["client_cert"], CLIENT_CN, "{json}");
+        assert_eq!(json["resumed"], false, "{json}");
+    }
+
+    #[test]
+    fn every_renegotiation_of_a_keep_alive_connection_is_a_full_handshake() {
+        let server = renegotiating_origin();
+        let certs = client_certs_file_args();
+        let proxy = periscope(&as_strs(&certs));
+        let mut client = tls_client_through(&proxy, server.port);
+        for path in ["/optional/first", "/optional/second", "/optional/third"] {
+            let response = keep_alive_exchange(&mut client, "GET", path, b"");
+            assert_eq!(response.status, 200, "{path}: {response:?}");
+            let json: serde_json::Value =
+                serde_json::from_slice(&response.body).expect("JSON answer");
+            assert_eq!(json["path"], path, "{json}");
+            assert_eq!(json["resumed"], false, "{json}");
+            assert_eq!(json["client_cert"], CLIENT_CN, "{json}");
+        }
+        // One upstream connection: three renegotiations, three certificate requests.
+        let reports: Vec<String> = server
+            .stdout
+            .lines()
+            .into_iter()
+            .filter(|l| l.starts_with("renegotiation "))
+            .collect();
+        assert_eq!(reports.len(), 3, "{reports:?}");
+    }
+
+    /// The renegotiation's ClientHello on the wire (decrypted with Periscope's key
+    /// log): no session id and an empty SessionTicket extension, so there is nothing
+    /// the server could resume.
+    #[test]
+    fn renegotiation_client_hello_offers_no_session_id_and_no_ticket() {
+        let server = renegotiating_origin();
+        let work = tempfile::tempdir().unwrap();
+        let keylog = work.path().join("keys.log");
+        let pcap = work.path().join("upstream.pcapng");
+        let certs = client_certs_file_args();
+        let proxy = PeriscopeBuilder::new()
+            .arg("--upstream-trusted-ca")
+            .arg(&test_pki().ca_cert)
+            .args(as_strs(&certs))
+            .env("SSLKEYLOGFILE", &keylog)
+            .start();
+        let mut capture = Capture::start(server.port, &pcap);
+        let url = server.url("/optional/wire");
+        Curl::through(&proxy).run(&url).assert_status(200);
+        renegotiation_report(&server, "/optional/wire");
+
+        // Handshake messages sent to the origin: type, session id length, extension
+        // types and their lengths (comma-separated, in order).
+        let client_hellos = || {
+            tshark_fields(
+                &pcap,
+                Some(&keylog),
+                &format!("tls.handshake.type == 1 && tcp.dstport == {}", server.port),
+                &[
+                    "tls.handshake.session_id_length",
+                    "tls.handshake.extension.type",
+                    "tls.handshake.extension.len",
+                ],
+            )
+        };
+        let arrived = wait_until(Duration::from_secs(30), || client_hellos().len() >= 2);
+        capture.stop();
+        let hellos = client_hellos();
+        assert!(arrived && hellos.len() == 2, "ClientHellos: {hellos:?}");
+        let renegotiation: Vec<&str> = hellos[1].split('\t').collect();
+        assert_eq!(renegotiation.len(), 3, "{renegotiation:?}");
+        assert_eq!(
+            renegotiation[0], "0",
+            "session id offered: {renegotiation:?}"
+        );
+        let types: Vec<&str> = renegotiation[1].split(',').collect();
+        let lengths: Vec<&str> = renegotiation[2].split(',').collect();
+        let ticket = types
+            .iter()
+            .position(|t| *t == "35")
+            .map(|i| lengths.get(i).copied());
+        assert_eq!(
+            ticket,
+            Some(Some("0")),
+            "SessionTicket extension (35) must be present and empty: {renegotiation:?}"
+        );
+        let certificate_requests = tshark_fields(
+            &pcap,
+            Some(&keylog),
+            "tls.handshake.type == 13",
+            &["frame.number"],
+        );
+        assert_eq!(
+            certificate_requests.len(),
+            1,
+            "the origin sent no CertificateRequest: {certificate_requests:?}"
         );
     }
 }

@@ -297,8 +297,7 @@ impl ApacheBuilder {
         for (name, file) in MODULES {
             line(&format!("LoadModule {name} {MODULE_DIR}/{file}"));
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             line("User www-data\nGroup www-data");
         }
         line(&format!(

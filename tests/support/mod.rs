@@ -2,7 +2,8 @@
 //!
 //! Every `tests/*.rs` file that needs it says `mod support;`. Everything here is blocking
 //! std code (threads and `std::process`): the peers are real programs (Apache httpd,
-//! `openssl s_server`, curl, Python) and the proxy is the real `periscope` binary.
+//! `openssl s_server`, curl, Python, Node.js) and the proxy is the real `periscope`
+//! binary.
 //!
 //! Peers that are missing make a test FAIL with an install hint, never skip: run
 //! `scripts/test.sh` once and it installs them.
@@ -15,6 +16,7 @@
 //! | [`Curl`] / [`CurlResult`] | the system curl with `-w '%{json}'` parsed |
 //! | [`Apache`] / [`ApacheBuilder`] | Apache httpd + mod_ssl with the renegotiating locations |
 //! | [`OpensslServer`] | `openssl s_server` driven through a FIFO (`R`, `r`, `k`, `K`, `c`) |
+//! | [`NodePeer`], [`renegotiating_origin`] | Node.js peers (`tests/peers/*.mjs`) |
 //! | [`TlsClient`] | a scripted OpenSSL client that can stall a renegotiation |
 //! | [`TmuxConsole`] | a full-screen program in tmux: keys in, screen out |
 //! | [`python`], [`require_tool`] | paths of required peers, or a panic telling how to get them |
@@ -22,6 +24,7 @@
 
 mod apache;
 mod curl;
+mod node_peer;
 mod openssl_server;
 mod output;
 mod periscope;
@@ -37,6 +40,7 @@ pub use apache::{
     RENEGOTIATED_TLS12_CIPHER, REQUIRE_BODY, VEDAUTH_BODY,
 };
 pub use curl::{Curl, CurlResult};
+pub use node_peer::{renegotiating_origin, NodePeer};
 pub use openssl_server::{OpensslServer, OpensslServerBuilder};
 pub use output::{LineMatcher, OutputLines, WaitError};
 pub use periscope::{parse_listening_port, Periscope, PeriscopeBuilder, LISTENING_MARKER};
@@ -44,4 +48,6 @@ pub use pki::{test_pki, TestPki};
 pub use python_peer::{h2_origin, python_websocket_echo_server, PythonPeer};
 pub use tls_client::{HttpResponse, TlsClient, TlsClientBuilder};
 pub use tmux::{TmuxConsole, SCREEN_TIMEOUT};
-pub use tools::{free_port, python, require_tool, sha256_hex, wait_until, world_readable_tempdir};
+pub use tools::{
+    free_port, python, require_tool, send_signal, sha256_hex, wait_until, world_readable_tempdir,
+};

@@ -16,10 +16,9 @@
 //! after it listens: that line gives the port, with no race. It runs under
 //! `stdbuf -oL` because its command answers use buffered `printf`.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -109,16 +108,12 @@ impl OpensslServerBuilder {
             .tempdir()
             .expect("s_server temp dir");
         let fifo = dir.path().join("stdin.fifo");
-        let c_path = CString::new(fifo.as_os_str().as_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-        assert_eq!(
-            rc,
-            0,
-            "mkfifo {}: {}",
-            fifo.display(),
-            std::io::Error::last_os_error()
-        );
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", fifo.display()));
         // Opening read+write never blocks on Linux and keeps a writer for the FIFO's
         // whole life, so s_server never reads EOF (which would make it quit).
         let writer = OpenOptions::new()

@@ -154,8 +154,7 @@ impl TlsClientBuilder {
             b.set_cipher_list(list).map_err(|e| e.to_string())?;
         }
         if self.post_handshake_auth {
-            // SAFETY: a valid SSL_CTX owned by the builder.
-            unsafe { openssl_sys::SSL_CTX_set_post_handshake_auth(b.as_ptr(), 1) };
+            periscope_tls::offer_post_handshake_auth(&mut b);
         }
         let keylog = Arc::new(Mutex::new(Vec::new()));
         let keylog_sink = keylog.clone();

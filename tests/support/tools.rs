@@ -40,7 +40,7 @@ pub(crate) fn ipv6_loopback_available() -> bool {
 }
 
 const INSTALL_HINT: &str = "run `scripts/test.sh` once: it installs every test peer \
-     (apache2 curl openssl tshark tmux python3-venv python3-openssl jq) and the Python venv";
+     (apache2 curl openssl tshark tmux python3-venv python3-openssl jq nodejs) and the Python venv";
 
 /// The absolute path of a required program, searched in PATH and the sbin directories
 /// (apache2 lives in /usr/sbin, which is not in every user's PATH). Panics with an
@@ -137,12 +137,18 @@ pub(crate) fn write_file(path: &Path, contents: impl AsRef<[u8]>) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
-/// Sends `signal` to `pid` (ignoring errors: the process may be gone already).
-pub(crate) fn send_signal(pid: u32, signal: i32) {
-    // SAFETY: kill(2) with a pid we started; no memory is involved.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
-    }
+/// Sends `signal` (`libc::SIGTERM`, ...) to `pid`, ignoring errors: the process may
+/// be gone already.
+pub fn send_signal(pid: u32, signal: i32) {
+    let signal = rustix::process::Signal::from_named_raw(signal)
+        .unwrap_or_else(|| panic!("{signal} is not a signal"));
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    let _ = rustix::process::kill_process(pid, signal);
 }
 
 /// Stops a child: SIGTERM, up to `grace` for it to exit, then SIGKILL; always reaps it.

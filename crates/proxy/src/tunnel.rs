@@ -345,14 +345,7 @@ fn client_handshake_failure(
     core: &ProxyCore,
 ) -> String {
     let text = error.to_string();
-    let lowercase = text.to_ascii_lowercase();
-    let distrust = [
-        "unknown ca",
-        "bad certificate",
-        "certificate unknown",
-        "unsupported certificate",
-    ];
-    if distrust.iter().any(|d| lowercase.contains(d)) {
+    if error.is_certificate_rejection() {
         format!(
             "{peer}: the client rejected Periscope's certificate for {server_name} ({text}). \
              The client does not trust Periscope's CA: install {}",

@@ -329,9 +329,7 @@ pub async fn establish_with_fallback(
     tls: Option<&TlsParameters>,
 ) -> Result<UpstreamConnection, UpstreamError> {
     match establish(core, socket, tls).await {
-        Err(UpstreamError::Tls(periscope_tls::TlsError::Alert { description, .. }))
-            if description.contains("no application protocol") =>
-        {
+        Err(UpstreamError::Tls(error)) if error.is_no_application_protocol() => {
             let wider = tls.map(|tls| TlsParameters {
                 alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
                 ..tls.clone()

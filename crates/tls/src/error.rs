@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use openssl::ssl::{self, SslRef};
 use openssl::x509::X509VerifyResult;
+use periscope_flow::Direction;
 
-use crate::state::{FailureContext, HandshakePhase};
+use crate::alert;
+use crate::state::{AlertRecord, FailureContext, HandshakePhase};
 
 #[derive(thiserror::Error, Debug)]
 pub enum ClientCertError {
@@ -37,22 +39,29 @@ pub enum TlsError {
     #[error("the certificate of {peer} failed verification: {reason} (use --upstream-trusted-ca FILE to trust its CA, or -k/--ssl-insecure to skip verification)")]
     CertificateVerification { peer: String, reason: String },
 
-    #[error("{}", client_certificate_message(peer, *phase, ca_names, presented.as_deref(), alert.as_deref()))]
+    #[error("{}", client_certificate_message(peer, *phase, ca_names, presented.as_deref(), alert.as_ref()))]
     ClientCertificateRequired {
         peer: String,
         phase: HandshakePhase,
         ca_names: Vec<String>,
         presented: Option<String>,
-        alert: Option<String>,
+        /// The alert the server ended the connection with; `None` when it just
+        /// closed it.
+        alert: Option<AlertRecord>,
     },
 
     #[error("{peer} does not support secure renegotiation (RFC 5746), so the connection was refused; start Periscope with --legacy-renegotiation to allow such servers")]
     InsecureRenegotiation { peer: String },
 
-    #[error("{peer} sent the TLS alert \"{description}\" during {}", phase.describe())]
+    #[error("{}", alert_message(peer, *phase, *direction, description))]
     Alert {
         peer: String,
         phase: HandshakePhase,
+        /// The AlertDescription; see [`crate::alert`] for the ones Periscope tells apart.
+        code: u8,
+        /// `Received`: the peer sent it; `Sent`: Periscope did.
+        direction: Direction,
+        /// libssl's name for `code`.
         description: String,
     },
 
@@ -119,7 +128,7 @@ impl TlsError {
             let rejected = context
                 .alert_received
                 .as_ref()
-                .is_some_and(|alert| alert.fatal && is_certificate_alert(alert.code));
+                .is_some_and(|alert| alert.fatal && alert::refuses_client_certificate(alert.code));
             let closed_during_request = context.alert_received.is_none()
                 && matches!(
                     phase,
@@ -131,10 +140,7 @@ impl TlsError {
                     phase: request.phase,
                     ca_names: request.ca_names.clone(),
                     presented: request.presented.clone(),
-                    alert: context
-                        .alert_received
-                        .as_ref()
-                        .map(|a| a.description.clone()),
+                    alert: context.alert_received.clone(),
                 });
             }
         }
@@ -145,8 +151,45 @@ impl TlsError {
             .map(|alert| TlsError::Alert {
                 peer: peer.to_owned(),
                 phase: alert.phase,
+                code: alert.code,
+                direction: alert.direction,
                 description: alert.description.clone(),
             })
+    }
+
+    /// The code of the TLS alert this error is about, when it is about one.
+    pub fn alert_code(&self) -> Option<u8> {
+        match self {
+            TlsError::Alert { code, .. } => Some(*code),
+            TlsError::ClientCertificateRequired { alert, .. } => alert.as_ref().map(|a| a.code),
+            _ => None,
+        }
+    }
+
+    /// The code of the alert the peer sent, when this error is one.
+    fn alert_received(&self) -> Option<u8> {
+        match self {
+            TlsError::Alert {
+                code,
+                direction: Direction::Received,
+                ..
+            } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The server refused every ALPN protocol offered (alert no_application_protocol):
+    /// asking again with other protocols may succeed.
+    pub fn is_no_application_protocol(&self) -> bool {
+        self.alert_received() == Some(alert::NO_APPLICATION_PROTOCOL)
+    }
+
+    /// The peer did not accept the certificate it was shown (unknown_ca,
+    /// bad_certificate, certificate_unknown, unsupported_certificate): on the client
+    /// leg, a client that does not trust Periscope's CA.
+    pub fn is_certificate_rejection(&self) -> bool {
+        self.alert_received()
+            .is_some_and(alert::distrusts_certificate)
     }
 
     /// Whether the error means "waited too long" (the proxy answers 504) rather than
@@ -191,12 +234,6 @@ impl TlsError {
     }
 }
 
-/// Alerts a server sends when it does not accept the client's certificate (or its
-/// absence).
-fn is_certificate_alert(code: u8) -> bool {
-    matches!(code, 40 | 42 | 43 | 44 | 45 | 46 | 48 | 49 | 116)
-}
-
 fn describe_ssl_error(error: &ssl::Error) -> String {
     if let Some(stack) = error.ssl_error() {
         let reasons: Vec<String> = stack
@@ -214,12 +251,29 @@ fn describe_ssl_error(error: &ssl::Error) -> String {
     error.to_string()
 }
 
+fn alert_message(
+    peer: &str,
+    phase: HandshakePhase,
+    direction: Direction,
+    description: &str,
+) -> String {
+    let phase = phase.describe();
+    match direction {
+        Direction::Received => {
+            format!("{peer} sent the TLS alert \"{description}\" during {phase}")
+        }
+        Direction::Sent => {
+            format!("Periscope sent the TLS alert \"{description}\" to {peer} during {phase}")
+        }
+    }
+}
+
 fn client_certificate_message(
     peer: &str,
     phase: HandshakePhase,
     ca_names: &[String],
     presented: Option<&str>,
-    alert: Option<&str>,
+    alert: Option<&AlertRecord>,
 ) -> String {
     let mut message = format!(
         "{peer} required a client certificate during {}",
@@ -227,7 +281,8 @@ fn client_certificate_message(
     );
     match alert {
         Some(alert) => message.push_str(&format!(
-            " and ended the connection with the alert \"{alert}\"."
+            " and ended the connection with the alert \"{}\".",
+            alert.description
         )),
         None => message.push_str(" and closed the connection."),
     }
@@ -252,4 +307,164 @@ fn client_certificate_message(
          --client-certs DIR (a directory of <host>.pem files).",
     );
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::CertificateRequestRecord;
+
+    const SERVER: &str = "origin.example:443";
+
+    fn received(code: u8, fatal: bool, phase: HandshakePhase) -> AlertRecord {
+        AlertRecord {
+            direction: Direction::Received,
+            fatal,
+            code,
+            description: alert::description(code),
+            phase,
+        }
+    }
+
+    fn after(alert: AlertRecord) -> FailureContext {
+        FailureContext {
+            phase: Some(alert.phase),
+            alert_received: Some(alert),
+            ..FailureContext::default()
+        }
+    }
+
+    fn certificate_request(phase: HandshakePhase) -> CertificateRequestRecord {
+        CertificateRequestRecord {
+            ca_names: vec!["CN=Client CA".into()],
+            post_handshake: false,
+            phase,
+            presented: None,
+        }
+    }
+
+    #[test]
+    fn a_server_refusing_every_protocol_offered_is_told_apart_by_its_alert_code() {
+        let context = after(received(
+            alert::NO_APPLICATION_PROTOCOL,
+            true,
+            HandshakePhase::Initial,
+        ));
+        let error = TlsError::from_context(SERVER, &context).expect("explained");
+        assert!(error.is_no_application_protocol(), "{error:?}");
+        assert!(!error.is_certificate_rejection());
+        assert_eq!(error.alert_code(), Some(120));
+        assert!(
+            matches!(
+                error,
+                TlsError::Alert {
+                    direction: Direction::Received,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "origin.example:443 sent the TLS alert \"no application protocol\" during the TLS handshake"
+        );
+    }
+
+    #[test]
+    fn a_client_that_does_not_trust_the_certificate_is_a_certificate_rejection() {
+        for code in [
+            alert::UNKNOWN_CA,
+            alert::BAD_CERTIFICATE,
+            alert::CERTIFICATE_UNKNOWN,
+            alert::UNSUPPORTED_CERTIFICATE,
+        ] {
+            let context = after(received(code, true, HandshakePhase::Initial));
+            let error = TlsError::from_context("the client", &context).expect("explained");
+            assert!(error.is_certificate_rejection(), "{code}: {error}");
+            assert!(!error.is_no_application_protocol());
+            assert_eq!(error.alert_code(), Some(code));
+        }
+        let expired = after(received(
+            alert::CERTIFICATE_EXPIRED,
+            true,
+            HandshakePhase::Initial,
+        ));
+        let error = TlsError::from_context("the client", &expired).expect("explained");
+        assert!(
+            !error.is_certificate_rejection(),
+            "an expired certificate is not a matter of trust: {error}"
+        );
+    }
+
+    #[test]
+    fn an_alert_periscope_sent_is_not_the_peers_complaint() {
+        let error = TlsError::Alert {
+            peer: "the client".into(),
+            phase: HandshakePhase::Initial,
+            code: alert::UNKNOWN_CA,
+            direction: Direction::Sent,
+            description: alert::description(alert::UNKNOWN_CA),
+        };
+        assert!(!error.is_certificate_rejection());
+        assert_eq!(error.alert_code(), Some(alert::UNKNOWN_CA));
+        assert_eq!(
+            error.to_string(),
+            "Periscope sent the TLS alert \"unknown CA\" to the client during the TLS handshake"
+        );
+    }
+
+    #[test]
+    fn a_warning_alert_explains_nothing() {
+        let context = after(received(
+            alert::NO_RENEGOTIATION,
+            false,
+            HandshakePhase::Established,
+        ));
+        assert!(TlsError::from_context(SERVER, &context).is_none());
+    }
+
+    #[test]
+    fn a_handshake_failure_after_a_certificate_request_names_the_request_and_keeps_the_alert() {
+        let context = FailureContext {
+            certificate_request: Some(certificate_request(HandshakePhase::Renegotiation)),
+            ..after(received(
+                alert::HANDSHAKE_FAILURE,
+                true,
+                HandshakePhase::Renegotiation,
+            ))
+        };
+        let error = TlsError::from_context(SERVER, &context).expect("explained");
+        assert!(
+            matches!(error, TlsError::ClientCertificateRequired { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.alert_code(), Some(alert::HANDSHAKE_FAILURE));
+        assert!(!error.is_certificate_rejection());
+        let text = error.to_string();
+        assert!(
+            text.contains("during a TLS renegotiation")
+                && text.contains("with the alert \"handshake failure\"")
+                && text.contains("CN=Client CA"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_server_that_closes_during_a_renegotiation_for_a_certificate_has_no_alert_code() {
+        let context = FailureContext {
+            phase: Some(HandshakePhase::Renegotiation),
+            certificate_request: Some(certificate_request(HandshakePhase::Renegotiation)),
+            ..FailureContext::default()
+        };
+        let error = TlsError::from_context(SERVER, &context).expect("explained");
+        assert!(
+            matches!(
+                error,
+                TlsError::ClientCertificateRequired { alert: None, .. }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(error.alert_code(), None);
+        assert!(error.to_string().contains("closed the connection"));
+    }
 }

@@ -1,10 +1,14 @@
-//! The only `unsafe` in Periscope: the parts of libssl the `openssl` crate does not
-//! bind — renegotiation, KeyUpdate, post-handshake auth, the certificate callback,
+//! The only `unsafe` in Periscope's TLS: the parts of libssl the `openssl` crate does
+//! not bind — renegotiation, KeyUpdate, post-handshake auth, the certificate callback,
 //! and the info and message callbacks through which we see post-handshake events.
 //!
-//! Everything here is a thin, safe wrapper. The callbacks find the connection's
+//! Everything here is a thin, safe wrapper, private to the crate: other crates get
+//! [`crate::PostHandshake`] and [`crate::alert::description`]. Functions that change
+//! a connection take [`ExclusiveSsl`], which only this crate's types implement, so no
+//! caller can hand libssl a pointer it made up. The callbacks find the connection's
 //! [`TlsConnectionState`] through SSL ex_data and hand over to its safe methods;
 //! a panic inside them is caught, because unwinding into C is undefined behaviour.
+#![allow(unsafe_code)]
 
 use std::ffi::{c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,13 +25,19 @@ use crate::state::{HandshakeMessage, TlsConnectionState};
 
 /// `SSL_OP_ALLOW_CLIENT_RENEGOTIATION`: OpenSSL 3 refuses client-initiated
 /// renegotiation unless this is set (openssl-sys has no constant for it).
-pub const SSL_OP_ALLOW_CLIENT_RENEGOTIATION: u64 = 1 << 8;
+pub(crate) const SSL_OP_ALLOW_CLIENT_RENEGOTIATION: u64 = 1 << 8;
 
 const SSL_CB_READ: c_int = 0x04;
 const SSL_CB_WRITE: c_int = 0x08;
 const SSL_CB_ALERT: c_int = 0x4000;
 const SSL_CB_HANDSHAKE_START: c_int = 0x10;
 const SSL_CB_HANDSHAKE_DONE: c_int = 0x20;
+/// `SSL_CB_CONNECT_LOOP` (`SSL_ST_CONNECT | SSL_CB_LOOP`): a client's state machine is
+/// about to move on.
+const SSL_CB_CONNECT_LOOP: c_int = 0x1000 | 0x01;
+/// `TLS_ST_CR_HELLO_REQ` in libssl's `OSSL_HANDSHAKE_STATE` (a public enum, stable
+/// across OpenSSL 3): a client has just processed a HelloRequest.
+const TLS_ST_CR_HELLO_REQ: c_int = 41;
 const SSL3_RT_HANDSHAKE: c_int = 22;
 const SSL_KEY_UPDATE_NOT_REQUESTED: c_int = 0;
 const SSL_KEY_UPDATE_REQUESTED: c_int = 1;
@@ -47,11 +57,12 @@ type CertCallback = unsafe extern "C" fn(ssl: *mut sys::SSL, arg: *mut c_void) -
 extern "C" {
     fn SSL_renegotiate(ssl: *mut sys::SSL) -> c_int;
     fn SSL_renegotiate_pending(ssl: *const sys::SSL) -> c_int;
+    fn SSL_get_state(ssl: *const sys::SSL) -> c_int;
     fn SSL_key_update(ssl: *mut sys::SSL, update_type: c_int) -> c_int;
     fn SSL_verify_client_post_handshake(ssl: *mut sys::SSL) -> c_int;
-    fn SSL_set_post_handshake_auth(ssl: *mut sys::SSL, val: c_int);
     fn SSL_set_options(ssl: *mut sys::SSL, options: u64) -> u64;
     fn SSL_clear_options(ssl: *mut sys::SSL, options: u64) -> u64;
+    #[cfg(test)]
     fn SSL_get_options(ssl: *const sys::SSL) -> u64;
     fn SSL_get_client_CA_list(ssl: *const sys::SSL) -> *mut sys::stack_st_X509_NAME;
     fn SSL_CTX_set_info_callback(ctx: *mut sys::SSL_CTX, cb: Option<InfoCallback>);
@@ -70,17 +81,17 @@ fn state_index() -> openssl::ex_data::Index<Ssl, Arc<TlsConnectionState>> {
 }
 
 /// Attaches `state` to `ssl`, where the callbacks will find it.
-pub fn attach_state(ssl: &mut SslRef, state: Arc<TlsConnectionState>) {
+pub(crate) fn attach_state(ssl: &mut SslRef, state: Arc<TlsConnectionState>) {
     ssl.set_ex_data(state_index(), state);
 }
 
-pub fn state_of(ssl: &SslRef) -> Option<&Arc<TlsConnectionState>> {
+pub(crate) fn state_of(ssl: &SslRef) -> Option<&Arc<TlsConnectionState>> {
     ssl.ex_data(state_index())
 }
 
 /// Makes every connection of `ctx` report handshakes, alerts, HelloRequests and
 /// KeyUpdates to its [`TlsConnectionState`].
-pub fn install_event_callbacks(ctx: &mut SslContextBuilder) {
+pub(crate) fn install_event_callbacks(ctx: &mut SslContextBuilder) {
     // SAFETY: the context pointer is valid for the builder's lifetime and the
     // callbacks have the exact signatures libssl expects.
     unsafe {
@@ -93,7 +104,7 @@ pub fn install_event_callbacks(ctx: &mut SslContextBuilder) {
 /// certificate whenever a server sends a CertificateRequest — in the first
 /// handshake, in a renegotiation and in TLS 1.3 post-handshake authentication.
 /// (`SSL_CTX_set_client_cert_cb` would only run once per connection.)
-pub fn install_client_certificate_callback(ctx: &mut SslContextBuilder) {
+pub(crate) fn install_client_certificate_callback(ctx: &mut SslContextBuilder) {
     // SAFETY: as above; the callback ignores `arg`.
     unsafe {
         SSL_CTX_set_cert_cb(ctx.as_ptr(), Some(cert_callback), std::ptr::null_mut());
@@ -102,31 +113,20 @@ pub fn install_client_certificate_callback(ctx: &mut SslContextBuilder) {
 
 /// Offers TLS 1.3 post-handshake authentication to servers (curl and browsers do;
 /// Apache answers 403 to a client that does not).
-pub fn enable_post_handshake_auth(ctx: &mut SslContextBuilder) {
+pub(crate) fn enable_post_handshake_auth(ctx: &mut SslContextBuilder) {
     // SAFETY: valid context pointer.
     unsafe { sys::SSL_CTX_set_post_handshake_auth(ctx.as_ptr(), 1) }
-}
-
-/// Offers post-handshake authentication on one connection whose context did not.
-pub fn enable_post_handshake_auth_on(ssl: &mut impl ExclusiveSsl) {
-    // SAFETY: valid SSL pointer, exclusively borrowed.
-    unsafe { SSL_set_post_handshake_auth(ssl.ssl_ptr(), 1) }
 }
 
 /// Exclusive access to one connection's `SSL`. The `openssl` crate only lends a
 /// stream's `SSL` by shared reference, but the calls below change its state, so they
 /// require `&mut` of the owner: no other thread can be using the connection meanwhile.
-pub trait ExclusiveSsl {
+/// Implemented only for types that own a live `SSL`; the pointer is never null.
+pub(crate) trait ExclusiveSsl {
     fn ssl_ptr(&mut self) -> *mut sys::SSL;
 }
 
 impl ExclusiveSsl for SslRef {
-    fn ssl_ptr(&mut self) -> *mut sys::SSL {
-        self.as_ptr()
-    }
-}
-
-impl ExclusiveSsl for Ssl {
     fn ssl_ptr(&mut self) -> *mut sys::SSL {
         self.as_ptr()
     }
@@ -144,28 +144,29 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite> ExclusiveSsl for tokio_ope
     }
 }
 
-pub fn set_connection_options(ssl: &mut impl ExclusiveSsl, options: SslOptions) {
+pub(crate) fn set_connection_options(ssl: &mut impl ExclusiveSsl, options: SslOptions) {
     // SAFETY: valid SSL pointer, exclusively borrowed; options are plain bits.
     unsafe {
         SSL_set_options(ssl.ssl_ptr(), options.bits());
     }
 }
 
-pub fn clear_connection_options(ssl: &mut impl ExclusiveSsl, options: SslOptions) {
+pub(crate) fn clear_connection_options(ssl: &mut impl ExclusiveSsl, options: SslOptions) {
     // SAFETY: valid SSL pointer, exclusively borrowed; options are plain bits.
     unsafe {
         SSL_clear_options(ssl.ssl_ptr(), options.bits());
     }
 }
 
-pub fn connection_options(ssl: &SslRef) -> SslOptions {
+#[cfg(test)]
+fn connection_options(ssl: &SslRef) -> SslOptions {
     // SAFETY: valid SSL pointer; reading the options changes nothing.
     SslOptions::from_bits_retain(unsafe { SSL_get_options(ssl.as_ptr()) })
 }
 
 /// Changes whether (and how strictly) this side asks the peer for a certificate in
 /// the next handshake, keeping the verification callback the context set.
-pub fn set_verify_mode(ssl: &mut impl ExclusiveSsl, mode: SslVerifyMode) {
+pub(crate) fn set_verify_mode(ssl: &mut impl ExclusiveSsl, mode: SslVerifyMode) {
     // SAFETY: valid SSL pointer, exclusively borrowed; a null callback keeps the
     // current one (documented behaviour of SSL_set_verify).
     unsafe { sys::SSL_set_verify(ssl.ssl_ptr(), mode.bits() as c_int, None) }
@@ -173,7 +174,7 @@ pub fn set_verify_mode(ssl: &mut impl ExclusiveSsl, mode: SslVerifyMode) {
 
 /// Schedules a renegotiation; it happens during the next read or write (a server
 /// sends its HelloRequest on the next `do_handshake`).
-pub fn renegotiate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
+pub(crate) fn renegotiate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
     // SAFETY: valid SSL pointer, exclusively borrowed.
     if unsafe { SSL_renegotiate(ssl.ssl_ptr()) } == 1 {
         Ok(())
@@ -183,13 +184,21 @@ pub fn renegotiate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
 }
 
 /// True while a renegotiation this side asked for has not completed.
-pub fn renegotiation_pending(ssl: &SslRef) -> bool {
+pub(crate) fn renegotiation_pending(ssl: &SslRef) -> bool {
     // SAFETY: valid SSL pointer; a read-only query.
     unsafe { SSL_renegotiate_pending(ssl.as_ptr()) == 1 }
 }
 
+/// True when the last message this client processed was a HelloRequest it acted on.
+/// (OpenSSL also reports, through the message callback, HelloRequests it skips
+/// because a handshake is already under way; those leave the state alone.)
+pub(crate) fn hello_request_just_processed(ssl: &SslRef) -> bool {
+    // SAFETY: valid SSL pointer; a read-only query.
+    unsafe { SSL_get_state(ssl.as_ptr()) == TLS_ST_CR_HELLO_REQ }
+}
+
 /// Schedules a TLS 1.3 KeyUpdate, sent with the next write.
-pub fn key_update(
+pub(crate) fn key_update(
     ssl: &mut impl ExclusiveSsl,
     request_peer_update: bool,
 ) -> Result<(), ErrorStack> {
@@ -207,7 +216,9 @@ pub fn key_update(
 }
 
 /// As a TLS 1.3 server, schedules a post-handshake CertificateRequest.
-pub fn request_post_handshake_certificate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
+pub(crate) fn request_post_handshake_certificate(
+    ssl: &mut impl ExclusiveSsl,
+) -> Result<(), ErrorStack> {
     // SAFETY: valid SSL pointer, exclusively borrowed.
     if unsafe { SSL_verify_client_post_handshake(ssl.ssl_ptr()) } == 1 {
         Ok(())
@@ -218,7 +229,7 @@ pub fn request_post_handshake_certificate(ssl: &mut impl ExclusiveSsl) -> Result
 
 /// The CA names a server listed in its last CertificateRequest (as a client), or the
 /// names this server will send (as a server).
-pub fn client_ca_names(ssl: &SslRef) -> Vec<String> {
+pub(crate) fn client_ca_names(ssl: &SslRef) -> Vec<String> {
     // SAFETY: libssl returns a stack owned by the SSL (or null), valid until the
     // next handshake message; we copy the names out before returning.
     unsafe {
@@ -232,7 +243,7 @@ pub fn client_ca_names(ssl: &SslRef) -> Vec<String> {
 }
 
 /// The libssl name of an alert (`handshake failure`, `certificate required`, ...).
-pub fn alert_description(code: u8) -> String {
+pub(crate) fn alert_description(code: u8) -> String {
     // SAFETY: returns a pointer to a static string for any value.
     let text = unsafe { CStr::from_ptr(sys::SSL_alert_desc_string_long(c_int::from(code))) };
     let text = text.to_string_lossy();
@@ -241,9 +252,9 @@ pub fn alert_description(code: u8) -> String {
     }
     // OpenSSL 3.0 has no names for the alerts TLS 1.3 added.
     match code {
-        109 => "missing extension".into(),
-        116 => "certificate required".into(),
-        120 => "no application protocol".into(),
+        crate::alert::MISSING_EXTENSION => "missing extension".into(),
+        crate::alert::CERTIFICATE_REQUIRED => "certificate required".into(),
+        crate::alert::NO_APPLICATION_PROTOCOL => "no application protocol".into(),
         _ => format!("alert {code}"),
     }
 }
@@ -267,6 +278,9 @@ fn with_state(ssl: *const sys::SSL, f: impl FnOnce(&mut SslRef, &TlsConnectionSt
 
 unsafe extern "C" fn info_callback(ssl: *const sys::SSL, where_: c_int, ret: c_int) {
     with_state(ssl, |ssl, state| {
+        if where_ == SSL_CB_CONNECT_LOOP {
+            state.on_client_state_transition(ssl);
+        }
         if where_ & SSL_CB_HANDSHAKE_START != 0 {
             state.on_handshake_start(ssl);
         }
@@ -312,4 +326,108 @@ unsafe extern "C" fn cert_callback(ssl: *mut sys::SSL, _arg: *mut c_void) -> c_i
     });
     // 1 continues the handshake (with or without a certificate); 0 aborts it.
     c_int::from(chose)
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::ssl::{SslContext, SslMethod};
+    use openssl::x509::X509NameBuilder;
+
+    use super::*;
+
+    fn server_context() -> SslContext {
+        SslContext::builder(SslMethod::tls_server())
+            .unwrap()
+            .build()
+    }
+
+    /// Whatever a failed call pushed onto this thread's OpenSSL error queue must
+    /// have gone into its `Err`: a later, unrelated call would report it otherwise.
+    #[track_caller]
+    fn assert_error_queue_empty() {
+        let left = ErrorStack::get();
+        assert!(left.errors().is_empty(), "left on the queue: {left}");
+    }
+
+    #[test]
+    fn options_change_on_one_connection_only() {
+        let context = server_context();
+        let mut changed = Ssl::new(&context).unwrap();
+        let other = Ssl::new(&context).unwrap();
+        set_connection_options(&mut *changed, SslOptions::NO_RENEGOTIATION);
+        assert!(connection_options(&changed).contains(SslOptions::NO_RENEGOTIATION));
+        assert!(!connection_options(&other).contains(SslOptions::NO_RENEGOTIATION));
+        clear_connection_options(&mut *changed, SslOptions::NO_RENEGOTIATION);
+        assert!(!connection_options(&changed).contains(SslOptions::NO_RENEGOTIATION));
+    }
+
+    #[test]
+    fn verify_mode_is_set_for_the_next_handshake() {
+        let mut ssl = Ssl::new(&server_context()).unwrap();
+        let strict = SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+        set_verify_mode(&mut *ssl, strict);
+        assert_eq!(ssl.verify_mode(), strict);
+    }
+
+    #[test]
+    fn a_scheduled_renegotiation_is_pending() {
+        let mut ssl = Ssl::new(&server_context()).unwrap();
+        assert!(!renegotiation_pending(&ssl));
+        renegotiate(&mut *ssl).unwrap();
+        assert!(renegotiation_pending(&ssl));
+        assert!(
+            !hello_request_just_processed(&ssl),
+            "scheduled here, not asked for by a HelloRequest"
+        );
+        assert_error_queue_empty();
+    }
+
+    #[test]
+    fn a_refused_renegotiation_is_an_error_that_takes_its_queue_entries_with_it() {
+        let mut ssl = Ssl::new(&server_context()).unwrap();
+        set_connection_options(&mut *ssl, SslOptions::NO_RENEGOTIATION);
+        let error = renegotiate(&mut *ssl).unwrap_err();
+        assert!(
+            error
+                .errors()
+                .iter()
+                .any(|e| e.reason() == Some("no renegotiation")),
+            "{error}"
+        );
+        assert!(!renegotiation_pending(&ssl));
+        assert_error_queue_empty();
+    }
+
+    #[test]
+    fn tls13_only_calls_fail_cleanly_before_a_tls13_handshake() {
+        let mut ssl = Ssl::new(&server_context()).unwrap();
+        assert!(key_update(&mut *ssl, true).is_err());
+        assert_error_queue_empty();
+        assert!(request_post_handshake_certificate(&mut *ssl).is_err());
+        assert_error_queue_empty();
+    }
+
+    #[test]
+    fn a_server_lists_the_client_cas_it_will_name() {
+        let mut builder = SslContext::builder(SslMethod::tls_server()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "Test Client CA").unwrap();
+        let mut names = openssl::stack::Stack::new().unwrap();
+        names.push(name.build()).unwrap();
+        builder.set_client_ca_list(names);
+        let ssl = Ssl::new(&builder.build()).unwrap();
+        assert_eq!(client_ca_names(&ssl), vec!["CN=Test Client CA".to_owned()]);
+
+        let without = Ssl::new(&server_context()).unwrap();
+        assert!(client_ca_names(&without).is_empty());
+    }
+
+    #[test]
+    fn the_state_attached_to_a_connection_is_found_again() {
+        let mut ssl = Ssl::new(&server_context()).unwrap();
+        assert!(state_of(&ssl).is_none());
+        let state = TlsConnectionState::upstream(None);
+        attach_state(&mut ssl, Arc::clone(&state));
+        assert!(state_of(&ssl).is_some_and(|found| Arc::ptr_eq(found, &state)));
+    }
 }

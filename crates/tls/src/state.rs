@@ -1,9 +1,10 @@
 //! What one TLS connection has lived through since its first handshake.
 //!
 //! OpenSSL reports handshakes, alerts and post-handshake messages through callbacks
-//! (see `ffi`); they land here as [`TlsEvent`]s waiting to be attached to the flow in
-//! flight, and as the context an error message needs ("the server asked for a client
-//! certificate from these CAs during a renegotiation, then sent handshake_failure").
+//! (see `ffi`); they land here as [`TlsEvent`]s for the exchanges in flight (see
+//! [`crate::events`]), and as the context an error message needs ("the server asked
+//! for a client certificate from these CAs during a renegotiation, then sent
+//! handshake_failure").
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 use openssl::ssl::{SslOptions, SslRef, SslVersion};
 use periscope_flow::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
 
+use crate::alert;
 use crate::client_certs::ClientIdentity;
+use crate::events::{EventRouting, TlsEventTap};
 use crate::ffi;
 
 /// How the client leg treats renegotiations the client starts.
@@ -87,10 +90,15 @@ pub struct CertificateRequestRecord {
     pub presented: Option<String>,
 }
 
+/// A TLS alert on this connection, as OpenSSL reported it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlertRecord {
+    /// `Received`: the peer sent it; `Sent`: Periscope did.
+    pub direction: Direction,
     pub fatal: bool,
+    /// The AlertDescription (RFC 8446 §6): 40 handshake_failure, 48 unknown_ca, ...
     pub code: u8,
+    /// libssl's name for `code` ("handshake failure", "unknown CA", ...).
     pub description: String,
     pub phase: HandshakePhase,
 }
@@ -121,7 +129,7 @@ struct Inner {
     hello_request_received: bool,
     post_handshake_auth: bool,
     identity_installed: bool,
-    events: Vec<(Timestamp, TlsEvent)>,
+    events: EventRouting,
     certificate_request: Option<CertificateRequestRecord>,
     alert_received: Option<AlertRecord>,
     alert_sent: Option<AlertRecord>,
@@ -131,8 +139,6 @@ struct Inner {
 }
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
-const ALERT_NO_RENEGOTIATION: u8 = 100;
-const ALERT_CLOSE_NOTIFY: u8 = 0;
 
 impl TlsConnectionState {
     /// State for Periscope's connection to a server: it answers certificate requests
@@ -160,9 +166,33 @@ impl TlsConnectionState {
         self.leg
     }
 
-    /// Events recorded since the last call, oldest first.
+    /// Delivers every event of this connection to the returned tap while it lives
+    /// (to every live tap, when exchanges share the connection). The first tap made
+    /// also receives the events recorded before it: the connection's setup.
+    pub fn tap(self: &Arc<Self>) -> TlsEventTap {
+        let id = self.lock().events.add_tap();
+        TlsEventTap::new(Arc::clone(self), id)
+    }
+
+    /// Events recorded while no tap was live (after the first tap was made), oldest
+    /// first: an idle connection's KeyUpdate, the alert that closed it.
+    pub fn take_unattached(&self) -> Vec<(Timestamp, TlsEvent)> {
+        self.lock().events.take_unattached()
+    }
+
+    /// How many unattached events could not be kept (the queue was full).
+    pub fn unattached_dropped(&self) -> u64 {
+        self.lock().events.unattached_dropped()
+    }
+
+    /// Events no tap received, oldest first: all of them on a connection nobody
+    /// tapped, else the unattached ones. For callers that do not tap yet.
     pub fn take_events(&self) -> Vec<(Timestamp, TlsEvent)> {
-        std::mem::take(&mut self.lock().events)
+        self.lock().events.take_untapped()
+    }
+
+    pub(crate) fn with_routing<T>(&self, f: impl FnOnce(&mut EventRouting) -> T) -> T {
+        f(&mut self.lock().events)
     }
 
     /// True while a renegotiation or post-handshake authentication is under way.
@@ -194,13 +224,24 @@ impl TlsConnectionState {
     }
 
     fn push(&self, inner: &mut Inner, kind: TlsEventKind) {
-        inner.events.push((
+        inner.events.record(
             Timestamp::now(),
             TlsEvent {
                 leg: self.leg,
                 kind,
             },
-        ));
+        );
+    }
+
+    /// Records `event` as the callbacks would (for tests of the routing).
+    #[cfg(test)]
+    pub(crate) fn record(&self, event: TlsEvent) {
+        self.lock().events.record(Timestamp::now(), event);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn record_hello_request_received(&self, event: TlsEvent) -> bool {
+        self.lock().events.record_hello_request_received(event)
     }
 
     pub(crate) fn on_handshake_start(&self, _ssl: &mut SslRef) {
@@ -239,6 +280,33 @@ impl TlsConnectionState {
             let start = inner.window_started.unwrap_or(now);
             inner.refusing_until = Some(start + RATE_WINDOW);
             ffi::set_connection_options(ssl, SslOptions::NO_RENEGOTIATION);
+        }
+    }
+
+    /// Called each time OpenSSL's client state machine is about to move on; makes the
+    /// renegotiation a server's HelloRequest asked for a full handshake.
+    ///
+    /// OpenSSL answers a HelloRequest with `SSL_renegotiate_abbreviated`: its
+    /// ClientHello offers the current session (id and ticket), and a server that
+    /// accepts resumption resumes — without the CertificateRequest it renegotiated
+    /// for. `SSL_renegotiate` marks the handshake as a new session, so the ClientHello
+    /// offers neither. It must be called here, after OpenSSL processed the
+    /// HelloRequest and before it builds the ClientHello: OpenSSL reports
+    /// HANDSHAKE_START before it has even read the HelloRequest, and a renegotiation
+    /// requested then is one of the client's own, which the HelloRequest interrupts
+    /// (tried: the connection failed with a no_renegotiation error).
+    pub(crate) fn on_client_state_transition(&self, ssl: &mut SslRef) {
+        // A HelloRequest that NO_RENEGOTIATION refused leaves nothing pending; one
+        // that arrived during a handshake was skipped and is not the last processed.
+        if !ffi::hello_request_just_processed(ssl) || !ffi::renegotiation_pending(ssl) {
+            return;
+        }
+        // TLS 1.3 has no HelloRequest; SSL_renegotiate would only fail there.
+        if ssl.version2() == Some(SslVersion::TLS1_3) {
+            return;
+        }
+        if let Err(error) = ffi::renegotiate(ssl) {
+            tracing::warn!(%error, "could not make the server's renegotiation a full handshake; it may resume the session");
         }
     }
 
@@ -281,28 +349,12 @@ impl TlsConnectionState {
                     leg: self.leg,
                     kind: TlsEventKind::HelloRequest { direction },
                 };
-                // OpenSSL starts the renegotiation (info callback) before it reports
-                // the HelloRequest that caused it: put the cause first and credit the
-                // server.
-                let started = inner
-                    .events
-                    .last_mut()
-                    .filter(|(_, e)| matches!(e.kind, TlsEventKind::RenegotiationStarted { .. }));
-                match started {
-                    Some((at, started)) if !sent => {
-                        let at = *at;
-                        started.kind = TlsEventKind::RenegotiationStarted {
-                            initiator: Initiator::Peer,
-                        };
-                        let position = inner.events.len() - 1;
-                        inner.events.insert(position, (at, event));
-                    }
-                    _ => {
-                        if !sent {
-                            inner.hello_request_received = true;
-                        }
-                        inner.events.push((Timestamp::now(), event));
-                    }
+                if sent {
+                    inner.events.record(Timestamp::now(), event);
+                } else if !inner.events.record_hello_request_received(event) {
+                    // Not explained by a start already recorded: the renegotiation
+                    // it asks for starts next, and is the peer's.
+                    inner.hello_request_received = true;
                 }
             }
             HandshakeMessage::KeyUpdate { update_requested } => self.push(
@@ -328,20 +380,21 @@ impl TlsConnectionState {
     }
 
     pub(crate) fn on_alert(&self, _ssl: &mut SslRef, sent: bool, level: u8, code: u8) {
-        if code == ALERT_CLOSE_NOTIFY {
+        if code == alert::CLOSE_NOTIFY {
             return;
         }
         let mut inner = self.lock();
-        let record = AlertRecord {
-            fatal: level == 2,
-            code,
-            description: ffi::alert_description(code),
-            phase: inner.phase(),
-        };
         let direction = if sent {
             Direction::Sent
         } else {
             Direction::Received
+        };
+        let record = AlertRecord {
+            direction,
+            fatal: level == 2,
+            code,
+            description: ffi::alert_description(code),
+            phase: inner.phase(),
         };
         self.push(
             &mut inner,
@@ -351,10 +404,10 @@ impl TlsConnectionState {
                 description: record.description.clone(),
             },
         );
-        if sent && code == ALERT_NO_RENEGOTIATION {
+        if sent && code == alert::NO_RENEGOTIATION {
             inner.renegotiating = false;
         }
-        if sent && code == ALERT_NO_RENEGOTIATION && self.leg == Leg::Client {
+        if sent && code == alert::NO_RENEGOTIATION && self.leg == Leg::Client {
             let reason = match self.client_renegotiation {
                 ClientRenegotiation::Refused => {
                     "client renegotiation is disabled (--no-client-renegotiation)".to_owned()

@@ -1,7 +1,8 @@
 //! Post-handshake TLS, in process: a scripted OpenSSL server on a thread talks to
 //! Periscope's `UpstreamTls` / `ClientTls` over loopback, and each test states the
 //! exchange and the events Periscope recorded. The process-level tests repeat these
-//! against Apache and `openssl s_server`; these pin down the FFI layer itself.
+//! against Apache and `openssl s_server`; these pin down the FFI layer itself, through
+//! the crate's public API only (the servers use [`PostHandshake`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -11,14 +12,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{
-    ErrorCode, SslAcceptor, SslConnector, SslMethod, SslOptions, SslStream, SslVerifyMode,
-    SslVersion,
+    ClientHelloResponse, ErrorCode, SslAcceptor, SslAcceptorBuilder, SslConnector, SslMethod,
+    SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
 use periscope_flow::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
-use periscope_tls::ffi;
 use periscope_tls::{
-    CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTls, ClientTlsSettings,
-    HandshakeTimeouts, TlsError, UpstreamTarget, UpstreamTls, UpstreamTlsSettings,
+    alert, CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTls,
+    ClientTlsSettings, HandshakeTimeouts, PostHandshake, TlsError, UpstreamTarget, UpstreamTls,
+    UpstreamTlsSettings,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -59,6 +60,14 @@ enum Script {
 }
 
 fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
+    let mut builder = server_acceptor_builder(pki, version);
+    builder.set_options(SslOptions::NO_SESSION_RESUMPTION_ON_RENEGOTIATION | SslOptions::NO_TICKET);
+    builder.build()
+}
+
+/// A server with the test PKI, asking for no certificate in the first handshake and
+/// naming the client CA when it asks later; resumption left at OpenSSL's defaults.
+fn server_acceptor_builder(pki: &Pki, version: SslVersion) -> SslAcceptorBuilder {
     let leaf = pki.server_ca.leaf_for("localhost", &[]).unwrap();
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
     builder.set_certificate(&leaf.certificate).unwrap();
@@ -66,7 +75,6 @@ fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
     builder.set_min_proto_version(Some(version)).unwrap();
     builder.set_max_proto_version(Some(version)).unwrap();
     builder.set_session_id_context(b"test").unwrap();
-    builder.set_options(SslOptions::NO_SESSION_RESUMPTION_ON_RENEGOTIATION | SslOptions::NO_TICKET);
     let mut names = openssl::stack::Stack::new().unwrap();
     names
         .push(
@@ -81,7 +89,7 @@ fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
     // Ask for nothing in the first handshake, accept whatever comes later: the tests
     // check what the client sends, not whether a real server would trust it.
     builder.set_verify_callback(SslVerifyMode::NONE, |_, _| true);
-    builder.build()
+    builder
 }
 
 /// Reads until the handshake the server started is over (the client sends no
@@ -93,7 +101,7 @@ fn finish_server_handshake(stream: &mut SslStream<TcpStream>) -> Result<(), Stri
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let mut byte = [0u8; 1];
-    while ffi::renegotiation_pending(stream.ssl()) || !stream.ssl().is_init_finished() {
+    while stream.renegotiation_pending() || !stream.ssl().is_init_finished() {
         if Instant::now() > deadline {
             return Err("the client never completed the handshake".into());
         }
@@ -124,13 +132,13 @@ fn spawn_server(
         assert_eq!(&request[..n], b"request\n");
         match script {
             Script::Renegotiate { verify } => {
-                ffi::set_verify_mode(&mut stream, verify);
-                ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                stream.set_verify_mode(verify);
+                stream.renegotiate().map_err(|e| e.to_string())?;
                 stream.do_handshake().map_err(|e| e.to_string())?;
                 finish_server_handshake(&mut stream)?;
             }
             Script::RenegotiateAndStall => {
-                ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+                stream.renegotiate().map_err(|e| e.to_string())?;
                 stream.do_handshake().map_err(|e| e.to_string())?;
                 // Never read the ClientHello; wait for the client to give up.
                 let mut sink = [0u8; 1024];
@@ -143,8 +151,10 @@ fn spawn_server(
                 return Ok(None);
             }
             Script::PostHandshakeAuth { verify } => {
-                ffi::set_verify_mode(&mut stream, verify);
-                ffi::request_post_handshake_certificate(&mut stream).map_err(|e| e.to_string())?;
+                stream.set_verify_mode(verify);
+                stream
+                    .request_post_handshake_certificate()
+                    .map_err(|e| e.to_string())?;
                 stream.do_handshake().map_err(|e| e.to_string())?;
                 // The client's answer arrives with its next records.
                 stream
@@ -160,7 +170,7 @@ fn spawn_server(
                 stream.get_ref().set_read_timeout(None).unwrap();
             }
             Script::KeyUpdate { request_peer } => {
-                ffi::key_update(&mut stream, request_peer).map_err(|e| e.to_string())?;
+                stream.key_update(request_peer).map_err(|e| e.to_string())?;
             }
         }
         let peer = stream
@@ -335,6 +345,227 @@ async fn required_certificate_without_one_fails_fast_with_the_accepted_cas() {
     assert!(server.join().unwrap().is_err());
 }
 
+/// What a server that accepts resumption saw of one client's renegotiation.
+#[derive(Debug)]
+struct RenegotiationSeen {
+    /// The session id length of each ClientHello, in order.
+    client_hello_session_ids: Vec<usize>,
+    resumed: bool,
+    client_certificate: Option<String>,
+}
+
+/// A TLS 1.2 server with the defaults of most servers that are not Apache: session
+/// tickets on, resumption allowed in a renegotiation. After the first request it
+/// renegotiates with a CertificateRequest, answers, and reads one more line (a second
+/// renegotiation the client started on its own would be a third ClientHello).
+fn spawn_resuming_server(pki: &Pki) -> (u16, JoinHandle<Result<RenegotiationSeen, String>>) {
+    let session_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut builder = server_acceptor_builder(pki, SslVersion::TLS1_2);
+    let seen = Arc::clone(&session_ids);
+    builder.set_client_hello_callback(move |ssl, _alert| {
+        let length = ssl.client_hello_session_id().map_or(0, <[u8]>::len);
+        seen.lock().unwrap().push(length);
+        Ok(ClientHelloResponse::SUCCESS)
+    });
+    let acceptor = builder.build();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut stream = acceptor.accept(tcp).map_err(|e| e.to_string())?;
+        let mut line = [0u8; 64];
+        let n = stream.read(&mut line).map_err(|e| e.to_string())?;
+        assert_eq!(&line[..n], b"request\n");
+        stream.set_verify_mode(SslVerifyMode::PEER);
+        stream.renegotiate().map_err(|e| e.to_string())?;
+        stream.do_handshake().map_err(|e| e.to_string())?;
+        finish_server_handshake(&mut stream)?;
+        let resumed = stream.ssl().session_reused();
+        let client_certificate = stream
+            .ssl()
+            .peer_certificate()
+            .map(|c| periscope_tls::certs::common_name(c.subject_name()));
+        stream.write_all(b"response\n").map_err(|e| e.to_string())?;
+        let n = stream.read(&mut line).map_err(|e| e.to_string())?;
+        assert_eq!(&line[..n], b"again\n");
+        let client_hello_session_ids = session_ids.lock().unwrap().clone();
+        Ok(RenegotiationSeen {
+            client_hello_session_ids,
+            resumed,
+            client_certificate,
+        })
+    });
+    (port, handle)
+}
+
+/// The control: OpenSSL's own client answers a HelloRequest with an abbreviated
+/// handshake that offers its session, and this server resumes it — no
+/// CertificateRequest, no certificate, although the client had one to give.
+#[test]
+fn a_plain_openssl_client_resumes_its_session_when_this_server_renegotiates() {
+    let pki = pki();
+    let (port, server) = spawn_resuming_server(&pki);
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    builder.set_ca_file(&pki.server_ca_file).unwrap();
+    builder
+        .set_certificate_chain_file(&pki.client_identity_file)
+        .unwrap();
+    builder
+        .set_private_key_file(&pki.client_identity_file, openssl::ssl::SslFiletype::PEM)
+        .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream = builder.build().connect("localhost", tcp).unwrap();
+    stream.write_all(b"request\n").unwrap();
+    let mut response = [0u8; 9];
+    stream.read_exact(&mut response).unwrap();
+    stream.write_all(b"again\n").unwrap();
+    let seen = server.join().unwrap().unwrap();
+    assert!(seen.resumed, "{seen:?}");
+    assert_eq!(seen.client_certificate, None, "{seen:?}");
+    assert_eq!(seen.client_hello_session_ids.len(), 2, "{seen:?}");
+    assert!(seen.client_hello_session_ids[1] > 0, "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_renegotiation_the_server_asks_for_is_a_full_handshake_even_where_it_could_resume() {
+    let pki = pki();
+    let (port, server) = spawn_resuming_server(&pki);
+    let upstream = upstream(&pki, true, Duration::from_secs(5));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let target = UpstreamTarget {
+        server_name: "localhost",
+        send_sni: true,
+        alpn: &[],
+        peer_label: "test-server",
+    };
+    let mut tls = upstream.connect(tcp, &target).await.unwrap();
+    tls.write_all(b"request\n").await.unwrap();
+    let mut response = [0u8; 9];
+    tls.read_exact(&mut response).await.unwrap();
+    assert_eq!(&response, b"response\n");
+    tls.write_all(b"again\n").await.unwrap();
+    tls.flush().await.unwrap();
+    let seen = tokio::task::spawn_blocking(move || server.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+
+    assert!(!seen.resumed, "{seen:?}");
+    assert_eq!(
+        seen.client_certificate.as_deref(),
+        Some("test-client.example"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.client_hello_session_ids.len(),
+        2,
+        "one ClientHello for the first handshake, one for the renegotiation: {seen:?}"
+    );
+    assert_eq!(
+        seen.client_hello_session_ids[1], 0,
+        "the renegotiation offered a session id: {seen:?}"
+    );
+    let kinds = kinds(
+        &tls.state()
+            .take_events()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect::<Vec<_>>(),
+    );
+    let renegotiations = kinds
+        .iter()
+        .filter(|k| matches!(k, TlsEventKind::RenegotiationStarted { .. }))
+        .count();
+    assert_eq!(renegotiations, 1, "{kinds:?}");
+    // The callbacks ran on this thread (a current-thread runtime): whatever they
+    // called into OpenSSL must not have left errors behind for the next caller.
+    let leftover = openssl::error::ErrorStack::get();
+    assert!(leftover.errors().is_empty(), "{leftover}");
+}
+
+/// Answers each line on one connection; renegotiates (asking for a certificate)
+/// before answering `renegotiate`.
+fn spawn_keep_alive_server(pki: &Pki) -> (u16, JoinHandle<Result<(), String>>) {
+    let acceptor = server_acceptor(pki, SslVersion::TLS1_2);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
+        let mut stream = acceptor.accept(tcp).map_err(|e| e.to_string())?;
+        let mut line = [0u8; 64];
+        loop {
+            let n = stream.read(&mut line).map_err(|e| e.to_string())?;
+            match &line[..n] {
+                b"" => return Ok(()),
+                b"renegotiate\n" => {
+                    stream.set_verify_mode(SslVerifyMode::PEER);
+                    stream.renegotiate().map_err(|e| e.to_string())?;
+                    stream.do_handshake().map_err(|e| e.to_string())?;
+                    finish_server_handshake(&mut stream)?;
+                }
+                b"plain\n" => {}
+                other => return Err(format!("unexpected {other:?}")),
+            }
+            stream.write_all(b"answer\n").map_err(|e| e.to_string())?;
+        }
+    });
+    (port, handle)
+}
+
+#[tokio::test]
+async fn each_exchange_on_a_kept_alive_connection_gets_the_events_of_its_own_time() {
+    let pki = pki();
+    let (port, server) = spawn_keep_alive_server(&pki);
+    let upstream = upstream(&pki, false, Duration::from_secs(5));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let target = UpstreamTarget {
+        server_name: "localhost",
+        send_sni: true,
+        alpn: &[],
+        peer_label: "test-server",
+    };
+    let mut tls = upstream.connect(tcp, &target).await.unwrap();
+    let mut answer = [0u8; 7];
+
+    let first = tls.state().tap();
+    tls.write_all(b"plain\n").await.unwrap();
+    tls.read_exact(&mut answer).await.unwrap();
+    let first_events = first.take();
+    drop(first);
+
+    let second = tls.state().tap();
+    tls.write_all(b"renegotiate\n").await.unwrap();
+    tls.read_exact(&mut answer).await.unwrap();
+    let second_events: Vec<TlsEvent> = second.take().into_iter().map(|(_, e)| e).collect();
+    drop(second);
+
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    server.join().unwrap().unwrap();
+
+    assert!(first_events.is_empty(), "{first_events:?}");
+    let kinds = kinds(&second_events);
+    assert!(
+        matches!(
+            kinds.as_slice(),
+            [
+                TlsEventKind::HelloRequest { .. },
+                TlsEventKind::RenegotiationStarted {
+                    initiator: Initiator::Peer
+                },
+                TlsEventKind::CertificateRequested { .. },
+                TlsEventKind::CertificatePresented { subject: None, .. },
+                TlsEventKind::RenegotiationCompleted { .. },
+            ]
+        ),
+        "{kinds:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_renegotiation_that_never_completes_times_out() {
     let pki = pki();
@@ -494,7 +725,7 @@ fn renegotiating_client(port: u16, ca: &Path, renegotiations: usize) -> Result<(
         .connect("localhost", tcp)
         .map_err(|e| e.to_string())?;
     for _ in 0..renegotiations {
-        ffi::renegotiate(&mut stream).map_err(|e| e.to_string())?;
+        stream.renegotiate().map_err(|e| e.to_string())?;
         stream.do_handshake().map_err(|e| e.to_string())?;
         stream.write_all(b"ping!\n").map_err(|e| e.to_string())?;
         let mut echo = [0u8; 6];
@@ -563,6 +794,6 @@ async fn client_renegotiation_can_be_switched_off() {
 
 #[test]
 fn alert_names_come_from_openssl() {
-    assert_eq!(ffi::alert_description(40), "handshake failure");
-    assert_eq!(ffi::alert_description(116), "certificate required");
+    assert_eq!(alert::description(40), "handshake failure");
+    assert_eq!(alert::description(116), "certificate required");
 }

@@ -2,6 +2,11 @@
 //! on every way out — a normal quit, an error, a signal, a panic — and stderr
 //! turned into event log lines, because anything written to the terminal under a
 //! full-screen program tears the screen.
+//!
+//! With `crates/tls/src/ffi.rs`, one of the two places the workspace allows `unsafe`:
+//! `poll(2)`, `pipe2(2)` and `dup2(2)` on the terminal's descriptors, behind safe
+//! functions.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Stdout};
