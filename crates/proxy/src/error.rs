@@ -30,13 +30,10 @@ pub enum UpstreamError {
     #[error("{target} did not send a response within {} s", timeout.as_secs_f64())]
     ResponseTimeout { target: String, timeout: Duration },
 
-    #[error("{message}")]
-    Exchange {
-        message: String,
-        timeout: bool,
-        tls: bool,
-        client_certificate: bool,
-    },
+    /// The server's HTTP was not usable, or the connection under it ended, for a
+    /// reason that is neither a timeout nor TLS. The message names what happened.
+    #[error("{0}")]
+    Protocol(String),
 }
 
 impl UpstreamError {
@@ -45,7 +42,6 @@ impl UpstreamError {
         let timed_out = match self {
             UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. } => true,
             UpstreamError::Tls(tls) => tls.is_timeout(),
-            UpstreamError::Exchange { timeout, .. } => *timeout,
             _ => false,
         };
         if timed_out {
@@ -66,22 +62,8 @@ impl UpstreamError {
             }
             UpstreamError::Tls(tls) if tls.is_timeout() => FlowErrorKind::Timeout,
             UpstreamError::Tls(_) => FlowErrorKind::UpstreamTls,
-            UpstreamError::Handshake { .. } => FlowErrorKind::UpstreamProtocol,
-            UpstreamError::Exchange {
-                timeout,
-                tls,
-                client_certificate,
-                ..
-            } => {
-                if *client_certificate {
-                    FlowErrorKind::ClientCertificateRequired
-                } else if *timeout {
-                    FlowErrorKind::Timeout
-                } else if *tls {
-                    FlowErrorKind::UpstreamTls
-                } else {
-                    FlowErrorKind::UpstreamProtocol
-                }
+            UpstreamError::Handshake { .. } | UpstreamError::Protocol(_) => {
+                FlowErrorKind::UpstreamProtocol
             }
         }
     }
@@ -89,28 +71,14 @@ impl UpstreamError {
     /// The exchange failed for a reason that is neither a timeout nor TLS: the
     /// server's HTTP, or the connection under it.
     pub fn exchange(message: impl Into<String>) -> Self {
-        UpstreamError::Exchange {
-            message: message.into(),
-            timeout: false,
-            tls: false,
-            client_certificate: false,
-        }
-    }
-
-    fn from_tls(tls: &TlsError) -> Self {
-        UpstreamError::Exchange {
-            message: tls.to_string(),
-            timeout: tls.is_timeout(),
-            tls: true,
-            client_certificate: matches!(tls, TlsError::ClientCertificateRequired { .. }),
-        }
+        UpstreamError::Protocol(message.into())
     }
 
     /// Explains a connection that died before our request could be sent, from what its
     /// TLS layer recorded.
     pub fn from_tls_state(target: &str, tls: Option<&TlsConnectionState>) -> Option<Self> {
         let state = tls?;
-        TlsError::from_context(target, &state.failure_context()).map(|e| Self::from_tls(&e))
+        TlsError::from_context(target, &state.failure_context()).map(UpstreamError::Tls)
     }
 
     /// Explains a failed `send_request`: a TLS failure underneath (renegotiation,
@@ -121,7 +89,7 @@ impl UpstreamError {
         tls: Option<&TlsConnectionState>,
     ) -> Self {
         if let Some(tls) = TlsError::find_in(error) {
-            return Self::from_tls(tls);
+            return UpstreamError::Tls(tls.clone());
         }
         if let Some(explained) = Self::from_tls_state(target, tls) {
             return explained;
@@ -196,5 +164,50 @@ pub fn reason_name(reason: h2::Reason) -> String {
         format!("0x{:x}", u32::from(reason))
     } else {
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use periscope_tls::HandshakePhase;
+
+    /// hyper wraps the TLS stream's I/O error; the TLS failure under it is kept as
+    /// such, so callers tell a stalled renegotiation from a reset by its variant.
+    #[test]
+    fn a_tls_failure_under_an_exchange_keeps_its_variant_status_and_kind() {
+        let timeout = TlsError::RenegotiationTimeout {
+            peer: "origin:443".into(),
+            phase: HandshakePhase::Renegotiation,
+            timeout: Duration::from_secs(10),
+        };
+        let wrapped = io::Error::new(io::ErrorKind::TimedOut, timeout);
+        let error = UpstreamError::from_exchange("origin:443", &wrapped, None);
+        assert!(matches!(
+            error,
+            UpstreamError::Tls(TlsError::RenegotiationTimeout { .. })
+        ));
+        assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(error.kind(), FlowErrorKind::Timeout);
+
+        let required = TlsError::ClientCertificateRequired {
+            peer: "origin:443".into(),
+            phase: HandshakePhase::Renegotiation,
+            ca_names: vec!["CN=Corp CA".into()],
+            presented: None,
+            alert: None,
+        };
+        let wrapped = io::Error::other(required);
+        let error = UpstreamError::from_exchange("origin:443", &wrapped, None);
+        assert_eq!(error.kind(), FlowErrorKind::ClientCertificateRequired);
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        assert!(error.to_string().contains("CN=Corp CA"), "{error}");
+    }
+
+    #[test]
+    fn a_broken_response_is_a_protocol_error() {
+        let error = UpstreamError::exchange("origin:443 sent an invalid HTTP response");
+        assert_eq!(error.kind(), FlowErrorKind::UpstreamProtocol);
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
     }
 }

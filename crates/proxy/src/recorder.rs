@@ -11,7 +11,10 @@ use periscope_flow::{
     Body, ConnectionInfo, Flow, FlowError, FlowErrorKind, FlowEvent, FlowId, Headers, Milestone,
     Response, Timeline, Timestamp,
 };
-use periscope_tls::TlsConnectionState;
+use periscope_tls::{TlsConnectionState, TlsEventTap};
+
+/// How the note about TLS events a flow could not keep begins.
+const DROPPED: &str = "more TLS events happened than a flow keeps";
 
 use crate::bus::FlowBus;
 use crate::headers::record_headers;
@@ -53,8 +56,10 @@ pub struct FlowRecorder {
     /// `None` once the flow was handed over (late updates then have nowhere to go).
     flow: Mutex<Option<Flow>>,
     bus: FlowBus,
-    client_tls: Option<Arc<TlsConnectionState>>,
-    server_tls: Mutex<Option<Arc<TlsConnectionState>>>,
+    /// The TLS events of the client's connection while this flow is in flight.
+    client_events: Mutex<Option<TlsEventTap>>,
+    /// The TLS events of the server connection this flow uses, while in flight.
+    server_events: Mutex<Option<TlsEventTap>>,
     client_write_stall: Arc<WriteStall>,
     published: AtomicBool,
     /// Request body bytes relayed so far: the response timeout waits while they move.
@@ -111,8 +116,8 @@ impl FlowRecorder {
             id: flow.id,
             flow: Mutex::new(Some(flow)),
             bus,
-            client_tls: client.tls.clone(),
-            server_tls: Mutex::new(None),
+            client_events: Mutex::new(client.tls.as_ref().map(TlsConnectionState::tap)),
+            server_events: Mutex::new(None),
             client_write_stall: Arc::clone(&client.write_stall),
             published: AtomicBool::new(false),
             request_bytes: AtomicU64::new(0),
@@ -140,7 +145,8 @@ impl FlowRecorder {
         self.lock().as_ref().map(f)
     }
 
-    /// Attaches the server connection; its TLS events from now on belong to this flow.
+    /// Attaches the server connection; its TLS events from now on belong to this flow
+    /// (those of a connection it used before, on an earlier attempt, no longer do).
     pub fn set_server(
         &self,
         info: ConnectionInfo,
@@ -153,7 +159,8 @@ impl FlowRecorder {
             }
             flow.server = Some(info);
         });
-        *self.server_tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
+        let tap = tls.as_ref().map(TlsConnectionState::tap);
+        *self.server_events.lock().unwrap_or_else(|p| p.into_inner()) = tap;
     }
 
     pub fn set_response(&self, response: Response) {
@@ -220,28 +227,43 @@ impl FlowRecorder {
         self.read(|flow| flow.error.clone()).flatten()
     }
 
-    /// Moves TLS events recorded on either connection into the flow's timeline.
+    /// Moves the TLS events of both connections since the last call into the flow's
+    /// timeline, with a note when the bounded queue had to drop some.
     pub fn collect_tls_events(&self) {
         let mut events = Vec::new();
-        if let Some(client) = &self.client_tls {
-            events.extend(client.take_events());
+        let mut dropped = 0;
+        for taps in [&self.client_events, &self.server_events] {
+            if let Some(tap) = taps.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                events.extend(tap.take());
+                dropped += tap.dropped();
+            }
         }
-        let server = self
-            .server_tls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(server) = server {
-            events.extend(server.take_events());
-        }
-        if events.is_empty() {
+        if events.is_empty() && dropped == 0 {
             return;
         }
         self.update(|flow| {
             for (at, event) in events {
                 flow.timeline.push_tls(at, event);
             }
+            if dropped > 0
+                && !flow
+                    .timeline
+                    .notes()
+                    .any(|(_, note)| note.starts_with(DROPPED))
+            {
+                flow.timeline.push_note(
+                    Timestamp::now(),
+                    format!("{DROPPED} ({dropped} so far): the flow keeps the first ones"),
+                );
+            }
         });
+    }
+
+    /// The flow is over: events on its connections from now on belong to others.
+    fn detach_tls_events(&self) {
+        for taps in [&self.client_events, &self.server_events] {
+            taps.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
     }
 
     /// A line in the flow's timeline about something Periscope did (a protocol
@@ -281,6 +303,9 @@ impl FlowRecorder {
         self.collect_tls_events();
         let snapshot = {
             let mut flow = self.lock();
+            if flow.as_ref().is_some_and(|f| f.websocket.is_none()) {
+                self.detach_tls_events();
+            }
             match flow.as_ref() {
                 // Its messages are still to come: keep the flow, publish a copy.
                 Some(current) if current.websocket.is_some() => Some(current.clone()),

@@ -79,6 +79,74 @@ pub enum TlsError {
     Io(#[from] io::Error),
 }
 
+/// A copy for a second owner (the error page and the flow both keep one); an I/O
+/// error keeps its kind and text.
+impl Clone for TlsError {
+    fn clone(&self) -> Self {
+        match self {
+            TlsError::HandshakeTimeout { peer, timeout } => TlsError::HandshakeTimeout {
+                peer: peer.clone(),
+                timeout: *timeout,
+            },
+            TlsError::RenegotiationTimeout {
+                peer,
+                phase,
+                timeout,
+            } => TlsError::RenegotiationTimeout {
+                peer: peer.clone(),
+                phase: *phase,
+                timeout: *timeout,
+            },
+            TlsError::CertificateVerification { peer, reason } => {
+                TlsError::CertificateVerification {
+                    peer: peer.clone(),
+                    reason: reason.clone(),
+                }
+            }
+            TlsError::ClientCertificateRequired {
+                peer,
+                phase,
+                ca_names,
+                presented,
+                alert,
+            } => TlsError::ClientCertificateRequired {
+                peer: peer.clone(),
+                phase: *phase,
+                ca_names: ca_names.clone(),
+                presented: presented.clone(),
+                alert: alert.clone(),
+            },
+            TlsError::InsecureRenegotiation { peer } => {
+                TlsError::InsecureRenegotiation { peer: peer.clone() }
+            }
+            TlsError::Alert {
+                peer,
+                phase,
+                code,
+                direction,
+                description,
+            } => TlsError::Alert {
+                peer: peer.clone(),
+                phase: *phase,
+                code: *code,
+                direction: *direction,
+                description: description.clone(),
+            },
+            TlsError::Protocol {
+                peer,
+                phase,
+                detail,
+            } => TlsError::Protocol {
+                peer: peer.clone(),
+                phase: *phase,
+                detail: detail.clone(),
+            },
+            TlsError::Setup(stack) => TlsError::Setup(stack.clone()),
+            TlsError::Io(error) => TlsError::Io(io::Error::new(error.kind(), error.to_string())),
+        }
+    }
+}
+
 impl TlsError {
     /// Explains a failure of `ssl` using what its callbacks recorded.
     pub(crate) fn classify(
@@ -96,10 +164,10 @@ impl TlsError {
                 reason: verify.error_string().to_owned(),
             };
         }
-        let detail = error.map(describe_ssl_error).unwrap_or_default();
-        if detail.contains("unsafe legacy renegotiation disabled") {
+        if error.is_some_and(refused_legacy_renegotiation) {
             return TlsError::InsecureRenegotiation { peer };
         }
+        let detail = error.map(describe_ssl_error).unwrap_or_default();
         if let Some(explained) = Self::from_context(&peer, context) {
             return explained;
         }
@@ -232,6 +300,22 @@ impl TlsError {
         };
         io::Error::new(kind, self)
     }
+}
+
+/// libssl's reason code for a server without RFC 5746 (ssl/sslerr.h:
+/// SSL_R_UNSAFE_LEGACY_RENEGOTIATION_DISABLED; openssl-sys has no constant for it).
+const SSL_R_UNSAFE_LEGACY_RENEGOTIATION_DISABLED: i32 = 338;
+/// ERR_LIB_SSL.
+const ERR_LIB_SSL: i32 = 20;
+
+/// Whether OpenSSL refused the handshake because the server lacks secure renegotiation.
+fn refused_legacy_renegotiation(error: &ssl::Error) -> bool {
+    error.ssl_error().is_some_and(|stack| {
+        stack.errors().iter().any(|e| {
+            e.library_code() == ERR_LIB_SSL
+                && e.reason_code() == SSL_R_UNSAFE_LEGACY_RENEGOTIATION_DISABLED
+        })
+    })
 }
 
 fn describe_ssl_error(error: &ssl::Error) -> String {
