@@ -77,7 +77,7 @@ fi
 # ---------------------------------------------------------------------------
 step "system packages"
 
-APT_PACKAGES=(apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs)
+APT_PACKAGES=(apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -121,11 +121,13 @@ else
     echo "all present: ${APT_PACKAGES[*]}"
 fi
 
-for tool in curl openssl tshark tmux jq node; do
+for tool in curl openssl tshark tmux jq node ss; do
     command -v "$tool" >/dev/null || { echo "$tool still missing after install" >&2; exit 1; }
 done
-[[ -x /usr/sbin/apache2 ]] || command -v apache2 >/dev/null \
-    || { echo "apache2 still missing after install" >&2; exit 1; }
+for tool in apache2 nghttpd; do
+    [[ -x /usr/sbin/$tool ]] || command -v "$tool" >/dev/null \
+        || { echo "$tool still missing after install" >&2; exit 1; }
+done
 step_done
 
 # ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ pub async fn print_live(mut events: Receiver, filter: Option<Filter>, args: Dump
                     eprintln!("periscope: the printer fell behind; {missed} events not shown");
                 }
                 Err(RecvError::Closed) => {
-                    write_out(&mut out);
+                    write_out_async(&mut out).await;
                     return;
                 }
             }
@@ -46,10 +46,10 @@ pub async fn print_live(mut events: Receiver, filter: Option<Filter>, args: Dump
                 Err(TryRecvError::Empty) => break,
             };
             if out.len() >= FLUSH_AT {
-                write_out(&mut out);
+                write_out_async(&mut out).await;
             }
         }
-        write_out(&mut out);
+        write_out_async(&mut out).await;
     }
 }
 
@@ -108,6 +108,21 @@ fn push_line(out: &mut String, text: &str) {
 }
 
 /// Writes what `out` holds to stdout, in one call, and empties it.
+/// Writes the printed lines without holding a runtime worker: stdout may be a pipe
+/// that nobody reads for a while (a paused `periscope dump | less`), and the proxy
+/// must go on meanwhile on every worker.
+async fn write_out_async(out: &mut String) {
+    use tokio::io::AsyncWriteExt;
+    if out.is_empty() {
+        return;
+    }
+    let mut stdout = tokio::io::stdout();
+    let _ = stdout.write_all(out.as_bytes()).await;
+    let _ = stdout.flush().await;
+    out.clear();
+    out.shrink_to(FLUSH_AT);
+}
+
 fn write_out(out: &mut String) {
     if out.is_empty() {
         return;

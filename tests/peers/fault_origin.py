@@ -17,7 +17,14 @@ HTTP behaviours, by request path (mode `http`):
   /ok                    200 with body "ok\\n", keep-alive
   /drain                 reads the request body (Content-Length or chunked), then 200
                          "received N bytes"; prints `request body: N bytes`
-  /big?size=N            200 with N bytes of body (default 100000)
+  /big?size=N            200 with N bytes of body (default 100000); prints
+                         `send failed after N bytes` when the connection breaks first
+  /slow?ms=N             waits N milliseconds (default 3000), then 200 "slow ok\n"
+  /sink                  reads a chunked request body to its last chunk without
+                         parsing the chunks (fast for millions of tiny ones), then 200
+                         "received N bytes" counting the bytes on the wire
+  /stop-reading          reads the request head and nothing more, for an hour: an
+                         upload to it stalls once the socket buffers are full
   /echo-head             200 whose body is the request head as received
   /invalid-status        "HTTP/1.1 abc Broken" status line, then close
   /garbage-response      bytes that are not HTTP at all, then close
@@ -183,10 +190,47 @@ def answer(conn, reader, head):
         send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "
              + str(size).encode() + b"\r\n\r\n")
         block = bytes(range(256)) * 256
-        while size > 0:
-            send(block[:size])
-            size -= min(size, len(block))
+        sent = 0
+        try:
+            while size > 0:
+                send(block[:size])
+                sent += min(size, len(block))
+                size -= min(size, len(block))
+        except OSError:
+            say(f"send failed after {sent} bytes")
+            return False
         return True
+    if path == "/slow":
+        time.sleep(int(query.get("ms", "3000")) / 1000)
+        try:
+            send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\nslow ok\n")
+        except OSError:
+            say("slow answer not delivered")
+            return False
+        return True
+    if path == "/sink":
+        ending = b"\r\n0\r\n\r\n"
+        tail = bytes(reader.buffer[-len(ending):])
+        seen = len(reader.buffer)
+        reader.buffer = b""
+        while not tail.endswith(ending):
+            try:
+                chunk = conn.recv(1 << 20)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                say("request body: incomplete")
+                return False
+            seen += len(chunk)
+            tail = (tail + chunk)[-len(ending):]
+        say(f"request body: {seen} bytes on the wire")
+        text = f"received {seen} bytes\n".encode()
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+             + str(len(text)).encode() + b"\r\n\r\n" + text)
+        return True
+    if path == "/stop-reading":
+        time.sleep(3600)
+        return False
     if path == "/invalid-status":
         send(b"HTTP/1.1 abc Broken\r\nContent-Length: 0\r\n\r\n")
         return False

@@ -26,7 +26,9 @@ A client that offers only HTTP/1.1 gets it (Periscope offers the server what its
 offered): /trailers then answers the same, in chunked encoding with the trailers after
 the last chunk; anything else is 404. With --h2-only such a client is refused in the
 handshake with the alert no_application_protocol, as Go's HTTP/2-only (gRPC) servers
-do; it prints `refused a client that does not offer h2`.
+do; it prints `refused a client that does not offer h2`. With --ignore-alpn it
+selects no protocol by ALPN and speaks HTTP/2 to every client at once, starting with
+its SETTINGS (a server configured for HTTP/2 only, with ALPN left out).
 
 Prints `listening on PORT` once ready, `connection` for each connection and
 `request: METHOD PATH` for each request, so a test can tell what reached it.
@@ -355,12 +357,15 @@ def main():
     parser.add_argument("--key", required=True)
     parser.add_argument("--h2-only", action="store_true",
                         help="refuse clients that do not offer h2 (no_application_protocol)")
+    parser.add_argument("--ignore-alpn", action="store_true",
+                        help="select no ALPN protocol and speak HTTP/2 to everyone")
     args = parser.parse_args()
     only_h2 = h2_only_context(args.cert, args.key) if args.h2_only else None
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(args.cert, args.key)
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    if not args.ignore_alpn:
+        context.set_alpn_protocols(["h2", "http/1.1"])
     listener = socket.create_server((args.host, args.port))
     say(f"listening on {listener.getsockname()[1]}")
     while True:
@@ -376,7 +381,7 @@ def main():
                 say(f"tls handshake failed: {error}")
                 raw.close()
                 return
-            if tls.selected_alpn_protocol() == "h2":
+            if args.ignore_alpn or tls.selected_alpn_protocol() == "h2":
                 serve(tls)
             else:
                 serve_http1(tls)

@@ -31,6 +31,14 @@ pub(crate) const PROXY_ENV_VARS: &[&str] = &[
     "NO_PROXY",
 ];
 
+/// The binary under test: cargo's build of this tree, or `$PERISCOPE_TEST_BINARY`
+/// (to show that a test fails against an earlier build).
+pub fn periscope_binary() -> PathBuf {
+    std::env::var_os("PERISCOPE_TEST_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_periscope")))
+}
+
 /// Builder for a [`Periscope`] process.
 ///
 /// Default layout: `periscope dump --listen-host 127.0.0.1 -p 0 --confdir DIR ARGS...`.
@@ -52,7 +60,7 @@ pub struct PeriscopeBuilder {
 impl Default for PeriscopeBuilder {
     fn default() -> Self {
         PeriscopeBuilder {
-            program: PathBuf::from(env!("CARGO_BIN_EXE_periscope")),
+            program: periscope_binary(),
             subcommand: Some("dump".to_string()),
             args: Vec::new(),
             envs: Vec::new(),

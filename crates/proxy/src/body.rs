@@ -37,8 +37,6 @@ pub struct RecordingBody<B> {
     kept_len: usize,
     seen: u64,
     done: bool,
-    /// The body was known to be empty from the start, so hyper may never poll it.
-    started_empty: bool,
     idle_timeout: Duration,
     /// Armed once and moved forward only when it fires early: re-arming a timer on
     /// every frame would cost an allocation and two timer-wheel operations per frame.
@@ -54,8 +52,8 @@ impl<B: Body> RecordingBody<B> {
         limit: usize,
         idle_timeout: Duration,
     ) -> Self {
-        RecordingBody {
-            started_empty: inner.is_end_stream(),
+        let empty = inner.is_end_stream();
+        let mut body = RecordingBody {
             inner,
             recorder,
             side,
@@ -68,7 +66,14 @@ impl<B: Body> RecordingBody<B> {
             idle_timeout,
             idle: None,
             last_progress: Instant::now(),
+        };
+        // An empty body (a GET, a HEAD or 204 response) may never be polled, and the
+        // exchange is over as far as the body goes: the flow, and its claim on the
+        // connections' TLS events, must not wait until someone drops it.
+        if empty {
+            body.complete(None);
         }
+        body
     }
 }
 
@@ -259,11 +264,6 @@ where
 impl<B> Drop for RecordingBody<B> {
     fn drop(&mut self) {
         if self.done {
-            return;
-        }
-        // Empty bodies (GET requests, HEAD/204/304 responses) are dropped unpolled.
-        if self.started_empty {
-            self.complete(None);
             return;
         }
         match self.side {

@@ -476,6 +476,7 @@ pub fn relay_response(
     if switching && upgrades_to(&parts.headers, "websocket") {
         crate::websocket::start_session(&recorder, &parts.headers);
     }
+    parts.extensions.insert(recorder.stall_notice());
     let config = &core.config;
     let body = RecordingBody::new(
         body,

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::headers::{strip_hop_by_hop, NextHop};
+use crate::io::StallNotice;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -114,6 +115,7 @@ pub async fn send_body<B>(
     stream: &mut SendStream<Bytes>,
     body: B,
     stall_limit: Duration,
+    stall: Option<StallNotice>,
 ) -> Result<(), BoxError>
 where
     B: Body<Data = Bytes>,
@@ -125,6 +127,10 @@ where
         match tokio::time::timeout(stall_limit, window).await {
             Ok(ready) => ready?,
             Err(_) => {
+                // Before the body is dropped: its flow reads why it ended.
+                if let Some(StallNotice(stall)) = &stall {
+                    stall.record(stall_limit);
+                }
                 stream.send_reset(Reason::CANCEL);
                 return Err(format!(
                     "the peer stopped reading: it granted no HTTP/2 flow-control window for {} s",
@@ -406,6 +412,7 @@ async fn serve_stream<H, F, B>(
         }
     }
     set_content_length(&mut parts.headers, &body);
+    let stall = parts.extensions.remove::<StallNotice>();
     let end = body.is_end_stream();
     let head = Response::from_parts(parts, ());
     let mut send = match respond.send_response(head, end) {
@@ -416,7 +423,7 @@ async fn serve_stream<H, F, B>(
         }
     };
     if !end {
-        if let Err(error) = send_body(&mut send, body, stall_timeout).await {
+        if let Err(error) = send_body(&mut send, body, stall_timeout, stall).await {
             tracing::debug!(%error, stream_id, "response body not sent whole");
         }
     }
@@ -509,7 +516,7 @@ impl H2Sender {
         let stall = self.stall_timeout;
         if !end {
             tokio::spawn(async move {
-                if let Err(error) = send_body(&mut stream, body, stall).await {
+                if let Err(error) = send_body(&mut stream, body, stall, None).await {
                     tracing::debug!(%error, stream_id, "request body not sent whole");
                     stream.send_reset(Reason::CANCEL);
                 }

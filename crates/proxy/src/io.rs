@@ -108,7 +108,17 @@ impl WriteStall {
     pub fn stalled_for(&self) -> Option<Duration> {
         self.0.get().copied()
     }
+
+    /// Writes were given up after `limit` without progress.
+    pub fn record(&self, limit: Duration) {
+        let _ = self.0.set(limit);
+    }
 }
+
+/// Travels with a response to the client leg, so that an HTTP/2 stream whose window
+/// never opens tells its flow that the client stopped reading.
+#[derive(Clone, Debug)]
+pub struct StallNotice(pub Arc<WriteStall>);
 
 /// Fails a write (or flush) that stays pending for `limit`: the peer is alive (TCP
 /// keepalive answers) but does not read, so its receive window stays shut. The error
@@ -164,7 +174,7 @@ impl<S> WriteDeadline<S> {
             return Poll::Pending;
         }
         if let Some(stall) = &self.stall {
-            let _ = stall.0.set(limit);
+            stall.record(limit);
         }
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,

@@ -19,7 +19,7 @@ const DROPPED: &str = "more TLS events happened than a flow keeps";
 use crate::bus::FlowBus;
 use crate::headers::record_headers;
 use crate::http2::ClientStreamId;
-use crate::io::WriteStall;
+use crate::io::{StallNotice, WriteStall};
 
 /// Which message of the exchange a body belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub struct FlowRecorder {
     /// The TLS events of the server connection this flow uses, while in flight.
     server_events: Mutex<Option<TlsEventTap>>,
     client_write_stall: Arc<WriteStall>,
+    /// Set when the client's HTTP/2 stream never opened its window for the response.
+    stream_stall: Arc<WriteStall>,
     published: AtomicBool,
     /// Request body bytes relayed so far: the response timeout waits while they move.
     request_bytes: AtomicU64,
@@ -119,6 +121,7 @@ impl FlowRecorder {
             client_events: Mutex::new(client.tls.as_ref().map(TlsConnectionState::tap)),
             server_events: Mutex::new(None),
             client_write_stall: Arc::clone(&client.write_stall),
+            stream_stall: Arc::default(),
             published: AtomicBool::new(false),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
@@ -323,10 +326,19 @@ impl FlowRecorder {
         self.finish();
     }
 
+    /// What the client leg reports back when the response stalls on its stream.
+    pub fn stall_notice(&self) -> StallNotice {
+        StallNotice(Arc::clone(&self.stream_stall))
+    }
+
     /// Ends a flow whose client is gone after `relayed` bytes of the response: it
     /// closed or reset the connection, or stopped reading and was given up.
     pub fn finish_client_gone(&self, relayed: u64) {
-        if let Some(stalled) = self.client_write_stall.stalled_for() {
+        let stalled = self
+            .client_write_stall
+            .stalled_for()
+            .or_else(|| self.stream_stall.stalled_for());
+        if let Some(stalled) = stalled {
             self.finish_with_error(
                 FlowErrorKind::Timeout,
                 format!(
