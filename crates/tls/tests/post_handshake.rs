@@ -14,7 +14,7 @@ use openssl::ssl::{
     ErrorCode, SslAcceptor, SslConnector, SslMethod, SslOptions, SslStream, SslVerifyMode,
     SslVersion,
 };
-use periscope_flow::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
+use periscope_model::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
 use periscope_tls::ffi;
 use periscope_tls::{
     CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTls, ClientTlsSettings,
