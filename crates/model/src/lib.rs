@@ -3,7 +3,8 @@
 //! A [`Flow`] is one HTTP exchange with both of its connections, a [`Timeline`] of
 //! milestones and TLS events, and an error if it failed. The proxy and the TLS
 //! layer produce these types; the session store, the exporters and the front ends
-//! consume them. None of them sees sockets or OpenSSL.
+//! consume them. None of them sees sockets or OpenSSL. [`units`] is how sizes and
+//! durations read wherever they are printed.
 //!
 //! Architecture invariant: this crate depends on nothing heavier than serde, so that
 //! `periscope-tls` can record TLS events into a flow without compiling the store
@@ -21,6 +22,7 @@
 pub mod events;
 pub mod model;
 pub mod timeline;
+pub mod units;
 pub mod websocket;
 
 pub use events::{FlowEvent, LogEntry, LogLevel};

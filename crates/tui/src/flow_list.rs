@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use periscope_flow::filter::Filter;
 use periscope_flow::store::{FlowStore, FlowSummary, StoreError};
 use periscope_flow::{Flow, FlowId};
+use periscope_model::units::{format_duration_ms, format_size};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -28,7 +29,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::text::{fit, sanitize};
-use crate::units::{clock, short_duration, short_size};
+use crate::units::clock;
 
 /// The most often the list asks the store for news while flows arrive.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
@@ -769,8 +770,11 @@ fn row_line(summary: &FlowSummary, width: usize, selected: bool, pending: bool) 
         (None, true, _) => "err".to_owned(),
         (None, false, _) => "…".to_owned(),
     };
-    let size = summary.response_size.map(short_size).unwrap_or_default();
-    let duration = summary.duration_ms.map(short_duration).unwrap_or_default();
+    let size = summary.response_size.map(format_size).unwrap_or_default();
+    let duration = summary
+        .duration_ms
+        .map(format_duration_ms)
+        .unwrap_or_default();
     let url = sanitize(&summary_url(summary)).into_owned();
     let method = sanitize(&summary.method).into_owned();
     let spans = vec![
