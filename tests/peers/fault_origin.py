@@ -26,6 +26,8 @@ HTTP behaviours, by request path (mode `http`):
   /reset-mid-body        Content-Length: 100000, 1000 bytes, then a TCP RST
   /close-without-response  close right after reading the request
   /huge-header           a response head larger than any proxy keeps (1 MiB)
+  /hostile-cookie        200 whose Set-Cookie dates are not dates: `Expires=a\\xff` (not
+                         UTF-8) and `Expires=a\\xe2\\x82\\xac` (a multi-byte character)
   anything else          404
 
 Every request head received is printed as `request: METHOD TARGET` (one line), and
@@ -221,6 +223,11 @@ def answer(conn, reader, head):
         except OSError:
             pass
         return False
+    if path == "/hostile-cookie":
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+             b"Set-Cookie: a=b; Expires=a\xff\r\n"
+             b"Set-Cookie: c=d; Expires=a\xe2\x82\xac; Path=/\r\n\r\nok\n")
+        return True
     send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     return True
 
