@@ -131,8 +131,8 @@ pub fn print_session(
     args: &DumpArgs,
     save: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let store = FlowStore::open(session)
-        .with_context(|| format!("cannot open the session {}", session.display()))?;
+    // The store's errors name the file.
+    let store = FlowStore::open_existing(session)?;
     let mut copy = save
         .map(|out| SessionCopy::open(session, out))
         .transpose()?;
