@@ -15,6 +15,7 @@ Connection-level modes (--mode), chosen when the server starts:
 HTTP behaviours, by request path (mode `http`):
 
   /ok                    200 with body "ok\\n", keep-alive
+  /slow?seconds=S        200 "slow\\n" after S seconds (default 3): a request in flight
   /drain                 reads the request body (Content-Length or chunked), then 200
                          "received N bytes"; prints `request body: N bytes`
   /big?size=N            200 with N bytes of body (default 100000)
@@ -165,6 +166,10 @@ def answer(conn, reader, head):
 
     if path == "/ok":
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
+        return True
+    if path == "/slow":
+        time.sleep(float(query.get("seconds", "3")))
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nslow\n")
         return True
     if path == "/echo-head":
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
