@@ -10,7 +10,8 @@
 #   scripts/fuzz.sh --list           # the targets
 #
 # Targets (fuzz/fuzz_targets/, bodies in fuzz/src/lib.rs): client_hello, filter,
-# connect_authority, flow_json, har_json, decode_body, store_file, store_rows.
+# connect_authority, flow_json, har_json, har_writer, decode_body, store_file,
+# store_rows.
 # Seeds: fuzz/seeds/TARGET (kept in git). The growing corpus: fuzz/corpus/TARGET,
 # crash inputs: fuzz/artifacts/TARGET (both ignored by git). A crash fails the run;
 # keep its input in fuzz/regressions/TARGET once understood: every run replays those
@@ -25,14 +26,14 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$REPO/fuzz"
-ALL_TARGETS=(client_hello filter connect_authority flow_json har_json decode_body store_file store_rows)
+ALL_TARGETS=(client_hello filter connect_authority flow_json har_json har_writer decode_body store_file store_rows)
 SECONDS_PER_TARGET=30
 MODE=default
 SANITIZER="${FUZZ_SANITIZER:-address}"
 JOBS="${FUZZ_JOBS:-1}"
 TARGETS=()
 
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --smoke) MODE=smoke; SECONDS_PER_TARGET=5 ;;

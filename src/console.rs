@@ -22,6 +22,8 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let config = crate::proxy_config(args)?;
     let bus = FlowBus::new();
+    // The list shows requests the moment they arrive, marked as waiting.
+    bus.want_requests();
     let events = bus.subscribe();
     let recorder = crate::recording::spawn(Arc::clone(&store), &bus);
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;

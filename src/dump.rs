@@ -14,6 +14,7 @@ use periscope_flow::filter::Filter;
 use periscope_flow::live::{FlowReceiver as Receiver, RecvError, TryRecvError};
 use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId, Headers, LogLevel, WebSocketMessage};
+use periscope_model::units::{format_duration_ms, format_size};
 
 use crate::cli::DumpArgs;
 
@@ -144,8 +145,8 @@ pub fn print_session(
     args: &DumpArgs,
     save: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let store = FlowStore::open(session)
-        .with_context(|| format!("cannot open the session {}", session.display()))?;
+    // The store's errors name the file.
+    let store = FlowStore::open_existing(session)?;
     let mut copy = save
         .map(|out| SessionCopy::open(session, out))
         .transpose()?;
@@ -336,7 +337,7 @@ pub fn flow_lines(flow: &Flow) -> String {
                 } else {
                     ""
                 },
-                human_size(response.body.size)
+                format_size(response.body.size)
             );
             if let Some(stream) = response.stream_id {
                 let _ = write!(out, " (server's HTTP/2 stream {stream})");
@@ -345,7 +346,7 @@ pub fn flow_lines(flow: &Flow) -> String {
         None => out.push_str(" <no response>"),
     }
     if let Some(millis) = flow.duration_millis() {
-        let _ = write!(out, " {}", human_duration(millis));
+        let _ = write!(out, " {}", format_duration_ms(millis));
     }
     for (_, event) in flow.timeline.tls_events() {
         let _ = write!(out, "\n    {event}");
@@ -359,36 +360,13 @@ pub fn flow_lines(flow: &Flow) -> String {
     out
 }
 
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["kb", "mb", "gb", "tb"];
-    if bytes < 1024 {
-        return format!("{bytes}b");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1}{}", UNITS[unit])
-}
-
-fn human_duration(millis: f64) -> String {
-    if millis < 1.0 {
-        format!("{:.0}µs", millis * 1000.0)
-    } else if millis < 1000.0 {
-        format!("{millis:.0}ms")
-    } else {
-        format!("{:.2}s", millis / 1000.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use periscope_flow::{Milestone, Timestamp};
 
-    #[test]
-    fn http2_flows_name_their_streams() {
+    /// `GET https://example.com/` over HTTP/2, answered `200 OK` with an empty body.
+    fn http2_flow() -> Flow {
         let json = r#"{"id":"00000000-0000-0000-0000-000000000001",
             "client":{"id":1,"peer":"127.0.0.1:5000","local":null,"target":null,"tls":null},
             "server":null,
@@ -399,7 +377,12 @@ mod tests {
                 "headers":[],"body":{"content":"","size":0,"truncated":false},
                 "trailers":null,"generated":false},
             "error":null,"timeline":[],"marked":false,"intercepted_tls":true}"#;
-        let flow: Flow = serde_json::from_str(json).unwrap();
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn http2_flows_name_their_streams() {
+        let flow = http2_flow();
         assert_eq!(
             flow_lines(&flow),
             "127.0.0.1:5000 GET https://example.com/ (HTTP/2 stream 3) 200 OK 0b \
@@ -409,11 +392,16 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_read_like_mitmdump() {
-        assert_eq!(human_size(12), "12b");
-        assert_eq!(human_size(1536), "1.5kb");
-        assert_eq!(human_size(5 * 1024 * 1024), "5.0mb");
-        assert_eq!(human_duration(0.25), "250µs");
-        assert_eq!(human_duration(12.4), "12ms");
-        assert_eq!(human_duration(2500.0), "2.50s");
+        let mut flow = http2_flow();
+        flow.response.as_mut().unwrap().body.size = 1536;
+        flow.timeline
+            .mark(Milestone::RequestStarted, Timestamp(1_000_000));
+        flow.timeline
+            .mark(Milestone::ResponseComplete, Timestamp(13_500_000));
+        let line = flow_lines(&flow);
+        assert!(
+            line.contains(" 200 OK 1.5k (server's HTTP/2 stream 7) 12.5s"),
+            "{line}"
+        );
     }
 }

@@ -11,8 +11,8 @@ use periscope_flow::store::FlowStore;
 
 /// Writes the flows of `session` that match `filter` to `out` as HAR; returns how many.
 pub fn har(session: &Path, out: &Path, filter: Option<&Filter>) -> anyhow::Result<usize> {
-    let store = FlowStore::open(session)
-        .with_context(|| format!("cannot open the session {}", session.display()))?;
+    // The store's errors name the file.
+    let store = FlowStore::open_existing(session)?;
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut writer = HarWriter::new(BufWriter::new(file), env!("CARGO_PKG_VERSION"))
         .with_context(|| format!("cannot write {}", out.display()))?;

@@ -3,14 +3,16 @@
 //! Apache appear in the list; Enter and Tab reach the Detail tab with the timing
 //! list and, for a flow the server renegotiated, the renegotiation; `f` narrows the
 //! list; `?` shows the keys; `w` writes HAR; `q` quits and leaves the terminal as
-//! it found it. Every wait polls `capture-pane` with a timeout.
+//! it found it. A request whose response is slow shows in the list at once, marked
+//! `pending`, and then as the completed flow. Every wait polls `capture-pane` with a
+//! timeout.
 
 mod support;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -223,6 +225,49 @@ fn console_lists_flows_shows_the_renegotiation_in_detail_filters_and_quits_clean
         s.lines().any(|l| l.contains("/vedauth/authorize/oauth")) && s.contains("[1/2 flows]")
     });
 
+    console.quit();
+}
+
+#[test]
+fn console_shows_a_request_in_flight_then_its_response() {
+    const DELAY: Duration = Duration::from_secs(3);
+    let origin = PythonPeer::start("fault_origin.py", &[]);
+    let confdir = tempfile::tempdir().unwrap();
+    let console = Console::start(confdir.path(), &[]);
+    let tmux = &console.tmux;
+    tmux.wait_for_text("No flows yet");
+
+    let url = format!(
+        "http://127.0.0.1:{}/slow?seconds={}",
+        origin.port,
+        DELAY.as_secs()
+    );
+    let curl = console.curl();
+    let sent = Instant::now();
+    let request = std::thread::spawn(move || curl.run(&url));
+    let in_flight = |s: &str| {
+        Console::rows(s)
+            .iter()
+            .any(|l| l.contains("/slow?seconds=") && l.contains(" … ") && l.contains("pending"))
+    };
+    // Well before the origin answers.
+    let screen = tmux.wait_for("the request in flight", DELAY * 2 / 3, in_flight);
+    assert!(
+        !request.is_finished() && sent.elapsed() < DELAY,
+        "the response came before the pending row showed:\n{screen}"
+    );
+
+    let response = request.join().unwrap();
+    response.assert_status(200);
+    assert!(sent.elapsed() >= DELAY, "the origin did not wait");
+    tmux.wait_for("the completed flow in its place", SCREEN_TIMEOUT, |s| {
+        let rows = Console::rows(s);
+        rows.len() == 1
+            && rows[0].contains("/slow?seconds=")
+            && rows[0].contains(" 200 ")
+            && !rows[0].contains("pending")
+            && s.contains("[1 flows]")
+    });
     console.quit();
 }
 

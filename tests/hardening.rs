@@ -37,16 +37,6 @@ fn fault_origin() -> PythonPeer {
     PythonPeer::start("fault_origin.py", &[])
 }
 
-fn tls_fault_origin() -> PythonPeer {
-    let pki = test_pki();
-    let cert = pki.server_cert.to_string_lossy().into_owned();
-    let key = pki.server_key.to_string_lossy().into_owned();
-    PythonPeer::start(
-        "fault_origin.py",
-        &["--tls", "--cert", cert.as_str(), "--key", key.as_str()],
-    )
-}
-
 /// The first flow printed (from line `start` on) whose path starts with `prefix`.
 #[track_caller]
 fn flow_after(proxy: &Periscope, start: usize, prefix: &str) -> Value {

@@ -7,6 +7,9 @@
 //!   renegotiated writes HAR that validates against the HAR 1.2 schema (the venv's
 //!   Python `jsonschema`) and carries the request, the response, the timings and
 //!   the renegotiation in `_tlsEvents`.
+//! - `periscope export` of a flow whose server set cookies with dates that are not
+//!   dates (`Expires=a\xff`, bytes that are not UTF-8, and a multi-byte character)
+//!   writes the archive, the cookies without an expiry.
 
 mod support;
 
@@ -26,6 +29,24 @@ fn recording_proxy(file: &Path) -> Periscope {
         .arg("--upstream-trusted-ca")
         .arg(&test_pki().ca_cert)
         .start()
+}
+
+/// `periscope export FILE --har OUT`: the archive as JSON, after asserting success.
+fn export_har(file: &Path, har: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_periscope"))
+        .arg("export")
+        .arg(file)
+        .arg("--har")
+        .arg(har)
+        .output()
+        .expect("run periscope export");
+    assert!(
+        out.status.success(),
+        "export failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(har).unwrap()).expect("the HAR is JSON")
 }
 
 /// `periscope dump -r FILE ARGS...` from another process: its flow lines.
@@ -139,19 +160,8 @@ fn har_export_of_a_renegotiated_flow_validates_and_carries_the_tls_events() {
     );
     proxy.terminate(Duration::from_secs(5));
 
-    let har = dir.path().join("out.har");
-    let out = Command::new(env!("CARGO_BIN_EXE_periscope"))
-        .arg("export")
-        .arg(&file)
-        .arg("--har")
-        .arg(&har)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "export failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let har_file = dir.path().join("out.har");
+    let har = export_har(&file, &har_file);
 
     // The HAR 1.2 schema, checked by an independent implementation.
     let schema =
@@ -166,7 +176,7 @@ fn har_export_of_a_renegotiated_flow_validates_and_carries_the_tls_events() {
              print('valid')",
         )
         .arg(&schema)
-        .arg(&har)
+        .arg(&har_file)
         .output()
         .unwrap();
     assert!(
@@ -176,7 +186,6 @@ fn har_export_of_a_renegotiated_flow_validates_and_carries_the_tls_events() {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&har).unwrap()).unwrap();
     let entries = har["log"]["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{har:#}");
     let entry = entries
@@ -227,5 +236,46 @@ fn har_export_of_a_renegotiated_flow_validates_and_carries_the_tls_events() {
             .as_str()
             .is_some_and(|t| t.contains("renegotiation completed: TLSv1.2")),
         "{completed:#}"
+    );
+}
+
+#[test]
+fn har_export_survives_set_cookie_dates_that_are_not_dates() {
+    let origin = PythonPeer::start("fault_origin.py", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cookies.periscope");
+    let mut proxy = recording_proxy(&file);
+    let url = format!("http://127.0.0.1:{}/hostile-cookie", origin.port);
+    Curl::through(&proxy).run(&url).assert_status(200);
+    assert!(
+        wait_until(WAIT, || dump_session(&file, &[]).len() == 1),
+        "the session never held the flow"
+    );
+    proxy.terminate(Duration::from_secs(5));
+
+    let har = export_har(&file, &dir.path().join("cookies.har"));
+    let response = &har["log"]["entries"][0]["response"];
+    let raw: Vec<&str> = response["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| {
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("set-cookie"))
+        })
+        .filter_map(|h| h["value"].as_str())
+        .collect();
+    assert_eq!(
+        raw,
+        ["a=b; Expires=a\u{fffd}", "c=d; Expires=a€; Path=/"],
+        "the headers as recorded"
+    );
+    assert_eq!(
+        response["cookies"],
+        serde_json::json!([
+            {"name": "a", "value": "b", "httpOnly": false, "secure": false},
+            {"name": "c", "value": "d", "path": "/", "httpOnly": false, "secure": false},
+        ])
     );
 }

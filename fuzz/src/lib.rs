@@ -5,15 +5,17 @@
 //! Every function must return normally for every input: a panic (or an ASan report)
 //! is a finding. Besides "does not crash", some targets check a property that must
 //! hold for every accepted input (a parsed filter prints back to itself, a decoded
-//! flow survives a JSON round trip, an accepted CONNECT target is a plain host:port).
+//! flow survives a JSON round trip, an accepted CONNECT target is a plain host:port,
+//! HAR written for any recorded headers reads back).
 
 use std::io::Write;
 use std::ops::ControlFlow;
 use std::sync::OnceLock;
 
 use periscope_flow::filter::Filter;
+use periscope_flow::har::{Har, HarWriter};
 use periscope_flow::store::{FlowStore, FlowSummary};
-use periscope_flow::Flow;
+use periscope_flow::{Flow, Headers, Milestone, Timeline, TimelineEvent, Timestamp};
 use periscope_proxy::connect_target;
 
 /// Two real flows recorded by Periscope (an HTTPS exchange with a gzip response body,
@@ -170,6 +172,79 @@ pub fn har_json(data: &[u8]) {
     };
     let json = serde_json::to_vec(&har).expect("a decoded HAR encodes");
     let _ = serde_json::from_slice::<periscope_flow::har::Har>(&json).expect("decodes again");
+}
+
+/// The HAR writer (`periscope export`, the console's save as HAR) on a recorded flow
+/// whose headers are arbitrary bytes, as a server or client may send them. The input
+/// is a list of headers (a selector byte: request or response, and a name, mostly one
+/// the writer reads — cookies, encodings; then the value), and sometimes the time the
+/// response started (what `Max-Age` counts from). The writer must write JSON that
+/// reads back as an archive of one entry with every header, and every time in it
+/// must be RFC 3339.
+pub fn har_writer(data: &[u8]) {
+    const NAMES: &[&str] = &[
+        "Set-Cookie",
+        "Cookie",
+        "Content-Encoding",
+        "Content-Type",
+        "Location",
+    ];
+    let mut input = Input(data);
+    let mut flow = sample_flows()[0].clone();
+    if input.byte().is_multiple_of(4) {
+        let response_started = Timestamp(input.int());
+        let mut timeline = Timeline::new();
+        for entry in flow.timeline.entries() {
+            if let TimelineEvent::Milestone { milestone } = entry.event {
+                if milestone != Milestone::ResponseStarted {
+                    timeline.mark(milestone, entry.at);
+                }
+            }
+        }
+        timeline.mark(Milestone::ResponseStarted, response_started);
+        flow.timeline = timeline;
+    }
+    let mut request = Headers::default();
+    let mut response = Headers::default();
+    while !input.0.is_empty() {
+        let selector = input.byte();
+        let name = match NAMES.get(usize::from(selector >> 1) % (NAMES.len() + 1)) {
+            Some(name) => (*name).to_owned(),
+            None => input.text(),
+        };
+        let value = input.bytes();
+        if selector & 1 == 0 {
+            request.push(name, value);
+        } else {
+            response.push(name, value);
+        }
+    }
+    flow.request.headers = request;
+    if let Some(recorded) = flow.response.as_mut() {
+        recorded.headers = response;
+    }
+
+    let mut writer = HarWriter::new(Vec::new(), "fuzz").expect("a HAR head in memory");
+    writer.write_flow(&flow).expect("a HAR entry in memory");
+    let json = writer.finish().expect("a HAR tail in memory");
+    let har: Har = serde_json::from_slice(&json).expect("the writer writes a HAR archive");
+    let [entry] = har.log.entries.as_slice() else {
+        panic!("{} entries for one flow", har.log.entries.len());
+    };
+    assert_eq!(entry.request.headers.len(), flow.request.headers.len());
+    let response_headers = flow.response.as_ref().map_or(0, |r| r.headers.len());
+    assert_eq!(entry.response.headers.len(), response_headers);
+    let expiries = entry
+        .response
+        .cookies
+        .iter()
+        .filter_map(|c| c.expires.as_ref());
+    for time in std::iter::once(&entry.started_date_time).chain(expiries) {
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(time).is_ok(),
+            "{time:?} is not RFC 3339"
+        );
+    }
 }
 
 /// Content-Encoding decoding (what `~b` filters and the UIs read): the first byte picks

@@ -42,6 +42,7 @@ targets!(
     connect_authority,
     flow_json,
     har_json,
+    har_writer,
     decode_body,
     store_file,
     store_rows,

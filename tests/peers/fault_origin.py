@@ -15,6 +15,7 @@ Connection-level modes (--mode), chosen when the server starts:
 HTTP behaviours, by request path (mode `http`):
 
   /ok                    200 with body "ok\\n", keep-alive
+  /slow?seconds=S        200 "slow\\n" after S seconds (default 3): a request in flight
   /drain                 reads the request body (Content-Length or chunked), then 200
                          "received N bytes"; prints `request body: N bytes`
   /big?size=N            200 with N bytes of body (default 100000); prints
@@ -33,6 +34,8 @@ HTTP behaviours, by request path (mode `http`):
   /reset-mid-body        Content-Length: 100000, 1000 bytes, then a TCP RST
   /close-without-response  close right after reading the request
   /huge-header           a response head larger than any proxy keeps (1 MiB)
+  /hostile-cookie        200 whose Set-Cookie dates are not dates: `Expires=a\\xff` (not
+                         UTF-8) and `Expires=a\\xe2\\x82\\xac` (a multi-byte character)
   anything else          404
 
 Every request head received is printed as `request: METHOD TARGET` (one line), and
@@ -171,6 +174,10 @@ def answer(conn, reader, head):
     if path == "/ok":
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
         return True
+    if path == "/slow":
+        time.sleep(float(query.get("seconds", "3")))
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nslow\n")
+        return True
     if path == "/echo-head":
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
              + str(len(head)).encode() + b"\r\n\r\n" + head)
@@ -265,6 +272,11 @@ def answer(conn, reader, head):
         except OSError:
             pass
         return False
+    if path == "/hostile-cookie":
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+             b"Set-Cookie: a=b; Expires=a\xff\r\n"
+             b"Set-Cookie: c=d; Expires=a\xe2\x82\xac; Path=/\r\n\r\nok\n")
+        return True
     send(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     return True
 

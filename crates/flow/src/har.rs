@@ -39,6 +39,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine};
+use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::content::decode_body;
@@ -598,59 +599,57 @@ fn request_cookies(headers: &Headers) -> Vec<Cookie> {
         .flat_map(|h| {
             h.value_lossy()
                 .split(';')
-                .filter_map(|pair| {
-                    let pair = pair.trim();
-                    if pair.is_empty() {
-                        return None;
-                    }
-                    let (name, value) = pair.split_once('=').unwrap_or(("", pair));
-                    Some(Cookie {
-                        name: name.trim().to_owned(),
-                        value: value.trim().to_owned(),
-                        ..Cookie::default()
-                    })
-                })
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .map(request_cookie)
                 .collect::<Vec<_>>()
         })
         .collect()
 }
 
-/// One `Set-Cookie` value (RFC 6265 §5.2, leniently). `received` turns `Max-Age`
-/// into an expiry time.
+/// One `name=value` pair of a `Cookie` header.
+fn request_cookie(pair: &str) -> Cookie {
+    match cookie::Cookie::parse(pair) {
+        Ok(parsed) => Cookie {
+            name: parsed.name().to_owned(),
+            value: parsed.value().to_owned(),
+            ..Cookie::default()
+        },
+        // A pair without a name (`flag`, `=flag`) is a value with an empty name, as
+        // browsers keep it (RFC 6265bis §5.6); the cookie crate refuses those.
+        Err(_) => Cookie {
+            value: pair.strip_prefix('=').unwrap_or(pair).trim().to_owned(),
+            ..Cookie::default()
+        },
+    }
+}
+
+/// One `Set-Cookie` value, as the cookie crate reads it (an `Expires` in any of the
+/// date forms cookies use; one it cannot read is left out). `received` turns
+/// `Max-Age` into an expiry time.
 fn set_cookie(value: &str, received: Timestamp) -> Option<Cookie> {
-    let mut parts = value.split(';');
-    let (name, value) = parts.next()?.split_once('=')?;
-    let mut cookie = Cookie {
-        name: name.trim().to_owned(),
-        value: value.trim().to_owned(),
-        http_only: Some(false),
-        secure: Some(false),
-        ..Cookie::default()
-    };
-    let mut max_age = None;
-    for attribute in parts {
-        let (key, value) = attribute.split_once('=').unwrap_or((attribute, ""));
-        let value = value.trim();
-        match key.trim().to_ascii_lowercase().as_str() {
-            "path" => cookie.path = Some(value.to_owned()),
-            "domain" => cookie.domain = Some(value.to_owned()),
-            "expires" => {
-                if let Some(at) = parse_http_date(value) {
-                    cookie.expires = Some(rfc3339(at, 3));
-                }
-            }
-            "max-age" => max_age = value.parse::<i64>().ok(),
-            "httponly" => cookie.http_only = Some(true),
-            "secure" => cookie.secure = Some(true),
-            _ => {}
+    let parsed = cookie::Cookie::parse(value).ok()?;
+    let expires = match (parsed.max_age(), parsed.expires_datetime()) {
+        // Max-Age wins over Expires (RFC 6265 §5.3 step 3).
+        (Some(max_age), _) => {
+            Some(Timestamp(received.0.saturating_add(
+                max_age.whole_seconds().saturating_mul(1_000_000),
+            )))
         }
-    }
-    // Max-Age wins over Expires (RFC 6265 §5.3 step 3).
-    if let Some(seconds) = max_age {
-        let at = received.0.saturating_add(seconds.saturating_mul(1_000_000));
-        cookie.expires = Some(rfc3339(Timestamp(at), 3));
-    }
-    Some(cookie)
+        (None, Some(at)) => i64::try_from(at.unix_timestamp_nanos() / 1_000)
+            .ok()
+            .map(Timestamp),
+        (None, None) => None,
+    };
+    Some(Cookie {
+        name: parsed.name().to_owned(),
+        value: parsed.value().to_owned(),
+        path: parsed.path().map(str::to_owned),
+        domain: parsed.domain().map(str::to_owned),
+        expires: expires.map(|at| rfc3339(at, 3)),
+        http_only: Some(parsed.http_only().unwrap_or(false)),
+        secure: Some(parsed.secure().unwrap_or(false)),
+    })
 }
 
 /// When the flow began: its first request byte, else the first thing recorded.
@@ -735,91 +734,23 @@ fn saturating_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// `2024-05-01T12:34:56.789Z` (3 digits) or `...56.789012Z` (6 digits).
+/// The earliest and the latest time RFC 3339 can write (its years have four
+/// digits), in microseconds since the epoch: 0000-01-01T00:00:00Z and
+/// 9999-12-31T23:59:59.999999Z.
+const RFC3339_RANGE: (i64, i64) = (-62_167_219_200_000_000, 253_402_300_799_999_999);
+
+/// `2024-05-01T12:34:56.789Z` (3 digits) or `...56.789012Z` (6 digits). Times
+/// beyond RFC 3339's years (a hostile `Max-Age`, a damaged session) are clamped
+/// to them, so the archive stays valid.
 fn rfc3339(at: Timestamp, digits: u32) -> String {
-    let seconds = at.0.div_euclid(1_000_000);
-    let micros = at.0.rem_euclid(1_000_000);
-    let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
-    let second_of_day = seconds.rem_euclid(86_400);
-    let fraction = match digits {
-        6 => format!("{micros:06}"),
-        _ => format!("{:03}", micros / 1_000),
+    let micros = at.0.clamp(RFC3339_RANGE.0, RFC3339_RANGE.1);
+    let format = match digits {
+        6 => SecondsFormat::Micros,
+        _ => SecondsFormat::Millis,
     };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction}Z",
-        second_of_day / 3_600,
-        second_of_day % 3_600 / 60,
-        second_of_day % 60,
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// (year, month, day) to days since 1970-01-01 (Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// An HTTP date in any of the forms cookies use: `Sun, 06 Nov 1994 08:49:37 GMT`,
-/// `Sunday, 06-Nov-94 08:49:37 GMT`, `Sun Nov  6 08:49:37 1994`,
-/// `Wed, 21-Oct-2015 07:28:00 GMT`.
-fn parse_http_date(text: &str) -> Option<Timestamp> {
-    const MONTHS: [&str; 12] = [
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ];
-    let mut time = None;
-    let mut month = None;
-    let mut numbers = Vec::new();
-    for token in text.split([' ', ',', '-']).filter(|t| !t.is_empty()) {
-        if token.contains(':') {
-            let mut fields = token.split(':').map(|f| f.parse::<i64>().ok());
-            let (h, m, s) = (fields.next()??, fields.next()??, fields.next()??);
-            time = Some((h, m, s));
-        } else if token.bytes().all(|b| b.is_ascii_digit()) {
-            numbers.push(token);
-        } else if let Some(index) = MONTHS
-            .iter()
-            .position(|m| token.len() >= 3 && token[..3].eq_ignore_ascii_case(m))
-        {
-            month = Some(index as u32 + 1);
-        }
-    }
-    let (hour, minute, second) = time?;
-    let month = month?;
-    let [day, year] = numbers.as_slice() else {
-        return None;
-    };
-    let day: u32 = day.parse().ok()?;
-    let two_digit_year = year.len() <= 2;
-    let mut year: i64 = year.parse().ok()?;
-    if two_digit_year {
-        // RFC 6265 §5.1.1: 70-99 are 1970-1999, 0-69 are 2000-2069.
-        year += if year >= 70 { 1900 } else { 2000 };
-    }
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(Timestamp(seconds.checked_mul(1_000_000)?))
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(format, true)
 }
 
 #[cfg(test)]

@@ -1,36 +1,31 @@
-//! Periscope's data model.
+//! Periscope's flows at rest: the session store, the filter language, HAR export
+//! and content decoding.
 //!
-//! A [`Flow`] is one HTTP exchange with both of its connections, a [`Timeline`] of
-//! milestones and TLS events, and an error if it failed. Front ends, the session
-//! store and the exporters work on these types alone; they never see sockets or
-//! OpenSSL.
+//! The data model itself (flows, connections, the timeline of TLS events) lives in
+//! `periscope-model`, which this crate re-exports whole: `periscope_flow::Flow`,
+//! `periscope_flow::model::…` and `periscope_flow::timeline::…` are the same items
+//! as in `periscope_model`.
 //!
 //! ```
+//! use periscope_flow::filter::Filter;
 //! use periscope_flow::{Milestone, Timeline, Timestamp};
 //!
 //! let mut timeline = Timeline::new();
 //! timeline.mark(Milestone::RequestStarted, Timestamp(1_000));
-//! timeline.mark(Milestone::ResponseComplete, Timestamp(3_500));
 //! assert_eq!(timeline.milestone(Milestone::RequestStarted), Some(Timestamp(1_000)));
+//! assert!(Filter::parse("~d example.com & ~c 400").is_ok());
 //! ```
 
 pub mod content;
-pub mod events;
 pub mod filter;
 pub mod har;
 pub mod live;
-pub mod model;
 pub mod store;
-pub mod timeline;
-pub mod websocket;
 
-pub use events::{FlowEvent, LogEntry, LogLevel};
-pub use model::{
-    Body, CertificateSummary, ConnectionInfo, Flow, FlowError, FlowErrorKind, FlowId, Header,
-    Headers, Request, Response, Timestamp, TlsInfo,
+pub use periscope_model::{events, model, timeline, websocket};
+pub use periscope_model::{
+    Body, CertificateSummary, ConnectionInfo, Direction, Flow, FlowError, FlowErrorKind, FlowEvent,
+    FlowId, Header, Headers, Initiator, Leg, LogEntry, LogLevel, Milestone, Request, Response,
+    Timeline, TimelineEntry, TimelineEvent, Timestamp, TlsEvent, TlsEventKind, TlsInfo,
+    WebSocketMessage, WebSocketOpcode, WebSocketSession,
 };
-pub use timeline::{
-    Direction, Initiator, Leg, Milestone, Timeline, TimelineEntry, TimelineEvent, TlsEvent,
-    TlsEventKind,
-};
-pub use websocket::{WebSocketMessage, WebSocketOpcode, WebSocketSession};

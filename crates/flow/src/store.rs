@@ -206,6 +206,13 @@ impl FlowStore {
         Self::open_with(path, schema::MIGRATIONS, None)
     }
 
+    /// Opens a saved session (`dump -r`, `export`): as [`FlowStore::open`], but a
+    /// file that does not exist is an error rather than a new, empty session.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        std::fs::File::open(path).map_err(|source| open_error(path, source))?;
+        Self::open(path)
+    }
+
     /// A session in a new temporary directory, removed with everything in it when
     /// the store is dropped: the session Periscope records to when no file is given.
     /// The directory is under `$TMPDIR` (or `/tmp`).

@@ -3,7 +3,7 @@
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::x509::{X509NameRef, X509Ref};
-use periscope_flow::CertificateSummary;
+use periscope_model::CertificateSummary;
 
 /// `C=US, O=Example, CN=www.example.com`, in the certificate's own order.
 pub fn format_name(name: &X509NameRef) -> String {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use openssl::ssl::{self, SslRef};
 use openssl::x509::X509VerifyResult;
-use periscope_flow::Direction;
+use periscope_model::Direction;
 
 use crate::alert;
 use crate::state::{AlertRecord, FailureContext, HandshakePhase};

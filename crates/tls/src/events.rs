@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use periscope_flow::{Initiator, Timestamp, TlsEvent, TlsEventKind};
+use periscope_model::{Initiator, Timestamp, TlsEvent, TlsEventKind};
 
 use crate::state::TlsConnectionState;
 
@@ -215,7 +215,7 @@ impl EventRouting {
 
 #[cfg(test)]
 mod tests {
-    use periscope_flow::{Direction, Leg};
+    use periscope_model::{Direction, Leg};
 
     use super::*;
 

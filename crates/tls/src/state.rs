@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslOptions, SslRef, SslVersion};
-use periscope_flow::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
+use periscope_model::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
 
 use crate::alert;
 use crate::client_certs::ClientIdentity;

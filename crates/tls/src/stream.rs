@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use openssl::ssl::{self, NameType, Ssl, SslRef};
-use periscope_flow::TlsInfo;
+use periscope_model::TlsInfo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 

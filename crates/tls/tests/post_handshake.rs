@@ -15,7 +15,7 @@ use openssl::ssl::{
     ClientHelloResponse, ErrorCode, SslAcceptor, SslAcceptorBuilder, SslConnector, SslMethod,
     SslOptions, SslStream, SslVerifyMode, SslVersion,
 };
-use periscope_flow::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
+use periscope_model::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
 use periscope_tls::{
     alert, CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTls,
     ClientTlsSettings, HandshakeTimeouts, PostHandshake, TlsError, UpstreamTarget, UpstreamTls,

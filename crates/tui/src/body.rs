@@ -6,11 +6,11 @@
 
 use periscope_flow::content::{decode_body_with_limit, DecodeError};
 use periscope_flow::{Body, Headers};
+use periscope_model::units::format_size;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 
 use crate::text::{plain_line, text_lines};
-use crate::units::short_size;
 
 /// How much of a (decoded) body is turned into lines; the rest is announced.
 pub const SHOWN_LIMIT: usize = 256 * 1024;
@@ -57,7 +57,7 @@ pub fn render(headers: &Headers, body: &Body) -> Vec<Line<'static>> {
     if let (Some(encoding), Ok(decoded)) = (&encoding, &decoded) {
         description.push_str(&format!(
             ", {encoding}-decoded to {}",
-            short_size(decoded.len() as u64)
+            format_size(decoded.len() as u64)
         ));
     }
     lines.push(plain_line(&description, dim()));
@@ -109,8 +109,8 @@ fn shown_note(total: usize) -> Line<'static> {
     plain_line(
         &format!(
             "… showing the first {} of {}; save the flow (w) to see all of it",
-            short_size(SHOWN_LIMIT as u64),
-            short_size(total as u64)
+            format_size(SHOWN_LIMIT as u64),
+            format_size(total as u64)
         ),
         Style::new().fg(Color::Yellow),
     )
@@ -247,8 +247,8 @@ pub fn hex_dump(bytes: &[u8]) -> Vec<Line<'static>> {
         lines.push(plain_line(
             &format!(
                 "… showing the first {} of {} as hex; save the flow (w) to see all of it",
-                short_size(HEX_LIMIT as u64),
-                short_size(bytes.len() as u64)
+                format_size(HEX_LIMIT as u64),
+                format_size(bytes.len() as u64)
             ),
             Style::new().fg(Color::Yellow),
         ));

@@ -8,11 +8,12 @@ use periscope_flow::{
     CertificateSummary, ConnectionInfo, Flow, Milestone, TimelineEvent, Timestamp, TlsInfo,
     WebSocketMessage,
 };
+use periscope_model::units::format_size;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 
 use crate::text::{plain_line, sanitize};
-use crate::units::{offset, precise_time, short_size};
+use crate::units::{offset, precise_time};
 
 /// How many WebSocket messages the tab lists (the newest are the ones cut).
 const WEBSOCKET_LIMIT: usize = 2000;
@@ -289,7 +290,7 @@ fn websocket_line(message: &WebSocketMessage, base: Option<Timestamp>) -> Line<'
         "  {:>14}  {arrow} {:<6} {:>6}  {content}",
         relative(message.at, base),
         message.opcode.name(),
-        short_size(message.size),
+        format_size(message.size),
     ))
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use periscope_flow::filter::Filter;
 use periscope_flow::store::{FlowStore, FlowSummary, StoreError};
 use periscope_flow::{Flow, FlowId};
+use periscope_model::units::{format_duration_ms, format_size};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -28,7 +29,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use crate::text::{fit, sanitize};
-use crate::units::{clock, short_duration, short_size};
+use crate::units::clock;
 
 /// The most often the list asks the store for news while flows arrive.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
@@ -562,7 +563,8 @@ impl FlowList {
         }
     }
 
-    /// Scrolls so that the selection is on screen and returns the rows to draw.
+    /// Scrolls so that the selection is on screen and returns the rows to draw,
+    /// each with whether its request is still waiting for the response.
     fn visible_rows(&mut self, height: usize) -> Vec<(usize, Option<FlowSummary>, bool)> {
         let len = self.len();
         if self.selected < self.top {
@@ -579,6 +581,12 @@ impl FlowList {
                 self.load_window(self.top, height);
             }
         }
+        let in_flight: HashSet<FlowId> = self
+            .pending
+            .iter()
+            .filter(|p| p.completed.is_none())
+            .map(|p| p.summary.id)
+            .collect();
         (self.top..end)
             .map(|index| {
                 let pending = self.filtered.is_none() && index >= self.stored;
@@ -593,7 +601,8 @@ impl FlowList {
                         .and_then(|i| self.window.get(i))
                         .cloned(),
                 };
-                (index, summary, pending)
+                let waiting = summary.as_ref().is_some_and(|s| in_flight.contains(&s.id));
+                (index, summary, waiting)
             })
             .collect()
     }
@@ -637,8 +646,8 @@ impl FlowList {
         let rows = self.visible_rows(usize::from(body.height));
         let lines: Vec<Line<'static>> = rows
             .into_iter()
-            .map(|(index, summary, pending)| match summary {
-                Some(summary) => row_line(&summary, width, index == self.selected, pending),
+            .map(|(index, summary, waiting)| match summary {
+                Some(summary) => row_line(&summary, width, index == self.selected, waiting),
                 None => Line::styled("  (cannot read this flow)", Style::new().fg(Color::Red)),
             })
             .collect();
@@ -755,7 +764,12 @@ fn status_style(status: Option<u16>) -> Style {
     }
 }
 
-fn row_line(summary: &FlowSummary, width: usize, selected: bool, pending: bool) -> Line<'static> {
+/// What the time column of a request still waiting for its response shows, until
+/// the completed flow replaces the row.
+pub const WAITING_MARKER: &str = "pending";
+
+/// One row; `waiting`: the request is in flight (no response or error yet).
+fn row_line(summary: &FlowSummary, width: usize, selected: bool, waiting: bool) -> Line<'static> {
     let marker_style = if summary.has_error {
         Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
     } else if summary.has_renegotiation {
@@ -764,13 +778,24 @@ fn row_line(summary: &FlowSummary, width: usize, selected: bool, pending: bool) 
         Style::new().fg(Color::Cyan)
     };
     let time = summary.started_at.map(clock).unwrap_or_default();
-    let status = match (summary.status, summary.has_error, pending) {
-        (Some(code), _, _) => code.to_string(),
-        (None, true, _) => "err".to_owned(),
-        (None, false, _) => "…".to_owned(),
+    let status = match (summary.status, summary.has_error) {
+        (Some(code), _) => code.to_string(),
+        (None, true) => "err".to_owned(),
+        (None, false) => "…".to_owned(),
     };
-    let size = summary.response_size.map(short_size).unwrap_or_default();
-    let duration = summary.duration_ms.map(short_duration).unwrap_or_default();
+    let size = summary.response_size.map(format_size).unwrap_or_default();
+    let duration = summary
+        .duration_ms
+        .map(format_duration_ms)
+        .unwrap_or_default();
+    let (duration, duration_style) = if waiting {
+        (
+            WAITING_MARKER.to_owned(),
+            Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+        )
+    } else {
+        (duration, Style::new())
+    };
     let url = sanitize(&summary_url(summary)).into_owned();
     let method = sanitize(&summary.method).into_owned();
     let spans = vec![
@@ -780,7 +805,8 @@ fn row_line(summary: &FlowSummary, width: usize, selected: bool, pending: bool) 
         Span::raw(format!("{} ", fit(&method, 7))),
         Span::raw(fit(&url, url_width(width))),
         Span::styled(format!(" {status:>3}"), status_style(summary.status)),
-        Span::raw(format!(" {size:>6} {duration:>7}")),
+        Span::raw(format!(" {size:>6} ")),
+        Span::styled(format!("{duration:>7}"), duration_style),
     ];
     let line = Line::from(spans);
     if selected {
@@ -848,6 +874,47 @@ mod tests {
         assert_eq!(ids(&mut list), ["/stored", "/new"]);
         assert!(list.pending.is_empty());
         assert!(!list.wants_refresh());
+    }
+
+    /// The text of the rows on a `height`-row screen, 120 columns wide.
+    fn rendered_rows(list: &mut FlowList, height: usize) -> Vec<String> {
+        list.visible_rows(height)
+            .into_iter()
+            .map(|(index, summary, waiting)| {
+                let line = row_line(&summary.unwrap(), 120, index == list.selected, waiting);
+                line.spans.iter().map(|s| s.content.as_ref()).collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_request_in_flight_is_marked_until_its_response_arrives() {
+        let mut list = list_with(&[fixtures::flow_at("GET", "a", "/stored", Some(200), 0)]);
+        let request = Arc::new(fixtures::flow_at("GET", "a", "/slow", None, 1));
+        list.on_request(Arc::clone(&request));
+        let rows = rendered_rows(&mut list, 10);
+        assert!(!rows[0].contains(WAITING_MARKER), "{rows:#?}");
+        assert!(rows[1].contains("/slow"), "{rows:#?}");
+        assert!(rows[1].trim_end().ends_with(WAITING_MARKER), "{rows:#?}");
+
+        let mut done = fixtures::flow_at("GET", "a", "/slow", Some(201), 1);
+        done.id = request.id;
+        list.on_completed(Arc::new(done), false);
+        let rows = rendered_rows(&mut list, 10);
+        assert_eq!(rows.len(), 2, "{rows:#?}");
+        assert!(rows[1].contains(" 201 "), "{rows:#?}");
+        assert!(!rows[1].contains(WAITING_MARKER), "{rows:#?}");
+
+        // With a filter the in-flight row is marked the same way.
+        list.set_filter(Some((
+            "~u slow2".into(),
+            Filter::parse("~u slow2").unwrap(),
+        )));
+        list.settle();
+        list.on_request(Arc::new(fixtures::flow_at("GET", "a", "/slow2", None, 2)));
+        let rows = rendered_rows(&mut list, 10);
+        assert_eq!(rows.len(), 1, "{rows:#?}");
+        assert!(rows[0].trim_end().ends_with(WAITING_MARKER), "{rows:#?}");
     }
 
     #[test]

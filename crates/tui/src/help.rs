@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+use crate::flow_list::WAITING_MARKER;
 use crate::keys::{keys_label, Context, BINDINGS};
 use crate::text::{plain_line, wrap};
 
@@ -81,6 +82,9 @@ pub fn lines(facts: &SessionFacts<'_>) -> Vec<Line<'static>> {
     ] {
         lines.push(Line::raw(format!("  {marker:<4}{meaning}")));
     }
+    lines.push(Line::raw(format!(
+        "  {WAITING_MARKER} (time column): the request still waits for its response"
+    )));
     lines.push(Line::raw(""));
     lines.push(Line::styled("Filters (f)", bold));
     for (syntax, meaning) in FILTERS {

@@ -595,31 +595,50 @@ fn dates_are_rfc3339_utc() {
         rfc3339(Timestamp(4_102_444_800_000_000), 3),
         "2100-01-01T00:00:00.000Z"
     );
-    for days in [-800_000, -1, 0, 59, 60, 11_016, 2_932_896] {
-        let (y, m, d) = civil_from_days(days);
-        assert_eq!(days_from_civil(y, m, d), days);
-    }
+}
+
+/// The `expires` HAR writes for `Set-Cookie: a=b; Expires=<date>`.
+fn expires_of(date: &str) -> Option<String> {
+    set_cookie(&format!("a=b; Expires={date}"), Timestamp(T0))?.expires
 }
 
 #[test]
 fn cookie_dates_in_every_http_form_parse() {
-    let expected = Some(Timestamp(784_111_777_000_000)); // 1994-11-06 08:49:37
+    let expected = Some("1994-11-06T08:49:37.000Z".to_owned());
     for text in [
         "Sun, 06 Nov 1994 08:49:37 GMT",
         "Sunday, 06-Nov-94 08:49:37 GMT",
         "Sun Nov  6 08:49:37 1994",
         "Sun, 06-Nov-1994 08:49:37 GMT",
     ] {
-        assert_eq!(parse_http_date(text), expected, "{text}");
+        assert_eq!(expires_of(text), expected, "{text}");
     }
+    // RFC 6265 §5.1.1: two-digit years 70-99 are 1970-1999, 0-69 are 2000-2069.
+    assert_eq!(
+        expires_of("Thursday, 01-Jan-70 00:00:01 GMT").as_deref(),
+        Some("1970-01-01T00:00:01.000Z")
+    );
+    assert_eq!(
+        expires_of("Monday, 01-Jan-35 00:00:00 GMT").as_deref(),
+        Some("2035-01-01T00:00:00.000Z")
+    );
     for text in [
         "",
         "tomorrow",
         "Sun, 32 Nov 1994 08:49:37 GMT",
         "06 Nov 1994",
     ] {
-        assert_eq!(parse_http_date(text), None, "{text}");
+        assert_eq!(expires_of(text), None, "{text}");
     }
+}
+
+#[test]
+fn a_cookie_domain_loses_its_leading_dot() {
+    // RFC 6265 §5.2.3: `.example.com` and `example.com` name the same domain; the
+    // cookie crate gives the latter.
+    let cookie = set_cookie("a=b; Domain=.example.com; Path=/x", Timestamp(T0)).unwrap();
+    assert_eq!(cookie.domain.as_deref(), Some("example.com"));
+    assert_eq!(cookie.path.as_deref(), Some("/x"));
 }
 
 #[test]
@@ -637,4 +656,81 @@ fn http2_stream_ids_are_exported_as_custom_fields() {
     let plain = entry_of(get_flow());
     assert!(plain["request"].get("_streamId").is_none(), "{plain}");
     assert!(plain["response"].get("_streamId").is_none(), "{plain}");
+}
+
+/// `get_flow` answered with these `Set-Cookie` values (raw bytes, as recorded).
+fn flow_setting_cookies(values: &[&[u8]]) -> Flow {
+    let mut flow = get_flow();
+    let response = flow.response.as_mut().unwrap();
+    response.headers = headers(&[("Content-Type", "text/plain")]);
+    for value in values {
+        response.headers.push("Set-Cookie", value.to_vec());
+    }
+    flow
+}
+
+#[test]
+fn hostile_cookie_dates_are_dropped_without_a_panic() {
+    // Read leniently, `a\xff` is `a\u{fffd}`: its fourth byte is inside a
+    // character, where the old hand-written date parser sliced it.
+    let values: [&[u8]; 6] = [
+        b"a=b; Expires=a\xff",
+        "a=b; Expires=a\u{fffd}".as_bytes(),
+        "a=b; Expires=a€".as_bytes(),
+        "a=b; Expires=Sun, 06 N€v 1994 08:49:37 GMT".as_bytes(),
+        b"a=b; Expires=\xff\xfe\xfd; Path=/\xff",
+        "a=b; Expires=€€€€, 06-€€€-94 08:49:37 GMT; Domain=€".as_bytes(),
+    ];
+    let har = to_har([flow_setting_cookies(&values)], "x");
+    let errors = validate(&har);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let cookies = har["log"]["entries"][0]["response"]["cookies"]
+        .as_array()
+        .unwrap();
+    assert_eq!(cookies.len(), values.len(), "{cookies:#?}");
+    for cookie in cookies {
+        assert_eq!(
+            (&cookie["name"], &cookie["value"]),
+            (&json!("a"), &json!("b"))
+        );
+        assert!(cookie.get("expires").is_none(), "{cookie}");
+    }
+}
+
+#[test]
+fn hostile_request_cookies_are_kept_as_text() {
+    let mut flow = get_flow();
+    flow.request.headers = Headers(vec![
+        Header::new("Cookie", b"a=\xff; \xfe=b; flag\xff".to_vec()),
+        Header::new("Cookie", "€=€; ;;=x".as_bytes().to_vec()),
+    ]);
+    let har = to_har([flow], "x");
+    assert!(validate(&har).is_empty());
+    assert_eq!(
+        har["log"]["entries"][0]["request"]["cookies"],
+        json!([
+            {"name": "a", "value": "\u{fffd}"},
+            {"name": "\u{fffd}", "value": "b"},
+            {"name": "", "value": "flag\u{fffd}"},
+            {"name": "€", "value": "€"},
+            {"name": "", "value": "x"},
+        ])
+    );
+}
+
+#[test]
+fn expiry_times_beyond_rfc3339_years_are_clamped() {
+    let mut flow = flow_setting_cookies(&[
+        b"far=1; Max-Age=99999999999999999999",
+        b"huge=1; Max-Age=9223372036854775807",
+    ]);
+    flow.timeline
+        .mark(Milestone::ResponseStarted, Timestamp(i64::MAX));
+    let har = to_har([flow], "x");
+    assert!(validate(&har).is_empty(), "{:#?}", validate(&har));
+    let cookies = &har["log"]["entries"][0]["response"]["cookies"];
+    for cookie in cookies.as_array().unwrap() {
+        assert_eq!(cookie["expires"], "9999-12-31T23:59:59.999Z", "{cookie}");
+    }
+    assert_eq!(rfc3339(Timestamp(i64::MIN), 3), "0000-01-01T00:00:00.000Z");
 }

@@ -733,6 +733,19 @@ fn other_files_are_not_sessions() {
     assert!(matches!(error, StoreError::Open { .. }), "{error:?}");
 }
 
+#[test]
+fn a_saved_session_that_is_missing_is_not_created() {
+    let (_dir, path) = temp_path();
+    let error = FlowStore::open_existing(&path).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Open { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{error:?}"
+    );
+    assert!(!path.exists(), "open_existing created {}", path.display());
+    FlowStore::open(&path).unwrap();
+    FlowStore::open_existing(&path).unwrap();
+}
+
 #[cfg(unix)]
 #[test]
 fn the_session_and_its_wal_are_private() {
