@@ -148,8 +148,10 @@ pub struct ProxyArgs {
     #[arg(long, global = true, default_value = "60s", value_name = "DURATION")]
     pub response_timeout: humantime::Duration,
 
-    /// Limit for silence in the middle of a body, and for a client that connects but
-    /// sends no request.
+    /// Limit for silence in the middle of a body, for a client that connects but sends
+    /// no request, for a write the peer does not read (a client or server that stops
+    /// reading, an HTTP/2 window that never opens), and for a kept server connection
+    /// nobody uses.
     #[arg(long, global = true, default_value = "60s", value_name = "DURATION")]
     pub idle_timeout: humantime::Duration,
 

@@ -4,9 +4,12 @@
 //! connection, HTTP/2 streams side by side), so "the next flow that asks" is not who
 //! an event belongs to. An exchange holds a [`TlsEventTap`] while it is in flight and
 //! receives every event recorded meanwhile; when several taps are live (HTTP/2), each
-//! receives a copy. The first tap ever made also receives what was recorded before it
-//! (the connection's setup: the first handshake's CertificateRequest, its alerts).
-//! Events recorded while no tap is live wait in the unattached queue.
+//! receives a copy. A tap made while no other is live also receives what was recorded
+//! while none was: the connection's setup (the first handshake's CertificateRequest,
+//! its alerts) for the first exchange, and what happened on the idle connection since
+//! the last exchange (a HelloRequest answered between requests) for the next one —
+//! timestamped before that exchange began. Events after the last exchange stay in the
+//! unattached queue, for the event log.
 //!
 //! ```
 //! # use periscope_tls::TlsConnectionState;
@@ -168,7 +171,11 @@ impl EventRouting {
     pub(crate) fn add_tap(&mut self) -> TapId {
         let id = TapId(self.next_tap);
         self.next_tap += 1;
-        let queue = self.before_first_tap.take().unwrap_or_default();
+        let queue = match self.before_first_tap.take() {
+            Some(setup) => setup,
+            None if self.taps.is_empty() => std::mem::take(&mut self.unattached),
+            None => EventQueue::default(),
+        };
         self.taps.push((id, queue));
         id
     }
@@ -340,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn events_between_exchanges_are_unattached() {
+    fn events_between_exchanges_go_to_the_next_exchange_and_after_the_last_to_the_log() {
         let connection = TlsConnectionState::upstream(None);
         drop(connection.tap());
 
@@ -348,9 +355,23 @@ mod tests {
         connection.record(key_update());
 
         let next = connection.tap();
-        assert!(next.take().is_empty(), "it happened before this exchange");
+        assert_eq!(kinds(next.take()), vec![key_update().kind]);
+        assert!(connection.take_unattached().is_empty(), "handed over once");
+        drop(next);
+
+        // After the last exchange, nobody comes: the event log gets it.
+        connection.record(key_update());
         assert_eq!(kinds(connection.take_unattached()), vec![key_update().kind]);
-        assert!(connection.take_unattached().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_second_exchange_sharing_the_connection_does_not_take_what_the_first_one_has() {
+        let connection = TlsConnectionState::upstream(None);
+        let first = connection.tap();
+        connection.record(key_update());
+        let second = connection.tap();
+        assert!(second.take().is_empty());
+        assert_eq!(kinds(first.take()), vec![key_update().kind]);
     }
 
     #[test]

@@ -167,15 +167,17 @@ impl TlsConnectionState {
     }
 
     /// Delivers every event of this connection to the returned tap while it lives
-    /// (to every live tap, when exchanges share the connection). The first tap made
-    /// also receives the events recorded before it: the connection's setup.
+    /// (to every live tap, when exchanges share the connection). A tap made while
+    /// none is live also receives what was recorded while none was: the connection's
+    /// setup, or what happened on it while idle since the last exchange.
     pub fn tap(self: &Arc<Self>) -> TlsEventTap {
         let id = self.lock().events.add_tap();
         TlsEventTap::new(Arc::clone(self), id)
     }
 
-    /// Events recorded while no tap was live (after the first tap was made), oldest
-    /// first: an idle connection's KeyUpdate, the alert that closed it.
+    /// Events recorded while no tap was live and not yet handed to a later one, oldest
+    /// first: after the last exchange, an idle connection's KeyUpdate, the alert that
+    /// closed it.
     pub fn take_unattached(&self) -> Vec<(Timestamp, TlsEvent)> {
         self.lock().events.take_unattached()
     }
