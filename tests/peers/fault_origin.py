@@ -15,12 +15,12 @@ Connection-level modes (--mode), chosen when the server starts:
 HTTP behaviours, by request path (mode `http`):
 
   /ok                    200 with body "ok\\n", keep-alive
-  /slow?seconds=S        200 "slow\\n" after S seconds (default 3): a request in flight
+  /slow?seconds=S        200 "slow\\n" after S seconds (default 3), or ?ms=N after N
+                         milliseconds: a request in flight
   /drain                 reads the request body (Content-Length or chunked), then 200
                          "received N bytes"; prints `request body: N bytes`
   /big?size=N            200 with N bytes of body (default 100000); prints
                          `send failed after N bytes` when the connection breaks first
-  /slow?ms=N             waits N milliseconds (default 3000), then 200 "slow ok\n"
   /sink                  reads a chunked request body to its last chunk without
                          parsing the chunks (fast for millions of tiny ones), then 200
                          "received N bytes" counting the bytes on the wire
@@ -175,8 +175,15 @@ def answer(conn, reader, head):
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
         return True
     if path == "/slow":
-        time.sleep(float(query.get("seconds", "3")))
-        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nslow\n")
+        if "ms" in query:
+            time.sleep(int(query["ms"]) / 1000)
+        else:
+            time.sleep(float(query.get("seconds", "3")))
+        try:
+            send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nslow\n")
+        except OSError:
+            say("slow answer not delivered")
+            return False
         return True
     if path == "/echo-head":
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
@@ -205,14 +212,6 @@ def answer(conn, reader, head):
                 size -= min(size, len(block))
         except OSError:
             say(f"send failed after {sent} bytes")
-            return False
-        return True
-    if path == "/slow":
-        time.sleep(int(query.get("ms", "3000")) / 1000)
-        try:
-            send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\nslow ok\n")
-        except OSError:
-            say("slow answer not delivered")
             return False
         return True
     if path == "/sink":

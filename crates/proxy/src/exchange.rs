@@ -181,11 +181,21 @@ pub async fn deliver(
         };
         if connection.sender.ready().await.is_err() {
             let explained = UpstreamError::from_tls_state(&label, connection.tls.as_deref());
-            let closed = AttemptFailure::ClosedBeforeSend {
-                tls_explained: explained.is_some(),
+            // Nothing was sent: any request may go again.
+            let closed = if refused_without_alpn(&connection) && explained.is_none() {
+                AttemptFailure::ClosedWithoutAlpn { idempotent: true }
+            } else {
+                AttemptFailure::ClosedBeforeSend {
+                    tls_explained: explained.is_some(),
+                }
             };
-            if after_failure(attempt(true), &closed) == RetryDecision::Resend {
-                continue;
+            match after_failure(attempt(true), &closed) {
+                RetryDecision::Resend => continue,
+                RetryDecision::ReplayOverHttp2 => {
+                    offer_http2_from_now_on(core, recorder, key);
+                    continue;
+                }
+                _ => {}
             }
             let error = explained.unwrap_or_else(|| {
                 UpstreamError::exchange(format!(
@@ -229,12 +239,7 @@ pub async fn deliver(
                      from now on)"
                 ));
             } else {
-                core.remember_offer_http2(&key.host);
-                recorder.push_note(format!(
-                    "{label} selected no protocol by ALPN and closed the HTTP/1.1 connection \
-                     without answering; retrying with HTTP/2 offered (and offering it to this \
-                     host from now on)"
-                ));
+                offer_http2_from_now_on(core, recorder, key);
             }
         }
         let again = match decision {
@@ -273,6 +278,26 @@ pub async fn deliver(
     }
 }
 
+/// A connection whose server selected no protocol by ALPN (HTTP/2 was not offered)
+/// and sent nothing: what HTTP/2-only servers such as nghttpd do to HTTP/1.1 clients.
+fn refused_without_alpn(connection: &UpstreamConnection) -> bool {
+    connection
+        .unnegotiated
+        .as_ref()
+        .is_some_and(|unnegotiated| {
+            !unnegotiated.http2_offered && unnegotiated.first_bytes.bytes().is_empty()
+        })
+}
+
+fn offer_http2_from_now_on(core: &ProxyCore, recorder: &FlowRecorder, key: &UpstreamKey) {
+    core.remember_offer_http2(&key.host);
+    recorder.push_note(format!(
+        "{} selected no protocol by ALPN and closed the HTTP/1.1 connection without \
+         answering; retrying with HTTP/2 offered (and offering it to this host from now on)",
+        key.label()
+    ));
+}
+
 /// What a failed send means for the retry policy.
 fn classify_failure(
     connection: &UpstreamConnection,
@@ -284,9 +309,9 @@ fn classify_failure(
         if unnegotiated.first_bytes.is_http2_preface() {
             return AttemptFailure::ServerSpokeHttp2;
         }
-        if !unnegotiated.http2_offered && unnegotiated.first_bytes.bytes().is_empty() {
-            return AttemptFailure::ClosedWithoutAlpn { idempotent };
-        }
+    }
+    if refused_without_alpn(connection) {
+        return AttemptFailure::ClosedWithoutAlpn { idempotent };
     }
     if is_http11_required(error) {
         return AttemptFailure::Http11Required;
