@@ -96,7 +96,7 @@ fn handle_event(
                 eprintln!("periscope: {}", entry.message);
             }
         }
-        FlowEvent::RequestReceived(_) => {}
+        FlowEvent::RequestReceived(_) | FlowEvent::Removed(_) => {}
     }
 }
 

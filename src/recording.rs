@@ -53,7 +53,10 @@ pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
                                 report(&error, &mut reported_failure);
                             }
                         }
-                        FlowEvent::RequestReceived(_) | FlowEvent::WebSocketMessage { .. } => {}
+                        // The store learns of removals from whoever removed the flow.
+                        FlowEvent::RequestReceived(_)
+                        | FlowEvent::WebSocketMessage { .. }
+                        | FlowEvent::Removed(_) => {}
                     }
                     if flows.len() < BATCH {
                         next = events.try_recv().ok();

@@ -960,6 +960,8 @@ mod tests {
             marked: false,
             intercepted_tls: true,
             websocket: None,
+            intercepted: None,
+            annotations: Default::default(),
         }
     }
 

@@ -24,8 +24,8 @@ pub mod store;
 
 pub use periscope_model::{events, model, timeline, websocket};
 pub use periscope_model::{
-    Body, CertificateSummary, ConnectionInfo, Direction, Flow, FlowError, FlowErrorKind, FlowEvent,
-    FlowId, Header, Headers, Initiator, Leg, LogEntry, LogLevel, Milestone, Request, Response,
-    Timeline, TimelineEntry, TimelineEvent, Timestamp, TlsEvent, TlsEventKind, TlsInfo,
-    WebSocketMessage, WebSocketOpcode, WebSocketSession,
+    Annotations, Body, CertificateSummary, ConnectionInfo, Direction, Flow, FlowError,
+    FlowErrorKind, FlowEvent, FlowId, Header, Headers, Initiator, Interception, Leg, LogEntry,
+    LogLevel, Milestone, Request, Response, Timeline, TimelineEntry, TimelineEvent, Timestamp,
+    TlsEvent, TlsEventKind, TlsInfo, WebSocketMessage, WebSocketOpcode, WebSocketSession,
 };

@@ -2,9 +2,10 @@
 //! the console, the web UI): a broadcast ring that every subscriber reads at its own
 //! pace.
 //!
-//! The ring is bounded by bytes as well as by count: a subscriber that stops reading
-//! (a paused `periscope dump | less`) holds at most [`MAX_BYTES`] of flows, not the
-//! last 16,384 flows with their bodies. When it reads again it learns how many events
+//! An event stays only until every subscriber has read it, and the ring is bounded by
+//! bytes as well as by count: a subscriber that stops reading (a paused
+//! `periscope dump | less`) holds at most [`MAX_BYTES`] of flows, not the last 16,384
+//! flows with their bodies. When it reads again it learns how many events
 //! it missed ([`RecvError::Lagged`]), as with `tokio::sync::broadcast`, whose error
 //! types it reuses. Subscribers that must see everything (the session store) use the
 //! proxy's reliable queue instead.
@@ -42,6 +43,7 @@ pub fn cost_of(event: &FlowEvent) -> usize {
         | FlowEvent::RequestReceived(flow) => flow_cost(flow),
         FlowEvent::WebSocketMessage { message, .. } => 64 + message.content.len(),
         FlowEvent::Log(entry) => 64 + entry.message.len(),
+        FlowEvent::Removed(_) => 64,
     }
 }
 
@@ -62,6 +64,31 @@ struct RingState {
     next: u64,
     bytes: usize,
     closed: bool,
+    /// Where each subscriber is: events every subscriber has passed are let go.
+    cursors: Vec<(u64, u64)>,
+    next_subscriber: u64,
+}
+
+impl RingState {
+    fn oldest(&self) -> u64 {
+        self.next - self.events.len() as u64
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, cost)) = self.events.pop_front() {
+            self.bytes -= cost;
+        }
+    }
+
+    /// Lets go of the events every subscriber has read.
+    fn release_read(&mut self) {
+        let Some(slowest) = self.cursors.iter().map(|(_, next)| *next).min() else {
+            return;
+        };
+        while self.oldest() < slowest && !self.events.is_empty() {
+            self.pop_front();
+        }
+    }
 }
 
 impl Ring {
@@ -102,9 +129,14 @@ impl FlowFeed {
     /// A subscriber that sees the events sent from now on.
     pub fn subscribe(&self) -> FlowReceiver {
         self.ring.receivers.fetch_add(1, Ordering::AcqRel);
-        let next = self.ring.lock().next;
+        let mut state = self.ring.lock();
+        let id = state.next_subscriber;
+        state.next_subscriber += 1;
+        let next = state.next;
+        state.cursors.push((id, next));
         FlowReceiver {
             ring: Arc::clone(&self.ring),
+            id,
             next,
         }
     }
@@ -124,9 +156,7 @@ impl FlowFeed {
             while state.events.len() > 1
                 && (state.events.len() > self.ring.max_events || state.bytes > self.ring.max_bytes)
             {
-                if let Some((_, cost)) = state.events.pop_front() {
-                    state.bytes -= cost;
-                }
+                state.pop_front();
             }
         }
         self.ring.arrived.notify_waiters();
@@ -159,6 +189,7 @@ impl Drop for FlowFeed {
 /// One subscriber's position in the ring.
 pub struct FlowReceiver {
     ring: Arc<Ring>,
+    id: u64,
     next: u64,
 }
 
@@ -181,11 +212,12 @@ impl FlowReceiver {
     }
 
     pub fn try_recv(&mut self) -> Result<FlowEvent, TryRecvError> {
-        let state = self.ring.lock();
-        let oldest = state.next - state.events.len() as u64;
+        let mut state = self.ring.lock();
+        let oldest = state.oldest();
         if self.next < oldest {
             let missed = oldest - self.next;
             self.next = oldest;
+            self.moved(&mut state);
             return Err(TryRecvError::Lagged(missed));
         }
         if self.next == state.next {
@@ -195,14 +227,36 @@ impl FlowReceiver {
                 TryRecvError::Empty
             });
         }
-        let (event, _) = &state.events[(self.next - oldest) as usize];
+        let event = state.events[(self.next - oldest) as usize].0.clone();
         self.next += 1;
-        Ok(event.clone())
+        self.moved(&mut state);
+        Ok(event)
+    }
+
+    /// Records this subscriber's new position and lets go of what all have read.
+    fn moved(&self, state: &mut RingState) {
+        let was_slowest_at = state
+            .cursors
+            .iter_mut()
+            .find(|(id, _)| *id == self.id)
+            .map(|(_, next)| std::mem::replace(next, self.next));
+        if was_slowest_at == Some(state.oldest()) {
+            state.release_read();
+        }
     }
 }
 
 impl Drop for FlowReceiver {
     fn drop(&mut self) {
+        let mut state = self.ring.lock();
+        state.cursors.retain(|(id, _)| *id != self.id);
+        if state.cursors.is_empty() {
+            state.events.clear();
+            state.bytes = 0;
+        } else {
+            state.release_read();
+        }
+        drop(state);
         self.ring.receivers.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -277,6 +331,28 @@ mod tests {
         assert_eq!(feed.held_bytes(), 0);
         let mut late = feed.subscribe();
         assert!(matches!(late.try_recv(), Err(TryRecvError::Empty)));
+    }
+
+    #[test]
+    fn events_every_subscriber_has_read_are_let_go() {
+        let feed = FlowFeed::new();
+        let mut fast = feed.subscribe();
+        let mut slow = feed.subscribe();
+        feed.send(log(&"x".repeat(1000)));
+        feed.send(log(&"y".repeat(1000)));
+        let held = feed.held_bytes();
+        assert!(held > 2000);
+        fast.try_recv().unwrap();
+        fast.try_recv().unwrap();
+        assert_eq!(feed.held_bytes(), held, "the slow one has read nothing yet");
+        slow.try_recv().unwrap();
+        assert!(feed.held_bytes() < held);
+        slow.try_recv().unwrap();
+        assert_eq!(feed.held_bytes(), 0, "all read: nothing held");
+        drop(slow);
+        feed.send(log("z"));
+        assert_eq!(text(fast.try_recv().unwrap()), "z");
+        assert_eq!(feed.held_bytes(), 0);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use crate::websocket::WebSocketMessage;
 /// never mutates a flow after publishing it.
 #[derive(Clone, Debug)]
 pub enum FlowEvent {
-    /// The request head arrived; the response is not known yet.
+    /// A flow in flight: its request head arrived, or it changed before it ended
+    /// (intercepted, resumed, edited). The response is not complete yet.
     RequestReceived(Arc<Flow>),
     /// The exchange ended: with a full response, or with an error.
     Completed(Arc<Flow>),
@@ -25,6 +26,8 @@ pub enum FlowEvent {
     },
     /// Something worth a line in the event log that belongs to no single flow.
     Log(LogEntry),
+    /// A flow was removed from the session.
+    Removed(FlowId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

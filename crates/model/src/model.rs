@@ -293,6 +293,56 @@ pub struct Flow {
     /// The WebSocket connection that followed a `101 Switching Protocols`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<crate::websocket::WebSocketSession>,
+    /// Paused by the user's intercept filter, and where. Only flows in flight are; a
+    /// recorded flow never is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intercepted: Option<Interception>,
+    /// What the user did to the flow.
+    #[serde(default, skip_serializing_if = "Annotations::is_empty")]
+    pub annotations: Annotations,
+}
+
+/// Where a flow waits for the user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+pub enum Interception {
+    /// Before anything was sent to the server.
+    Request,
+    /// Before anything of the response was sent to the client.
+    Response,
+    /// A WebSocket message, held before it reaches the other side.
+    WebSocketMessage {
+        message: crate::websocket::WebSocketMessage,
+    },
+    /// The server asked for a client certificate during a renegotiation or TLS 1.3
+    /// post-handshake authentication; the handshake waits for the user's choice.
+    ClientCertificate {
+        ca_names: Vec<String>,
+        post_handshake: bool,
+    },
+}
+
+/// The user's marks on a flow, carried in saved sessions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotations {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+    /// Changed by the user (while intercepted or afterwards); the session keeps what
+    /// was recorded, for revert.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub modified: bool,
+    /// This flow is a replay of that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<FlowId>,
+    /// This flow is a copy of that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<FlowId>,
+}
+
+impl Annotations {
+    pub fn is_empty(&self) -> bool {
+        *self == Annotations::default()
+    }
 }
 
 impl Flow {

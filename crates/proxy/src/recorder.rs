@@ -113,6 +113,8 @@ impl FlowRecorder {
             marked: false,
             intercepted_tls: client.intercepted_tls,
             websocket: None,
+            intercepted: None,
+            annotations: Default::default(),
         };
         Arc::new(FlowRecorder {
             id: flow.id,

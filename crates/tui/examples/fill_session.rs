@@ -260,5 +260,7 @@ fn made_up_flow(n: usize, start: i64, random: &mut XorShift) -> Flow {
         marked: false,
         intercepted_tls: true,
         websocket: None,
+        intercepted: None,
+        annotations: Default::default(),
     }
 }

@@ -437,6 +437,8 @@ impl App {
             }
             FlowEvent::WebSocketMessage { flow, message } => self.websocket_message(flow, message),
             FlowEvent::Log(entry) => self.log.push(entry),
+            // Another front end removed it from the session: read the list again.
+            FlowEvent::Removed(_) => self.list.on_lagged(),
         }
     }
 

@@ -107,6 +107,8 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
         marked: false,
         intercepted_tls: true,
         websocket: None,
+        intercepted: None,
+        annotations: Default::default(),
     }
 }
 

@@ -98,6 +98,8 @@ fn get_flow() -> Flow {
         marked: false,
         intercepted_tls: true,
         websocket: None,
+        intercepted: None,
+        annotations: Default::default(),
     }
 }
 

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::model::{
-    Body, ConnectionInfo, Flow, FlowError, FlowId, Header, Headers, Request, Response,
+    Annotations, Body, ConnectionInfo, Flow, FlowError, FlowId, Header, Headers, Request, Response,
 };
 use crate::timeline::{Milestone, Timeline, TimelineEvent};
 
@@ -65,6 +65,8 @@ struct FlowHeadEnd<'a> {
     intercepted_tls: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     websocket: &'a Option<crate::websocket::WebSocketSession>,
+    #[serde(skip_serializing_if = "Annotations::is_empty")]
+    annotations: &'a Annotations,
 }
 
 #[derive(Serialize)]
@@ -115,6 +117,9 @@ pub(super) fn to_json(flow: &Flow) -> serde_json::Result<String> {
         marked,
         intercepted_tls,
         websocket,
+        // A stored flow is never paused: the store keeps what happened.
+        intercepted: _,
+        annotations,
     } = flow;
     // Sized once: growing a String to 2-3 KB by doubling copied it seven times.
     let header_bytes: usize = request
@@ -146,6 +151,7 @@ pub(super) fn to_json(flow: &Flow) -> serde_json::Result<String> {
             marked: *marked,
             intercepted_tls: *intercepted_tls,
             websocket,
+            annotations,
         },
     )?;
     json[end] = b',';

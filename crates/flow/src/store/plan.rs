@@ -134,6 +134,8 @@ impl Columns {
             marked: self.marked,
             intercepted_tls: false,
             websocket: None,
+            intercepted: None,
+            annotations: Default::default(),
         }
     }
 }

@@ -66,6 +66,8 @@ fn flow_at(host: &str, path: &str, started: i64) -> Flow {
         marked: false,
         intercepted_tls: false,
         websocket: None,
+        intercepted: None,
+        annotations: Default::default(),
     }
 }
 
