@@ -215,6 +215,132 @@ pub trait FlowControl: Send + Sync {
     fn set_options(&self, update: OptionsUpdate) -> Result<Options, ControlError>;
 }
 
+/// Applies `edit` to `flow` (the recorded request and response; marks and comment),
+/// and sets `annotations.modified` when the exchange itself changed. Nothing changes
+/// when the edit is invalid.
+pub fn apply_edit(flow: &mut Flow, edit: &FlowEdit) -> Result<(), ControlError> {
+    let mut edited = flow.clone();
+    let mut exchange_changed = false;
+    if let Some(request) = &edit.request {
+        let target = &mut edited.request;
+        if let Some(method) = &request.method {
+            if method.is_empty()
+                || !method
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                return Err(ControlError::InvalidEdit(format!(
+                    "\"{method}\" is not an HTTP method"
+                )));
+            }
+            target.method = method.clone();
+        }
+        if let Some(scheme) = &request.scheme {
+            if scheme != "http" && scheme != "https" {
+                return Err(ControlError::InvalidEdit(format!(
+                    "scheme \"{scheme}\": only http and https"
+                )));
+            }
+            target.scheme = scheme.clone();
+        }
+        if let Some(host) = &request.host {
+            if host.is_empty() || host.contains(['/', ' ', '?', '#', '@']) {
+                return Err(ControlError::InvalidEdit(format!(
+                    "\"{host}\" is not a host"
+                )));
+            }
+            target.host = host.clone();
+        }
+        if let Some(port) = request.port {
+            if port == 0 {
+                return Err(ControlError::InvalidEdit("port 0".into()));
+            }
+            target.port = port;
+        }
+        if let Some(path) = &request.path {
+            if !(path.starts_with('/') || path == "*") || path.contains([' ', '\r', '\n']) {
+                return Err(ControlError::InvalidEdit(format!(
+                    "\"{path}\" is not a path (it starts with / and has no spaces)"
+                )));
+            }
+            target.path = path.clone();
+        }
+        if let Some(version) = &request.http_version {
+            target.http_version = version.clone();
+        }
+        if let Some(headers) = &request.headers {
+            target.headers = edited_headers(headers)?;
+        }
+        if let Some(content) = &request.content {
+            target.body = periscope_model::Body::complete(content.bytes()?);
+        }
+        exchange_changed = true;
+    }
+    if let Some(response) = &edit.response {
+        let Some(target) = edited.response.as_mut() else {
+            return Err(ControlError::InvalidEdit(
+                "the flow has no response to edit".into(),
+            ));
+        };
+        if let Some(status) = response.status_code {
+            if !(100..=999).contains(&status) {
+                return Err(ControlError::InvalidEdit(format!("status {status}")));
+            }
+            target.status = status;
+        }
+        if let Some(reason) = &response.reason {
+            if reason.contains(['\r', '\n']) {
+                return Err(ControlError::InvalidEdit("a reason is one line".into()));
+            }
+            target.reason = reason.clone();
+        }
+        if let Some(version) = &response.http_version {
+            target.http_version = version.clone();
+        }
+        if let Some(headers) = &response.headers {
+            target.headers = edited_headers(headers)?;
+        }
+        if let Some(content) = &response.content {
+            target.body = periscope_model::Body::complete(content.bytes()?);
+        }
+        exchange_changed = true;
+    }
+    if let Some(marked) = edit.marked {
+        edited.marked = marked;
+    }
+    if let Some(comment) = &edit.comment {
+        edited.annotations.comment = comment.clone();
+    }
+    if exchange_changed {
+        edited.annotations.modified = true;
+    }
+    *flow = edited;
+    Ok(())
+}
+
+/// Header lines as the user gave them, checked: a name is a token, a value one line.
+fn edited_headers(headers: &[(String, String)]) -> Result<periscope_model::Headers, ControlError> {
+    let mut edited = periscope_model::Headers::default();
+    for (name, value) in headers {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(ControlError::InvalidEdit(format!(
+                "\"{name}\" is not a header name"
+            )));
+        }
+        if value.contains(['\r', '\n', '\0']) {
+            return Err(ControlError::InvalidEdit(format!(
+                "the value of {name} is not one line"
+            )));
+        }
+        edited.push(name.clone(), value.clone().into_bytes());
+    }
+    Ok(edited)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +365,78 @@ mod tests {
         assert_eq!(binary.bytes().unwrap(), vec![0xff, 0]);
         let json = serde_json::to_string(&binary).unwrap();
         assert_eq!(json, r#"{"base64":"/wA="}"#);
+    }
+
+    fn flow() -> Flow {
+        serde_json::from_value(serde_json::json!({
+            "id": "01900000-0000-7000-8000-000000000001",
+            "client": {"id": 1, "peer": null, "local": null, "target": null, "tls": null},
+            "server": null,
+            "request": {"method": "GET", "scheme": "https", "host": "example.test", "port": 443,
+                "path": "/a", "http_version": "HTTP/1.1", "headers": [{"name": "accept", "value": "*/*"}],
+                "body": {"content": "", "size": 0, "truncated": false}, "trailers": null},
+            "response": {"status": 200, "reason": "OK", "http_version": "HTTP/1.1",
+                "headers": [], "body": {"content": "b2s=", "size": 2, "truncated": false},
+                "trailers": null, "generated": false},
+            "error": null,
+            "timeline": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_edit_changes_what_it_names_and_marks_the_flow_modified() {
+        let mut flow = flow();
+        let edit: FlowEdit = serde_json::from_str(
+            r#"{"request": {"method": "POST", "path": "/b?x=1", "headers": [["x-a", "1"]], "content": "body"},
+                "response": {"status_code": 404}, "comment": "look"}"#,
+        )
+        .unwrap();
+        apply_edit(&mut flow, &edit).unwrap();
+        assert_eq!(flow.request.method, "POST");
+        assert_eq!(flow.request.url(), "https://example.test/b?x=1");
+        assert_eq!(flow.request.headers.get_str("x-a").as_deref(), Some("1"));
+        assert!(
+            flow.request.headers.get("accept").is_none(),
+            "the list replaces the headers"
+        );
+        assert_eq!(&flow.request.body.content[..], b"body");
+        assert_eq!(flow.response.as_ref().unwrap().status, 404);
+        assert_eq!(&flow.response.as_ref().unwrap().body.content[..], b"ok");
+        assert_eq!(flow.annotations.comment, "look");
+        assert!(flow.annotations.modified);
+    }
+
+    #[test]
+    fn a_comment_or_mark_alone_is_not_a_modification() {
+        let mut flow = flow();
+        let edit = FlowEdit {
+            marked: Some(true),
+            comment: Some("later".into()),
+            ..FlowEdit::default()
+        };
+        apply_edit(&mut flow, &edit).unwrap();
+        assert!(flow.marked);
+        assert!(!flow.annotations.modified);
+    }
+
+    #[test]
+    fn an_invalid_edit_changes_nothing() {
+        let original = flow();
+        for bad in [
+            r#"{"request": {"method": "GE T"}}"#,
+            r#"{"request": {"path": "no-slash"}}"#,
+            r#"{"request": {"headers": [["bad name", "v"]]}}"#,
+            r#"{"request": {"headers": [["x", "two\nlines"]]}}"#,
+            r#"{"request": {"scheme": "ftp"}}"#,
+            r#"{"request": {"method": "PUT", "port": 0}}"#,
+            r#"{"response": {"status_code": 42}}"#,
+        ] {
+            let mut flow = original.clone();
+            let edit: FlowEdit = serde_json::from_str(bad).unwrap();
+            assert!(apply_edit(&mut flow, &edit).is_err(), "{bad}");
+            assert_eq!(flow, original, "{bad}");
+        }
     }
 
     #[test]

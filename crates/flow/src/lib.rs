@@ -26,6 +26,7 @@ pub use periscope_model::{events, model, timeline, websocket};
 pub use periscope_model::{
     Annotations, Body, CertificateSummary, ConnectionInfo, Direction, Flow, FlowError,
     FlowErrorKind, FlowEvent, FlowId, Header, Headers, Initiator, Interception, Leg, LogEntry,
-    LogLevel, Milestone, Request, Response, Timeline, TimelineEntry, TimelineEvent, Timestamp,
-    TlsEvent, TlsEventKind, TlsInfo, WebSocketMessage, WebSocketOpcode, WebSocketSession,
+    LogLevel, MessageFate, Milestone, Request, Response, Timeline, TimelineEntry, TimelineEvent,
+    Timestamp, TlsEvent, TlsEventKind, TlsInfo, WebSocketMessage, WebSocketOpcode,
+    WebSocketSession,
 };

@@ -34,4 +34,4 @@ pub use timeline::{
     Direction, Initiator, Leg, Milestone, Timeline, TimelineEntry, TimelineEvent, TlsEvent,
     TlsEventKind,
 };
-pub use websocket::{WebSocketMessage, WebSocketOpcode, WebSocketSession};
+pub use websocket::{MessageFate, WebSocketMessage, WebSocketOpcode, WebSocketSession};

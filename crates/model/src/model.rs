@@ -257,6 +257,8 @@ pub enum FlowErrorKind {
     UpstreamProtocol,
     /// The client went away before the exchange completed.
     ClientDisconnected,
+    /// The user killed the flow.
+    Killed,
     /// Something else: the message says what.
     Other,
 }

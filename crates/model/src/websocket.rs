@@ -38,6 +38,28 @@ impl WebSocketOpcode {
     }
 }
 
+/// What Periscope did with a message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageFate {
+    /// Passed on as it came.
+    #[default]
+    Relayed,
+    /// Held by the intercept filter and passed on as the user changed it (the content
+    /// recorded is what was delivered).
+    Edited,
+    /// Held by the intercept filter and never delivered.
+    Dropped,
+    /// Written by Periscope at the user's request; no peer sent it.
+    Injected,
+}
+
+impl MessageFate {
+    pub fn is_relayed(&self) -> bool {
+        *self == MessageFate::Relayed
+    }
+}
+
 /// One message (a data message reassembled from its fragments, or a control frame).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebSocketMessage {
@@ -54,6 +76,8 @@ pub struct WebSocketMessage {
     pub frames: u32,
     /// When its last frame passed the proxy.
     pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "MessageFate::is_relayed")]
+    pub fate: MessageFate,
 }
 
 impl WebSocketMessage {

@@ -181,6 +181,18 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
+        if let Some(kill) = this.recorder.kill_switch() {
+            if kill.poll_killed(cx).is_ready() {
+                let message = format!(
+                    "{} after {} bytes of the {}",
+                    kill.reason(),
+                    this.seen,
+                    this.what()
+                );
+                this.fail(FlowErrorKind::Killed, message.clone());
+                return Poll::Ready(Some(Err(message.into())));
+            }
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.last_progress = Instant::now();
@@ -314,6 +326,16 @@ pub enum IncomingBody {
     Replayed(Full<Bytes>),
     /// A CONNECT stream's data is a tunnel, not a body.
     Empty,
+    /// A body whose start was read ahead (to show it to the user) and was too large
+    /// to hold whole: the part read, then the rest as it comes.
+    ReadAhead(Box<ReadAhead>),
+}
+
+pub struct ReadAhead {
+    pub prefix: Option<Bytes>,
+    pub rest: IncomingBody,
+    /// Trailers already read (the rest has ended then).
+    pub trailers: Option<http::HeaderMap>,
 }
 
 impl From<Option<crate::http2::H2Body>> for IncomingBody {
@@ -337,6 +359,17 @@ impl Body for IncomingBody {
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
             IncomingBody::Empty => Poll::Ready(None),
+            IncomingBody::ReadAhead(ahead) => {
+                if let Some(prefix) = ahead.prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                match Pin::new(&mut ahead.rest).poll_frame(cx) {
+                    Poll::Ready(None) => {
+                        Poll::Ready(ahead.trailers.take().map(|t| Ok(Frame::trailers(t))))
+                    }
+                    other => other,
+                }
+            }
         }
     }
 
@@ -346,6 +379,9 @@ impl Body for IncomingBody {
             IncomingBody::Http2(body) => body.is_end_stream(),
             IncomingBody::Replayed(body) => body.is_end_stream(),
             IncomingBody::Empty => true,
+            IncomingBody::ReadAhead(ahead) => {
+                ahead.prefix.is_none() && ahead.trailers.is_none() && ahead.rest.is_end_stream()
+            }
         }
     }
 
@@ -355,6 +391,16 @@ impl Body for IncomingBody {
             IncomingBody::Http2(body) => body.size_hint(),
             IncomingBody::Replayed(body) => body.size_hint(),
             IncomingBody::Empty => SizeHint::with_exact(0),
+            IncomingBody::ReadAhead(ahead) => {
+                let read = ahead.prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let rest = ahead.rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
     }
 }

@@ -45,6 +45,14 @@ pub struct ProxyConfig {
     pub credentials: Option<crate::guard::ProxyCredentials>,
     /// Features that act on every exchange (intercept, rules, addons), in order.
     pub hooks: crate::hooks::Hooks,
+    /// A front end can act on flows (the console, the control API, `--intercept`):
+    /// flows in flight are registered so they can be found, paused and killed.
+    pub interactive: bool,
+    /// Pause flows matching this filter (`--intercept`); needs `interactive`.
+    pub intercept: Option<String>,
+    /// Pause a server's certificate request after the first handshake for the user
+    /// (`--intercept-tls`); needs `interactive`.
+    pub intercept_tls: bool,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +68,9 @@ impl Default for ProxyConfig {
             client_tls: ClientTlsSettings::default(),
             credentials: None,
             hooks: crate::hooks::Hooks::default(),
+            interactive: false,
+            intercept: None,
+            intercept_tls: false,
         }
     }
 }

@@ -9,6 +9,17 @@ use periscope_tls::{CertificateAuthority, ClientTls, TlsError, UpstreamTls};
 use crate::bus::FlowBus;
 use crate::config::ProxyConfig;
 use crate::hooks::Hooks;
+use crate::intercept::{Intercept, LiveFlows};
+use periscope_flow::filter::Filter;
+
+/// Why the proxy could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("invalid intercept filter {0}")]
+    Intercept(String),
+}
 
 pub struct ProxyCore {
     pub config: ProxyConfig,
@@ -17,6 +28,12 @@ pub struct ProxyCore {
     pub client_tls: ClientTls,
     pub bus: FlowBus,
     pub hooks: Hooks,
+    /// Flows in flight, for front ends that act on them (`None`: nobody can).
+    pub live: Option<Arc<LiveFlows>>,
+    /// The user's intercept filter, when front ends can act on flows.
+    pub intercept: Option<Arc<Intercept>>,
+    /// Hold servers' certificate requests after the first handshake for the user.
+    pub intercept_tls: Arc<std::sync::atomic::AtomicBool>,
     ca_pem: Vec<u8>,
     /// Hosts whose HTTP/2 server answered HTTP_1_1_REQUIRED: they get HTTP/1.1.
     http11_required: HostMemory,
@@ -54,12 +71,35 @@ impl ProxyCore {
         config: ProxyConfig,
         ca: Arc<CertificateAuthority>,
         bus: FlowBus,
-    ) -> Result<Self, TlsError> {
+    ) -> Result<Self, CoreError> {
+        let mut hooks = config.hooks.clone();
+        let (live, intercept) = if config.interactive {
+            let live = Arc::new(LiveFlows::default());
+            let intercept = Arc::new(Intercept::new(
+                Arc::clone(&live),
+                config.body_limit,
+                config.timeouts.body_idle,
+            ));
+            if let Some(text) = &config.intercept {
+                let filter = Filter::parse(text)
+                    .map_err(|e| CoreError::Intercept(format!("{text}: {e}")))?;
+                intercept.set_filter(Some((text.clone(), filter)));
+            }
+            hooks.insert_first(Arc::clone(&intercept) as Arc<dyn crate::hooks::ExchangeHook>);
+            (Some(live), Some(intercept))
+        } else {
+            (None, None)
+        };
         Ok(ProxyCore {
-            ca_pem: ca.certificate().to_pem()?,
+            live,
+            intercept,
+            intercept_tls: Arc::new(std::sync::atomic::AtomicBool::new(
+                config.interactive && config.intercept_tls,
+            )),
+            ca_pem: ca.certificate().to_pem().map_err(TlsError::from)?,
             upstream_tls: UpstreamTls::new(config.upstream_tls.clone())?,
             client_tls: ClientTls::new(config.client_tls.clone())?,
-            hooks: config.hooks.clone(),
+            hooks,
             config,
             ca,
             bus,

@@ -31,6 +31,41 @@ impl Destination {
     pub fn key(&self) -> &UpstreamKey {
         &self.pool.key
     }
+
+    /// Where the request goes now that `request` (as the flow records it, perhaps
+    /// edited) names another scheme, host or port; `None` when it names this one.
+    pub fn moved_to(&self, request: &periscope_flow::Request) -> Option<Destination> {
+        let scheme = match request.scheme.as_str() {
+            "https" => "https",
+            _ => "http",
+        };
+        if scheme == self.scheme && request.host == self.host && request.port == self.port {
+            return None;
+        }
+        let tls = scheme == "https";
+        let host = request.host.to_ascii_lowercase();
+        Some(Destination {
+            pool: PoolTarget {
+                key: UpstreamKey {
+                    tls,
+                    host: host.clone(),
+                    port: request.port,
+                },
+                tls: tls.then(|| TlsParameters {
+                    server_name: host.clone(),
+                    send_sni: true,
+                    alpn: self.pool.tls.as_ref().map_or_else(
+                        || vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+                        |t| t.alpn.clone(),
+                    ),
+                }),
+                concurrent: self.pool.concurrent,
+            },
+            scheme,
+            host,
+            port: request.port,
+        })
+    }
 }
 
 /// The destination of `request`, or the answer when it is not one to forward.

@@ -26,7 +26,7 @@ use crate::core::ProxyCore;
 use crate::destination::{host_header_value, Destination};
 use crate::error::UpstreamError;
 use crate::headers::{record_headers, strip_hop_by_hop, wants_upgrade, NextHop};
-use crate::hooks::{RequestVerdict, ResponseVerdict};
+use crate::hooks::{RequestVerdict, ResponseVerdict, StageBody};
 use crate::http2::ServerStreamId;
 use crate::pages::{error_response, error_text, recorded_response};
 use crate::pool::ConnectionKind;
@@ -43,7 +43,7 @@ pub async fn run(
     started: Timestamp,
 ) -> ClientResponse {
     let core = session.core();
-    let destination = match session.destination_of(&request) {
+    let mut destination = match session.destination_of(&request) {
         Ok(destination) => destination,
         Err(answer) => return *answer,
     };
@@ -60,14 +60,32 @@ pub async fn run(
     let client_upgrade =
         wants_upgrade(request.headers()).then(|| PendingUpgrade::of_request(&mut request));
     let (mut head, body) = request.into_parts();
+    let mut body = StageBody::new(body);
     if !core.hooks.is_empty() {
-        match core.hooks.request_head(&recorder, &mut head).await {
+        match core
+            .hooks
+            .request_head(&recorder, &mut head, &mut body)
+            .await
+        {
             RequestVerdict::Continue => {}
             RequestVerdict::Answer(answer) => return answered_by_hook(&recorder, answer),
             RequestVerdict::Kill(reason) => return killed(&recorder, &reason),
         }
+        // A hook may have sent the request elsewhere: the destination follows the flow.
+        if let Some(moved) = recorder
+            .read(|flow| destination.moved_to(&flow.request))
+            .flatten()
+        {
+            destination = moved;
+        }
     }
-    let upstream_request = shape_request(core, head, body, &destination.pool.key, &recorder);
+    let upstream_request = shape_request(
+        core,
+        head,
+        body.into_body(),
+        &destination.pool.key,
+        &recorder,
+    );
     let (response, connection) = match deliver(
         session,
         &destination,
@@ -83,13 +101,18 @@ pub async fn run(
     session.pool().checkin(destination.key(), connection).await;
     let (mut head, body) = response.into_parts();
     record_response_head(&recorder, &head);
-    if !core.hooks.is_empty() {
-        if let ResponseVerdict::Kill(reason) = core.hooks.response_head(&recorder, &mut head).await
-        {
-            return killed(&recorder, &reason);
-        }
+    if core.hooks.is_empty() {
+        return relay_response(core, recorder, head, body, client_upgrade);
     }
-    relay_response(core, recorder, head, body, client_upgrade)
+    let mut body = StageBody::new(body);
+    if let ResponseVerdict::Kill(reason) = core
+        .hooks
+        .response_head(&recorder, &mut head, &mut body)
+        .await
+    {
+        return killed(&recorder, &reason);
+    }
+    relay_response(core, recorder, head, body.into_body(), client_upgrade)
 }
 
 /// The client's request as it goes upstream: hop-by-hop headers gone, framing
@@ -205,7 +228,14 @@ pub async fn deliver(
             return Err(fail(recorder, &label, error));
         }
         let sent = connection.sender.try_send(request);
-        let mut failure = match await_response(recorder, sent, response_timeout).await {
+        let waited = match recorder.kill_switch() {
+            None => await_response(recorder, sent, response_timeout).await,
+            Some(kill) => tokio::select! {
+                waited = await_response(recorder, sent, response_timeout) => waited,
+                () = kill.killed() => return Err(killed(recorder, &kill.reason())),
+            },
+        };
+        let mut failure = match waited {
             Err(_) => {
                 let error = UpstreamError::ResponseTimeout {
                     target: label.clone(),
@@ -216,6 +246,9 @@ pub async fn deliver(
             Ok(Ok(response)) => return Ok((response, connection)),
             Ok(Err(failure)) => failure,
         };
+        if let Some(kill) = recorder.kill_switch().filter(|kill| kill.is_killed()) {
+            return Err(killed(recorder, &kill.reason()));
+        }
         let unsent = failure.take_message();
         let what_happened =
             classify_failure(&connection, idempotent, failure.error(), unsent.is_some());
@@ -446,14 +479,19 @@ fn answered_by_hook(
     response
 }
 
-/// A hook (or the user) killed the exchange.
-fn killed(recorder: &FlowRecorder, reason: &str) -> ClientResponse {
+/// A hook (or the user) killed the exchange: an HTTP/1.1 client gets a 502 that says
+/// so and the connection closes; an HTTP/2 client's stream is reset.
+pub fn killed(recorder: &FlowRecorder, reason: &str) -> ClientResponse {
     let status = StatusCode::BAD_GATEWAY;
     let summary = "The flow was killed in Periscope.";
-    let response = error_response(status, summary, reason);
+    let mut response = error_response(status, summary, reason);
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response.extensions_mut().insert(crate::http2::ResetStream);
     let text = error_text(status, summary, reason);
     recorder.set_response(recorded_response(&response, text.as_bytes()));
-    recorder.finish_with_error(FlowErrorKind::Other, format!("killed: {reason}"));
+    recorder.finish_with_error(FlowErrorKind::Killed, reason.to_owned());
     response
 }
 

@@ -4,13 +4,89 @@
 //! [`ExchangeHook`]; the exchange runs the hooks in order, and a proxy without hooks
 //! pays one emptiness check per point.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body::Body as _;
 
+use crate::body::{IncomingBody, ReadAhead};
 use crate::recorder::FlowRecorder;
+
+/// A message body at a hook point: still streaming from its peer, or read whole so a
+/// hook can show or change it.
+pub struct StageBody {
+    body: IncomingBody,
+    whole: Option<Bytes>,
+}
+
+impl StageBody {
+    pub fn new(body: IncomingBody) -> Self {
+        StageBody { body, whole: None }
+    }
+
+    /// The body read whole, if it was.
+    pub fn whole(&self) -> Option<&Bytes> {
+        self.whole.as_ref()
+    }
+
+    /// Reads the body whole when it has at most `limit` bytes, waiting at most `idle`
+    /// for each part. A larger (or trailered, or stalled) body goes on streaming with
+    /// what was read put back in front: `None` then.
+    pub async fn read_whole(&mut self, limit: usize, idle: Duration) -> Option<&Bytes> {
+        if self.whole.is_some() {
+            return self.whole.as_ref();
+        }
+        let mut body = std::mem::replace(&mut self.body, IncomingBody::Empty);
+        let mut read = BytesMut::new();
+        let mut trailers = None;
+        let complete = loop {
+            if body.is_end_stream() {
+                break true;
+            }
+            let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+            match tokio::time::timeout(idle, frame).await {
+                Ok(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        read.extend_from_slice(&data);
+                        if read.len() > limit {
+                            break false;
+                        }
+                    }
+                    Err(frame) => {
+                        trailers = frame.into_trailers().ok();
+                        break false;
+                    }
+                },
+                Ok(None) => break true,
+                // The failure (or the stall) is the streaming body's to report.
+                Ok(Some(Err(_))) | Err(_) => break false,
+            }
+        };
+        if complete {
+            self.replace(read.freeze());
+        } else {
+            self.body = IncomingBody::ReadAhead(Box::new(ReadAhead {
+                prefix: (!read.is_empty()).then(|| read.freeze()),
+                rest: body,
+                trailers,
+            }));
+        }
+        self.whole.as_ref()
+    }
+
+    /// The body becomes `content`, whole.
+    pub fn replace(&mut self, content: Bytes) {
+        self.body = IncomingBody::Replayed(http_body_util::Full::new(content.clone()));
+        self.whole = Some(content);
+    }
+
+    pub fn into_body(self) -> IncomingBody {
+        self.body
+    }
+}
 
 pub type HookFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -37,21 +113,25 @@ pub trait ExchangeHook: Send + Sync {
     /// A short name for the flow's notes ("intercept", "rules").
     fn name(&self) -> &'static str;
 
-    /// The request head, before the destination is connected: it may be changed
-    /// (method, URI, headers) or answered.
+    /// The request head, before the destination is chosen and connected: the head and
+    /// the body may be changed (the flow's recorded request says what the result is:
+    /// a hook that changes it updates the flow), or the request answered.
     fn request_head<'a>(
         &'a self,
-        _flow: &'a FlowRecorder,
+        _flow: &'a Arc<FlowRecorder>,
         _head: &'a mut http::request::Parts,
+        _body: &'a mut StageBody,
     ) -> HookFuture<'a, RequestVerdict> {
         Box::pin(std::future::ready(RequestVerdict::Continue))
     }
 
-    /// The response head, before it goes to the client: it may be changed.
+    /// The response head, before anything of it goes to the client: head and body may
+    /// be changed.
     fn response_head<'a>(
         &'a self,
-        _flow: &'a FlowRecorder,
+        _flow: &'a Arc<FlowRecorder>,
         _head: &'a mut http::response::Parts,
+        _body: &'a mut StageBody,
     ) -> HookFuture<'a, ResponseVerdict> {
         Box::pin(std::future::ready(ResponseVerdict::Continue))
     }
@@ -66,6 +146,11 @@ impl Hooks {
         self.0.push(hook);
     }
 
+    /// Runs `hook` before every other (the user's intercept comes first).
+    pub fn insert_first(&mut self, hook: Arc<dyn ExchangeHook>) {
+        self.0.insert(0, hook);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -73,11 +158,12 @@ impl Hooks {
     /// Runs every hook on the request head; the first that does not continue decides.
     pub async fn request_head(
         &self,
-        flow: &FlowRecorder,
+        flow: &Arc<FlowRecorder>,
         head: &mut http::request::Parts,
+        body: &mut StageBody,
     ) -> RequestVerdict {
         for hook in &self.0 {
-            match hook.request_head(flow, head).await {
+            match hook.request_head(flow, head, body).await {
                 RequestVerdict::Continue => {}
                 decided => return decided,
             }
@@ -88,11 +174,12 @@ impl Hooks {
     /// Runs every hook on the response head; the first that does not continue decides.
     pub async fn response_head(
         &self,
-        flow: &FlowRecorder,
+        flow: &Arc<FlowRecorder>,
         head: &mut http::response::Parts,
+        body: &mut StageBody,
     ) -> ResponseVerdict {
         for hook in &self.0 {
-            match hook.response_head(flow, head).await {
+            match hook.response_head(flow, head, body).await {
                 ResponseVerdict::Continue => {}
                 decided => return decided,
             }
@@ -115,8 +202,9 @@ mod tests {
         }
         fn request_head<'a>(
             &'a self,
-            _flow: &'a FlowRecorder,
+            _flow: &'a Arc<FlowRecorder>,
             head: &'a mut http::request::Parts,
+            _body: &'a mut StageBody,
         ) -> HookFuture<'a, RequestVerdict> {
             head.headers.append("x-hook", self.0.parse().unwrap());
             Box::pin(std::future::ready(RequestVerdict::Continue))
@@ -130,8 +218,9 @@ mod tests {
         }
         fn request_head<'a>(
             &'a self,
-            _flow: &'a FlowRecorder,
+            _flow: &'a Arc<FlowRecorder>,
             _head: &'a mut http::request::Parts,
+            _body: &'a mut StageBody,
         ) -> HookFuture<'a, RequestVerdict> {
             let response = http::Response::builder()
                 .status(204)
@@ -172,8 +261,9 @@ mod tests {
         hooks.add(Arc::new(Answer));
         hooks.add(Arc::new(AddHeader("never")));
         let (mut head, ()) = http::Request::new(()).into_parts();
+        let mut body = StageBody::new(IncomingBody::Empty);
         let flow = recorder();
-        let verdict = hooks.request_head(&flow, &mut head).await;
+        let verdict = hooks.request_head(&flow, &mut head, &mut body).await;
         assert!(matches!(verdict, RequestVerdict::Answer(r) if r.status() == 204));
         let added: Vec<_> = head.headers.get_all("x-hook").iter().collect();
         assert_eq!(added, ["first"]);
@@ -185,11 +275,48 @@ mod tests {
         let hooks = Hooks::default();
         assert!(hooks.is_empty());
         let (mut head, ()) = http::Response::new(()).into_parts();
+        let mut body = StageBody::new(IncomingBody::Empty);
         let flow = recorder();
         assert!(matches!(
-            hooks.response_head(&flow, &mut head).await,
+            hooks.response_head(&flow, &mut head, &mut body).await,
             ResponseVerdict::Continue
         ));
         flow.finish();
+    }
+
+    fn streaming(parts: &[&'static [u8]]) -> IncomingBody {
+        // A body of several frames, as a peer sends it: the read-ahead variant of the
+        // parts after the first, led by the first.
+        let mut body = IncomingBody::Empty;
+        for part in parts.iter().rev() {
+            body = IncomingBody::ReadAhead(Box::new(ReadAhead {
+                prefix: Some(Bytes::from_static(part)),
+                rest: body,
+                trailers: None,
+            }));
+        }
+        body
+    }
+
+    async fn collect(body: IncomingBody) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_read_whole_and_can_be_replaced() {
+        let mut body = StageBody::new(streaming(&[b"ab", b"cd"]));
+        let whole = body.read_whole(10, Duration::from_secs(1)).await;
+        assert_eq!(whole.map(|b| &b[..]), Some(&b"abcd"[..]));
+        body.replace(Bytes::from_static(b"edited"));
+        assert_eq!(collect(body.into_body()).await, b"edited");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_streams_on_whole_with_what_was_read_in_front() {
+        let mut body = StageBody::new(streaming(&[b"0123", b"4567", b"89"]));
+        assert!(body.read_whole(5, Duration::from_secs(1)).await.is_none());
+        assert!(body.whole().is_none());
+        assert_eq!(collect(body.into_body()).await, b"0123456789");
     }
 }

@@ -39,6 +39,11 @@ const MAX_HEADER_LIST: u32 = 64 * 1024;
 /// abusive (the "rapid reset" defence, as hyper sets it).
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
+/// In a response's extensions: reset the client's stream instead of answering (a
+/// flow the user killed).
+#[derive(Clone, Copy, Debug)]
+pub struct ResetStream;
+
 /// The stream a request arrived on, on the client's connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientStreamId(pub u32);
@@ -398,6 +403,10 @@ async fn serve_stream<H, F, B>(
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
     };
     let (mut parts, body) = response.into_parts();
+    if parts.extensions.get::<ResetStream>().is_some() {
+        respond.send_reset(Reason::CANCEL);
+        return;
+    }
     strip_hop_by_hop(&mut parts.headers, NextHop::Http2Response);
     if let Some((sender, recv)) = tunnel {
         if parts.status.is_success() {

@@ -23,6 +23,7 @@ mod body;
 mod bus;
 mod client_hello;
 mod config;
+mod control;
 mod core;
 mod destination;
 mod error;
@@ -31,6 +32,7 @@ mod guard;
 mod headers;
 mod hooks;
 mod http2;
+mod intercept;
 mod io;
 mod pages;
 mod pool;
@@ -54,6 +56,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub use crate::bus::FlowBus;
 pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError};
 pub use crate::config::{ProxyConfig, Timeouts};
+pub use crate::control::ProxyControl;
 pub use crate::error::UpstreamError;
 pub use crate::guard::ProxyCredentials;
 pub use crate::hooks::{ExchangeHook, HookFuture, Hooks, RequestVerdict, ResponseVerdict};
@@ -74,6 +77,17 @@ pub enum ProxyError {
     },
     #[error("TLS setup failed: {0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl From<crate::core::CoreError> for ProxyError {
+    fn from(error: crate::core::CoreError) -> Self {
+        match error {
+            crate::core::CoreError::Tls(tls) => ProxyError::Tls(tls),
+            other => ProxyError::Setup(other.to_string()),
+        }
+    }
 }
 
 /// A bound, not yet running proxy.
@@ -97,6 +111,12 @@ impl Proxy {
         config.listen = listener.local_addr().unwrap_or(address);
         let core = Arc::new(ProxyCore::new(config, ca, bus)?);
         Ok(Proxy { core, listener })
+    }
+
+    /// The handle front ends act on flows in flight with; `None` unless the proxy is
+    /// `interactive`.
+    pub fn control(&self) -> Option<ProxyControl> {
+        ProxyControl::new(&self.core)
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -4,7 +4,7 @@
 //! that error.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use http::{Request, Version};
 use periscope_flow::{
@@ -19,6 +19,7 @@ const DROPPED: &str = "more TLS events happened than a flow keeps";
 use crate::bus::FlowBus;
 use crate::headers::record_headers;
 use crate::http2::ClientStreamId;
+use crate::intercept::{KillSwitch, LiveFlows};
 use crate::io::{StallNotice, WriteStall};
 
 /// Which message of the exchange a body belongs to.
@@ -51,6 +52,15 @@ impl ClientContext {
     }
 }
 
+/// In a request's extensions: the id its flow must have (a replay, whose id the user
+/// gets before the exchange starts).
+#[derive(Clone, Copy, Debug)]
+pub struct PresetFlowId(pub FlowId);
+
+/// In a request's extensions: the flow this request replays.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayOf(pub FlowId);
+
 pub struct FlowRecorder {
     id: FlowId,
     /// `None` once the flow was handed over (late updates then have nowhere to go).
@@ -63,6 +73,9 @@ pub struct FlowRecorder {
     client_write_stall: Arc<WriteStall>,
     /// Set when the client's HTTP/2 stream never opened its window for the response.
     stream_stall: Arc<WriteStall>,
+    /// When front ends can act on flows: the registry this flow is in, and its kill
+    /// switch.
+    live: OnceLock<(Arc<LiveFlows>, Arc<KillSwitch>)>,
     published: AtomicBool,
     /// Request body bytes relayed so far: the response timeout waits while they move.
     request_bytes: AtomicU64,
@@ -91,8 +104,16 @@ impl FlowRecorder {
             timeline.mark(*milestone, *at);
         }
         timeline.mark(Milestone::RequestStarted, started);
+        let extensions = request.extensions();
+        let id = extensions
+            .get::<PresetFlowId>()
+            .map_or_else(FlowId::new, |preset| preset.0);
+        let annotations = periscope_flow::Annotations {
+            replay_of: extensions.get::<ReplayOf>().map(|of| of.0),
+            ..Default::default()
+        };
         let flow = Flow {
-            id: FlowId::new(),
+            id,
             client: client.info.clone(),
             server: None,
             request: periscope_flow::Request {
@@ -114,7 +135,7 @@ impl FlowRecorder {
             intercepted_tls: client.intercepted_tls,
             websocket: None,
             intercepted: None,
-            annotations: Default::default(),
+            annotations,
         };
         Arc::new(FlowRecorder {
             id: flow.id,
@@ -124,6 +145,7 @@ impl FlowRecorder {
             server_events: Mutex::new(None),
             client_write_stall: Arc::clone(&client.write_stall),
             stream_stall: Arc::default(),
+            live: OnceLock::new(),
             published: AtomicBool::new(false),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
@@ -132,6 +154,17 @@ impl FlowRecorder {
 
     pub fn id(&self) -> FlowId {
         self.id
+    }
+
+    /// Puts the flow in `live`, where front ends find it while it is in flight.
+    pub fn attach_live(self: &Arc<Self>, live: &Arc<LiveFlows>) {
+        let kill = live.register(self);
+        let _ = self.live.set((Arc::clone(live), kill));
+    }
+
+    /// The flow's kill switch, when front ends can act on it.
+    pub fn kill_switch(&self) -> Option<&Arc<KillSwitch>> {
+        self.live.get().map(|(_, kill)| kill)
     }
 
     fn lock(&self) -> MutexGuard<'_, Option<Flow>> {
@@ -288,6 +321,15 @@ impl FlowRecorder {
         }
     }
 
+    /// Publishes the flow in flight as it is now (paused, resumed, edited), whoever
+    /// asked for requests in flight or not: a front end showing an intercepted flow
+    /// must see it.
+    pub fn publish_live(&self) {
+        if let Some(snapshot) = self.read(|flow| Arc::new(flow.clone())) {
+            self.bus.publish(FlowEvent::RequestReceived(snapshot));
+        }
+    }
+
     /// Publishes a flow that changed after it finished (its WebSocket closed).
     pub fn publish_update(&self) {
         self.collect_tls_events();
@@ -318,8 +360,19 @@ impl FlowRecorder {
                 _ => flow.take(),
             }
         };
+        let websocket = snapshot.as_ref().is_some_and(|f| f.websocket.is_some());
         if let Some(snapshot) = snapshot {
             self.bus.publish(FlowEvent::Completed(Arc::new(snapshot)));
+        }
+        // A WebSocket stays in flight (killable) until its relay ends.
+        if !websocket {
+            self.leave_live();
+        }
+    }
+
+    fn leave_live(&self) {
+        if let Some((live, _)) = self.live.get() {
+            live.remove(self.id);
         }
     }
 
@@ -334,8 +387,16 @@ impl FlowRecorder {
     }
 
     /// Ends a flow whose client is gone after `relayed` bytes of the response: it
-    /// closed or reset the connection, or stopped reading and was given up.
+    /// closed or reset the connection, or stopped reading and was given up (or the
+    /// user killed the flow, which closes both legs).
     pub fn finish_client_gone(&self, relayed: u64) {
+        if let Some(kill) = self.kill_switch().filter(|kill| kill.is_killed()) {
+            self.finish_with_error(
+                FlowErrorKind::Killed,
+                format!("{} after {relayed} bytes of the response", kill.reason()),
+            );
+            return;
+        }
         let stalled = self
             .client_write_stall
             .stalled_for()
@@ -369,6 +430,7 @@ impl FlowRecorder {
 /// or relayed the answer. It is stored with that error rather than lost.
 impl Drop for FlowRecorder {
     fn drop(&mut self) {
+        self.leave_live();
         if self.published.load(Ordering::Acquire) {
             return;
         }

@@ -96,13 +96,17 @@ impl ClientSession {
         target: (&str, String, u16),
         started: Timestamp,
     ) -> Arc<FlowRecorder> {
-        FlowRecorder::begin(
+        let recorder = FlowRecorder::begin(
             self.core.bus.clone(),
             &self.client,
             request,
             target,
             started,
-        )
+        );
+        if let Some(live) = &self.core.live {
+            recorder.attach_live(live);
+        }
+        recorder
     }
 
     /// Serves HTTP on `io` until the client goes away, in the protocol the TLS

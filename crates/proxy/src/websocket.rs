@@ -20,6 +20,7 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use crate::core::ProxyCore;
+use crate::intercept::FlowGate;
 use crate::recorder::FlowRecorder;
 use crate::upgrade::PendingUpgrade;
 
@@ -28,6 +29,45 @@ pub trait MessageSink: Send + Sync {
     fn message(&self, message: WebSocketMessage);
     /// A Close frame: its code and reason, and who sent it.
     fn close(&self, from_client: bool, code: Option<u16>, reason: Option<String>);
+}
+
+/// What the user decided about a data message held by the intercept filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageVerdict {
+    /// Deliver it as it came (the same frames, byte for byte).
+    Deliver,
+    /// Deliver this content instead, in one uncompressed frame of the same type.
+    Replace(bytes::Bytes),
+    /// Never deliver it.
+    Drop,
+    /// End the WebSocket.
+    Kill,
+}
+
+/// Holds data messages for the user, when the intercept filter matches the flow.
+pub trait MessageGate: Send + Sync {
+    /// Whether the message starting now is to be held (asked at its first frame).
+    fn holds(&self) -> bool;
+    /// Waits for the user's verdict on a complete held message.
+    fn decide<'a>(
+        &'a self,
+        message: &'a WebSocketMessage,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MessageVerdict> + Send + 'a>>;
+}
+
+/// A message Periscope writes into one direction of a WebSocket.
+#[derive(Clone, Debug)]
+pub struct Injected {
+    pub opcode: WebSocketOpcode,
+    pub content: bytes::Bytes,
+}
+
+/// What the user can do to a relay while it runs (nothing, for a plain `dump`).
+#[derive(Default)]
+pub struct RelayControls {
+    pub gate: Option<Arc<dyn MessageGate>>,
+    pub to_client: Option<tokio::sync::mpsc::UnboundedReceiver<Injected>>,
+    pub to_server: Option<tokio::sync::mpsc::UnboundedReceiver<Injected>>,
 }
 
 /// permessage-deflate as the server accepted it (RFC 7692).
@@ -89,6 +129,7 @@ pub async fn relay<C, S>(
     sink: Arc<dyn MessageSink>,
     deflate: Deflate,
     limit: usize,
+    controls: RelayControls,
 ) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -97,8 +138,14 @@ where
     let (client_read, client_write) = tokio::io::split(client);
     let (server_read, server_write) = tokio::io::split(server);
     let budget = Arc::new(Mutex::new(limit));
-    let upstream = Direction::new(true, deflate, Arc::clone(&sink), Arc::clone(&budget));
-    let downstream = Direction::new(false, deflate, sink, budget);
+    let mut upstream = Direction::new(true, deflate, Arc::clone(&sink), Arc::clone(&budget));
+    let mut downstream = Direction::new(false, deflate, sink, budget);
+    upstream.gate = controls.gate.clone();
+    downstream.gate = controls.gate;
+    upstream.injected = controls.to_server;
+    downstream.injected = controls.to_client;
+    upstream.hold_limit = limit;
+    downstream.hold_limit = limit;
     let (up, down) = tokio::join!(
         upstream.pump(client_read, server_write),
         downstream.pump(server_read, client_write)
@@ -131,6 +178,15 @@ struct Direction {
     /// A control frame (these may arrive between the fragments of a data message).
     control: Option<Assembly>,
     in_control: bool,
+    /// Holds data messages for the user (intercept), when set.
+    gate: Option<Arc<dyn MessageGate>>,
+    /// The frames of the data message being held, as they came (header and masked
+    /// payload): delivered byte for byte unless the user changes the message.
+    held: Option<BytesMut>,
+    /// A held message grown past this is let go unheld.
+    hold_limit: usize,
+    /// Messages Periscope writes into this direction, between messages.
+    injected: Option<tokio::sync::mpsc::UnboundedReceiver<Injected>>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -155,6 +211,10 @@ impl Direction {
             data: None,
             control: None,
             in_control: false,
+            gate: None,
+            held: None,
+            hold_limit: usize::MAX,
+            injected: None,
         }
     }
 
@@ -168,7 +228,18 @@ impl Direction {
         // many came already (the mask offset).
         let mut frame: Option<(FrameHeader, u64, u64)> = None;
         loop {
-            let read = reader.read_buf(&mut buffer).await?;
+            // Between messages, a message Periscope was asked to write may go first.
+            let between_messages = frame.is_none() && self.data.is_none();
+            let read = match self.injected.as_mut() {
+                Some(injected) if between_messages => tokio::select! {
+                    read = reader.read_buf(&mut buffer) => read?,
+                    Some(message) = injected.recv() => {
+                        self.inject(&mut writer, message).await?;
+                        continue;
+                    }
+                },
+                _ => reader.read_buf(&mut buffer).await?,
+            };
             if read == 0 {
                 writer.shutdown().await.ok();
                 return Ok(());
@@ -184,15 +255,15 @@ impl Direction {
                             break;
                         };
                         let header_length = cursor.position() as usize;
-                        writer.write_all(&buffer[..header_length]).await?;
-                        buffer.advance(header_length);
                         self.start_frame(&header);
+                        self.forward(&mut writer, &buffer[..header_length]).await?;
+                        buffer.advance(header_length);
                         frame = Some((header, length, 0));
                     }
                     Some((header, remaining, offset)) => {
                         let take = (*remaining).min(buffer.len() as u64) as usize;
                         if take > 0 {
-                            writer.write_all(&buffer[..take]).await?;
+                            self.forward(&mut writer, &buffer[..take]).await?;
                             let mut piece = buffer.split_to(take);
                             if let Some(mask) = header.mask {
                                 unmask(&mut piece, mask, *offset);
@@ -206,7 +277,9 @@ impl Direction {
                         }
                         let is_final = header.is_final;
                         frame = None;
-                        self.end_frame(is_final);
+                        if let Some(held) = self.end_frame(is_final) {
+                            self.release(&mut writer, held).await?;
+                        }
                     }
                 }
             }
@@ -215,6 +288,90 @@ impl Direction {
                 buffer.reserve(READ_CHUNK);
             }
         }
+    }
+
+    /// Writes frame bytes on, or keeps them with the held message. A control frame
+    /// (which may come between a held message's fragments) always goes on at once.
+    async fn forward<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        match self.held.as_mut() {
+            Some(held) if !self.in_control => {
+                held.extend_from_slice(bytes);
+                if held.len() > self.hold_limit {
+                    // Too large to hold: it goes on as it comes, not intercepted.
+                    let held = self.held.take().unwrap_or_default();
+                    writer.write_all(&held).await?;
+                }
+                Ok(())
+            }
+            _ => writer.write_all(bytes).await,
+        }
+    }
+
+    /// A complete held message: the user decides, then it goes on (as it came or as
+    /// changed), or not.
+    async fn release<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        held: Held,
+    ) -> std::io::Result<()> {
+        let Held {
+            frames,
+            mut message,
+        } = held;
+        let verdict = match &self.gate {
+            Some(gate) => gate.decide(&message).await,
+            None => MessageVerdict::Deliver,
+        };
+        match verdict {
+            MessageVerdict::Deliver => writer.write_all(&frames).await?,
+            MessageVerdict::Replace(content) => {
+                writer
+                    .write_all(&encode_frame(message.opcode, &content, self.from_client)?)
+                    .await?;
+                message.size = content.len() as u64;
+                message.truncated = false;
+                message.frames = 1;
+                message.content = content;
+                message.fate = periscope_flow::MessageFate::Edited;
+            }
+            MessageVerdict::Drop => message.fate = periscope_flow::MessageFate::Dropped,
+            MessageVerdict::Kill => {
+                return Err(std::io::Error::other("the flow was killed in Periscope"));
+            }
+        }
+        self.sink.message(message);
+        Ok(())
+    }
+
+    /// Writes a message Periscope was asked to send, in one frame.
+    async fn inject<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        message: Injected,
+    ) -> std::io::Result<()> {
+        writer
+            .write_all(&encode_frame(
+                message.opcode,
+                &message.content,
+                self.from_client,
+            )?)
+            .await?;
+        writer.flush().await?;
+        self.sink.message(WebSocketMessage {
+            from_client: self.from_client,
+            opcode: message.opcode,
+            size: message.content.len() as u64,
+            content: message.content,
+            truncated: false,
+            frames: 1,
+            at: Timestamp::now(),
+            fate: periscope_flow::MessageFate::Injected,
+        });
+        Ok(())
     }
 
     fn start_frame(&mut self, header: &FrameHeader) {
@@ -246,6 +403,9 @@ impl Direction {
         if self.in_control {
             self.control = Some(assembly);
         } else {
+            if self.gate.as_ref().is_some_and(|gate| gate.holds()) {
+                self.held = Some(BytesMut::new());
+            }
             self.data = Some(assembly);
         }
     }
@@ -274,40 +434,52 @@ impl Direction {
         }
     }
 
-    fn end_frame(&mut self, is_final: bool) {
+    /// Ends a frame; a held data message that is now complete comes back for the
+    /// user's verdict instead of being recorded.
+    fn end_frame(&mut self, is_final: bool) -> Option<Held> {
         if self.in_control {
             if let Some(control) = self.control.take() {
-                self.finish(control);
+                let message = self.finish(control);
+                self.sink.message(message);
             }
-            return;
+            return None;
         }
         if !is_final {
-            return;
+            return None;
         }
-        if let Some(mut data) = self.data.take() {
-            if data.compressed {
-                if let Some(inflater) = self.inflater.as_mut() {
-                    inflate_into(inflater, &DEFLATE_TAIL, &mut data, &self.budget);
-                    let reset = if self.from_client {
-                        self.deflate.client_no_context_takeover
-                    } else {
-                        self.deflate.server_no_context_takeover
-                    };
-                    if reset {
-                        inflater.reset(false);
-                    }
+        let mut data = self.data.take()?;
+        if data.compressed {
+            if let Some(inflater) = self.inflater.as_mut() {
+                inflate_into(inflater, &DEFLATE_TAIL, &mut data, &self.budget);
+                let reset = if self.from_client {
+                    self.deflate.client_no_context_takeover
+                } else {
+                    self.deflate.server_no_context_takeover
+                };
+                if reset {
+                    inflater.reset(false);
                 }
             }
-            self.finish(data);
+        }
+        let message = self.finish(data);
+        match self.held.take() {
+            Some(frames) => Some(Held {
+                frames: frames.freeze(),
+                message,
+            }),
+            None => {
+                self.sink.message(message);
+                None
+            }
         }
     }
 
-    fn finish(&self, assembly: Assembly) {
+    fn finish(&self, assembly: Assembly) -> WebSocketMessage {
         if assembly.opcode == WebSocketOpcode::Close {
             let (code, reason) = close_payload(&assembly.close);
             self.sink.close(self.from_client, code, reason);
         }
-        self.sink.message(WebSocketMessage {
+        WebSocketMessage {
             from_client: self.from_client,
             opcode: assembly.opcode,
             content: assembly.content.freeze(),
@@ -315,8 +487,57 @@ impl Direction {
             truncated: assembly.truncated,
             frames: assembly.frames,
             at: Timestamp::now(),
-        });
+            fate: periscope_flow::MessageFate::Relayed,
+        }
     }
+}
+
+/// A complete data message held for the user: its frames as they came, and what it
+/// says.
+struct Held {
+    frames: bytes::Bytes,
+    message: WebSocketMessage,
+}
+
+/// One final, uncompressed frame (RSV1 clear: RFC 7692 lets any message go
+/// uncompressed), masked with a fresh key when it goes to the server (RFC 6455 §5.3).
+fn encode_frame(
+    opcode: WebSocketOpcode,
+    content: &[u8],
+    to_server: bool,
+) -> std::io::Result<Vec<u8>> {
+    let code = match opcode {
+        WebSocketOpcode::Text => OpCode::Data(Data::Text),
+        WebSocketOpcode::Binary => OpCode::Data(Data::Binary),
+        WebSocketOpcode::Close => OpCode::Control(Control::Close),
+        WebSocketOpcode::Ping => OpCode::Control(Control::Ping),
+        WebSocketOpcode::Pong => OpCode::Control(Control::Pong),
+    };
+    let mask = if to_server {
+        let mut key = [0u8; 4];
+        openssl::rand::rand_bytes(&mut key).map_err(std::io::Error::other)?;
+        Some(key)
+    } else {
+        None
+    };
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode: code,
+        mask,
+    };
+    let mut frame = Vec::with_capacity(content.len() + 14);
+    header
+        .format(content.len() as u64, &mut frame)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut payload = content.to_vec();
+    if let Some(mask) = mask {
+        unmask(&mut payload, mask, 0);
+    }
+    frame.extend_from_slice(&payload);
+    Ok(frame)
 }
 
 /// Keeps what the budget allows; counts everything.
@@ -414,6 +635,7 @@ pub fn relay_upgraded(
 ) {
     let bus = core.bus.clone();
     let limit = core.config.body_limit;
+    let core = Arc::clone(core);
     let recorder = Arc::clone(recorder);
     let flow_id = recorder.id();
     let websocket = recorder.read(|flow| flow.websocket.clone()).flatten();
@@ -439,11 +661,38 @@ pub fn relay_upgraded(
             recorder: Arc::clone(&recorder),
             flow: flow_id,
         });
-        if let Err(error) = relay(client, server, sink, deflate, limit).await {
-            recorder.set_error(
-                periscope_flow::FlowErrorKind::UpstreamProtocol,
-                format!("the WebSocket connection failed: {error}"),
-            );
+        let mut controls = RelayControls::default();
+        if let (Some(live), Some(intercept)) = (&core.live, &core.intercept) {
+            if let Some([to_client, to_server]) = live.open_injection(flow_id) {
+                controls.to_client = Some(to_client);
+                controls.to_server = Some(to_server);
+            }
+            controls.gate = Some(Arc::new(FlowGate {
+                recorder: Arc::clone(&recorder),
+                intercept: Arc::clone(intercept),
+                live: Arc::clone(live),
+                one_at_a_time: tokio::sync::Mutex::new(()),
+            }));
+        }
+        let relayed = relay(client, server, sink, deflate, limit, controls);
+        let outcome = match recorder.kill_switch() {
+            None => relayed.await,
+            Some(kill) => tokio::select! {
+                outcome = relayed => outcome,
+                () = kill.killed() => Err(std::io::Error::other(kill.reason())),
+            },
+        };
+        if let Err(error) = outcome {
+            match recorder.kill_switch().filter(|kill| kill.is_killed()) {
+                Some(kill) => recorder.set_error(
+                    periscope_flow::FlowErrorKind::Killed,
+                    format!("the WebSocket was {}", kill.reason()),
+                ),
+                None => recorder.set_error(
+                    periscope_flow::FlowErrorKind::UpstreamProtocol,
+                    format!("the WebSocket connection failed: {error}"),
+                ),
+            }
         }
         recorder.publish_update();
     });

@@ -1,0 +1,235 @@
+//! The proxy's half of `periscope_control::FlowControl`: what a front end can do to
+//! flows in flight — resume, kill, edit a paused one, change the intercept filter —
+//! and replaying a request through the same pipeline (and TLS handling) as a live one.
+//! The binary joins it with the session store, which holds the recorded flows.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http_body_util::BodyExt;
+use periscope_control::{apply_edit, ControlError, FlowEdit};
+use periscope_flow::filter::Filter;
+use periscope_flow::{ConnectionInfo, Flow, FlowId, Interception, Timestamp};
+
+use crate::body::IncomingBody;
+use crate::core::ProxyCore;
+use crate::intercept::{Intercept, LiveError, LiveFlows};
+use crate::recorder::{ClientContext, PresetFlowId, ReplayOf};
+use crate::session::ClientSession;
+use crate::upstream::next_connection_id;
+
+/// A handle on a running proxy's flows in flight.
+#[derive(Clone)]
+pub struct ProxyControl {
+    core: Arc<ProxyCore>,
+    live: Arc<LiveFlows>,
+    intercept: Arc<Intercept>,
+    intercept_tls: Arc<AtomicBool>,
+}
+
+impl ProxyControl {
+    /// `None` unless the proxy was configured `interactive`.
+    pub(crate) fn new(core: &Arc<ProxyCore>) -> Option<Self> {
+        Some(ProxyControl {
+            live: Arc::clone(core.live.as_ref()?),
+            intercept: Arc::clone(core.intercept.as_ref()?),
+            intercept_tls: Arc::clone(&core.intercept_tls),
+            core: Arc::clone(core),
+        })
+    }
+
+    pub fn live_flow(&self, id: FlowId) -> Option<Flow> {
+        self.live.flow(id)
+    }
+
+    /// The flows in flight, oldest first.
+    pub fn live_flows(&self) -> Vec<Flow> {
+        self.live.flows()
+    }
+
+    /// The flows waiting for the user.
+    pub fn paused(&self) -> Vec<FlowId> {
+        self.live.paused()
+    }
+
+    pub fn resume(&self, id: FlowId) -> Result<(), ControlError> {
+        self.live
+            .resume(id)
+            .map_err(|e| live_error(id, "resumed", e))
+    }
+
+    pub fn resume_all(&self) -> usize {
+        self.live.resume_all()
+    }
+
+    pub fn kill(&self, id: FlowId) -> Result<(), ControlError> {
+        self.live
+            .kill(id, "killed in Periscope")
+            .map_err(|e| live_error(id, "killed", e))
+    }
+
+    pub fn kill_paused(&self) -> usize {
+        self.live.kill_paused("killed in Periscope")
+    }
+
+    /// Edits a paused flow: its request while paused at the request, its response
+    /// while paused at the response. A body can be changed only when it was read
+    /// whole (it was at most `--body-limit`).
+    pub fn edit(&self, id: FlowId, edit: &FlowEdit) -> Result<Flow, ControlError> {
+        self.live
+            .edit(id, |flow, body_editable| {
+                match flow.intercepted {
+                    Some(Interception::Request) if edit.response.is_some() => {
+                        return Err("it is paused at the request: there is no response yet".into())
+                    }
+                    Some(Interception::Response) if edit.request.is_some() => {
+                        return Err("the request was sent already; edit the response".into())
+                    }
+                    Some(Interception::Request) | Some(Interception::Response) => {}
+                    _ => {
+                        return Err(
+                            "only a flow paused at its request or response can be edited".into(),
+                        )
+                    }
+                }
+                let body_edit = edit.request.as_ref().is_some_and(|r| r.content.is_some())
+                    || edit.response.as_ref().is_some_and(|r| r.content.is_some());
+                if body_edit && !body_editable {
+                    return Err(
+                        "its body is larger than --body-limit and streams through unchanged".into(),
+                    );
+                }
+                apply_edit(flow, edit).map_err(|e| e.to_string())
+            })
+            .map_err(|e| live_error(id, "edited", e))
+    }
+
+    pub fn intercept(&self) -> Option<String> {
+        self.intercept.filter_text()
+    }
+
+    /// Sets the intercept filter (an empty or `None` one pauses nothing); a filter
+    /// that does not parse changes nothing.
+    pub fn set_intercept(&self, text: Option<&str>) -> Result<(), ControlError> {
+        let text = text.map(str::trim).filter(|t| !t.is_empty());
+        let filter = match text {
+            None => None,
+            Some(text) => Some((
+                text.to_owned(),
+                Filter::parse(text).map_err(|e| {
+                    ControlError::InvalidOption(format!("intercept filter \"{text}\": {e}"))
+                })?,
+            )),
+        };
+        self.intercept.set_filter(filter);
+        Ok(())
+    }
+
+    pub fn intercept_tls(&self) -> bool {
+        self.intercept_tls.load(Ordering::Relaxed)
+    }
+
+    pub fn set_intercept_tls(&self, on: bool) {
+        self.intercept_tls.store(on, Ordering::Relaxed);
+    }
+
+    /// Sends `flow`'s request again, as it is now, through the same pipeline as a
+    /// client's request. Returns the new flow's id at once; the flow is published as
+    /// any other when it ends, marked as a replay of `flow`.
+    pub fn replay(&self, flow: &Flow) -> Result<FlowId, ControlError> {
+        let request = replay_request(flow)?;
+        let id = FlowId::new();
+        let mut request = request;
+        request.extensions_mut().insert(PresetFlowId(id));
+        request.extensions_mut().insert(ReplayOf(flow.id));
+        let client = ClientContext {
+            info: ConnectionInfo {
+                id: next_connection_id(),
+                peer: None,
+                local: None,
+                target: None,
+                tls: None,
+            },
+            milestones: Vec::new(),
+            tls: None,
+            intercepted_tls: false,
+            write_stall: Arc::default(),
+        };
+        let session = ClientSession::new(Arc::clone(&self.core), client, None);
+        tokio::spawn(async move {
+            let response = crate::exchange::run(&session, request, Timestamp::now()).await;
+            // Read to the end, as a client would: the flow records the body and ends.
+            let _ = response.into_body().collect().await;
+        });
+        Ok(id)
+    }
+}
+
+/// The request of `flow` as it goes out again: method, absolute URL, headers, body.
+fn replay_request(flow: &Flow) -> Result<Request<IncomingBody>, ControlError> {
+    let not_possible = |why: String| ControlError::NotPossible {
+        id: flow.id,
+        what: "replayed",
+        why,
+    };
+    let recorded = &flow.request;
+    if recorded.method.eq_ignore_ascii_case("CONNECT") {
+        return Err(not_possible("a CONNECT is a tunnel, not a request".into()));
+    }
+    if recorded.body.truncated {
+        return Err(not_possible(format!(
+            "only {} of its {} body bytes were recorded (--body-limit)",
+            recorded.body.content.len(),
+            recorded.body.size
+        )));
+    }
+    let method = Method::from_bytes(recorded.method.as_bytes())
+        .map_err(|e| not_possible(format!("method: {e}")))?;
+    let uri: Uri = recorded
+        .url()
+        .parse()
+        .map_err(|e| not_possible(format!("URL: {e}")))?;
+    let mut request = Request::new(IncomingBody::Replayed(http_body_util::Full::new(
+        Bytes::clone(&recorded.body.content),
+    )));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    for header in recorded.headers.iter() {
+        // HTTP/2 pseudo-headers are in the URL; framing is the body's.
+        if header.name.starts_with(':')
+            || header.name.eq_ignore_ascii_case("content-length")
+            || header.name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(&header.value),
+        ) else {
+            return Err(not_possible(format!(
+                "header {:?} is not valid",
+                header.name
+            )));
+        };
+        headers.append(name, value);
+    }
+    if !recorded.body.content.is_empty() {
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(recorded.body.content.len()),
+        );
+    }
+    Ok(request)
+}
+
+fn live_error(id: FlowId, what: &'static str, error: LiveError) -> ControlError {
+    match error {
+        LiveError::NotLive => ControlError::NotFound(id),
+        LiveError::NotPaused => ControlError::NotIntercepted(id),
+        LiveError::NotPossible(why) => ControlError::NotPossible { id, what, why },
+    }
+}

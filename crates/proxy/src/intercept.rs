@@ -1,0 +1,549 @@
+//! Flows the user holds and acts on while they are in flight.
+//!
+//! - [`LiveFlows`]: the flows in flight, by id, each with its [`KillSwitch`] and,
+//!   while paused, the way to let it go on. Only kept when a front end can act on
+//!   flows (the console, the control API, `--intercept`): a plain `dump` registers
+//!   nothing.
+//! - [`Intercept`]: the hook that pauses flows matching the user's filter at the
+//!   request (before anything goes upstream) and at the response (before anything
+//!   goes back). A paused flow waits without a timeout of its own; what the user
+//!   edits is applied to the exchange when it goes on.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use periscope_flow::filter::Filter;
+use periscope_flow::{Flow, FlowId, Interception};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::hooks::{ExchangeHook, HookFuture, RequestVerdict, ResponseVerdict, StageBody};
+use crate::recorder::FlowRecorder;
+use crate::websocket::{Injected, MessageGate, MessageVerdict};
+
+/// Ends one flow on demand. Everything that waits on behalf of the flow (the response
+/// head, a streaming body, a WebSocket) also waits for this.
+#[derive(Default)]
+pub struct KillSwitch {
+    killed: AtomicBool,
+    reason: OnceLock<String>,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl KillSwitch {
+    pub fn kill(&self, reason: impl Into<String>) {
+        let _ = self.reason.set(reason.into());
+        self.killed.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut *self.lock());
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    pub fn reason(&self) -> String {
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "killed in Periscope".to_owned())
+    }
+
+    /// Ready once the flow was killed; otherwise wakes `cx` when it is.
+    pub fn poll_killed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_killed() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.lock();
+        if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            wakers.push(cx.waker().clone());
+        }
+        drop(wakers);
+        // Killed between the first check and the registration.
+        if self.is_killed() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    pub async fn killed(&self) {
+        poll_fn(|cx| self.poll_killed(cx)).await
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Waker>> {
+        self.wakers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the user decided about a paused flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Resume,
+    Kill,
+    /// A held WebSocket message goes on with this content.
+    Replace(Bytes),
+    /// A held WebSocket message is not delivered.
+    Drop,
+}
+
+/// Why an action on a live flow is not possible.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiveError {
+    /// Not in flight (finished, or never existed).
+    NotLive,
+    /// In flight but not paused.
+    NotPaused,
+    /// The action does not fit where the flow is.
+    NotPossible(String),
+}
+
+struct LiveFlow {
+    recorder: Weak<FlowRecorder>,
+    kill: Arc<KillSwitch>,
+    pause: Option<oneshot::Sender<Decision>>,
+    /// The request (or response) body was read whole, so its content may be edited.
+    body_editable: bool,
+    /// An open WebSocket's way in, towards the client and towards the server.
+    injectors: Option<[mpsc::UnboundedSender<Injected>; 2]>,
+}
+
+/// The flows in flight, for the front ends to find and act on.
+#[derive(Default)]
+pub struct LiveFlows {
+    flows: Mutex<HashMap<FlowId, LiveFlow>>,
+}
+
+impl LiveFlows {
+    fn lock(&self) -> MutexGuard<'_, HashMap<FlowId, LiveFlow>> {
+        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a flow that just started; returns its kill switch.
+    pub fn register(&self, recorder: &Arc<FlowRecorder>) -> Arc<KillSwitch> {
+        let kill = Arc::new(KillSwitch::default());
+        self.lock().insert(
+            recorder.id(),
+            LiveFlow {
+                recorder: Arc::downgrade(recorder),
+                kill: Arc::clone(&kill),
+                pause: None,
+                body_editable: false,
+                injectors: None,
+            },
+        );
+        kill
+    }
+
+    /// Opens the way for messages Periscope writes into the flow's WebSocket; the
+    /// receivers go to the relay (towards the client, towards the server).
+    pub fn open_injection(&self, id: FlowId) -> Option<[mpsc::UnboundedReceiver<Injected>; 2]> {
+        let mut flows = self.lock();
+        let live = flows.get_mut(&id)?;
+        let (to_client, client_receiver) = mpsc::unbounded_channel();
+        let (to_server, server_receiver) = mpsc::unbounded_channel();
+        live.injectors = Some([to_client, to_server]);
+        Some([client_receiver, server_receiver])
+    }
+
+    /// Writes a message into the flow's open WebSocket, towards one side.
+    pub fn inject(&self, id: FlowId, to_client: bool, message: Injected) -> Result<(), LiveError> {
+        let flows = self.lock();
+        let live = flows.get(&id).ok_or(LiveError::NotLive)?;
+        let injectors = live
+            .injectors
+            .as_ref()
+            .ok_or_else(|| LiveError::NotPossible("it has no open WebSocket".into()))?;
+        let side = if to_client {
+            &injectors[0]
+        } else {
+            &injectors[1]
+        };
+        side.send(message)
+            .map_err(|_| LiveError::NotPossible("its WebSocket closed".into()))
+    }
+
+    /// Decides about the WebSocket message the flow holds.
+    pub fn decide_message(&self, id: FlowId, decision: Decision) -> Result<(), LiveError> {
+        let recorder = self.recorder(id).ok_or(LiveError::NotLive)?;
+        let at_message = recorder
+            .read(|f| matches!(f.intercepted, Some(Interception::WebSocketMessage { .. })))
+            .unwrap_or(false);
+        if !at_message {
+            return Err(LiveError::NotPossible(
+                "it holds no WebSocket message".into(),
+            ));
+        }
+        let mut flows = self.lock();
+        let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+        let pause = live.pause.take().ok_or(LiveError::NotPaused)?;
+        let _ = pause.send(decision);
+        Ok(())
+    }
+
+    /// The flow ended.
+    pub fn remove(&self, id: FlowId) {
+        self.lock().remove(&id);
+    }
+
+    fn recorder(&self, id: FlowId) -> Option<Arc<FlowRecorder>> {
+        self.lock().get(&id)?.recorder.upgrade()
+    }
+
+    /// The flow as it is now, if it is in flight.
+    pub fn flow(&self, id: FlowId) -> Option<Flow> {
+        self.recorder(id)?.read(Flow::clone)
+    }
+
+    /// Every flow in flight, oldest first.
+    pub fn flows(&self) -> Vec<Flow> {
+        let recorders: Vec<Arc<FlowRecorder>> = self
+            .lock()
+            .values()
+            .filter_map(|live| live.recorder.upgrade())
+            .collect();
+        let mut flows: Vec<Flow> = recorders
+            .iter()
+            .filter_map(|r| r.read(Flow::clone))
+            .collect();
+        flows.sort_by_key(|f| f.id);
+        flows
+    }
+
+    pub fn paused(&self) -> Vec<FlowId> {
+        let mut ids: Vec<FlowId> = self
+            .lock()
+            .iter()
+            .filter(|(_, live)| live.pause.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Holds `flow` at `at` until the user decides (or kills it).
+    pub async fn pause(
+        &self,
+        flow: &Arc<FlowRecorder>,
+        at: Interception,
+        body_editable: bool,
+    ) -> Decision {
+        let (resume, decided) = oneshot::channel();
+        let kill = {
+            let mut flows = self.lock();
+            let Some(live) = flows.get_mut(&flow.id()) else {
+                // Not registered: nobody could ever let it go.
+                return Decision::Resume;
+            };
+            live.pause = Some(resume);
+            live.body_editable = body_editable;
+            Arc::clone(&live.kill)
+        };
+        flow.update(|f| f.intercepted = Some(at));
+        flow.publish_live();
+        let decision = tokio::select! {
+            decision = decided => decision.unwrap_or(Decision::Kill),
+            () = kill.killed() => Decision::Kill,
+        };
+        let decision = if kill.is_killed() {
+            Decision::Kill
+        } else {
+            decision
+        };
+        if let Some(live) = self.lock().get_mut(&flow.id()) {
+            live.pause = None;
+        }
+        flow.update(|f| f.intercepted = None);
+        if decision != Decision::Kill {
+            flow.publish_live();
+        }
+        decision
+    }
+
+    pub fn resume(&self, id: FlowId) -> Result<(), LiveError> {
+        let mut flows = self.lock();
+        let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+        let resume = live.pause.take().ok_or(LiveError::NotPaused)?;
+        let _ = resume.send(Decision::Resume);
+        Ok(())
+    }
+
+    /// Resumes every paused flow; how many.
+    pub fn resume_all(&self) -> usize {
+        let mut flows = self.lock();
+        flows
+            .values_mut()
+            .filter_map(|live| live.pause.take())
+            .map(|resume| resume.send(Decision::Resume))
+            .count()
+    }
+
+    /// Kills a flow, paused or not.
+    pub fn kill(&self, id: FlowId, reason: &str) -> Result<(), LiveError> {
+        let mut flows = self.lock();
+        let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+        live.kill.kill(reason);
+        if let Some(pause) = live.pause.take() {
+            let _ = pause.send(Decision::Kill);
+        }
+        Ok(())
+    }
+
+    /// Kills every paused flow; how many.
+    pub fn kill_paused(&self, reason: &str) -> usize {
+        let mut flows = self.lock();
+        flows
+            .values_mut()
+            .filter_map(|live| {
+                let pause = live.pause.take()?;
+                live.kill.kill(reason);
+                Some(pause.send(Decision::Kill))
+            })
+            .count()
+    }
+
+    /// Applies `change` to a paused flow (what goes on is the changed flow).
+    pub fn edit(
+        &self,
+        id: FlowId,
+        change: impl FnOnce(&mut Flow, bool) -> Result<(), String>,
+    ) -> Result<Flow, LiveError> {
+        let (recorder, body_editable) = {
+            let flows = self.lock();
+            let live = flows.get(&id).ok_or(LiveError::NotLive)?;
+            if live.pause.is_none() {
+                return Err(LiveError::NotPaused);
+            }
+            let recorder = live.recorder.upgrade().ok_or(LiveError::NotLive)?;
+            (recorder, live.body_editable)
+        };
+        let mut flow = recorder.read(Flow::clone).ok_or(LiveError::NotLive)?;
+        change(&mut flow, body_editable).map_err(LiveError::NotPossible)?;
+        recorder.update(|f| *f = flow.clone());
+        recorder.publish_live();
+        Ok(flow)
+    }
+}
+
+/// The user's intercept filter as an exchange hook.
+pub struct Intercept {
+    filter: RwLock<Option<(String, Arc<Filter>)>>,
+    live: Arc<LiveFlows>,
+    body_limit: usize,
+    body_idle: Duration,
+}
+
+impl Intercept {
+    pub fn new(live: Arc<LiveFlows>, body_limit: usize, body_idle: Duration) -> Self {
+        Intercept {
+            filter: RwLock::new(None),
+            live,
+            body_limit,
+            body_idle,
+        }
+    }
+
+    /// Sets (or with `None`, clears) the filter; the text is what the user wrote.
+    pub fn set_filter(&self, filter: Option<(String, Filter)>) {
+        *self.filter.write().unwrap_or_else(|p| p.into_inner()) =
+            filter.map(|(text, filter)| (text, Arc::new(filter)));
+    }
+
+    pub fn filter_text(&self) -> Option<String> {
+        self.filter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(text, _)| text.clone())
+    }
+
+    /// Whether the flow matches the filter now.
+    pub fn matches(&self, flow: &FlowRecorder) -> bool {
+        let filter = self
+            .filter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, filter)| Arc::clone(filter));
+        filter.is_some_and(|filter| flow.read(|f| filter.matches(f)).unwrap_or(false))
+    }
+}
+
+impl ExchangeHook for Intercept {
+    fn name(&self) -> &'static str {
+        "intercept"
+    }
+
+    fn request_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::request::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, RequestVerdict> {
+        Box::pin(async move {
+            if !self.matches(flow) {
+                return RequestVerdict::Continue;
+            }
+            let whole = body
+                .read_whole(self.body_limit, self.body_idle)
+                .await
+                .cloned();
+            if let Some(content) = &whole {
+                flow.update(|f| f.request.body = periscope_flow::Body::complete(content.clone()));
+            }
+            let before = flow.read(|f| f.request.clone());
+            let decision = self
+                .live
+                .pause(flow, Interception::Request, whole.is_some())
+                .await;
+            if decision == Decision::Kill {
+                return RequestVerdict::Kill("the flow was killed while intercepted".to_owned());
+            }
+            let after = flow.read(|f| f.request.clone());
+            let Some(edited) = after.filter(|after| Some(after) != before.as_ref()) else {
+                return RequestVerdict::Continue;
+            };
+            match rebuild_request(head, &edited) {
+                Ok(()) => {
+                    if whole.is_some() {
+                        body.replace(edited.body.content.clone());
+                    }
+                    RequestVerdict::Continue
+                }
+                Err(why) => RequestVerdict::Kill(format!("the edited request is not valid: {why}")),
+            }
+        })
+    }
+
+    fn response_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::response::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, ResponseVerdict> {
+        Box::pin(async move {
+            if !self.matches(flow) {
+                return ResponseVerdict::Continue;
+            }
+            let whole = body
+                .read_whole(self.body_limit, self.body_idle)
+                .await
+                .cloned();
+            if let Some(content) = &whole {
+                flow.update(|f| {
+                    if let Some(response) = f.response.as_mut() {
+                        response.body = periscope_flow::Body::complete(content.clone());
+                    }
+                });
+            }
+            let before = flow.read(|f| f.response.clone()).flatten();
+            let decision = self
+                .live
+                .pause(flow, Interception::Response, whole.is_some())
+                .await;
+            if decision == Decision::Kill {
+                return ResponseVerdict::Kill("the flow was killed while intercepted".to_owned());
+            }
+            let after = flow.read(|f| f.response.clone()).flatten();
+            let Some(edited) = after.filter(|after| Some(after) != before.as_ref()) else {
+                return ResponseVerdict::Continue;
+            };
+            match rebuild_response(head, &edited) {
+                Ok(()) => {
+                    if whole.is_some() {
+                        body.replace(edited.body.content.clone());
+                    }
+                    ResponseVerdict::Continue
+                }
+                Err(why) => {
+                    ResponseVerdict::Kill(format!("the edited response is not valid: {why}"))
+                }
+            }
+        })
+    }
+}
+
+/// The request head as the user left the flow: method, path, headers. (Where it goes
+/// is the destination stage's business, from the flow's scheme, host and port.)
+fn rebuild_request(
+    head: &mut http::request::Parts,
+    request: &periscope_flow::Request,
+) -> Result<(), String> {
+    head.method = Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
+    head.uri = request
+        .path
+        .parse::<Uri>()
+        .map_err(|e| format!("path: {e}"))?;
+    head.headers = header_map(&request.headers)?;
+    Ok(())
+}
+
+fn rebuild_response(
+    head: &mut http::response::Parts,
+    response: &periscope_flow::Response,
+) -> Result<(), String> {
+    head.status = StatusCode::from_u16(response.status).map_err(|e| e.to_string())?;
+    head.headers = header_map(&response.headers)?;
+    if head.status.canonical_reason() != Some(response.reason.as_str()) {
+        head.extensions.insert(
+            hyper::ext::ReasonPhrase::try_from(Bytes::from(response.reason.clone().into_bytes()))
+                .map_err(|_| "reason".to_owned())?,
+        );
+    } else {
+        head.extensions.remove::<hyper::ext::ReasonPhrase>();
+    }
+    Ok(())
+}
+
+fn header_map(headers: &periscope_flow::Headers) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for header in headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| format!("header name {:?}", header.name))?;
+        let value = HeaderValue::from_bytes(&header.value)
+            .map_err(|_| format!("the value of {}", header.name))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Holds a flow's WebSocket messages for the user while the intercept filter matches
+/// it, one message at a time.
+pub struct FlowGate {
+    pub recorder: Arc<FlowRecorder>,
+    pub intercept: Arc<Intercept>,
+    pub live: Arc<LiveFlows>,
+    pub one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl MessageGate for FlowGate {
+    fn holds(&self) -> bool {
+        self.intercept.matches(&self.recorder)
+    }
+
+    fn decide<'a>(
+        &'a self,
+        message: &'a periscope_flow::WebSocketMessage,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MessageVerdict> + Send + 'a>> {
+        Box::pin(async move {
+            // A message from each side may be held at once; the flow shows one.
+            let _turn = self.one_at_a_time.lock().await;
+            let at = Interception::WebSocketMessage {
+                message: message.clone(),
+            };
+            match self.live.pause(&self.recorder, at, true).await {
+                Decision::Resume => MessageVerdict::Deliver,
+                Decision::Replace(content) => MessageVerdict::Replace(content),
+                Decision::Drop => MessageVerdict::Drop,
+                Decision::Kill => MessageVerdict::Kill,
+            }
+        })
+    }
+}

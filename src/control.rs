@@ -1,0 +1,170 @@
+//! `FlowControl` for a running proxy and its session: flows in flight through the
+//! proxy's handle, recorded flows through the session store. Front ends (the console,
+//! the control API) get this and nothing else of the proxy.
+
+use std::sync::Arc;
+
+use periscope_control::{
+    apply_edit, CertificateChoice, ControlError, FlowControl, FlowEdit, Injection,
+    MessageDecision, Options, OptionsUpdate,
+};
+use periscope_flow::store::FlowStore;
+use periscope_flow::{Flow, FlowEvent, FlowId};
+use periscope_proxy::{FlowBus, ProxyControl};
+
+pub struct SessionControl {
+    proxy: ProxyControl,
+    store: Arc<FlowStore>,
+    bus: FlowBus,
+}
+
+impl SessionControl {
+    pub fn new(proxy: ProxyControl, store: Arc<FlowStore>, bus: FlowBus) -> Self {
+        SessionControl { proxy, store, bus }
+    }
+
+    fn stored(&self, id: FlowId) -> Result<Flow, ControlError> {
+        self.store
+            .get(id)
+            .map_err(store_error)?
+            .ok_or(ControlError::NotFound(id))
+    }
+
+    fn is_live(&self, id: FlowId) -> bool {
+        self.proxy.live_flow(id).is_some()
+    }
+}
+
+fn store_error(error: impl std::fmt::Display) -> ControlError {
+    ControlError::Store(error.to_string())
+}
+
+impl FlowControl for SessionControl {
+    fn flow(&self, id: FlowId) -> Result<Flow, ControlError> {
+        match self.proxy.live_flow(id) {
+            Some(flow) => Ok(flow),
+            None => self.stored(id),
+        }
+    }
+
+    fn flows_in_flight(&self) -> Vec<Flow> {
+        self.proxy.live_flows()
+    }
+
+    fn resume(&self, id: FlowId) -> Result<(), ControlError> {
+        self.proxy.resume(id)
+    }
+
+    fn resume_all(&self) -> usize {
+        self.proxy.resume_all()
+    }
+
+    fn kill(&self, id: FlowId) -> Result<(), ControlError> {
+        self.proxy.kill(id)
+    }
+
+    fn kill_all(&self) -> usize {
+        self.proxy.kill_paused()
+    }
+
+    fn edit(&self, id: FlowId, edit: FlowEdit) -> Result<Flow, ControlError> {
+        if self.is_live(id) {
+            return self.proxy.edit(id, &edit);
+        }
+        let mut flow = self.stored(id)?;
+        apply_edit(&mut flow, &edit)?;
+        self.store.replace_edited(&flow).map_err(store_error)?;
+        self.bus.publish(FlowEvent::Updated(Arc::new(flow.clone())));
+        Ok(flow)
+    }
+
+    fn replay(&self, id: FlowId) -> Result<FlowId, ControlError> {
+        let flow = self.flow(id)?;
+        self.proxy.replay(&flow)
+    }
+
+    fn duplicate(&self, id: FlowId) -> Result<FlowId, ControlError> {
+        if self.is_live(id) {
+            return Err(ControlError::NotPossible {
+                id,
+                what: "duplicated",
+                why: "it is still in flight".into(),
+            });
+        }
+        let copy = self
+            .store
+            .duplicate(id)
+            .map_err(store_error)?
+            .ok_or(ControlError::NotFound(id))?;
+        let copy_id = copy.id;
+        self.bus.publish(FlowEvent::Updated(Arc::new(copy)));
+        Ok(copy_id)
+    }
+
+    fn revert(&self, id: FlowId) -> Result<Flow, ControlError> {
+        if self.is_live(id) {
+            return Err(ControlError::NotPossible {
+                id,
+                what: "reverted",
+                why: "it is still in flight".into(),
+            });
+        }
+        let original = self
+            .store
+            .revert(id)
+            .map_err(store_error)?
+            .ok_or_else(|| ControlError::NotPossible {
+                id,
+                what: "reverted",
+                why: "it was never edited".into(),
+            })?;
+        self.bus
+            .publish(FlowEvent::Updated(Arc::new(original.clone())));
+        Ok(original)
+    }
+
+    fn delete(&self, id: FlowId) -> Result<(), ControlError> {
+        if self.is_live(id) {
+            self.proxy.kill(id)?;
+        }
+        let deleted = self.store.delete(id).map_err(store_error)?;
+        if !deleted && !self.is_live(id) {
+            return Err(ControlError::NotFound(id));
+        }
+        self.bus.publish(FlowEvent::Removed(id));
+        Ok(())
+    }
+
+    fn choose_client_certificate(
+        &self,
+        id: FlowId,
+        choice: CertificateChoice,
+    ) -> Result<(), ControlError> {
+        self.proxy.choose_client_certificate(id, choice)
+    }
+
+    fn decide_message(&self, id: FlowId, decision: MessageDecision) -> Result<(), ControlError> {
+        self.proxy.decide_message(id, decision)
+    }
+
+    fn inject_message(&self, id: FlowId, message: Injection) -> Result<(), ControlError> {
+        self.proxy.inject_message(id, message)
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            intercept: self.proxy.intercept(),
+            intercept_tls: self.proxy.intercept_tls(),
+        }
+    }
+
+    fn set_options(&self, update: OptionsUpdate) -> Result<Options, ControlError> {
+        if let Some(filter) = &update.intercept {
+            self.proxy.set_intercept(Some(filter))?;
+        }
+        if let Some(on) = update.intercept_tls {
+            self.proxy.set_intercept_tls(on);
+        }
+        Ok(self.options())
+    }
+}
