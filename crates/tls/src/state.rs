@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslOptions, SslRef, SslVersion};
-use periscope_model::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
+use periscope_model::{Direction, FlowId, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
 
 use crate::alert;
 use crate::client_certs::ClientIdentity;
@@ -171,8 +171,21 @@ impl TlsConnectionState {
     /// none is live also receives what was recorded while none was: the connection's
     /// setup, or what happened on it while idle since the last exchange.
     pub fn tap(self: &Arc<Self>) -> TlsEventTap {
-        let id = self.lock().events.add_tap();
+        let id = self.lock().events.add_tap(None);
         TlsEventTap::new(Arc::clone(self), id)
+    }
+
+    /// Like [`TlsConnectionState::tap`], for the exchange of flow `owner`: while the
+    /// tap lives, the connection counts `owner` among the flows in flight on it (a
+    /// held certificate request names them).
+    pub fn tap_for(self: &Arc<Self>, owner: FlowId) -> TlsEventTap {
+        let id = self.lock().events.add_tap(Some(owner));
+        TlsEventTap::new(Arc::clone(self), id)
+    }
+
+    /// The flows whose taps are live, oldest first.
+    pub fn owners(&self) -> Vec<FlowId> {
+        self.lock().events.owners()
     }
 
     /// Events recorded while no tap was live and not yet handed to a later one, oldest
