@@ -119,6 +119,11 @@ pub enum TlsEventKind {
         /// TLS 1.3 post-handshake authentication rather than part of a handshake.
         post_handshake: bool,
     },
+    /// A server's certificate request after the first handshake waited for the user
+    /// (`--intercept-tls`), who then chose what to present: "the configured
+    /// certificate", "no certificate", or the path of a PEM file. `None`: the request was
+    /// abandoned (its flow killed), which fails the connection.
+    CertificateRequestHeld { answer: Option<String> },
     /// The certificate sent in answer: its subject, or `None` for an empty Certificate.
     CertificatePresented {
         direction: Direction,
@@ -203,6 +208,16 @@ impl fmt::Display for TlsEvent {
                     )
                 }
             }
+            TlsEventKind::CertificateRequestHeld { answer } => match answer {
+                Some(answer) => write!(
+                    f,
+                    "{leg} leg: certificate request held for the user, answered with {answer}"
+                ),
+                None => write!(
+                    f,
+                    "{leg} leg: certificate request held for the user, then abandoned"
+                ),
+            },
             TlsEventKind::CertificatePresented { direction, subject } => match subject {
                 Some(subject) => write!(f, "{leg} leg: client certificate {direction}: {subject}"),
                 None => write!(
@@ -420,5 +435,25 @@ mod tests {
         let json = serde_json::to_string(&timeline).unwrap();
         let back: Timeline = serde_json::from_str(&json).unwrap();
         assert_eq!(back, timeline);
+    }
+
+    #[test]
+    fn a_held_certificate_request_says_how_it_ended() {
+        let held = |answer: Option<&str>| TlsEvent {
+            leg: Leg::Server,
+            kind: TlsEventKind::CertificateRequestHeld {
+                answer: answer.map(str::to_owned),
+            },
+        };
+        assert_eq!(
+            held(Some("no certificate")).to_string(),
+            "server leg: certificate request held for the user, answered with no certificate"
+        );
+        assert_eq!(
+            held(None).to_string(),
+            "server leg: certificate request held for the user, then abandoned"
+        );
+        let json = serde_json::to_string(&held(None)).unwrap();
+        assert_eq!(serde_json::from_str::<TlsEvent>(&json).unwrap(), held(None));
     }
 }

@@ -19,6 +19,7 @@ use crate::ca::LeafCertificate;
 use crate::client_certs::ClientCertificates;
 use crate::error::TlsError;
 use crate::ffi;
+use crate::hold::CertificateRequestHold;
 use crate::keylog::KeyLog;
 use crate::state::{ClientRenegotiation, TlsConnectionState};
 use crate::stream::{HandshakeTimeouts, Role, TlsStream};
@@ -37,6 +38,9 @@ pub struct UpstreamTlsSettings {
     pub legacy_versions: bool,
     pub keylog: Option<Arc<KeyLog>>,
     pub timeouts: HandshakeTimeouts,
+    /// Which certificate requests after the first handshake wait for the user
+    /// (`--intercept-tls`; see [`crate::hold`]). `None`: none do.
+    pub certificate_hold: Option<Arc<dyn CertificateRequestHold>>,
 }
 
 /// What to connect to: the name to verify (and send as SNI when it is not an IP).
@@ -119,7 +123,11 @@ impl UpstreamTls {
             .client_certificates
             .as_ref()
             .and_then(|certs| certs.for_host(target.server_name));
-        let state = TlsConnectionState::upstream(identity);
+        let state = TlsConnectionState::upstream_with_hold(
+            identity,
+            self.settings.certificate_hold.clone(),
+            target.peer_label.to_owned(),
+        );
         TlsStream::handshake(
             ssl,
             stream,

@@ -50,6 +50,13 @@ pub enum TlsError {
         alert: Option<AlertRecord>,
     },
 
+    #[error(
+        "{peer} asked for a client certificate during {}; the request was held for the user \
+         (--intercept-tls) and abandoned, so the handshake was ended",
+        phase.describe()
+    )]
+    CertificateRequestAbandoned { peer: String, phase: HandshakePhase },
+
     #[error("{peer} does not support secure renegotiation (RFC 5746), so the connection was refused; start Periscope with --legacy-renegotiation to allow such servers")]
     InsecureRenegotiation { peer: String },
 
@@ -116,6 +123,12 @@ impl Clone for TlsError {
                 presented: presented.clone(),
                 alert: alert.clone(),
             },
+            TlsError::CertificateRequestAbandoned { peer, phase } => {
+                TlsError::CertificateRequestAbandoned {
+                    peer: peer.clone(),
+                    phase: *phase,
+                }
+            }
             TlsError::InsecureRenegotiation { peer } => {
                 TlsError::InsecureRenegotiation { peer: peer.clone() }
             }
@@ -192,6 +205,13 @@ impl TlsError {
     /// right after connecting gets its explanation.
     pub fn from_context(peer: &str, context: &FailureContext) -> Option<TlsError> {
         let phase = context.phase.unwrap_or(HandshakePhase::Established);
+        if context.certificate_request_abandoned {
+            // Whatever OpenSSL or the server said next followed from it.
+            return Some(TlsError::CertificateRequestAbandoned {
+                peer: peer.to_owned(),
+                phase,
+            });
+        }
         if let Some(request) = &context.certificate_request {
             let rejected = context
                 .alert_received

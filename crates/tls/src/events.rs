@@ -11,6 +11,10 @@
 //! timestamped before that exchange began. Events after the last exchange stay in the
 //! unattached queue, for the event log.
 //!
+//! A tap made with [`TlsConnectionState::tap_for`] also names the flow that owns it, so
+//! the connection knows which flows are in flight on it (a certificate request held
+//! for the user names them).
+//!
 //! ```
 //! # use periscope_tls::TlsConnectionState;
 //! let connection = TlsConnectionState::upstream(None);
@@ -27,7 +31,7 @@
 
 use std::sync::Arc;
 
-use periscope_model::{Initiator, Timestamp, TlsEvent, TlsEventKind};
+use periscope_model::{FlowId, Initiator, Timestamp, TlsEvent, TlsEventKind};
 
 use crate::state::TlsConnectionState;
 
@@ -56,6 +60,13 @@ impl TlsEventTap {
     pub fn dropped(&self) -> u64 {
         self.connection
             .with_routing(|routing| routing.tap_dropped(self.id))
+    }
+
+    /// The flow this tap was made for, if it was made with
+    /// [`TlsConnectionState::tap_for`].
+    pub fn owner(&self) -> Option<FlowId> {
+        self.connection
+            .with_routing(|routing| routing.tap_owner(self.id))
     }
 }
 
@@ -119,13 +130,21 @@ impl EventQueue {
     }
 }
 
+/// A live tap's queue, and the flow it was made for.
+#[derive(Debug)]
+struct Tap {
+    id: TapId,
+    owner: Option<FlowId>,
+    queue: EventQueue,
+}
+
 /// The queues of one connection; lives inside its state's lock.
 #[derive(Debug)]
 pub(crate) struct EventRouting {
     /// Everything recorded before the first tap was made; handed to that tap.
     /// `None` once it was.
     before_first_tap: Option<EventQueue>,
-    taps: Vec<(TapId, EventQueue)>,
+    taps: Vec<Tap>,
     unattached: EventQueue,
     next_tap: u64,
 }
@@ -160,7 +179,7 @@ impl EventRouting {
 
     fn for_each_destination(&mut self, mut deliver: impl FnMut(&mut EventQueue)) {
         if !self.taps.is_empty() {
-            self.taps.iter_mut().for_each(|(_, queue)| deliver(queue));
+            self.taps.iter_mut().for_each(|tap| deliver(&mut tap.queue));
         } else if let Some(setup) = &mut self.before_first_tap {
             deliver(setup);
         } else {
@@ -168,7 +187,7 @@ impl EventRouting {
         }
     }
 
-    pub(crate) fn add_tap(&mut self) -> TapId {
+    pub(crate) fn add_tap(&mut self, owner: Option<FlowId>) -> TapId {
         let id = TapId(self.next_tap);
         self.next_tap += 1;
         let queue = match self.before_first_tap.take() {
@@ -176,19 +195,34 @@ impl EventRouting {
             None if self.taps.is_empty() => std::mem::take(&mut self.unattached),
             None => EventQueue::default(),
         };
-        self.taps.push((id, queue));
+        self.taps.push(Tap { id, owner, queue });
         id
     }
 
     pub(crate) fn remove_tap(&mut self, id: TapId) {
-        self.taps.retain(|(tap, _)| *tap != id);
+        self.taps.retain(|tap| tap.id != id);
     }
 
     fn tap_queue(&mut self, id: TapId) -> Option<&mut EventQueue> {
         self.taps
             .iter_mut()
-            .find(|(tap, _)| *tap == id)
-            .map(|(_, queue)| queue)
+            .find(|tap| tap.id == id)
+            .map(|tap| &mut tap.queue)
+    }
+
+    fn tap_owner(&self, id: TapId) -> Option<FlowId> {
+        self.taps.iter().find(|tap| tap.id == id)?.owner
+    }
+
+    /// The flows of the live taps, oldest tap first, each once.
+    pub(crate) fn owners(&self) -> Vec<FlowId> {
+        let mut owners: Vec<FlowId> = Vec::with_capacity(self.taps.len());
+        for owner in self.taps.iter().filter_map(|tap| tap.owner) {
+            if !owners.contains(&owner) {
+                owners.push(owner);
+            }
+        }
+        owners
     }
 
     pub(crate) fn take_tapped(&mut self, id: TapId) -> Vec<(Timestamp, TlsEvent)> {
@@ -417,6 +451,27 @@ mod tests {
         let first = connection.tap();
         assert_eq!(first.take().len(), EVENT_QUEUE_CAPACITY);
         assert_eq!(first.dropped(), 1);
+    }
+
+    #[test]
+    fn the_owners_are_the_flows_of_the_live_taps() {
+        let connection = TlsConnectionState::upstream(None);
+        let (stream_1, stream_3) = (FlowId::new(), FlowId::new());
+        let first = connection.tap_for(stream_1);
+        let unowned = connection.tap();
+        let second = connection.tap_for(stream_3);
+        assert_eq!(connection.owners(), vec![stream_1, stream_3]);
+        assert_eq!(first.owner(), Some(stream_1));
+        assert_eq!(unowned.owner(), None);
+
+        drop(first);
+        assert_eq!(connection.owners(), vec![stream_3]);
+        // An owned tap receives events like any other.
+        connection.record(key_update());
+        assert_eq!(kinds(second.take()), vec![key_update().kind]);
+        assert_eq!(kinds(unowned.take()), vec![key_update().kind]);
+        drop(second);
+        assert!(connection.owners().is_empty());
     }
 
     #[test]

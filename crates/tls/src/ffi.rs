@@ -21,7 +21,7 @@ use openssl::stack::StackRef;
 use openssl::x509::X509Name;
 use openssl_sys as sys;
 
-use crate::state::{HandshakeMessage, TlsConnectionState};
+use crate::state::{CertificateCallback, HandshakeMessage, TlsConnectionState};
 
 /// `SSL_OP_ALLOW_CLIENT_RENEGOTIATION`: OpenSSL 3 refuses client-initiated
 /// renegotiation unless this is set (openssl-sys has no constant for it).
@@ -65,6 +65,7 @@ extern "C" {
     #[cfg(test)]
     fn SSL_get_options(ssl: *const sys::SSL) -> u64;
     fn SSL_get_client_CA_list(ssl: *const sys::SSL) -> *mut sys::stack_st_X509_NAME;
+    fn SSL_certs_clear(ssl: *mut sys::SSL);
     fn SSL_CTX_set_info_callback(ctx: *mut sys::SSL_CTX, cb: Option<InfoCallback>);
     fn SSL_CTX_set_msg_callback(ctx: *mut sys::SSL_CTX, cb: Option<MsgCallback>);
     fn SSL_CTX_set_cert_cb(ctx: *mut sys::SSL_CTX, cb: Option<CertCallback>, arg: *mut c_void);
@@ -172,6 +173,14 @@ pub(crate) fn set_verify_mode(ssl: &mut impl ExclusiveSsl, mode: SslVerifyMode) 
     unsafe { sys::SSL_set_verify(ssl.ssl_ptr(), mode.bits() as c_int, None) }
 }
 
+/// Removes every certificate, private key and chain this `SSL` holds (not its
+/// context's), so the next CertificateRequest is answered with an empty Certificate
+/// unless another identity is installed first.
+pub(crate) fn clear_certificates(ssl: &mut impl ExclusiveSsl) {
+    // SAFETY: valid SSL pointer, exclusively borrowed; frees only what the SSL owns.
+    unsafe { SSL_certs_clear(ssl.ssl_ptr()) }
+}
+
 /// Schedules a renegotiation; it happens during the next read or write (a server
 /// sends its HelloRequest on the next `do_handshake`).
 pub(crate) fn renegotiate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
@@ -259,25 +268,36 @@ pub(crate) fn alert_description(code: u8) -> String {
     }
 }
 
-fn with_state(ssl: *const sys::SSL, f: impl FnOnce(&mut SslRef, &TlsConnectionState)) {
+/// Why a callback could not hand over to the connection's state.
+enum NotHandled {
+    /// The `SSL` has no state attached (not one of Periscope's connections).
+    NoState,
+    /// The state's method panicked; the panic was caught.
+    Panicked,
+}
+
+fn with_state<T>(
+    ssl: *const sys::SSL,
+    f: impl FnOnce(&mut SslRef, &Arc<TlsConnectionState>) -> T,
+) -> Result<T, NotHandled> {
     if ssl.is_null() {
-        return;
+        return Err(NotHandled::NoState);
     }
     // SAFETY: libssl passes the SSL the callback runs for; it stays valid during the
     // call. We only read ex_data and call SslRef methods on it, like OpenSSL's own
     // callbacks do.
     let ssl = unsafe { SslRef::from_ptr_mut(ssl as *mut sys::SSL) };
     let Some(state) = state_of(ssl).cloned() else {
-        return;
+        return Err(NotHandled::NoState);
     };
-    let outcome = catch_unwind(AssertUnwindSafe(|| f(ssl, &state)));
-    if outcome.is_err() {
+    catch_unwind(AssertUnwindSafe(|| f(ssl, &state))).map_err(|_| {
         tracing::error!("panic inside a TLS callback was caught; the event is lost");
-    }
+        NotHandled::Panicked
+    })
 }
 
 unsafe extern "C" fn info_callback(ssl: *const sys::SSL, where_: c_int, ret: c_int) {
-    with_state(ssl, |ssl, state| {
+    let _ = with_state(ssl, |ssl, state| {
         if where_ == SSL_CB_CONNECT_LOOP {
             state.on_client_state_transition(ssl);
         }
@@ -314,18 +334,26 @@ unsafe extern "C" fn msg_callback(
     let Some(message) = HandshakeMessage::parse(bytes) else {
         return;
     };
-    with_state(ssl, |ssl, state| {
+    let _ = with_state(ssl, |ssl, state| {
         state.on_handshake_message(ssl, write_p == 1, message)
     });
 }
 
+/// OpenSSL's `cert_cb` (ssl/statem/statem_clnt.c, `tls_prepare_client_certificate`):
+/// 1 continues the handshake with whatever certificate is installed, possibly none; 0
+/// fails it with an internal_error alert; -1 suspends it (`SSL_ERROR_WANT_X509_LOOKUP`)
+/// and the next `SSL_read`, `SSL_write` or `SSL_do_handshake` calls the callback again.
 unsafe extern "C" fn cert_callback(ssl: *mut sys::SSL, _arg: *mut c_void) -> c_int {
-    let mut chose = true;
-    with_state(ssl, |ssl, state| {
-        chose = state.on_certificate_request(ssl);
-    });
-    // 1 continues the handshake (with or without a certificate); 0 aborts it.
-    c_int::from(chose)
+    match with_state(ssl, |ssl, state| state.on_certificate_request(ssl)) {
+        Ok(CertificateCallback::Continue) => 1,
+        Ok(CertificateCallback::Suspend) => -1,
+        Ok(CertificateCallback::Abort) => 0,
+        // Not one of ours: present whatever its context set.
+        Err(NotHandled::NoState) => 1,
+        // What to present is unknown, and a held request may be half set up: failing
+        // the handshake is the one answer that cannot be wrong.
+        Err(NotHandled::Panicked) => 0,
+    }
 }
 
 #[cfg(test)]

@@ -7,15 +7,17 @@
 //! handshake_failure").
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslOptions, SslRef, SslVersion};
-use periscope_model::{Direction, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
+use periscope_model::{Direction, FlowId, Initiator, Leg, Timestamp, TlsEvent, TlsEventKind};
 
 use crate::alert;
 use crate::client_certs::ClientIdentity;
 use crate::events::{EventRouting, TlsEventTap};
 use crate::ffi;
+use crate::hold::{CertificateRequestHold, ClientCertificate, HeldCertificateRequest};
 
 /// How the client leg treats renegotiations the client starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,8 +110,33 @@ pub struct AlertRecord {
 pub struct FailureContext {
     pub phase: Option<HandshakePhase>,
     pub certificate_request: Option<CertificateRequestRecord>,
+    /// A certificate request held for the user was abandoned, which failed the
+    /// handshake (see [`crate::hold`]).
+    pub certificate_request_abandoned: bool,
     pub alert_received: Option<AlertRecord>,
     pub alert_sent: Option<AlertRecord>,
+}
+
+/// What OpenSSL's certificate callback tells the handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CertificateCallback {
+    /// Go on, with whatever certificate is installed (possibly none).
+    Continue,
+    /// Suspend the handshake until the callback is called again.
+    Suspend,
+    /// Fail the handshake.
+    Abort,
+}
+
+/// Whether the connection's task can wait for the held certificate request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeldRequestWait {
+    /// Still waiting for the user; the waker will be woken once it is answered.
+    Waiting,
+    /// Answered (or abandoned) already: drive the handshake again now.
+    Settled,
+    /// No request is held.
+    NotHeld,
 }
 
 /// Shared by the connection's stream (which reads it) and OpenSSL's callbacks
@@ -118,6 +145,9 @@ pub struct TlsConnectionState {
     leg: Leg,
     client_identity: Option<Arc<ClientIdentity>>,
     client_renegotiation: ClientRenegotiation,
+    certificate_hold: Option<Arc<dyn CertificateRequestHold>>,
+    /// Who is at the other end, for held requests (`host:port`).
+    peer: String,
     inner: Mutex<Inner>,
 }
 
@@ -128,7 +158,14 @@ struct Inner {
     renegotiating: bool,
     hello_request_received: bool,
     post_handshake_auth: bool,
-    identity_installed: bool,
+    /// The identity the `SSL` holds now: libssl keeps an installed certificate for
+    /// every later handshake, so it is installed once and replaced only when a held
+    /// request's answer asks for another (or for none).
+    installed_identity: Option<Arc<ClientIdentity>>,
+    held: Option<HeldRequest>,
+    /// How many requests were held on this connection: the last one's id.
+    requests_held: u64,
+    certificate_request_abandoned: bool,
     events: EventRouting,
     certificate_request: Option<CertificateRequestRecord>,
     alert_received: Option<AlertRecord>,
@@ -138,16 +175,46 @@ struct Inner {
     refusing_until: Option<Instant>,
 }
 
+/// A certificate request held for the user.
+struct HeldRequest {
+    /// Which of the connection's held requests this is; answers carry it.
+    id: u64,
+    ca_names: Vec<String>,
+    post_handshake: bool,
+    phase: HandshakePhase,
+    /// The task waiting for the answer, once it parked.
+    waker: Option<Waker>,
+    /// `None` until the user answers (or abandons the request).
+    answer: Option<Answer>,
+}
+
+enum Answer {
+    Present(ClientCertificate),
+    Abandon,
+}
+
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 impl TlsConnectionState {
     /// State for Periscope's connection to a server: it answers certificate requests
     /// with `client_identity` (or an empty Certificate).
     pub fn upstream(client_identity: Option<Arc<ClientIdentity>>) -> Arc<Self> {
+        Self::upstream_with_hold(client_identity, None, String::new())
+    }
+
+    /// Like [`TlsConnectionState::upstream`]; requests after the first handshake may
+    /// be held for the user, as `hold` decides. `peer` names the server in them.
+    pub(crate) fn upstream_with_hold(
+        client_identity: Option<Arc<ClientIdentity>>,
+        certificate_hold: Option<Arc<dyn CertificateRequestHold>>,
+        peer: String,
+    ) -> Arc<Self> {
         Arc::new(TlsConnectionState {
             leg: Leg::Server,
             client_identity,
             client_renegotiation: ClientRenegotiation::Refused,
+            certificate_hold,
+            peer,
             inner: Mutex::default(),
         })
     }
@@ -158,6 +225,8 @@ impl TlsConnectionState {
             leg: Leg::Client,
             client_identity: None,
             client_renegotiation,
+            certificate_hold: None,
+            peer: "the client".to_owned(),
             inner: Mutex::default(),
         })
     }
@@ -171,8 +240,30 @@ impl TlsConnectionState {
     /// none is live also receives what was recorded while none was: the connection's
     /// setup, or what happened on it while idle since the last exchange.
     pub fn tap(self: &Arc<Self>) -> TlsEventTap {
-        let id = self.lock().events.add_tap();
+        let id = self.lock().events.add_tap(None);
         TlsEventTap::new(Arc::clone(self), id)
+    }
+
+    /// Like [`TlsConnectionState::tap`], for the exchange of flow `owner`: while the
+    /// tap lives, the connection counts `owner` among the flows in flight on it (a
+    /// held certificate request names them).
+    pub fn tap_for(self: &Arc<Self>, owner: FlowId) -> TlsEventTap {
+        let id = self.lock().events.add_tap(Some(owner));
+        TlsEventTap::new(Arc::clone(self), id)
+    }
+
+    /// The flows whose taps are live, oldest first.
+    pub fn owners(&self) -> Vec<FlowId> {
+        self.lock().events.owners()
+    }
+
+    /// True while a certificate request waits for the user's answer: the handshake is
+    /// suspended, and whatever waits for the server meanwhile waits for the user.
+    pub fn certificate_request_held(&self) -> bool {
+        self.lock()
+            .held
+            .as_ref()
+            .is_some_and(|held| held.answer.is_none())
     }
 
     /// Events recorded while no tap was live and not yet handed to a later one, oldest
@@ -212,6 +303,7 @@ impl TlsConnectionState {
         FailureContext {
             phase: Some(inner.phase()),
             certificate_request: inner.certificate_request.clone(),
+            certificate_request_abandoned: inner.certificate_request_abandoned,
             alert_received: inner.alert_received.clone(),
             alert_sent: inner.alert_sent.clone(),
         }
@@ -435,11 +527,21 @@ impl TlsConnectionState {
         }
     }
 
-    /// Called by OpenSSL whenever a server asks for our certificate. Returns false to
-    /// abort the handshake (only when our configured certificate cannot be used).
-    pub(crate) fn on_certificate_request(&self, ssl: &mut SslRef) -> bool {
-        let ca_names = ffi::client_ca_names(ssl);
+    /// Called by OpenSSL whenever a server asks for our certificate, and again on
+    /// every read or write while the request is held for the user.
+    pub(crate) fn on_certificate_request(
+        self: &Arc<Self>,
+        ssl: &mut SslRef,
+    ) -> CertificateCallback {
         let mut inner = self.lock();
+        if let Some(mut held) = inner.held.take() {
+            let Some(answer) = held.answer.take() else {
+                inner.held = Some(held);
+                return CertificateCallback::Suspend;
+            };
+            return self.apply_answer(ssl, &mut inner, held, answer);
+        }
+        let ca_names = ffi::client_ca_names(ssl);
         let post_handshake = inner.tls13 && inner.handshakes_completed > 0;
         if post_handshake {
             inner.post_handshake_auth = true;
@@ -452,19 +554,107 @@ impl TlsConnectionState {
                 post_handshake,
             },
         );
-        let mut usable = true;
-        let presented = match &self.client_identity {
-            Some(identity) => {
-                if !inner.identity_installed {
-                    usable = install_identity(ssl, identity);
-                    inner.identity_installed = usable;
-                }
-                usable.then(|| identity.subject.clone())
+        let after_first_handshake = inner.handshakes_completed > 0;
+        if let Some(hold) = self
+            .certificate_hold
+            .as_ref()
+            .filter(|_| after_first_handshake)
+        {
+            let owners = inner.events.owners();
+            // The hold runs code of the proxy's (it reads the user's options, hands the
+            // request to the console), which may look at this connection: not under
+            // our lock.
+            drop(inner);
+            if hold.should_hold(&owners) {
+                let id = {
+                    let mut inner = self.lock();
+                    inner.requests_held += 1;
+                    let id = inner.requests_held;
+                    // In place before the hold sees the request: it may be answered at
+                    // once, from another thread.
+                    inner.held = Some(HeldRequest {
+                        id,
+                        ca_names: ca_names.clone(),
+                        post_handshake,
+                        phase,
+                        waker: None,
+                        answer: None,
+                    });
+                    id
+                };
+                hold.held(HeldCertificateRequest::new(
+                    self,
+                    id,
+                    ca_names,
+                    post_handshake,
+                    owners,
+                    self.peer.clone(),
+                    self.client_identity.as_ref().map(|i| i.subject.clone()),
+                ));
+                return CertificateCallback::Suspend;
             }
-            None => None,
+            inner = self.lock();
+        }
+        let identity = self.client_identity.clone();
+        self.present(ssl, &mut inner, identity, ca_names, post_handshake, phase)
+    }
+
+    /// The callback ran again for a held request the user answered: records how, and
+    /// presents what they chose (its CertificateRequested was recorded when it came).
+    fn apply_answer(
+        &self,
+        ssl: &mut SslRef,
+        inner: &mut Inner,
+        held: HeldRequest,
+        answer: Answer,
+    ) -> CertificateCallback {
+        let choice = match answer {
+            Answer::Abandon => {
+                self.push(inner, TlsEventKind::CertificateRequestHeld { answer: None });
+                inner.certificate_request_abandoned = true;
+                return CertificateCallback::Abort;
+            }
+            Answer::Present(choice) => choice,
         };
         self.push(
-            &mut inner,
+            inner,
+            TlsEventKind::CertificateRequestHeld {
+                answer: Some(choice.describe()),
+            },
+        );
+        let identity = match choice {
+            ClientCertificate::Configured => self.client_identity.clone(),
+            ClientCertificate::None => None,
+            ClientCertificate::Identity(identity) => Some(identity),
+        };
+        self.present(
+            ssl,
+            inner,
+            identity,
+            held.ca_names,
+            held.post_handshake,
+            held.phase,
+        )
+    }
+
+    /// Answers a certificate request with `identity` (an empty Certificate for
+    /// `None`) and records it. Aborts the handshake only when the identity cannot be
+    /// used.
+    fn present(
+        &self,
+        ssl: &mut SslRef,
+        inner: &mut Inner,
+        identity: Option<Arc<ClientIdentity>>,
+        ca_names: Vec<String>,
+        post_handshake: bool,
+        phase: HandshakePhase,
+    ) -> CertificateCallback {
+        let usable = install(ssl, inner, identity.as_ref());
+        let presented = identity
+            .filter(|_| usable)
+            .map(|identity| identity.subject.clone());
+        self.push(
+            inner,
             TlsEventKind::CertificatePresented {
                 direction: Direction::Sent,
                 subject: presented.clone(),
@@ -476,7 +666,50 @@ impl TlsConnectionState {
             phase,
             presented,
         });
-        usable
+        if usable {
+            CertificateCallback::Continue
+        } else {
+            CertificateCallback::Abort
+        }
+    }
+
+    /// Records the user's answer to held request `id` (`None`: abandoned) and wakes
+    /// the task waiting for it. An answer to a request no longer held is ignored.
+    pub(crate) fn settle_held_request(&self, id: u64, choice: Option<ClientCertificate>) {
+        let waker = {
+            let mut inner = self.lock();
+            let Some(held) = inner
+                .held
+                .as_mut()
+                .filter(|held| held.id == id && held.answer.is_none())
+            else {
+                return;
+            };
+            held.answer = Some(match choice {
+                Some(choice) => Answer::Present(choice),
+                None => Answer::Abandon,
+            });
+            held.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Called by the stream when OpenSSL reported the suspended handshake: parks
+    /// `waker` until the held request is answered, unless it already was.
+    pub(crate) fn wait_for_held_request(&self, waker: &Waker) -> HeldRequestWait {
+        let mut inner = self.lock();
+        match inner.held.as_mut() {
+            None => HeldRequestWait::NotHeld,
+            Some(held) if held.answer.is_some() => HeldRequestWait::Settled,
+            Some(held) => {
+                if !held.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    held.waker = Some(waker.clone());
+                }
+                HeldRequestWait::Waiting
+            }
+        }
     }
 }
 
@@ -491,6 +724,35 @@ impl Inner {
         } else {
             HandshakePhase::Established
         }
+    }
+}
+
+/// Makes `identity` (or none) the certificate the `SSL` presents; false when it
+/// cannot be used.
+fn install(ssl: &mut SslRef, inner: &mut Inner, identity: Option<&Arc<ClientIdentity>>) -> bool {
+    let installed_already = match (identity, &inner.installed_identity) {
+        (Some(wanted), Some(installed)) => Arc::ptr_eq(wanted, installed),
+        (None, None) => true,
+        _ => false,
+    };
+    if installed_already {
+        return true;
+    }
+    // Certificates of another key type would stay beside the new one (libssl keeps
+    // one per key type and picks by the server's signature algorithms): clear first.
+    if inner.installed_identity.take().is_some() {
+        ffi::clear_certificates(ssl);
+    }
+    let Some(identity) = identity else {
+        return true;
+    };
+    if install_identity(ssl, identity) {
+        inner.installed_identity = Some(Arc::clone(identity));
+        true
+    } else {
+        // Whatever part of it was installed must not be presented later.
+        ffi::clear_certificates(ssl);
+        false
     }
 }
 

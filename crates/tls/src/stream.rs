@@ -6,7 +6,8 @@
 //! KeyUpdate response — reaches the peer during that same read. On top it adds what
 //! a proxy needs: a deadline on handshakes that start after the first one (a server
 //! that sends HelloRequest and then ignores our ClientHello must not hang a client),
-//! and errors that explain themselves ([`TlsError`]).
+//! waiting without that deadline while a certificate request is held for the user
+//! ([`crate::hold`]), and errors that explain themselves ([`TlsError`]).
 
 use std::future::Future;
 use std::io;
@@ -15,14 +16,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use openssl::ssl::{self, NameType, Ssl, SslRef};
+use openssl::ssl::{self, ErrorCode, NameType, Ssl, SslRef};
 use periscope_model::TlsInfo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use crate::certs::summarize;
 use crate::error::TlsError;
-use crate::state::TlsConnectionState;
+use crate::state::{HeldRequestWait, TlsConnectionState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -134,11 +135,12 @@ impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
     }
 
     /// While a handshake after the first is under way, polls its deadline; returns the
-    /// timeout error once it passes.
+    /// timeout error once it passes. The deadline starts over once a certificate
+    /// request held for the user is answered.
     fn poll_renegotiation_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let in_handshake =
             !self.inner.ssl().is_init_finished() || self.state.handshake_in_progress();
-        if !in_handshake {
+        if !in_handshake || self.state.certificate_request_held() {
             self.renegotiation_deadline = None;
             return Poll::Pending;
         }
@@ -163,6 +165,23 @@ impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
                     .into_io(),
                 )
             }
+        }
+    }
+
+    /// Sorts out a failed read or write of the inner stream: a handshake suspended for
+    /// a held certificate request waits (without the renegotiation deadline) until the
+    /// request is answered; anything else is a failure, explained.
+    fn after_failure(&mut self, cx: &mut Context<'_>, error: io::Error) -> AfterFailure {
+        if !is_suspended_for_certificate(&error) {
+            return AfterFailure::Fail(self.explain(error));
+        }
+        match self.state.wait_for_held_request(cx.waker()) {
+            HeldRequestWait::Waiting => {
+                self.renegotiation_deadline = None;
+                AfterFailure::Wait
+            }
+            HeldRequestWait::Settled => AfterFailure::Retry,
+            HeldRequestWait::NotHeld => AfterFailure::Fail(self.explain(error)),
         }
     }
 
@@ -201,6 +220,26 @@ impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
     }
 }
 
+/// What a read or write does after the inner stream failed.
+enum AfterFailure {
+    Fail(io::Error),
+    /// The task waits for a held certificate request; it is woken when it is answered.
+    Wait,
+    /// The held request was answered meanwhile: call OpenSSL again.
+    Retry,
+}
+
+/// Whether OpenSSL stopped because the certificate callback suspended the handshake.
+/// `openssl::ssl::SslStream` passes `SSL_ERROR_WANT_X509_LOOKUP` on as an
+/// `io::Error` of kind `Other` wrapping the `ssl::Error` (only WANT_READ is retried
+/// inside it), and tokio-openssl only turns `WouldBlock` into `Pending`.
+fn is_suspended_for_certificate(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ssl::Error>())
+        .is_some_and(|e| e.code() == ErrorCode::from_raw(openssl_sys::SSL_ERROR_WANT_X509_LOOKUP))
+}
+
 /// The largest TLS record's plaintext (RFC 8446 §5.1).
 const FULL_RECORD: usize = 16 * 1024;
 
@@ -212,31 +251,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() == before {
-                    if let Some(error) = this.check_eof() {
-                        return Poll::Ready(Err(error));
-                    }
-                }
-                this.renegotiation_deadline = None;
-                // One SSL_read returns one record (16 KiB at most). After a full one,
-                // a large transfer is under way: take the records already here too, so
-                // it moves in larger pieces with fewer hand-overs between the legs.
-                // (A short record ends the loop: small exchanges pay no extra read.)
-                let mut last = buf.filled().len() - before;
-                while last >= FULL_RECORD && buf.remaining() >= FULL_RECORD {
-                    let filled = buf.filled().len();
-                    match Pin::new(&mut this.inner).poll_read(cx, buf) {
-                        Poll::Ready(Ok(())) => last = buf.filled().len() - filled,
-                        _ => break,
-                    }
-                }
-                Poll::Ready(Ok(()))
+        loop {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => return Poll::Ready(this.after_read(cx, buf, before)),
+                Poll::Ready(Err(error)) => match this.after_failure(cx, error) {
+                    AfterFailure::Fail(error) => return Poll::Ready(Err(error)),
+                    AfterFailure::Wait => return Poll::Pending,
+                    AfterFailure::Retry => {}
+                },
+                Poll::Pending => return this.poll_renegotiation_deadline(cx).map(Err),
             }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(this.explain(error))),
-            Poll::Pending => this.poll_renegotiation_deadline(cx).map(Err),
         }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
+    /// After a read that returned data (or none: the end of the stream).
+    fn after_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        before: usize,
+    ) -> io::Result<()> {
+        if buf.filled().len() == before {
+            if let Some(error) = self.check_eof() {
+                return Err(error);
+            }
+        }
+        self.renegotiation_deadline = None;
+        // One SSL_read returns one record (16 KiB at most). After a full one, a large
+        // transfer is under way: take the records already here too, so it moves in
+        // larger pieces with fewer hand-overs between the legs. (A short record ends
+        // the loop: small exchanges pay no extra read. Anything but data, a suspended
+        // handshake included, ends it too and is met again by the next read.)
+        let mut last = buf.filled().len() - before;
+        while last >= FULL_RECORD && buf.remaining() >= FULL_RECORD {
+            let filled = buf.filled().len();
+            match Pin::new(&mut self.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => last = buf.filled().len() - filled,
+                _ => break,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -247,10 +303,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
-            Poll::Ready(Err(error)) => Poll::Ready(Err(this.explain(error))),
-            Poll::Pending => this.poll_renegotiation_deadline(cx).map(Err),
+        loop {
+            let error = match Pin::new(&mut this.inner).poll_write(cx, buf) {
+                Poll::Ready(Ok(n)) => return Poll::Ready(Ok(n)),
+                Poll::Ready(Err(error)) => error,
+                Poll::Pending => return this.poll_renegotiation_deadline(cx).map(Err),
+            };
+            match this.after_failure(cx, error) {
+                AfterFailure::Fail(error) => return Poll::Ready(Err(error)),
+                AfterFailure::Wait => return Poll::Pending,
+                AfterFailure::Retry => continue,
+            }
         }
     }
 

@@ -12,8 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{
-    ClientHelloResponse, ErrorCode, SslAcceptor, SslAcceptorBuilder, SslConnector, SslMethod,
-    SslOptions, SslStream, SslVerifyMode, SslVersion,
+    ClientHelloResponse, ErrorCode, SslConnector, SslMethod, SslVerifyMode, SslVersion,
 };
 use periscope_model::{Direction, Initiator, Leg, TlsEvent, TlsEventKind};
 use periscope_tls::{
@@ -23,32 +22,8 @@ use periscope_tls::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Pki {
-    _dir: tempfile::TempDir,
-    server_ca: CertificateAuthority,
-    server_ca_file: std::path::PathBuf,
-    client_ca: CertificateAuthority,
-    client_identity_file: std::path::PathBuf,
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let server_ca = CertificateAuthority::load_or_create(&dir.path().join("server-ca")).unwrap();
-    let client_ca = CertificateAuthority::load_or_create(&dir.path().join("client-ca")).unwrap();
-    let server_ca_file = server_ca.cert_pem_path().to_owned();
-    let identity = client_ca.leaf_for("test-client.example", &[]).unwrap();
-    let client_identity_file = dir.path().join("client.pem");
-    let mut pem = identity.certificate.to_pem().unwrap();
-    pem.extend(identity.key.private_key_to_pem_pkcs8().unwrap());
-    std::fs::write(&client_identity_file, pem).unwrap();
-    Pki {
-        _dir: dir,
-        server_ca,
-        server_ca_file,
-        client_ca,
-        client_identity_file,
-    }
-}
+mod support;
+use support::{finish_server_handshake, pki, server_acceptor, server_acceptor_builder, Pki};
 
 /// What the scripted server does after reading the first request line.
 #[derive(Clone, Copy, PartialEq)]
@@ -57,62 +32,6 @@ enum Script {
     RenegotiateAndStall,
     PostHandshakeAuth { verify: SslVerifyMode },
     KeyUpdate { request_peer: bool },
-}
-
-fn server_acceptor(pki: &Pki, version: SslVersion) -> SslAcceptor {
-    let mut builder = server_acceptor_builder(pki, version);
-    builder.set_options(SslOptions::NO_SESSION_RESUMPTION_ON_RENEGOTIATION | SslOptions::NO_TICKET);
-    builder.build()
-}
-
-/// A server with the test PKI, asking for no certificate in the first handshake and
-/// naming the client CA when it asks later; resumption left at OpenSSL's defaults.
-fn server_acceptor_builder(pki: &Pki, version: SslVersion) -> SslAcceptorBuilder {
-    let leaf = pki.server_ca.leaf_for("localhost", &[]).unwrap();
-    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
-    builder.set_certificate(&leaf.certificate).unwrap();
-    builder.set_private_key(&leaf.key).unwrap();
-    builder.set_min_proto_version(Some(version)).unwrap();
-    builder.set_max_proto_version(Some(version)).unwrap();
-    builder.set_session_id_context(b"test").unwrap();
-    let mut names = openssl::stack::Stack::new().unwrap();
-    names
-        .push(
-            pki.client_ca
-                .certificate()
-                .subject_name()
-                .to_owned()
-                .unwrap(),
-        )
-        .unwrap();
-    builder.set_client_ca_list(names);
-    // Ask for nothing in the first handshake, accept whatever comes later: the tests
-    // check what the client sends, not whether a real server would trust it.
-    builder.set_verify_callback(SslVerifyMode::NONE, |_, _| true);
-    builder
-}
-
-/// Reads until the handshake the server started is over (the client sends no
-/// application data meanwhile, so a plain read would block forever).
-fn finish_server_handshake(stream: &mut SslStream<TcpStream>) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    stream
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let mut byte = [0u8; 1];
-    while stream.renegotiation_pending() || !stream.ssl().is_init_finished() {
-        if Instant::now() > deadline {
-            return Err("the client never completed the handshake".into());
-        }
-        match stream.ssl_peek(&mut byte) {
-            Ok(_) => {}
-            Err(e) if e.code() == ErrorCode::WANT_READ => {}
-            Err(e) => return Err(format!("server side failed: {e}")),
-        }
-    }
-    stream.get_ref().set_read_timeout(None).unwrap();
-    Ok(())
 }
 
 /// Runs one scripted connection; returns what the server saw of the client's certificate.
