@@ -230,6 +230,9 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     };
     Ok(ProxyConfig {
         hooks: Default::default(),
+        interactive: false,
+        intercept: None,
+        intercept_tls: false,
         credentials,
         listen: SocketAddr::new(args.listen_host, args.listen_port),
         body_limit: usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
@@ -241,6 +244,8 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             pool_idle: args.idle_timeout.into(),
         },
         upstream_tls: UpstreamTlsSettings {
+            // The proxy sets it when front ends can act on flows.
+            certificate_hold: None,
             verify: !args.ssl_insecure,
             trusted_ca: args.upstream_trusted_ca.clone(),
             client_certificates,

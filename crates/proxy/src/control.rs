@@ -9,16 +9,20 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
-use periscope_control::{apply_edit, ControlError, FlowEdit};
+use periscope_control::{
+    apply_edit, CertificateChoice, ControlError, FlowEdit, Injection, MessageDecision,
+};
 use periscope_flow::filter::Filter;
-use periscope_flow::{ConnectionInfo, Flow, FlowId, Interception, Timestamp};
+use periscope_flow::{ConnectionInfo, Flow, FlowId, Interception, Timestamp, WebSocketOpcode};
+use periscope_tls::{ClientCertificate, ClientIdentity};
 
 use crate::body::IncomingBody;
 use crate::core::ProxyCore;
-use crate::intercept::{Intercept, LiveError, LiveFlows};
+use crate::intercept::{Decision, Intercept, LiveError, LiveFlows};
 use crate::recorder::{ClientContext, PresetFlowId, ReplayOf};
 use crate::session::ClientSession;
 use crate::upstream::next_connection_id;
+use crate::websocket::Injected;
 
 /// A handle on a running proxy's flows in flight.
 #[derive(Clone)]
@@ -104,6 +108,64 @@ impl ProxyControl {
                 apply_edit(flow, edit).map_err(|e| e.to_string())
             })
             .map_err(|e| live_error(id, "edited", e))
+    }
+
+    /// Answers the certificate request a flow's server made and the user was asked
+    /// about (`--intercept-tls`).
+    pub fn choose_client_certificate(
+        &self,
+        id: FlowId,
+        choice: CertificateChoice,
+    ) -> Result<(), ControlError> {
+        let certificate = match choice {
+            CertificateChoice::Configured => ClientCertificate::Configured,
+            CertificateChoice::None => ClientCertificate::None,
+            CertificateChoice::File { path } => ClientCertificate::Identity(Arc::new(
+                ClientIdentity::load(&path)
+                    .map_err(|e| ControlError::InvalidEdit(e.to_string()))?,
+            )),
+        };
+        self.live
+            .answer_certificate(id, certificate)
+            .map_err(|e| live_error(id, "answered", e))
+    }
+
+    /// Decides about the WebSocket message a flow holds.
+    pub fn decide_message(
+        &self,
+        id: FlowId,
+        decision: MessageDecision,
+    ) -> Result<(), ControlError> {
+        let decision = match decision {
+            MessageDecision::Resume { content: None } => Decision::Resume,
+            MessageDecision::Resume {
+                content: Some(content),
+            } => Decision::Replace(Bytes::from(content.bytes()?)),
+            MessageDecision::Drop => Decision::Drop,
+        };
+        self.live
+            .decide_message(id, decision)
+            .map_err(|e| live_error(id, "decided", e))
+    }
+
+    /// Writes a message into a flow's open WebSocket.
+    pub fn inject_message(&self, id: FlowId, message: Injection) -> Result<(), ControlError> {
+        let injected = Injected {
+            opcode: if message.binary {
+                WebSocketOpcode::Binary
+            } else {
+                WebSocketOpcode::Text
+            },
+            content: Bytes::from(message.content.bytes()?),
+        };
+        if !message.binary && std::str::from_utf8(&injected.content).is_err() {
+            return Err(ControlError::InvalidEdit(
+                "a text message must be UTF-8; send it as binary".into(),
+            ));
+        }
+        self.live
+            .inject(id, message.to_client, injected)
+            .map_err(|e| live_error(id, "written to", e))
     }
 
     pub fn intercept(&self) -> Option<String> {

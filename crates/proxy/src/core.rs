@@ -9,8 +9,9 @@ use periscope_tls::{CertificateAuthority, ClientTls, TlsError, UpstreamTls};
 use crate::bus::FlowBus;
 use crate::config::ProxyConfig;
 use crate::hooks::Hooks;
-use crate::intercept::{Intercept, LiveFlows};
+use crate::intercept::{CertificateHolds, Intercept, LiveFlows};
 use periscope_flow::filter::Filter;
+use std::sync::atomic::AtomicBool;
 
 /// Why the proxy could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,7 @@ pub struct ProxyCore {
     /// The user's intercept filter, when front ends can act on flows.
     pub intercept: Option<Arc<Intercept>>,
     /// Hold servers' certificate requests after the first handshake for the user.
-    pub intercept_tls: Arc<std::sync::atomic::AtomicBool>,
+    pub intercept_tls: Arc<AtomicBool>,
     ca_pem: Vec<u8>,
     /// Hosts whose HTTP/2 server answered HTTP_1_1_REQUIRED: they get HTTP/1.1.
     http11_required: HostMemory,
@@ -73,6 +74,8 @@ impl ProxyCore {
         bus: FlowBus,
     ) -> Result<Self, CoreError> {
         let mut hooks = config.hooks.clone();
+        let intercept_tls = Arc::new(AtomicBool::new(config.interactive && config.intercept_tls));
+        let mut upstream_settings = config.upstream_tls.clone();
         let (live, intercept) = if config.interactive {
             let live = Arc::new(LiveFlows::default());
             let intercept = Arc::new(Intercept::new(
@@ -82,10 +85,14 @@ impl ProxyCore {
             ));
             if let Some(text) = &config.intercept {
                 let filter = Filter::parse(text)
-                    .map_err(|e| CoreError::Intercept(format!("{text}: {e}")))?;
+                    .map_err(|e| CoreError::Intercept(format!("\"{text}\": {e}")))?;
                 intercept.set_filter(Some((text.clone(), filter)));
             }
             hooks.insert_first(Arc::clone(&intercept) as Arc<dyn crate::hooks::ExchangeHook>);
+            upstream_settings.certificate_hold = Some(Arc::new(CertificateHolds {
+                on: Arc::clone(&intercept_tls),
+                live: Arc::clone(&live),
+            }));
             (Some(live), Some(intercept))
         } else {
             (None, None)
@@ -93,11 +100,9 @@ impl ProxyCore {
         Ok(ProxyCore {
             live,
             intercept,
-            intercept_tls: Arc::new(std::sync::atomic::AtomicBool::new(
-                config.interactive && config.intercept_tls,
-            )),
+            intercept_tls,
             ca_pem: ca.certificate().to_pem().map_err(TlsError::from)?,
-            upstream_tls: UpstreamTls::new(config.upstream_tls.clone())?,
+            upstream_tls: UpstreamTls::new(upstream_settings)?,
             client_tls: ClientTls::new(config.client_tls.clone())?,
             hooks,
             config,

@@ -228,10 +228,13 @@ pub async fn deliver(
             return Err(fail(recorder, &label, error));
         }
         let sent = connection.sender.try_send(request);
+        let tls = connection.tls.clone();
+        // The user's time choosing a certificate is not the server's delay.
+        let held = move || tls.as_ref().is_some_and(|t| t.certificate_request_held());
         let waited = match recorder.kill_switch() {
-            None => await_response(recorder, sent, response_timeout).await,
+            None => await_response(recorder, sent, response_timeout, held).await,
             Some(kill) => tokio::select! {
-                waited = await_response(recorder, sent, response_timeout) => waited,
+                waited = await_response(recorder, sent, response_timeout, held) => waited,
                 () = kill.killed() => return Err(killed(recorder, &kill.reason())),
             },
         };
@@ -399,6 +402,7 @@ async fn await_response<F: std::future::Future>(
     recorder: &FlowRecorder,
     sent: F,
     timeout: std::time::Duration,
+    waiting_for_user: impl Fn() -> bool,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
     tokio::pin!(sent);
     let mut deadline = tokio::time::Instant::now() + timeout;
@@ -409,7 +413,9 @@ async fn await_response<F: std::future::Future>(
             Err(elapsed) => elapsed,
         };
         let now = tokio::time::Instant::now();
-        if let Some(complete) = recorder.request_complete_at() {
+        if waiting_for_user() {
+            deadline = now + timeout;
+        } else if let Some(complete) = recorder.request_complete_at() {
             let since = std::time::Duration::from_micros(
                 Timestamp::now().0.saturating_sub(complete.0).max(0) as u64,
             );

@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::hooks::{ExchangeHook, HookFuture, RequestVerdict, ResponseVerdict, StageBody};
 use crate::recorder::FlowRecorder;
 use crate::websocket::{Injected, MessageGate, MessageVerdict};
+use periscope_tls::{CertificateRequestHold, ClientCertificate, HeldCertificateRequest};
 
 /// Ends one flow on demand. Everything that waits on behalf of the flow (the response
 /// head, a streaming body, a WebSocket) also waits for this.
@@ -113,6 +114,8 @@ struct LiveFlow {
     body_editable: bool,
     /// An open WebSocket's way in, towards the client and towards the server.
     injectors: Option<[mpsc::UnboundedSender<Injected>; 2]>,
+    /// A server's certificate request waiting for the user's choice.
+    held_certificate: Option<HeldCertificateRequest>,
 }
 
 /// The flows in flight, for the front ends to find and act on.
@@ -137,9 +140,70 @@ impl LiveFlows {
                 pause: None,
                 body_editable: false,
                 injectors: None,
+                held_certificate: None,
             },
         );
         kill
+    }
+
+    /// Keeps a held certificate request with the first of its flows still in flight
+    /// and shows the flow as waiting; `Err` gives it back when none is.
+    pub fn hold_certificate(
+        &self,
+        request: HeldCertificateRequest,
+    ) -> Result<(), HeldCertificateRequest> {
+        let recorder = {
+            let mut flows = self.lock();
+            let Some(owner) = request
+                .owners
+                .iter()
+                .find(|id| {
+                    flows
+                        .get(id)
+                        .is_some_and(|live| live.recorder.strong_count() > 0)
+                })
+                .copied()
+            else {
+                return Err(request);
+            };
+            let at = Interception::ClientCertificate {
+                ca_names: request.ca_names.clone(),
+                post_handshake: request.post_handshake,
+            };
+            let Some(live) = flows.get_mut(&owner) else {
+                return Err(request);
+            };
+            let Some(recorder) = live.recorder.upgrade() else {
+                return Err(request);
+            };
+            live.held_certificate = Some(request);
+            recorder.update(|f| f.intercepted = Some(at));
+            recorder
+        };
+        recorder.publish_live();
+        Ok(())
+    }
+
+    /// Answers the flow's held certificate request.
+    pub fn answer_certificate(
+        &self,
+        id: FlowId,
+        choice: ClientCertificate,
+    ) -> Result<(), LiveError> {
+        let (request, recorder) = {
+            let mut flows = self.lock();
+            let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+            let request = live.held_certificate.take().ok_or_else(|| {
+                LiveError::NotPossible("no certificate request of its server waits".into())
+            })?;
+            (request, live.recorder.upgrade())
+        };
+        request.answer(choice);
+        if let Some(recorder) = recorder {
+            recorder.update(|f| f.intercepted = None);
+            recorder.publish_live();
+        }
+        Ok(())
     }
 
     /// Opens the way for messages Periscope writes into the flow's WebSocket; the
@@ -221,7 +285,7 @@ impl LiveFlows {
         let mut ids: Vec<FlowId> = self
             .lock()
             .iter()
-            .filter(|(_, live)| live.pause.is_some())
+            .filter(|(_, live)| live.pause.is_some() || live.held_certificate.is_some())
             .map(|(id, _)| *id)
             .collect();
         ids.sort();
@@ -267,9 +331,15 @@ impl LiveFlows {
         decision
     }
 
+    /// Lets a paused flow go on; one waiting at its server's certificate request gets
+    /// the configured certificate.
     pub fn resume(&self, id: FlowId) -> Result<(), LiveError> {
         let mut flows = self.lock();
         let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+        if live.held_certificate.is_some() {
+            drop(flows);
+            return self.answer_certificate(id, ClientCertificate::Configured);
+        }
         let resume = live.pause.take().ok_or(LiveError::NotPaused)?;
         let _ = resume.send(Decision::Resume);
         Ok(())
@@ -277,12 +347,26 @@ impl LiveFlows {
 
     /// Resumes every paused flow; how many.
     pub fn resume_all(&self) -> usize {
+        let held: Vec<FlowId> = self
+            .lock()
+            .iter()
+            .filter(|(_, live)| live.held_certificate.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let answered = held
+            .into_iter()
+            .filter(|id| {
+                self.answer_certificate(*id, ClientCertificate::Configured)
+                    .is_ok()
+            })
+            .count();
         let mut flows = self.lock();
-        flows
-            .values_mut()
-            .filter_map(|live| live.pause.take())
-            .map(|resume| resume.send(Decision::Resume))
-            .count()
+        answered
+            + flows
+                .values_mut()
+                .filter_map(|live| live.pause.take())
+                .map(|resume| resume.send(Decision::Resume))
+                .count()
     }
 
     /// Kills a flow, paused or not.
@@ -293,6 +377,8 @@ impl LiveFlows {
         if let Some(pause) = live.pause.take() {
             let _ = pause.send(Decision::Kill);
         }
+        // Dropped unanswered: the handshake is abandoned, the server connection fails.
+        live.held_certificate = None;
         Ok(())
     }
 
@@ -302,9 +388,16 @@ impl LiveFlows {
         flows
             .values_mut()
             .filter_map(|live| {
-                let pause = live.pause.take()?;
+                let held = live.held_certificate.take();
+                let pause = live.pause.take();
+                if held.is_none() && pause.is_none() {
+                    return None;
+                }
                 live.kill.kill(reason);
-                Some(pause.send(Decision::Kill))
+                if let Some(pause) = pause {
+                    let _ = pause.send(Decision::Kill);
+                }
+                Some(())
             })
             .count()
     }
@@ -545,5 +638,25 @@ impl MessageGate for FlowGate {
                 Decision::Kill => MessageVerdict::Kill,
             }
         })
+    }
+}
+
+/// Holds servers' certificate requests after the first handshake for the user, while
+/// `--intercept-tls` is on (it can change while the proxy runs).
+pub struct CertificateHolds {
+    pub on: Arc<AtomicBool>,
+    pub live: Arc<LiveFlows>,
+}
+
+impl CertificateRequestHold for CertificateHolds {
+    fn should_hold(&self, owners: &[FlowId]) -> bool {
+        self.on.load(Ordering::Relaxed) && !owners.is_empty()
+    }
+
+    fn held(&self, request: HeldCertificateRequest) {
+        // No flow of it is in flight any more: nobody could answer.
+        if let Err(request) = self.live.hold_certificate(request) {
+            request.answer(ClientCertificate::Configured);
+        }
     }
 }

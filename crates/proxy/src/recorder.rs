@@ -141,7 +141,7 @@ impl FlowRecorder {
             id: flow.id,
             flow: Mutex::new(Some(flow)),
             bus,
-            client_events: Mutex::new(client.tls.as_ref().map(TlsConnectionState::tap)),
+            client_events: Mutex::new(client.tls.as_ref().map(|tls| tls.tap_for(id))),
             server_events: Mutex::new(None),
             client_write_stall: Arc::clone(&client.write_stall),
             stream_stall: Arc::default(),
@@ -197,7 +197,7 @@ impl FlowRecorder {
             }
             flow.server = Some(info);
         });
-        let tap = tls.as_ref().map(TlsConnectionState::tap);
+        let tap = tls.as_ref().map(|tls| tls.tap_for(self.id));
         *self.server_events.lock().unwrap_or_else(|p| p.into_inner()) = tap;
     }
 

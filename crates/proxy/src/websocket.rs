@@ -813,6 +813,23 @@ mod tests {
         deflate: Deflate,
         limit: usize,
     ) -> (Vec<u8>, Arc<Collected>) {
+        run_with(
+            client_bytes,
+            piece,
+            deflate,
+            limit,
+            RelayControls::default(),
+        )
+        .await
+    }
+
+    async fn run_with(
+        client_bytes: Vec<u8>,
+        piece: usize,
+        deflate: Deflate,
+        limit: usize,
+        controls: RelayControls,
+    ) -> (Vec<u8>, Arc<Collected>) {
         let (client_app, client_proxy) = tokio::io::duplex(1 << 20);
         let (server_proxy, server_app) = tokio::io::duplex(1 << 20);
         let sink = Arc::new(Collected::default());
@@ -822,6 +839,7 @@ mod tests {
             sink.clone(),
             deflate,
             limit,
+            controls,
         ));
         let (mut server_read, mut server_write) = tokio::io::split(server_app);
         let writer = tokio::spawn(async move {
@@ -838,6 +856,138 @@ mod tests {
         drop(writer.await.unwrap());
         relay_task.await.unwrap().unwrap();
         (received, sink)
+    }
+
+    /// Holds every data message and decides by its text: "keep", "edit", "drop".
+    struct ByContent;
+    impl MessageGate for ByContent {
+        fn holds(&self) -> bool {
+            true
+        }
+        fn decide<'a>(
+            &'a self,
+            message: &'a WebSocketMessage,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MessageVerdict> + Send + 'a>>
+        {
+            let verdict = match &message.content[..] {
+                b"edit" => MessageVerdict::Replace(bytes::Bytes::from_static(b"edited!")),
+                b"drop" => MessageVerdict::Drop,
+                _ => MessageVerdict::Deliver,
+            };
+            Box::pin(std::future::ready(verdict))
+        }
+    }
+
+    /// The frames in `bytes`: (opcode, final, unmasked payload, masked).
+    fn frames_of(mut bytes: &[u8]) -> Vec<(OpCode, bool, Vec<u8>, bool)> {
+        let mut frames = Vec::new();
+        while !bytes.is_empty() {
+            let mut cursor = Cursor::new(bytes);
+            let (header, length) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            let start = cursor.position() as usize;
+            let mut payload = bytes[start..start + length as usize].to_vec();
+            if let Some(mask) = header.mask {
+                unmask(&mut payload, mask, 0);
+            }
+            frames.push((
+                header.opcode,
+                header.is_final,
+                payload,
+                header.mask.is_some(),
+            ));
+            bytes = &bytes[start + length as usize..];
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn held_messages_go_on_byte_for_byte_edited_or_not_at_all_and_control_frames_do_not_wait()
+    {
+        let mask = Some([5, 6, 7, 8]);
+        let mut bytes = frame(false, false, 1, b"ke", mask);
+        bytes.extend(frame(true, false, 9, b"ping", mask));
+        bytes.extend(frame(true, false, 0, b"ep", mask));
+        bytes.extend(frame(true, false, 1, b"edit", mask));
+        bytes.extend(frame(true, false, 1, b"drop", mask));
+        let kept = [
+            frame(false, false, 1, b"ke", mask),
+            frame(true, false, 0, b"ep", mask),
+        ]
+        .concat();
+        for piece in [1, 5, 4096] {
+            let controls = RelayControls {
+                gate: Some(Arc::new(ByContent)),
+                ..RelayControls::default()
+            };
+            let (received, sink) =
+                run_with(bytes.clone(), piece, Deflate::default(), 1 << 20, controls).await;
+            let frames = frames_of(&received);
+            // The ping went on while "keep" was still being held.
+            assert_eq!(frames[0].0, OpCode::Control(Control::Ping), "{frames:?}");
+            let ping_len = frame(true, false, 9, b"ping", mask).len();
+            assert_eq!(
+                &received[ping_len..ping_len + kept.len()],
+                &kept[..],
+                "kept byte for byte"
+            );
+            let edited = &frames[3];
+            assert_eq!(
+                (edited.0, edited.1, &edited.2[..], edited.3),
+                (OpCode::Data(Data::Text), true, &b"edited!"[..], true)
+            );
+            assert_eq!(frames.len(), 4, "the dropped message was not delivered");
+            let messages = sink.messages.lock().unwrap();
+            let fates: Vec<(&[u8], periscope_flow::MessageFate)> =
+                messages.iter().map(|m| (&m.content[..], m.fate)).collect();
+            assert_eq!(
+                fates,
+                vec![
+                    (&b"ping"[..], periscope_flow::MessageFate::Relayed),
+                    (&b"keep"[..], periscope_flow::MessageFate::Relayed),
+                    (&b"edited!"[..], periscope_flow::MessageFate::Edited),
+                    (&b"drop"[..], periscope_flow::MessageFate::Dropped),
+                ]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_injected_towards_the_server_is_one_masked_frame_between_messages() {
+        let (to_server, receiver) = tokio::sync::mpsc::unbounded_channel();
+        to_server
+            .send(Injected {
+                opcode: WebSocketOpcode::Text,
+                content: bytes::Bytes::from_static(b"from periscope"),
+            })
+            .unwrap();
+        let controls = RelayControls {
+            to_server: Some(receiver),
+            ..RelayControls::default()
+        };
+        // The client's message comes a moment later, so the injection goes first.
+        let bytes = frame(true, false, 1, b"from the client", Some([1, 1, 1, 1]));
+        let (received, sink) = run_with(bytes, 4096, Deflate::default(), 1 << 20, controls).await;
+        let frames = frames_of(&received);
+        assert!(
+            frames.contains(&(
+                OpCode::Data(Data::Text),
+                true,
+                b"from periscope".to_vec(),
+                true
+            )),
+            "{frames:?}"
+        );
+        assert!(frames.contains(&(
+            OpCode::Data(Data::Text),
+            true,
+            b"from the client".to_vec(),
+            true
+        )));
+        let messages = sink.messages.lock().unwrap();
+        assert!(messages
+            .iter()
+            .any(|m| m.fate == periscope_flow::MessageFate::Injected
+                && &m.content[..] == b"from periscope"));
     }
 
     #[tokio::test]
