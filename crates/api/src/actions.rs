@@ -58,9 +58,24 @@ pub async fn edit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let edit: FlowEdit = json_body(&headers, &body)?;
+    let mut edit: Value = json_body(&headers, &body)?;
+    accept_mitmweb_names(&mut edit);
+    let edit: FlowEdit = serde_json::from_value(edit)
+        .map_err(|e| ApiError::bad_request(format!("malformed edit: {e}")))?;
     let flow = on_flow(shared, &id, move |control, id| Ok(control.edit(id, edit)?)).await?;
     Ok(Json(flow_json(&flow, Detail::Full)))
+}
+
+/// mitmweb's front end and scripts send a response's status as `code`; the edit type
+/// calls it `status_code`.
+fn accept_mitmweb_names(edit: &mut Value) {
+    if let Some(response) = edit.get_mut("response").and_then(Value::as_object_mut) {
+        if !response.contains_key("status_code") {
+            if let Some(code) = response.remove("code") {
+                response.insert("status_code".to_owned(), code);
+            }
+        }
+    }
 }
 
 /// `DELETE /flows/{id}`.

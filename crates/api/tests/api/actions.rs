@@ -77,6 +77,24 @@ async fn edits_must_be_json_of_the_known_fields() {
 }
 
 #[tokio::test]
+async fn mitmwebs_name_for_the_status_is_accepted() {
+    let api = TestApi::start().await;
+    let id = FlowId::new();
+    let reply = api
+        .send_json(
+            Method::PUT,
+            &format!("/flows/{id}"),
+            r#"{"response": {"code": 404}}"#,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.error());
+    let Call::Edit(_, edit) = &api.control.calls()[0] else {
+        panic!("{:?}", api.control.calls());
+    };
+    assert_eq!(edit.response.as_ref().unwrap().status_code, Some(404));
+}
+
+#[tokio::test]
 async fn every_action_is_routed_to_its_control_method() {
     let api = TestApi::start().await;
     let id = FlowId::new();
