@@ -11,7 +11,7 @@
 //! if !periscope_api::is_loopback_only(&listen) {
 //!     eprintln!("warning: the control API listens on {listen}, beyond this machine");
 //! }
-//! println!("control API: {}", periscope_api::web_url(listen, &state.token));
+//! println!("control API: {}", periscope_api::web_url(listen, Some(&state.token)));
 //! periscope_api::serve(listener, state).await
 //! # }
 //! ```
@@ -42,11 +42,11 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::error::ApiError;
+
 pub use auth::random_token;
-pub use error::ApiError;
 pub use export::{ExportFormat, FlowExporter};
 pub use flow_json::{flow_json, Detail};
-pub use host::host_is_ours;
 pub use state::{ApiState, ProxyConnectionCheck};
 
 /// The largest request body read (a `PUT /flows/{id}` may carry a whole body, base64).
@@ -155,17 +155,23 @@ pub fn is_loopback_only(listen: &SocketAddr) -> bool {
 }
 
 /// The URL to print at start: opening it in a browser logs in (`?token=`), e.g.
-/// `http://127.0.0.1:8081/?token=…`. An API listening on every address is reached
-/// through loopback.
-pub fn web_url(listen: SocketAddr, token: &str) -> String {
+/// `http://127.0.0.1:8081/?token=…`. Without a token (it came from `--web-password`,
+/// which is not printed, as mitmweb does not) the bare address. An API listening on
+/// every address is reached through loopback.
+pub fn web_url(listen: SocketAddr, token: Option<&str>) -> String {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
     let address = SocketAddr::new(ip, listen.port());
-    let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
-    format!("http://{address}/?token={token}")
+    match token {
+        Some(token) => {
+            let token: String = form_urlencoded::byte_serialize(token.as_bytes()).collect();
+            format!("http://{address}/?token={token}")
+        }
+        None => format!("http://{address}/"),
+    }
 }
 
 #[cfg(test)]
@@ -174,12 +180,14 @@ mod tests {
 
     #[test]
     fn the_printed_url_logs_in_through_a_reachable_address() {
-        let url = web_url("127.0.0.1:8081".parse().unwrap(), "abc");
+        let url = web_url("127.0.0.1:8081".parse().unwrap(), Some("abc"));
         assert_eq!(url, "http://127.0.0.1:8081/?token=abc");
-        let url = web_url("0.0.0.0:8081".parse().unwrap(), "a b&c");
+        let url = web_url("0.0.0.0:8081".parse().unwrap(), Some("a b&c"));
         assert_eq!(url, "http://127.0.0.1:8081/?token=a+b%26c");
-        let url = web_url("[::]:8081".parse().unwrap(), "t");
+        let url = web_url("[::]:8081".parse().unwrap(), Some("t"));
         assert_eq!(url, "http://[::1]:8081/?token=t");
+        let url = web_url("127.0.0.1:8081".parse().unwrap(), None);
+        assert_eq!(url, "http://127.0.0.1:8081/");
     }
 
     #[test]
