@@ -133,14 +133,12 @@ impl<'a> FlowJson<'a> {
     }
 }
 
-/// When the flow began: its first timeline entry (a reused connection's setup counts),
-/// else its error.
+/// When the flow began: its first request byte; else (a request that never got that
+/// far) its first timeline entry or its error. Not the first entry always: on a
+/// reused connection that is the connection's setup, maybe minutes earlier.
 fn created_at(flow: &Flow) -> Option<Timestamp> {
-    flow.timeline
-        .entries()
-        .first()
-        .map(|entry| entry.at)
-        .or_else(|| flow.started_at())
+    flow.started_at()
+        .or_else(|| flow.timeline.entries().first().map(|entry| entry.at))
         .or_else(|| flow.error.as_ref().map(|error| error.at))
 }
 

@@ -50,6 +50,10 @@ async fn the_list_shows_stored_flows_then_flows_in_flight_in_mitmwebs_shape() {
     assert_eq!(first["marked"], false);
     assert_eq!(first["comment"], "");
     assert_eq!(first["is_replay"], Value::Null);
+    assert_eq!(
+        first["timestamp_created"], 1_700_000_001.0,
+        "the first request byte"
+    );
     let request = &first["request"];
     assert_eq!(request["method"], "GET");
     assert_eq!(request["scheme"], "https");
