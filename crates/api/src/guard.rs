@@ -46,7 +46,17 @@ pub async fn guard(
             }
             response
         }
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => {
+            tracing::debug!(
+                %peer,
+                method = %request.method(),
+                path = request.uri().path(),
+                status = refusal.status.as_u16(),
+                "control API refused a request: {}",
+                refusal.message
+            );
+            refusal.into_response()
+        }
     };
     protective_headers(response.headers_mut());
     response
