@@ -1,0 +1,7 @@
+//! The control API in-process, over real HTTP and WebSocket connections.
+
+mod actions;
+mod flows;
+mod security;
+mod support;
+mod updates;
