@@ -68,6 +68,10 @@ pub struct DumpArgs {
     /// error, 2 also WebSocket messages, 3 also request and response headers.
     #[arg(short = 'd', long, default_value_t = 1, value_name = "LEVEL")]
     pub flow_detail: u8,
+
+    /// Also serve the control API (on --web-host/--web-port), as the console does.
+    #[arg(long)]
+    pub api: bool,
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +176,44 @@ pub struct ProxyArgs {
     /// 1; --no-client-renegotiation refuses them all).
     #[arg(long, global = true, default_value_t = 10, value_name = "COUNT")]
     pub client_renegotiation_limit: u32,
+
+    /// Pause every flow matching this filter at its request (before anything goes to
+    /// the server) and at its response (before anything goes to the client), and its
+    /// WebSocket messages one by one, until resumed, edited or killed in the console
+    /// or through the control API.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub intercept: Option<String>,
+
+    /// Pause a renegotiation or TLS 1.3 post-handshake authentication at the server's
+    /// certificate request, for the user to choose the certificate to present.
+    #[arg(long, global = true)]
+    pub intercept_tls: bool,
+
+    /// Address of the control API (and of the web UI).
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1",
+        value_name = "ADDRESS"
+    )]
+    pub web_host: IpAddr,
+
+    /// Port of the control API (0 picks a free one; the URL is printed at start).
+    #[arg(long, global = true, default_value_t = 8081, value_name = "PORT")]
+    pub web_port: u16,
+
+    /// The token the control API asks for, instead of a random one made at start.
+    #[arg(long, global = true, value_name = "TOKEN", env = "PERISCOPE_WEB_PASSWORD")]
+    pub web_password: Option<String>,
+
+    /// Replay the requests of this saved session (those matching the dump filter),
+    /// print their flows, and exit, like `mitmdump -C`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub client_replay: Option<PathBuf>,
+
+    /// How many replayed requests may be in flight at once.
+    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
+    pub client_replay_concurrency: usize,
 
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

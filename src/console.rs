@@ -20,14 +20,31 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     );
     let (store, session_file) = open_session(args)?;
     let store = Arc::new(store);
-    let config = crate::proxy_config(args)?;
+    let mut config = crate::proxy_config(args)?;
+    // The console acts on flows (intercept, edit, kill, replay), and so does the
+    // control API it serves.
+    config.interactive = true;
+    let api_listener = crate::bind_api(args).await?;
+    config.protected.push(api_listener.local_addr()?);
     let bus = FlowBus::new();
     // The list shows requests the moment they arrive, marked as waiting.
     bus.want_requests();
     let events = bus.subscribe();
     let recorder = crate::recording::spawn(Arc::clone(&store), &bus);
-    let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;
+    let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
     let address = proxy.local_addr();
+    let control = Arc::new(crate::control::SessionControl::new(
+        proxy.control().context("the proxy has no control handle")?,
+        Arc::clone(&store),
+        bus.clone(),
+    ));
+    crate::serve_api_on(
+        api_listener,
+        args,
+        Arc::clone(&control),
+        Arc::clone(&store),
+        &bus,
+    )?;
     crate::announce(address, &ca, args, &store);
     if args.save.is_none() {
         if let Some(path) = &session_file {
@@ -44,6 +61,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
         session_file,
         ca_cert: ca.cert_pem_path().to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        control: Some(control),
     };
     let result = periscope_tui::run(options, events).await;
     recorder.finish();

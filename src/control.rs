@@ -23,6 +23,11 @@ impl SessionControl {
         SessionControl { proxy, store, bus }
     }
 
+    /// The proxy's half, for what only it does (replaying a recorded flow).
+    pub fn proxy(&self) -> &ProxyControl {
+        &self.proxy
+    }
+
     fn stored(&self, id: FlowId) -> Result<Flow, ControlError> {
         self.store
             .get(id)

@@ -33,3 +33,27 @@ pub fn har(session: &Path, out: &Path, filter: Option<&Filter>) -> anyhow::Resul
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(written)
 }
+
+/// Exports one flow for the control API: as a command line that sends its request
+/// again, or as raw HTTP.
+pub struct Exporter;
+
+impl periscope_api::FlowExporter for Exporter {
+    fn export(
+        &self,
+        flow: &periscope_flow::Flow,
+        format: periscope_api::ExportFormat,
+    ) -> Result<Vec<u8>, String> {
+        use periscope_api::ExportFormat;
+        use periscope_flow::export;
+        Ok(match format {
+            ExportFormat::Curl => export::curl(flow).into_bytes(),
+            ExportFormat::Httpie => export::httpie(flow).into_bytes(),
+            ExportFormat::Raw => export::raw(flow),
+            ExportFormat::RawRequest => export::raw_request(flow),
+            ExportFormat::RawResponse => {
+                export::raw_response(flow).ok_or_else(|| "the flow has no response".to_owned())?
+            }
+        })
+    }
+}

@@ -3,9 +3,11 @@
 
 mod cli;
 mod console;
+mod control;
 mod dump;
 mod export;
 mod recording;
+mod replay;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -99,6 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 filter: Vec::new(),
                 json: false,
                 flow_detail: 1,
+                api: false,
             };
             match &cli.proxy.read {
                 Some(session) => {
@@ -127,23 +130,95 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
             .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
     );
     let store = Arc::new(open_store(args)?);
-    let config = proxy_config(args)?;
+    let mut config = proxy_config(args)?;
+    // Someone can act on flows: the API runs (asked for, or needed to resume what
+    // --intercept pauses), or replays are made.
+    let serve_api = dump.api || args.intercept.is_some() || args.intercept_tls;
+    config.interactive = serve_api || args.client_replay.is_some();
     let bus = FlowBus::new();
+    if serve_api {
+        bus.want_requests();
+    }
     let printer_events = bus.subscribe();
     let recorder = recording::spawn(Arc::clone(&store), &bus);
-    let proxy = Proxy::bind(config, Arc::clone(&ca), bus).await?;
+    let api_listener = if serve_api {
+        let listener = bind_api(args).await?;
+        config.protected.push(listener.local_addr()?);
+        Some(listener)
+    } else {
+        None
+    };
+    let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
     let address = proxy.local_addr();
     announce(address, &ca, args, &store);
+    let control = proxy.control().map(|proxy| {
+        Arc::new(control::SessionControl::new(proxy, Arc::clone(&store), bus.clone()))
+    });
+    if let (Some(listener), Some(control)) = (api_listener, &control) {
+        serve_api_on(listener, args, Arc::clone(control), Arc::clone(&store), &bus)?;
+    }
     tokio::spawn(proxy.run());
     // The printer runs on a worker, not on this thread: a flow that ends on a worker
     // then queues it there, where waking this thread cost a futex call and a
     // context switch per flow.
-    let printer = tokio::spawn(dump::print_live(printer_events, filter, dump));
+    let printer = tokio::spawn(dump::print_live(printer_events, filter.clone(), dump));
+    if let (Some(file), Some(control)) = (&args.client_replay, &control) {
+        let replayed = tokio::select! {
+            replayed = replay::client_replay(control, &bus, file, filter.as_ref(), args.client_replay_concurrency) => replayed,
+            () = shutdown_requested() => Ok(()),
+        };
+        recorder.finish();
+        return replayed;
+    }
     tokio::select! {
         _ = printer => {}
         () = shutdown_requested() => {}
     }
     recorder.finish();
+    Ok(())
+}
+
+/// The control API's socket (`--web-host`/`--web-port`).
+async fn bind_api(args: &ProxyArgs) -> anyhow::Result<tokio::net::TcpListener> {
+    let address = SocketAddr::new(args.web_host, args.web_port);
+    tokio::net::TcpListener::bind(address).await.with_context(|| {
+        format!("cannot listen on {address} for the control API (choose another with --web-port)")
+    })
+}
+
+/// Serves the control API on `listener` and prints its URL with the token.
+fn serve_api_on(
+    listener: tokio::net::TcpListener,
+    args: &ProxyArgs,
+    control: Arc<control::SessionControl>,
+    store: Arc<FlowStore>,
+    bus: &FlowBus,
+) -> anyhow::Result<()> {
+    let listen = listener.local_addr()?;
+    let token = args
+        .web_password
+        .clone()
+        .unwrap_or_else(periscope_api::random_token);
+    let shown = args.web_password.is_none().then_some(token.as_str());
+    // Scripts and tests wait for this line.
+    eprintln!(
+        "periscope: control API at {}",
+        periscope_api::web_url(listen, shown)
+    );
+    if !periscope_api::is_loopback_only(&listen) {
+        eprintln!(
+            "periscope: warning: the control API listens on {} — anyone who can reach it and \
+             knows the token can act on every flow",
+            listen.ip()
+        );
+    }
+    let mut state = periscope_api::ApiState::new(control, store, bus.feed(), token);
+    state.exporter = Some(Arc::new(export::Exporter));
+    tokio::spawn(async move {
+        if let Err(error) = periscope_api::serve(listener, state).await {
+            eprintln!("periscope: the control API stopped: {error}");
+        }
+    });
     Ok(())
 }
 
@@ -231,8 +306,9 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
     Ok(ProxyConfig {
         hooks: Default::default(),
         interactive: false,
-        intercept: None,
-        intercept_tls: false,
+        intercept: args.intercept.clone(),
+        intercept_tls: args.intercept_tls,
+        protected: Vec::new(),
         credentials,
         listen: SocketAddr::new(args.listen_host, args.listen_port),
         body_limit: usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),

@@ -26,6 +26,9 @@ HTTP behaviours, by request path (mode `http`):
                          "received N bytes" counting the bytes on the wire
   /stop-reading          reads the request head and nothing more, for an hour: an
                          upload to it stalls once the socket buffers are full
+  /record...             reads the request body, prints `recorded: {json}` (method,
+                         target, headers as [name, value] pairs, body as text) and
+                         answers 200 "recorded N bytes"
   /echo-head             200 whose body is the request head as received
   /invalid-status        "HTTP/1.1 abc Broken" status line, then close
   /garbage-response      bytes that are not HTTP at all, then close
@@ -44,6 +47,7 @@ origin. Prints `listening on PORT` once ready. One thread per connection.
 """
 
 import argparse
+import json
 import socket
 import ssl
 import struct
@@ -184,6 +188,23 @@ def answer(conn, reader, head):
         except OSError:
             say("slow answer not delivered")
             return False
+        return True
+    if path.startswith("/record"):
+        body = reader.body(head)
+        if body is None:
+            say("request body: incomplete")
+            return False
+        lines = head.decode("latin-1").split("\r\n")
+        headers = [list(map(str.strip, line.split(":", 1))) for line in lines[1:] if ":" in line]
+        say("recorded: " + json.dumps({
+            "method": parts[0],
+            "target": parts[1] if len(parts) > 1 else "",
+            "headers": headers,
+            "body": body.decode("latin-1"),
+        }))
+        text = f"recorded {len(body)} bytes\n".encode()
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+             + str(len(text)).encode() + b"\r\n\r\n" + text)
         return True
     if path == "/echo-head":
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "

@@ -86,6 +86,12 @@ impl FlowBus {
         self.feed.subscribe()
     }
 
+    /// The live feed itself, for a front end that subscribes on its own (the API,
+    /// per WebSocket).
+    pub fn feed(&self) -> FlowFeed {
+        self.feed.clone()
+    }
+
     pub fn publish(&self, event: FlowEvent) {
         {
             let mut reliable = self.reliable.lock().unwrap_or_else(|p| p.into_inner());

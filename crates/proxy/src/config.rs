@@ -53,6 +53,9 @@ pub struct ProxyConfig {
     /// Pause a server's certificate request after the first handshake for the user
     /// (`--intercept-tls`); needs `interactive`.
     pub intercept_tls: bool,
+    /// Addresses the proxy refuses to relay to (the control API's): a request sent
+    /// through the proxy must never reach them (mitmproxy's CVE-2025-23217).
+    pub protected: Vec<SocketAddr>,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +74,7 @@ impl Default for ProxyConfig {
             interactive: false,
             intercept: None,
             intercept_tls: false,
+            protected: Vec::new(),
         }
     }
 }

@@ -154,6 +154,20 @@ pub fn targets_self(listen: SocketAddr, host: &str, port: u16) -> bool {
         || (ip.is_loopback() && listen.ip().is_loopback())
 }
 
+/// The control API is for the user's own tools, never for a client of the proxy: a
+/// page loaded through the proxy must not be able to drive it.
+pub fn protected_refusal(host: &str, port: u16) -> Refusal {
+    Refusal {
+        status: StatusCode::FORBIDDEN,
+        summary: format!("{host}:{port} is Periscope's control API."),
+        detail: "The control API is not reachable through the proxy; connect to it directly."
+            .to_owned(),
+        kind: FlowErrorKind::BadRequest,
+        close: false,
+        challenge: false,
+    }
+}
+
 pub fn loop_refusal(host: &str, port: u16) -> Refusal {
     Refusal {
         status: StatusCode::LOOP_DETECTED,

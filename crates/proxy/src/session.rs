@@ -17,7 +17,9 @@ use crate::body::{IncomingBody, ProxyBody};
 use crate::core::ProxyCore;
 use crate::destination::{destination_of, named_target, unbracket, Destination, Tunnel};
 use crate::error::{describe_hyper_error, UpstreamError};
-use crate::guard::{check_credentials, check_framing, loop_refusal, targets_self, Refusal};
+use crate::guard::{
+    check_credentials, check_framing, loop_refusal, protected_refusal, targets_self, Refusal,
+};
 use crate::http2::ServerSettings;
 use crate::io::Prefixed;
 use crate::pages::{error_response, error_text, recorded_response};
@@ -327,7 +329,15 @@ impl ClientSession {
             (host, request.uri().port_u16().unwrap_or(default_port))
         };
         let host = unbracket(&host);
-        targets_self(self.core.config.listen, host, port).then(|| loop_refusal(host, port))
+        if targets_self(self.core.config.listen, host, port) {
+            return Some(loop_refusal(host, port));
+        }
+        self.core
+            .config
+            .protected
+            .iter()
+            .any(|protected| targets_self(*protected, host, port))
+            .then(|| protected_refusal(host, port))
     }
 
     /// Answers a refused request, recording it as a flow with an error.

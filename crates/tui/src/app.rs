@@ -659,6 +659,7 @@ mod tests {
                 session_file: None,
                 ca_cert: "/tmp/ca.pem".into(),
                 version: "0.0.0-test".into(),
+                control: None,
             };
             Harness {
                 app: App::new(&options),

@@ -356,6 +356,7 @@ mod tests {
             truncated: false,
             frames: 1,
             at: Timestamp(1_000_000 + 4_000),
+            fate: Default::default(),
         };
         flow.websocket = Some(WebSocketSession {
             messages: vec![

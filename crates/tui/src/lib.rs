@@ -21,6 +21,7 @@
 //!     session_file: None,
 //!     ca_cert: "/home/me/.periscope/periscope-ca-cert.pem".into(),
 //!     version: "0.1.0".into(),
+//!     control: None,
 //! };
 //! // Runs until the user quits (q), the process gets SIGTERM/SIGINT/SIGHUP, or the
 //! // terminal fails; the terminal is restored in every case, panics included.
@@ -61,7 +62,7 @@ use crate::app::App;
 use crate::terminal::{ConsoleTerminal, Input, StderrCapture};
 
 /// What the console needs to know about the session it shows.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ConsoleOptions {
     /// The session: every flow is read from here.
     pub store: Arc<FlowStore>,
@@ -73,6 +74,9 @@ pub struct ConsoleOptions {
     pub ca_cert: PathBuf,
     /// Periscope's version, for the title and HAR exports.
     pub version: String,
+    /// What the user can do to flows (intercept, edit, resume, kill, replay); `None`
+    /// for a session opened without a proxy.
+    pub control: Option<Arc<dyn periscope_control::FlowControl>>,
 }
 
 /// How long the loop waits for a key before looking at flow events again.

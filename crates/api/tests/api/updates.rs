@@ -124,6 +124,7 @@ async fn flows_published_on_the_feed_arrive_as_mitmwebs_messages() {
             truncated: false,
             frames: 1,
             at: Timestamp::now(),
+            fate: Default::default(),
         },
     });
     let message = next_json(&mut socket).await;

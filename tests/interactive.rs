@@ -1,0 +1,413 @@
+//! Intercept, edit, resume, kill, replay and export, through the control API of the
+//! real binary, with a recording origin (`fault_origin.py` `/record...` prints what it
+//! received), curl and Python clients:
+//!
+//! | case | how |
+//! |---|---|
+//! | a request paused until resumed, edited on the way (header, body), then its response edited | `--intercept '~u /hold'`, `PUT /flows/{id}`, `POST .../resume` |
+//! | killed at the request: the server sees nothing; killed mid-download: both legs close at once | `POST .../kill` |
+//! | replay: a second request, a linked flow; `--client-replay` of a saved session, in order | `POST .../replay`, `dump --client-replay` |
+//! | the exported curl line sends the same request again | `GET .../export/curl`, `sh -c` |
+//! | WebSocket messages held: one edited, one dropped, checked at the echo server's answers | `ws_chat.py`, `.../websocket/decision` |
+//! | `--intercept-tls`: the certificate presented in a renegotiation is the user's choice | Apache `/vedauth/`, `.../client-certificate` |
+//! | the API refuses a missing token, a cross-origin write, and requests sent through the proxy | curl |
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The control API of a running Periscope, spoken to with curl.
+struct Api {
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn of(proxy: &Periscope) -> Api {
+        let line = proxy.wait_for_stderr("control API at ", WAIT);
+        let url = line
+            .split("control API at ")
+            .nth(1)
+            .expect("the API URL")
+            .trim()
+            .to_owned();
+        let (base, token) = url.split_once("/?token=").expect("a token in the URL");
+        Api {
+            base: base.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    fn curl(&self) -> Curl {
+        Curl::new().header(&format!("Authorization: Bearer {}", self.token))
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let result = self.curl().run(&format!("{}{path}", self.base));
+        result.assert_status(200);
+        result.json()
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&str>) -> CurlResult {
+        let mut curl = self.curl().method(method);
+        if let Some(body) = body {
+            curl = curl.header("Content-Type: application/json").data(body);
+        }
+        curl.run(&format!("{}{path}", self.base))
+    }
+
+    /// The first flow matching `filter` for which `ready` holds, polling the API.
+    #[track_caller]
+    fn wait_flow(&self, filter: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        let path = format!("/flows?filter={}", encode(filter));
+        loop {
+            let flows = self.get(&path);
+            if let Some(flow) = flows.as_array().unwrap().iter().find(|f| ready(f)) {
+                return flow.clone();
+            }
+            assert!(Instant::now() < deadline, "no flow for {filter}: {flows}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn origin() -> PythonPeer {
+    PythonPeer::start("fault_origin.py", &[])
+}
+
+/// What the recording origin received, one JSON object per request.
+fn recorded(origin: &PythonPeer) -> Vec<Value> {
+    origin
+        .stdout
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("recorded: "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
+    recorded["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .and_then(|h| h[1].as_str())
+}
+
+fn proxy(extra: &[&str]) -> Periscope {
+    let ca = test_pki().ca_cert.to_string_lossy().into_owned();
+    PeriscopeBuilder::new()
+        .args(["--upstream-trusted-ca", ca.as_str(), "--web-port", "0", "--api"])
+        .args(extra)
+        .start()
+}
+
+fn spawn_curl(curl: Curl, url: String) -> JoinHandle<CurlResult> {
+    std::thread::spawn(move || curl.run(&url))
+}
+
+#[test]
+fn an_intercepted_request_waits_for_resume_and_goes_on_edited_then_its_response_is_edited() {
+    let origin = origin();
+    let proxy = proxy(&["--intercept", "~u /record/hold"]);
+    let api = Api::of(&proxy);
+    let url = format!("http://127.0.0.1:{}/record/hold", origin.port);
+    let client = spawn_curl(Curl::through(&proxy).data("original body"), url);
+    let paused = api.wait_flow("~u /record/hold", |f| f["intercepted"] == true);
+    assert_eq!(paused["intercept"]["at"], "request", "{paused}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!client.is_finished(), "the client waits while the flow is paused");
+    assert!(recorded(&origin).is_empty(), "nothing reached the server yet");
+
+    let id = paused["id"].as_str().unwrap().to_owned();
+    let mut headers: Vec<Value> = paused["request"]["headers"].as_array().unwrap().clone();
+    headers.push(serde_json::json!(["x-edited", "yes"]));
+    let edit = serde_json::json!({"request": {"headers": headers, "content": "edited body"}});
+    api.send("PUT", &format!("/flows/{id}"), Some(&edit.to_string()))
+        .assert_status(200);
+    api.send("POST", &format!("/flows/{id}/resume"), None)
+        .assert_status(200);
+
+    // Paused again at the response.
+    let at_response = api.wait_flow("~u /record/hold", |f| {
+        f["intercepted"] == true && f["intercept"]["at"] == "response"
+    });
+    let seen = recorded(&origin);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(header(&seen[0], "x-edited"), Some("yes"), "{seen:?}");
+    assert_eq!(seen[0]["body"], "edited body");
+    assert_eq!(at_response["response"]["status_code"], 200);
+    let edit = r#"{"response": {"status_code": 203, "content": "edited response"}}"#;
+    api.send("PUT", &format!("/flows/{id}"), Some(edit))
+        .assert_status(200);
+    api.send("POST", &format!("/flows/{id}/resume"), None)
+        .assert_status(200);
+    let answer = client.join().unwrap();
+    answer.assert_status(203);
+    assert_eq!(answer.body_text(), "edited response");
+}
+
+#[test]
+fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told() {
+    let origin = origin();
+    let proxy = proxy(&["--intercept", "~u /record/never"]);
+    let api = Api::of(&proxy);
+    let url = format!("http://127.0.0.1:{}/record/never", origin.port);
+    let client = spawn_curl(Curl::through(&proxy), url);
+    let paused = api.wait_flow("~u /record/never", |f| f["intercepted"] == true);
+    let id = paused["id"].as_str().unwrap();
+    api.send("POST", &format!("/flows/{id}/kill"), None)
+        .assert_status(200);
+    let answer = client.join().unwrap();
+    answer.assert_status(502);
+    assert!(answer.body_text().contains("killed in Periscope"), "{answer:?}");
+    let flow = api.wait_flow("~u /record/never", |f| !f["error"].is_null());
+    assert_eq!(flow["error"]["kind"], "killed", "{flow}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(recorded(&origin).is_empty(), "the server never saw it");
+}
+
+#[test]
+fn killing_a_large_download_closes_both_connections_within_a_second() {
+    let origin = origin();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let url = format!("http://127.0.0.1:{}/big?size=200000000", origin.port);
+    let client = spawn_curl(
+        Curl::through(&proxy).arg("--limit-rate").arg("2M"),
+        url,
+    );
+    let flow = api.wait_flow("~u /big", |f| f["response"]["status_code"] == 200);
+    let id = flow["id"].as_str().unwrap();
+    let killed = Instant::now();
+    api.send("POST", &format!("/flows/{id}/kill"), None)
+        .assert_status(200);
+    let answer = client.join().unwrap();
+    let client_closed = killed.elapsed();
+    assert!(answer.exit_code != 0, "the download did not complete: {answer:?}");
+    assert!(client_closed < Duration::from_secs(1), "client closed after {client_closed:?}");
+    origin
+        .stdout
+        .wait_for(&"send failed after", Duration::from_secs(1))
+        .expect("the server's connection closed within a second");
+    let ended = api.wait_flow("~u /big", |f| !f["error"].is_null());
+    assert_eq!(ended["error"]["kind"], "killed", "{ended}");
+}
+
+#[test]
+fn a_replay_sends_the_request_again_as_a_linked_flow() {
+    let origin = origin();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    Curl::through(&proxy)
+        .data("payload")
+        .header("x-case: replay")
+        .run(&format!("http://127.0.0.1:{}/record/replay", origin.port))
+        .assert_status(200);
+    let first = api.wait_flow("~u /record/replay", |f| f["response"]["status_code"] == 200);
+    let id = first["id"].as_str().unwrap();
+    let replayed = api.send("POST", &format!("/flows/{id}/replay"), None);
+    replayed.assert_status(200);
+    let new_id = replayed.json()["id"].as_str().unwrap().to_owned();
+    let copy = api.wait_flow("~u /record/replay", |f| {
+        f["id"] == new_id.as_str() && f["response"]["status_code"] == 200
+    });
+    assert_eq!(copy["replay_of"], id, "{copy}");
+    assert_eq!(copy["is_replay"], "request", "{copy}");
+    let seen = recorded(&origin);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1]["method"], "POST");
+    assert_eq!(seen[1]["body"], "payload");
+    assert_eq!(header(&seen[1], "x-case"), Some("replay"));
+}
+
+#[test]
+fn the_exported_curl_line_sends_the_same_request_again() {
+    let origin = origin();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    Curl::through(&proxy)
+        .method("PUT")
+        .data("it's a \"body\" with $dollars")
+        .header("x-quoted: a 'single' and \"double\"")
+        .run(&format!("http://127.0.0.1:{}/record/export?a=1&b=2", origin.port))
+        .assert_status(200);
+    let flow = api.wait_flow("~u /record/export", |f| f["response"]["status_code"] == 200);
+    let id = flow["id"].as_str().unwrap();
+    let line = api
+        .curl()
+        .run(&format!("{}/flows/{id}/export/curl", api.base));
+    line.assert_status(200);
+    let command = line.body_text();
+    let run = Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(run.success(), "{command}");
+    let seen = recorded(&origin);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["method"], seen[1]["method"]);
+    assert_eq!(seen[0]["target"], seen[1]["target"]);
+    assert_eq!(seen[0]["body"], seen[1]["body"]);
+    assert_eq!(
+        header(&seen[1], "x-quoted"),
+        Some("a 'single' and \"double\""),
+        "{command}"
+    );
+}
+
+#[test]
+fn client_replay_of_a_saved_session_reproduces_its_requests_in_order_and_exits() {
+    let origin = origin();
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("saved.db");
+    {
+        let mut recording = PeriscopeBuilder::new().arg("-w").arg(&session).start();
+        for n in 1..=3 {
+            Curl::through(&recording)
+                .run(&format!("http://127.0.0.1:{}/record/n{n}", origin.port))
+                .assert_status(200);
+        }
+        recording.wait_for_stdout("/record/n3", WAIT);
+        recording.terminate(Duration::from_secs(5));
+    }
+    let replay = Command::new(periscope_binary())
+        .args(["dump", "--listen-host", "127.0.0.1", "-p", "0", "--confdir"])
+        .arg(dir.path().join("conf"))
+        .arg("--client-replay")
+        .arg(&session)
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{replay:?}");
+    let printed = String::from_utf8_lossy(&replay.stdout);
+    assert_eq!(printed.lines().filter(|l| l.contains("/record/n")).count(), 3, "{printed}");
+    let targets: Vec<String> = recorded(&origin)
+        .iter()
+        .map(|r| r["target"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(targets, ["/record/n1", "/record/n2", "/record/n3", "/record/n1", "/record/n2", "/record/n3"]);
+}
+
+#[test]
+fn websocket_messages_are_held_one_by_one_edited_and_dropped() {
+    let echo = python_websocket_echo_server();
+    let proxy = proxy(&["--intercept", "~websocket"]);
+    let api = Api::of(&proxy);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_chat.py");
+    let mut chat = Command::new(python())
+        .arg("-u")
+        .arg(script)
+        .arg("--proxy")
+        .arg(proxy.addr())
+        .arg("--url")
+        .arg(format!("ws://127.0.0.1:{}/chat", echo.port))
+        .arg("--wait")
+        .arg("4")
+        .args(["--send", "one", "two", "three"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = OutputLines::spawn(chat.stdout.take().unwrap(), "ws_chat", true);
+    // The handshake itself is a flow matching ~websocket: let its request and
+    // response go.
+    let handshake = api.wait_flow("~websocket", |f| f["intercepted"] == true);
+    let id = handshake["id"].as_str().unwrap().to_owned();
+    api.send("POST", &format!("/flows/{id}/resume"), None).assert_status(200);
+    lines.wait_for(&"open", WAIT).expect("the WebSocket opened");
+    let decide = |expected_from_client: bool, expected: &str, decision: &str| {
+        let held = api.wait_flow("~websocket", |f| {
+            f["id"] == id.as_str()
+                && f["intercept"]["at"] == "web_socket_message"
+                && f["intercept"]["message"]["from_client"] == expected_from_client
+        });
+        let content = &held["intercept"]["message"]["content"];
+        assert!(content.to_string().contains(expected) || content.is_string(), "{held}");
+        api.send("POST", &format!("/flows/{id}/websocket/decision"), Some(decision))
+            .assert_status(200);
+    };
+    // "one" goes on as "ONE"; the echo comes back held too, and goes on unchanged.
+    decide(true, "one", r#"{"action": "resume", "content": "ONE"}"#);
+    decide(false, "ONE", r#"{"action": "resume"}"#);
+    // "two" is dropped: nothing comes back.
+    decide(true, "two", r#"{"action": "drop"}"#);
+    decide(true, "three", r#"{"action": "resume"}"#);
+    decide(false, "three", r#"{"action": "resume"}"#);
+    lines.wait_for(&"closed", WAIT).expect("the chat ended");
+    let received: Vec<String> = lines
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("received: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(received, ["ONE", "three"]);
+    let _ = chat.wait();
+}
+
+#[test]
+fn intercept_tls_lets_the_user_choose_the_certificate_for_a_renegotiation() {
+    let apache = Apache::start();
+    let pki = test_pki();
+    let proxy = proxy(&["--intercept-tls"]);
+    let api = Api::of(&proxy);
+    let url = apache.url(Vhost::Tls12, "/vedauth/ok.txt");
+    for (choice, expected_cn) in [
+        (
+            format!(r#"{{"certificate": "file", "path": "{}"}}"#, pki.client_pem.display()),
+            CLIENT_CN,
+        ),
+        (r#"{"certificate": "none"}"#.to_owned(), "(null)"),
+    ] {
+        let client = spawn_curl(Curl::through(&proxy).cacert(proxy.ca_cert_path()), url.clone());
+        let held = api.wait_flow("~u /vedauth/ok.txt", |f| {
+            f["intercepted"] == true && f["intercept"]["at"] == "client_certificate"
+        });
+        let id = held["id"].as_str().unwrap();
+        api.send("POST", &format!("/flows/{id}/client-certificate"), Some(&choice))
+            .assert_status(200);
+        let answer = client.join().unwrap();
+        answer.assert_status(200);
+        assert_eq!(answer.header("x-client-cert-cn"), Some(expected_cn), "{choice}");
+        let flow = api.wait_flow("~u /vedauth/ok.txt", |f| f["id"] == id && !f["response"].is_null());
+        let timeline = flow["timeline"].to_string();
+        assert!(timeline.contains("certificate request held for the user"), "{timeline}");
+    }
+}
+
+#[test]
+fn the_api_refuses_missing_tokens_cross_origin_writes_and_requests_through_the_proxy() {
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let anonymous = Curl::new().run(&format!("{}/flows", api.base));
+    anonymous.assert_status(401);
+    let cross_origin = api
+        .curl()
+        .method("POST")
+        .header("Origin: http://evil.example")
+        .run(&format!("{}/flows/resume", api.base));
+    cross_origin.assert_status(403);
+    // A client of the proxy asking it for the API: refused by the proxy itself.
+    let through = Curl::through(&proxy)
+        .header(&format!("Authorization: Bearer {}", api.token))
+        .run(&format!("{}/flows", api.base));
+    through.assert_status(403);
+    assert!(through.body_text().contains("control API"), "{through:?}");
+}
