@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::*;
 use crate::model::{
-    Body, CertificateSummary, ConnectionInfo, FlowError, FlowErrorKind, Headers, Request, Response,
-    TlsInfo,
+    Annotations, Body, CertificateSummary, ConnectionInfo, FlowError, FlowErrorKind, Headers,
+    Request, Response, TlsInfo,
 };
 use crate::timeline::{Direction, Initiator, Leg, Milestone, Timeline, TlsEvent, TlsEventKind};
 
@@ -249,6 +249,17 @@ fn realistic_flow(i: usize, body_len: usize) -> Flow {
     flow
 }
 
+/// Gives some of `flows` the user's annotations (which must be at least 30).
+fn annotate(flows: &mut [Flow]) {
+    flows[11].annotations.comment = "look at this".into();
+    flows[12].annotations.comment = "first line\nsecond line".into();
+    flows[13].annotations.replay_of = Some(flows[2].id);
+    flows[13].annotations.comment = "replayed to look again".into();
+    flows[14].annotations.duplicate_of = Some(flows[2].id);
+    flows[15].annotations.modified = true;
+    flows[21].annotations.replay_of = Some(flows[3].id);
+}
+
 fn filter(text: &str) -> Filter {
     Filter::parse(text).unwrap()
 }
@@ -415,6 +426,7 @@ fn filters_select_the_same_flows_as_in_memory() {
     flows[8].marked = true;
     flows[9].server = None;
     flows.push(rich_flow());
+    annotate(&mut flows);
     let shared: Vec<Arc<Flow>> = flows.iter().cloned().map(Arc::new).collect();
     store.insert_many(&shared).unwrap();
     for text in [
@@ -434,6 +446,9 @@ fn filters_select_the_same_flows_as_in_memory() {
         "~t json & ~d api2",
         "~a",
         "~all",
+        "~comment look",
+        "~replay | ~marked",
+        "~replayq & ~comment .",
     ] {
         let filter = filter(text);
         let expected: Vec<FlowId> = flows
@@ -487,6 +502,7 @@ fn filters_select_the_same_flows_as_in_memory() {
 fn the_column_skeleton_answers_column_filters_like_the_flow() {
     let mut flows: Vec<Flow> = (0..40).map(|i| realistic_flow(i, 16)).collect();
     flows.push(rich_flow());
+    annotate(&mut flows);
     flows[3].response = None;
     flows[4].server.as_mut().unwrap().target = None;
     flows[5].server.as_mut().unwrap().peer = None;
@@ -509,6 +525,10 @@ fn the_column_skeleton_answers_column_filters_like_the_flow() {
         "~http",
         "~dst vedauth.example:8443",
         "!~u items/1 & ~d api",
+        "~comment look",
+        "~comment '^second line$'",
+        "~replay",
+        "!~replayq & ~d api",
     ] {
         let filter = filter(text);
         assert_eq!(plan::need(&filter), Need::Columns, "{text}");
@@ -526,6 +546,12 @@ fn the_column_skeleton_answers_column_filters_like_the_flow() {
                 client_peer: row.client_peer.clone(),
                 server_target: row.server_target.clone(),
                 server_peer: row.server_peer.clone(),
+                annotations: Annotations {
+                    comment: row.comment.clone(),
+                    modified: row.summary.modified,
+                    replay_of: row.summary.replay_of,
+                    duplicate_of: row.summary.duplicate_of,
+                },
             };
             assert_eq!(
                 filter.matches(&columns.skeleton()),
@@ -666,8 +692,8 @@ fn an_older_layout_is_migrated_step_by_step() {
     let (_dir, path) = temp_path();
     let flow = rich_flow();
     {
-        // A version 1 session, as this build writes it.
-        let store = FlowStore::open_with(&path, &schema::MIGRATIONS[..1], None).unwrap();
+        // A session at this build's version.
+        let store = FlowStore::open_with(&path, schema::MIGRATIONS, None).unwrap();
         store.insert(&flow).unwrap();
     }
     let mut migrations = schema::MIGRATIONS.to_vec();
@@ -901,4 +927,132 @@ fn committed_flows_survive_sigkill() {
         );
     }
     assert!(store.count(None).unwrap() >= committed.len());
+}
+
+// -- annotations, edits, revert, duplicates --------------------------------------
+
+fn count_rows(store: &FlowStore, table: &str) -> i64 {
+    store
+        .writer()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_version_1_session_written_by_the_old_code_reads_every_flow() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sessions");
+    let (_dir, path) = temp_path();
+    // A copy: opening upgrades the file in place.
+    std::fs::copy(data.join("version-1.periscope"), &path).unwrap();
+    let expected: Vec<Flow> =
+        serde_json::from_slice(&std::fs::read(data.join("version-1.flows.json")).unwrap()).unwrap();
+    assert_eq!(expected.len(), 5);
+
+    let store = FlowStore::open(&path).unwrap();
+    let version: i64 = store
+        .writer()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+    for flow in &expected {
+        assert_eq!(store.get(flow.id).unwrap().as_ref(), Some(flow));
+    }
+    let mut streamed = Vec::new();
+    store.for_each(None, |flow| streamed.push(flow)).unwrap();
+    assert_eq!(streamed.len(), expected.len());
+    let summaries = store.summaries(None, 0, 10).unwrap();
+    for flow in &expected {
+        let summary = summaries.iter().find(|s| s.id == flow.id).unwrap();
+        assert_eq!(summary, &FlowSummary::of(flow));
+    }
+    // The annotations version 1 kept only in a flow's JSON are in the new columns.
+    let annotated = &expected[4];
+    assert_eq!(annotated.annotations.comment, "looked at this one");
+    let summary = summaries.iter().find(|s| s.id == annotated.id).unwrap();
+    assert!(summary.has_comment && summary.modified);
+    assert_eq!(summary.replay_of, Some(expected[1].id));
+    assert_eq!(summary.duplicate_of, Some(expected[2].id));
+    for text in [
+        "~comment looked",
+        "~replay",
+        "~marked",
+        "~marked | ~comment .",
+    ] {
+        let filter = filter(text);
+        let mut matching: Vec<FlowId> = expected
+            .iter()
+            .filter(|f| filter.matches(f))
+            .map(|f| f.id)
+            .collect();
+        matching.sort_by_key(|id| summaries.iter().position(|s| s.id == *id));
+        assert!(!matching.is_empty(), "{text}");
+        assert_eq!(store.ids(Some(&filter)).unwrap(), matching, "{text}");
+    }
+    assert_eq!(
+        store.log_entries(10).unwrap()[0].message,
+        "written by version 1"
+    );
+}
+
+#[test]
+fn summaries_show_the_annotations() {
+    let store = FlowStore::temporary().unwrap();
+    let mut flows: Vec<Flow> = (0..30).map(|i| realistic_flow(i, 8)).collect();
+    annotate(&mut flows);
+    let shared: Vec<Arc<Flow>> = flows.iter().cloned().map(Arc::new).collect();
+    store.insert_many(&shared).unwrap();
+    let summaries = store.summaries(None, 0, 100).unwrap();
+    let expected: Vec<FlowSummary> = flows.iter().map(FlowSummary::of).collect();
+    assert_eq!(summaries, expected);
+    assert!(summaries[11].has_comment && !summaries[10].has_comment);
+    assert_eq!(summaries[13].replay_of, Some(flows[2].id));
+    assert_eq!(summaries[14].duplicate_of, Some(flows[2].id));
+    assert!(summaries[15].modified);
+    // Filtered lists read the same columns.
+    let replays = store.summaries(Some(&filter("~replay")), 0, 100).unwrap();
+    assert_eq!(replays, vec![expected[13].clone(), expected[21].clone()]);
+}
+
+#[test]
+fn a_comment_is_set_cleared_and_survives_the_proxy_updating_the_flow() {
+    let store = FlowStore::temporary().unwrap();
+    let flow = flow_at("a.example", "/", 1_000);
+    store.insert(&flow).unwrap();
+    assert!(store.set_comment(flow.id, "the slow one").unwrap());
+    assert_eq!(
+        store.get(flow.id).unwrap().unwrap().annotations.comment,
+        "the slow one"
+    );
+    assert!(store.summaries(None, 0, 1).unwrap()[0].has_comment);
+    assert_eq!(
+        store.ids(Some(&filter("~comment slow"))).unwrap(),
+        vec![flow.id]
+    );
+    // Filters that read the JSON or the bodies see the column's comment too.
+    assert_eq!(
+        store
+            .ids(Some(&filter("~comment slow & ~h host & ~bs hello")))
+            .unwrap(),
+        vec![flow.id]
+    );
+
+    store.insert(&flow).unwrap(); // the proxy's copy has no comment
+    assert_eq!(
+        store.get(flow.id).unwrap().unwrap().annotations.comment,
+        "the slow one"
+    );
+    let mut commented_in_flight = flow.clone();
+    commented_in_flight.annotations.comment = "from the proxy".into();
+    store.insert(&commented_in_flight).unwrap();
+    assert_eq!(
+        store.get(flow.id).unwrap().unwrap().annotations.comment,
+        "from the proxy"
+    );
+
+    assert!(store.set_comment(flow.id, "").unwrap());
+    assert_eq!(store.get(flow.id).unwrap().unwrap(), flow);
+    assert!(!store.summaries(None, 0, 1).unwrap()[0].has_comment);
+    assert!(!store.set_comment(FlowId::new(), "nobody").unwrap());
 }
