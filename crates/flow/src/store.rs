@@ -24,8 +24,8 @@
 //! - `flow_heads`: the flow as JSON with empty bodies;
 //! - `flow_bodies`: the recorded request and response bodies as BLOBs.
 //!
-//! A flow the user has edited will have a fourth row, in `flow_originals`: its JSON
-//! and bodies as recorded, until it is reverted.
+//! A flow the user has edited ([`FlowStore::replace_edited`]) has a fourth row, in
+//! `flow_originals`: its JSON and bodies as recorded, until [`FlowStore::revert`].
 //! The mark and the comment are changed in their `flows` columns alone, which are
 //! the truth when the JSON says otherwise.
 //!
@@ -159,7 +159,7 @@ pub struct FlowSummary {
     pub content_type: Option<String>,
     /// The user wrote a comment on the flow.
     pub has_comment: bool,
-    /// The user changed the flow.
+    /// The user changed the flow; [`FlowStore::revert`] puts back what was recorded.
     pub modified: bool,
     /// The flow is a replay of that one.
     pub replay_of: Option<FlowId>,
@@ -309,7 +309,7 @@ impl FlowStore {
     /// WebSocket flow again when it closes). What the user did in the store stays: a
     /// flow marked there stays marked (unmark with [`FlowStore::set_marked`]), its
     /// comment stays unless `flow` has one, and an edited flow keeps the edit while
-    /// `flow` replaces the recorded version kept for revert.
+    /// `flow` replaces the recorded version that [`FlowStore::revert`] puts back.
     pub fn insert(&self, flow: &Flow) -> Result<(), StoreError> {
         self.insert_rows(vec![self.encode(flow)?])
     }
@@ -355,6 +355,99 @@ impl FlowStore {
     pub fn get(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
         const OPERATION: &str = "read a flow";
         self.with_reader(OPERATION, |conn| self.load(conn, OPERATION, LOAD_FLOW, id))
+    }
+
+    /// What was recorded of a flow the user has edited since
+    /// ([`FlowStore::replace_edited`]), with the flow's current mark and comment: it
+    /// differs from the flow by the edit alone. `None` if the flow was not edited in
+    /// this session, or there is no such flow.
+    pub fn original(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "read the recorded version of a flow";
+        self.with_reader(OPERATION, |conn| {
+            self.load(conn, OPERATION, LOAD_ORIGINAL, id)
+        })
+    }
+
+    /// Writes `flow`, changed by the user, over the stored flow with its id, and
+    /// returns it as stored: with [`Annotations::modified`](crate::Annotations) set.
+    /// The first edit keeps the flow as it was, for [`FlowStore::original`] and
+    /// [`FlowStore::revert`]; later edits replace only the edit. Everything is taken
+    /// from `flow`, its mark and comment too. `None` (and nothing written) if there
+    /// is no such flow.
+    pub fn replace_edited(&self, flow: &Flow) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "save an edited flow";
+        let fail = |e| self.error(OPERATION, e);
+        let mut edited = flow.clone();
+        edited.annotations.modified = true;
+        // As `get` returns it: the store keeps no intercept state.
+        edited.intercepted = None;
+        let row = self.encode(&edited)?;
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(fail)?;
+        let Some(seq) = seq_of(&tx, flow.id).map_err(fail)? else {
+            return Ok(None);
+        };
+        tx.prepare_cached(
+            "INSERT INTO flow_originals (seq, head, request, response)
+             SELECT h.seq, h.head, b.request, b.response
+             FROM flow_heads h JOIN flow_bodies b ON b.seq = h.seq
+             WHERE h.seq = ?1
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .and_then(|mut keep| keep.execute([seq]))
+        .map_err(fail)?;
+        overwrite(&tx, seq, &row).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Some(edited))
+    }
+
+    /// Puts back what was recorded before the flow was first edited and forgets the
+    /// kept copy; the flow's mark and comment stay as they are now (they are the
+    /// user's, not the recording's). Returns the flow as it now is, unchanged if it
+    /// was never edited; `None` if there is no such flow.
+    pub fn revert(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "revert a flow";
+        let fail = |e| self.error(OPERATION, e);
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(fail)?;
+        let Some(seq) = seq_of(&tx, id).map_err(fail)? else {
+            return Ok(None);
+        };
+        let Some(original) = self.load(&tx, OPERATION, LOAD_ORIGINAL, id)? else {
+            // Never edited: there is nothing to put back.
+            return self.load(&tx, OPERATION, LOAD_FLOW, id);
+        };
+        let row = self.encode(&original)?;
+        overwrite(&tx, seq, &row).map_err(fail)?;
+        tx.execute("DELETE FROM flow_originals WHERE seq = ?1", [seq])
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Some(original))
+    }
+
+    /// Saves a copy of a flow as a new flow, and returns it: a new (time-ordered) id,
+    /// [`Annotations::duplicate_of`](crate::Annotations) naming the flow copied, and
+    /// not modified (there is nothing to revert it to); everything else, mark and
+    /// comment included, as the flow is now. It has the flow's start time, so lists
+    /// show it right after the flow (and any earlier copy). `None` if there is no
+    /// such flow.
+    pub fn duplicate(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "duplicate a flow";
+        let fail = |e| self.error(OPERATION, e);
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(fail)?;
+        let Some(mut copy) = self.load(&tx, OPERATION, LOAD_FLOW, id)? else {
+            return Ok(None);
+        };
+        copy.id = FlowId::new();
+        copy.annotations.duplicate_of = Some(id);
+        copy.annotations.modified = false;
+        let row = self.encode(&copy)?;
+        Inserts::prepare(&tx)
+            .and_then(|mut inserts| inserts.insert(&tx, &row))
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Some(copy))
     }
 
     /// The flow `sql` selects by id as (marked, comment, head, request, response).
@@ -761,6 +854,14 @@ const UPDATE_RECORDED_FLOW: &str = "UPDATE flows SET
         comment = CASE WHEN ?20 = '' THEN comment ELSE ?20 END,
         modified = ?21, replay_of = ?22, duplicate_of = ?23
     WHERE id = ?1";
+/// A flow exactly as given: an edit, or a revert.
+const OVERWRITE_FLOW: &str = "UPDATE flows SET
+        sort_key = ?2, started_at = ?3, method = ?4, scheme = ?5, host = ?6, port = ?7,
+        path = ?8, status = ?9, response_size = ?10, duration_ms = ?11,
+        has_tls_events = ?12, has_renegotiation = ?13, has_error = ?14, marked = ?15,
+        content_type = ?16, client_peer = ?17, server_target = ?18, server_peer = ?19,
+        comment = ?20, modified = ?21, replay_of = ?22, duplicate_of = ?23
+    WHERE id = ?1";
 const UPSERT_HEAD: &str = "INSERT INTO flow_heads (seq, head) VALUES (?1, ?2)
     ON CONFLICT (seq) DO UPDATE SET head = excluded.head";
 const UPSERT_BODIES: &str = "INSERT INTO flow_bodies (seq, request, response) VALUES (?1, ?2, ?3)
@@ -772,6 +873,12 @@ const LOAD_FLOW: &str = "SELECT f.marked, f.comment, h.head, b.request, b.respon
     JOIN flow_heads h ON h.seq = f.seq
     JOIN flow_bodies b ON b.seq = f.seq
     WHERE f.id = ?1";
+/// The recorded version of an edited flow, with the flow's current mark and comment.
+const LOAD_ORIGINAL: &str = "SELECT f.marked, f.comment, o.head, o.request, o.response
+    FROM flows f
+    JOIN flow_originals o ON o.seq = f.seq
+    WHERE f.id = ?1";
+
 /// The statements that save a new flow, prepared once for a batch.
 struct Inserts<'conn> {
     flow: CachedStatement<'conn>,
@@ -830,6 +937,26 @@ fn update_recorded(tx: &Transaction<'_>, row: &FlowRow) -> rusqlite::Result<()> 
     tx.prepare_cached(UPSERT_BODIES)?
         .execute(params![seq, bodies.0, bodies.1])?;
     Ok(())
+}
+
+/// Replaces the stored flow `seq` (whose id `row` has) with `row`, all of it.
+fn overwrite(conn: &Connection, seq: i64, row: &FlowRow) -> rusqlite::Result<()> {
+    conn.prepare_cached(OVERWRITE_FLOW)?
+        .execute(&row.columns()[..])?;
+    conn.prepare_cached(UPSERT_HEAD)?
+        .execute(params![seq, row.head])?;
+    conn.prepare_cached(UPSERT_BODIES)?.execute(params![
+        seq,
+        &row.request_body[..],
+        row.response_body.as_deref()
+    ])?;
+    Ok(())
+}
+
+fn seq_of(conn: &Connection, id: FlowId) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT seq FROM flows WHERE id = ?1")?
+        .query_row([id.0.as_bytes()], |r| r.get(0))
+        .optional()
 }
 
 /// Every flow in time order with the [`SCAN_COLUMNS`] and, after them, what `need`

@@ -994,6 +994,17 @@ fn a_version_1_session_written_by_the_old_code_reads_every_flow() {
         store.log_entries(10).unwrap()[0].message,
         "written by version 1"
     );
+    // The upgraded file works like a new one.
+    assert!(store
+        .set_comment(expected[0].id, "after the upgrade")
+        .unwrap());
+    let mut edited = expected[0].clone();
+    edited.request.method = "PUT".into();
+    store.replace_edited(&edited).unwrap().unwrap();
+    assert_eq!(
+        store.original(edited.id).unwrap().unwrap().request.method,
+        "POST"
+    );
 }
 
 #[test]
@@ -1055,4 +1066,167 @@ fn a_comment_is_set_cleared_and_survives_the_proxy_updating_the_flow() {
     assert_eq!(store.get(flow.id).unwrap().unwrap(), flow);
     assert!(!store.summaries(None, 0, 1).unwrap()[0].has_comment);
     assert!(!store.set_comment(FlowId::new(), "nobody").unwrap());
+}
+
+#[test]
+fn an_edit_keeps_the_recorded_flow_until_revert() {
+    let store = FlowStore::temporary().unwrap();
+    let recorded = rich_flow();
+    let other = flow_at("other.example", "/", 1);
+    store.insert(&recorded).unwrap();
+    store.insert(&other).unwrap();
+    assert_eq!(store.original(recorded.id).unwrap(), None);
+
+    let mut edit = recorded.clone();
+    edit.request.method = "PUT".into();
+    edit.request.body = Body::complete(&b"edited body"[..]);
+    edit.response.as_mut().unwrap().status = 200;
+    let stored = store.replace_edited(&edit).unwrap().unwrap();
+    assert!(stored.annotations.modified);
+    assert_eq!(store.get(recorded.id).unwrap().as_ref(), Some(&stored));
+    assert_eq!(
+        store.original(recorded.id).unwrap().as_ref(),
+        Some(&recorded)
+    );
+    let summary = &store.summaries(Some(&filter("~d vedauth")), 0, 1).unwrap()[0];
+    assert!(summary.modified);
+    assert_eq!(
+        (summary.method.as_str(), summary.status),
+        ("PUT", Some(200))
+    );
+    assert_eq!(store.ids(Some(&filter("~c 403"))).unwrap(), vec![]);
+
+    // A second edit replaces the edit; the recorded flow stays the first one.
+    let mut second = stored.clone();
+    second.request.path = "/second".into();
+    store.replace_edited(&second).unwrap().unwrap();
+    assert_eq!(
+        store.get(recorded.id).unwrap().unwrap().request.path,
+        "/second"
+    );
+    assert_eq!(
+        store.original(recorded.id).unwrap().as_ref(),
+        Some(&recorded)
+    );
+
+    // The user's mark and comment are not part of the recording: revert keeps them.
+    store.set_marked(recorded.id, false).unwrap();
+    store
+        .set_comment(recorded.id, "edited, then reverted")
+        .unwrap();
+    let reverted = store.revert(recorded.id).unwrap().unwrap();
+    let mut expected = recorded.clone();
+    expected.marked = false;
+    expected.annotations.comment = "edited, then reverted".into();
+    assert_eq!(reverted, expected);
+    assert_eq!(store.get(recorded.id).unwrap().as_ref(), Some(&expected));
+    assert_eq!(store.original(recorded.id).unwrap(), None);
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+    assert_eq!(
+        store.summaries(Some(&filter("~d vedauth")), 0, 1).unwrap()[0],
+        FlowSummary::of(&expected)
+    );
+    assert_eq!(
+        store.ids(None).unwrap(),
+        vec![other.id, recorded.id],
+        "same place"
+    );
+
+    // Nothing to revert: the flow as it is; no such flow: None.
+    assert_eq!(store.revert(other.id).unwrap().as_ref(), Some(&other));
+    assert_eq!(store.revert(FlowId::new()).unwrap(), None);
+}
+
+#[test]
+fn an_edit_of_a_flow_that_is_not_stored_writes_nothing() {
+    let store = FlowStore::temporary().unwrap();
+    assert_eq!(store.replace_edited(&rich_flow()).unwrap(), None);
+    assert_eq!(store.count(None).unwrap(), 0);
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+}
+
+#[test]
+fn the_proxy_updating_an_edited_flow_updates_what_revert_puts_back() {
+    let store = FlowStore::temporary().unwrap();
+    let mut recorded = flow_at("ws.example", "/socket", 1_000);
+    store.insert(&recorded).unwrap();
+    let mut edit = recorded.clone();
+    edit.request.path = "/edited".into();
+    let stored = store.replace_edited(&edit).unwrap().unwrap();
+
+    // The WebSocket closed: the proxy saves its (unedited) flow again.
+    recorded.response.as_mut().unwrap().body = Body::complete(&b"closed"[..]);
+    store.insert(&recorded).unwrap();
+    assert_eq!(store.get(recorded.id).unwrap().as_ref(), Some(&stored));
+    assert_eq!(
+        store.original(recorded.id).unwrap().as_ref(),
+        Some(&recorded)
+    );
+    assert_eq!(store.revert(recorded.id).unwrap().as_ref(), Some(&recorded));
+}
+
+#[test]
+fn delete_and_clear_forget_the_recorded_versions() {
+    let store = FlowStore::temporary().unwrap();
+    let a = flow_at("a.example", "/", 1);
+    let b = flow_at("b.example", "/", 2);
+    store.insert(&a).unwrap();
+    store.insert(&b).unwrap();
+    for flow in [&a, &b] {
+        let mut edit = flow.clone();
+        edit.request.path = "/edited".into();
+        store.replace_edited(&edit).unwrap().unwrap();
+    }
+    assert_eq!(count_rows(&store, "flow_originals"), 2);
+    assert!(store.delete(a.id).unwrap());
+    assert_eq!(count_rows(&store, "flow_originals"), 1);
+    assert_eq!(store.original(a.id).unwrap(), None);
+    // A flow saved again under the deleted id starts unedited.
+    store.insert(&a).unwrap();
+    assert_eq!(store.original(a.id).unwrap(), None);
+    assert_eq!(store.revert(a.id).unwrap().as_ref(), Some(&a));
+    store.clear().unwrap();
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+}
+
+#[test]
+fn a_duplicate_is_a_new_flow_next_to_its_source() {
+    let store = FlowStore::temporary().unwrap();
+    let first = flow_at("a.example", "/", 1_000);
+    let source = rich_flow();
+    let last = flow_at("z.example", "/", i64::MAX / 2);
+    for flow in [&first, &source, &last] {
+        store.insert(flow).unwrap();
+    }
+    let mut edit = source.clone();
+    edit.request.path = "/edited".into();
+    let edited = store.replace_edited(&edit).unwrap().unwrap();
+    store.set_comment(source.id, "copy me").unwrap();
+
+    let copy = store.duplicate(source.id).unwrap().unwrap();
+    assert_ne!(copy.id, source.id);
+    assert_eq!(copy.id.0.get_version_num(), 7, "time-ordered");
+    assert!(copy.id > source.id);
+    let mut expected = edited.clone();
+    expected.id = copy.id;
+    expected.annotations = Annotations {
+        comment: "copy me".into(),
+        modified: false,
+        replay_of: None,
+        duplicate_of: Some(source.id),
+    };
+    assert_eq!(copy, expected);
+    assert_eq!(store.get(copy.id).unwrap().as_ref(), Some(&copy));
+    // Nothing to revert the copy to; the source is untouched.
+    assert_eq!(store.original(copy.id).unwrap(), None);
+    assert_eq!(store.revert(copy.id).unwrap().as_ref(), Some(&copy));
+    assert!(store.original(source.id).unwrap().is_some());
+    assert_eq!(
+        store.ids(None).unwrap(),
+        vec![first.id, source.id, copy.id, last.id]
+    );
+    let summary = &store.summaries(None, 2, 1).unwrap()[0];
+    assert_eq!(summary.duplicate_of, Some(source.id));
+    assert_eq!(store.duplicate(FlowId::new()).unwrap(), None);
+    assert_eq!(store.count(None).unwrap(), 4);
 }
