@@ -22,6 +22,7 @@
 //! | `~b rx`       | request or response body (decoded) matches                               |
 //! | `~bq rx`, `~bs rx` | request / response body matches                                     |
 //! | `~c code`     | response status is `code`                                                |
+//! | `~comment rx` | the user's comment matches                                               |
 //! | `~d rx`       | request host matches                                                     |
 //! | `~dst rx`     | server address (`host:port` asked for, or `ip:port` connected to) matches |
 //! | `~e`          | flow has an error                                                        |
@@ -31,6 +32,7 @@
 //! | `~m rx`       | method matches                                                           |
 //! | `~marked`     | the user marked the flow                                                 |
 //! | `~q`          | request has no response (yet)                                            |
+//! | `~replay`, `~replayq` | flow is a replay of another flow's request                       |
 //! | `~s`          | flow has a response                                                      |
 //! | `~src rx`     | client address `ip:port` matches (IPv6 as `[ip]:port`)                   |
 //! | `~t rx`       | request or response `Content-Type` matches                               |
@@ -44,12 +46,13 @@
 //! mitmproxy, whose grammar is a sequence of complete expressions — that implicit
 //! AND binds looser than `|`: `~q | ~s ~e` means `(~q | ~s) & ~e`.
 //!
-//! Regexes are case-insensitive, `~h` regexes are multi-line (`^`/`$` match at each
-//! header line) and `~b` regexes let `.` match newlines, all as in mitmproxy. A regex
-//! is written bare (up to whitespace, `(`, `)`, `~` or a quote, and not starting with
-//! `!`, `&` or `|`) or quoted with `"..."` or `'...'`. Inside quotes `\"`, `\'` and
-//! `\\` stand for the character itself; any other backslash is kept, so regex
-//! escapes such as `"\d+ items"` work as written.
+//! Regexes are case-insensitive, `~h` and `~comment` regexes are multi-line (`^`/`$`
+//! match at each header line, each line of the comment) and `~b` regexes let `.`
+//! match newlines, all as in mitmproxy. A regex is written bare (up to whitespace,
+//! `(`, `)`, `~` or a quote, and not starting with `!`, `&` or `|`) or quoted with
+//! `"..."` or `'...'`. Inside quotes `\"`, `\'` and `\\` stand for the character
+//! itself; any other backslash is kept, so regex escapes such as `"\d+ items"` work
+//! as written.
 //!
 //! An empty (or blank) expression is an error, as in mitmproxy: callers that accept
 //! "no filter" should keep an `Option<Filter>`; `~all` is the explicit match-all.
@@ -61,6 +64,8 @@
 //! Rejected here but accepted by mitmproxy: a bare regex running straight into `(`,
 //! `~` or a quote (`~u get(a|b)` silently meant `~u get & ~u a|b` there), and
 //! arguments starting with `!`, `&` or `|` (quote them). `~tls` is Periscope's own.
+//! Periscope replays requests only, so mitmproxy's `~replays` (flows whose response
+//! was replayed) is an error that says so, and `~replay` means what `~replayq` does.
 
 use std::fmt;
 use std::str::FromStr;
@@ -173,18 +178,25 @@ enum Flag {
     Http,
     Marked,
     NoResponse,
+    /// mitmproxy's `~replay`: a replayed request or response; Periscope replays
+    /// requests only.
+    Replay,
+    /// mitmproxy's `~replayq`.
+    ReplayRequest,
     Response,
     WebSocket,
 }
 
 impl Flag {
-    const ALL: [Flag; 8] = [
+    const ALL: [Flag; 10] = [
         Flag::All,
         Flag::Asset,
         Flag::Error,
         Flag::Http,
         Flag::Marked,
         Flag::NoResponse,
+        Flag::Replay,
+        Flag::ReplayRequest,
         Flag::Response,
         Flag::WebSocket,
     ];
@@ -197,6 +209,8 @@ impl Flag {
             Flag::Http => "http",
             Flag::Marked => "marked",
             Flag::NoResponse => "q",
+            Flag::Replay => "replay",
+            Flag::ReplayRequest => "replayq",
             Flag::Response => "s",
             Flag::WebSocket => "websocket",
         }
@@ -212,6 +226,7 @@ enum Field {
     ContentType,
     ContentTypeRequest,
     ContentTypeResponse,
+    Comment,
     Domain,
     Dst,
     Header,
@@ -223,13 +238,14 @@ enum Field {
 }
 
 impl Field {
-    const ALL: [Field; 14] = [
+    const ALL: [Field; 15] = [
         Field::Body,
         Field::BodyRequest,
         Field::BodyResponse,
         Field::ContentType,
         Field::ContentTypeRequest,
         Field::ContentTypeResponse,
+        Field::Comment,
         Field::Domain,
         Field::Dst,
         Field::Header,
@@ -248,6 +264,7 @@ impl Field {
             Field::ContentType => "t",
             Field::ContentTypeRequest => "tq",
             Field::ContentTypeResponse => "ts",
+            Field::Comment => "comment",
             Field::Domain => "d",
             Field::Dst => "dst",
             Field::Header => "h",
@@ -259,14 +276,17 @@ impl Field {
         }
     }
 
-    /// mitmproxy's flags: header regexes see one line per header, body regexes see
-    /// the whole body as one string.
+    /// mitmproxy's flags: header regexes see one line per header (and comment
+    /// regexes one line of the comment), body regexes see the whole body as one
+    /// string.
     fn regex_options(self) -> RegexOptions {
         match self {
-            Field::Header | Field::HeaderRequest | Field::HeaderResponse => RegexOptions {
-                multi_line: true,
-                ..RegexOptions::default()
-            },
+            Field::Header | Field::HeaderRequest | Field::HeaderResponse | Field::Comment => {
+                RegexOptions {
+                    multi_line: true,
+                    ..RegexOptions::default()
+                }
+            }
             Field::Body | Field::BodyRequest | Field::BodyResponse => RegexOptions {
                 dot_matches_new_line: true,
                 ..RegexOptions::default()
@@ -278,6 +298,9 @@ impl Field {
 
 const CODE_NAME: &str = "c";
 const TLS_NAME: &str = "tls";
+/// mitmproxy's filter for flows whose response was replayed (server replay), which
+/// Periscope does not do.
+const REPLAYED_RESPONSE_NAME: &str = "replays";
 
 /// What follows `~`: decides how many arguments to read.
 enum Syntax {
@@ -409,6 +432,7 @@ impl Flag {
             Flag::Error => flow.error.is_some(),
             Flag::Marked => flow.marked,
             Flag::NoResponse => flow.response.is_none(),
+            Flag::Replay | Flag::ReplayRequest => flow.annotations.replay_of.is_some(),
             Flag::Response => flow.response.is_some(),
             // A recorded WebSocket session, as mitmproxy's `flow.websocket is not
             // None`; the handshake headers also count, for flows still being set up.
@@ -444,6 +468,7 @@ impl Field {
             Field::ContentTypeResponse => {
                 response.is_some_and(|r| content_type_matches(pattern, &r.headers))
             }
+            Field::Comment => pattern.is_match(flow.annotations.comment.as_bytes()),
             Field::Domain => pattern.is_match(request.host.as_bytes()),
             // Both the address asked for and the one connected to, because a user may
             // know either: the name in the URL, or the IP from a packet capture.
@@ -808,6 +833,12 @@ fn term(input: &mut Input<'_>) -> PResult<Node> {
         return fail(at, "expected a filter name after ~");
     }
     let Some(syntax) = Syntax::lookup(name) else {
+        if name == REPLAYED_RESPONSE_NAME {
+            return fail(
+                at,
+                "~replays: Periscope does not replay responses; ~replay matches replayed requests",
+            );
+        }
         return fail(at, format!("unknown filter ~{name}"));
     };
     match syntax {
@@ -1127,6 +1158,44 @@ mod tests {
         f.marked = true;
         assert!(matches("~e", &f));
         assert!(matches("~marked", &f));
+    }
+
+    #[test]
+    fn comment_matches_the_users_comment() {
+        let mut f = flow();
+        assert!(!matches("~comment .", &f));
+        assert!(matches("!~comment .", &f));
+        f.annotations.comment = "Login fails\nafter the renegotiation".into();
+        assert!(matches("~comment login", &f));
+        // Multi-line, as in mitmproxy: ^ and $ work per line, . stops at newlines.
+        assert!(matches("~comment '^after'", &f));
+        assert!(matches("~comment 'fails$'", &f));
+        assert!(!matches("~comment 'fails.after'", &f));
+        assert!(matches("~comment renegotiation$", &f));
+        assert!(!matches("~comment logout", &f));
+    }
+
+    #[test]
+    fn replay_and_replayq_match_replayed_requests() {
+        let mut f = flow();
+        assert!(!matches("~replay", &f));
+        assert!(!matches("~replayq", &f));
+        f.annotations.replay_of = Some(FlowId::new());
+        assert!(matches("~replay", &f));
+        assert!(matches("~replayq", &f));
+        // A copy is not a replay: nothing was sent again.
+        let mut copy = flow();
+        copy.annotations.duplicate_of = Some(FlowId::new());
+        assert!(!matches("~replay", &copy));
+        assert_eq!(canonical("~replayq & !~replay"), "~replayq & !~replay");
+    }
+
+    #[test]
+    fn replays_says_periscope_replays_requests_only() {
+        let (column, message) = error("~q & ~replays");
+        assert_eq!(column, 6);
+        assert!(message.contains("does not replay responses"), "{message}");
+        assert!(message.contains("~replay "), "{message}");
     }
 
     #[test]

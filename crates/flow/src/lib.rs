@@ -1,5 +1,5 @@
-//! Periscope's flows at rest: the session store, the filter language, HAR export
-//! and content decoding.
+//! Periscope's flows at rest: the session store, the filter language, HAR export,
+//! curl/HTTPie/raw export and content decoding.
 //!
 //! The data model itself (flows, connections, the timeline of TLS events) lives in
 //! `periscope-model`, which this crate re-exports whole: `periscope_flow::Flow`,
@@ -17,6 +17,7 @@
 //! ```
 
 pub mod content;
+pub mod export;
 pub mod filter;
 pub mod har;
 pub mod live;

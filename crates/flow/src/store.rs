@@ -20,16 +20,22 @@
 //! can lose the last commits). Each flow is three rows:
 //!
 //! - `flows`: what the flow list shows and what cheap filters read (method, host,
-//!   status, addresses, flags), indexed by time;
+//!   status, addresses, flags, the user's annotations), indexed by time;
 //! - `flow_heads`: the flow as JSON with empty bodies;
 //! - `flow_bodies`: the recorded request and response bodies as BLOBs.
+//!
+//! A flow the user has edited ([`FlowStore::replace_edited`]) has a fourth row, in
+//! `flow_originals`: its JSON and bodies as recorded, until [`FlowStore::revert`].
+//! The mark and the comment are changed in their `flows` columns alone, which are
+//! the truth when the JSON says otherwise.
 //!
 //! # Filtering
 //!
 //! A filter is evaluated with [`Filter::matches`] on the least each flow needs
 //! (see `plan.rs`): a flow rebuilt from the `flows` columns for `~d`, `~m`, `~u`,
-//! `~c`, `~q`, `~s`, `~e`, `~marked`, `~src` and `~dst`; the JSON without bodies for
-//! header, content-type and TLS filters; the whole flow for `~b`, `~bq`, `~bs`.
+//! `~c`, `~q`, `~s`, `~e`, `~marked`, `~comment`, `~replay`, `~replayq`, `~src` and
+//! `~dst`; the JSON without bodies for header, content-type and TLS filters; the
+//! whole flow for `~b`, `~bq`, `~bs`.
 //!
 //! The file is created with mode 0600 (SQLite gives its `-wal` and `-shm` files the
 //! same mode): flows hold cookies and credentials.
@@ -47,13 +53,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
+use rusqlite::types::ToSql;
+use rusqlite::{
+    params, CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
+};
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
 
 use crate::events::{LogEntry, LogLevel};
 use crate::filter::Filter;
-use crate::model::{Flow, FlowId, Timestamp};
+use crate::model::{Annotations, Flow, FlowId, Timestamp};
 use plan::{Columns, Need};
 
 /// How long a statement waits for another connection's lock (another Periscope
@@ -148,6 +157,14 @@ pub struct FlowSummary {
     pub marked: bool,
     /// The response's `Content-Type`.
     pub content_type: Option<String>,
+    /// The user wrote a comment on the flow.
+    pub has_comment: bool,
+    /// The user changed the flow; [`FlowStore::revert`] puts back what was recorded.
+    pub modified: bool,
+    /// The flow is a replay of that one.
+    pub replay_of: Option<FlowId>,
+    /// The flow is a copy of that one.
+    pub duplicate_of: Option<FlowId>,
 }
 
 impl FlowSummary {
@@ -172,6 +189,10 @@ impl FlowSummary {
             content_type: response
                 .and_then(|r| r.headers.get_str("content-type"))
                 .map(Cow::into_owned),
+            has_comment: !flow.annotations.comment.is_empty(),
+            modified: flow.annotations.modified,
+            replay_of: flow.annotations.replay_of,
+            duplicate_of: flow.annotations.duplicate_of,
         }
     }
 }
@@ -284,8 +305,11 @@ impl FlowStore {
         &self.path
     }
 
-    /// Saves `flow`, replacing a stored flow with the same id. A flow marked in the
-    /// store stays marked: unmark with [`FlowStore::set_marked`].
+    /// Saves `flow`, replacing a stored flow with the same id (the proxy saves a
+    /// WebSocket flow again when it closes). What the user did in the store stays: a
+    /// flow marked there stays marked (unmark with [`FlowStore::set_marked`]), its
+    /// comment stays unless `flow` has one, and an edited flow keeps the edit while
+    /// `flow` replaces the recorded version that [`FlowStore::revert`] puts back.
     pub fn insert(&self, flow: &Flow) -> Result<(), StoreError> {
         self.insert_rows(vec![self.encode(flow)?])
     }
@@ -313,55 +337,12 @@ impl FlowStore {
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(fail)?;
         {
-            // Plain INSERTs for the common case, a new flow: an upsert (or RETURNING)
-            // makes SQLite keep a statement journal for every row it writes, which
-            // cost a fifth of an insert. A flow seen before takes the upsert path.
-            let mut insert = tx.prepare_cached(INSERT_FLOW).map_err(fail)?;
-            let mut insert_head = tx.prepare_cached(INSERT_HEAD).map_err(fail)?;
-            let mut insert_bodies = tx.prepare_cached(INSERT_BODIES).map_err(fail)?;
+            let mut inserts = Inserts::prepare(&tx).map_err(fail)?;
             for row in &rows {
-                let s = &row.summary;
-                let columns = params![
-                    row.id,
-                    row.sort_key,
-                    s.started_at.map(|t| t.0),
-                    s.method,
-                    s.scheme,
-                    s.host,
-                    s.port,
-                    s.path,
-                    s.status,
-                    s.response_size.map(saturating_i64),
-                    s.duration_ms,
-                    s.has_tls_events,
-                    s.has_renegotiation,
-                    s.has_error,
-                    s.marked,
-                    s.content_type,
-                    row.client_peer,
-                    row.server_target,
-                    row.server_peer,
-                ];
-                let bodies = params![&row.request_body[..], row.response_body.as_deref()];
-                match insert.execute(columns) {
-                    Ok(_) => {
-                        let seq = tx.last_insert_rowid();
-                        insert_head.execute(params![seq, row.head]).map_err(fail)?;
-                        insert_bodies
-                            .execute(params![seq, bodies[0], bodies[1]])
-                            .map_err(fail)?;
-                    }
+                match inserts.insert(&tx, row) {
+                    Ok(()) => {}
                     Err(error) if is_unique_violation(&error) => {
-                        let seq: i64 = tx
-                            .prepare_cached(UPSERT_FLOW)
-                            .and_then(|mut upsert| upsert.query_row(columns, |r| r.get(0)))
-                            .map_err(fail)?;
-                        tx.prepare_cached(UPSERT_HEAD)
-                            .and_then(|mut head| head.execute(params![seq, row.head]))
-                            .map_err(fail)?;
-                        tx.prepare_cached(UPSERT_BODIES)
-                            .and_then(|mut stmt| stmt.execute(params![seq, bodies[0], bodies[1]]))
-                            .map_err(fail)?;
+                        update_recorded(&tx, row).map_err(fail)?;
                     }
                     Err(error) => return Err(fail(error)),
                 }
@@ -373,35 +354,131 @@ impl FlowStore {
     /// The flow with this id, bodies included.
     pub fn get(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
         const OPERATION: &str = "read a flow";
+        self.with_reader(OPERATION, |conn| self.load(conn, OPERATION, LOAD_FLOW, id))
+    }
+
+    /// What was recorded of a flow the user has edited since
+    /// ([`FlowStore::replace_edited`]), with the flow's current mark and comment: it
+    /// differs from the flow by the edit alone. `None` if the flow was not edited in
+    /// this session, or there is no such flow.
+    pub fn original(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "read the recorded version of a flow";
         self.with_reader(OPERATION, |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT f.marked, h.head, b.request, b.response
-                     FROM flows f
-                     JOIN flow_heads h ON h.seq = f.seq
-                     JOIN flow_bodies b ON b.seq = f.seq
-                     WHERE f.id = ?1",
-                )
-                .map_err(|e| self.error(OPERATION, e))?;
-            let mut rows = stmt
-                .query([id.0.as_bytes()])
-                .map_err(|e| self.error(OPERATION, e))?;
-            let Some(row) = rows.next().map_err(|e| self.error(OPERATION, e))? else {
-                return Ok(None);
-            };
-            let decoded = (|| {
-                let marked: bool = row.get(0)?;
-                let head = row.get_ref(1)?.as_str()?;
-                let request = row.get_ref(2)?.as_blob()?;
-                let response = row.get_ref(3)?.as_blob_or_null()?;
-                Ok::<_, rusqlite::Error>(decode_flow(head, marked, request, response))
-            })();
-            match decoded {
-                Ok(Ok(flow)) => Ok(Some(flow)),
-                Ok(Err(reason)) => Err(self.corrupt(id.to_string(), reason)),
-                Err(e) => Err(self.corrupt(id.to_string(), e.to_string())),
-            }
+            self.load(conn, OPERATION, LOAD_ORIGINAL, id)
         })
+    }
+
+    /// Writes `flow`, changed by the user, over the stored flow with its id, and
+    /// returns it as stored: with [`Annotations::modified`](crate::Annotations) set.
+    /// The first edit keeps the flow as it was, for [`FlowStore::original`] and
+    /// [`FlowStore::revert`]; later edits replace only the edit. Everything is taken
+    /// from `flow`, its mark and comment too. `None` (and nothing written) if there
+    /// is no such flow.
+    pub fn replace_edited(&self, flow: &Flow) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "save an edited flow";
+        let fail = |e| self.error(OPERATION, e);
+        let mut edited = flow.clone();
+        edited.annotations.modified = true;
+        // As `get` returns it: the store keeps no intercept state.
+        edited.intercepted = None;
+        let row = self.encode(&edited)?;
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(fail)?;
+        let Some(seq) = seq_of(&tx, flow.id).map_err(fail)? else {
+            return Ok(None);
+        };
+        tx.prepare_cached(
+            "INSERT INTO flow_originals (seq, head, request, response)
+             SELECT h.seq, h.head, b.request, b.response
+             FROM flow_heads h JOIN flow_bodies b ON b.seq = h.seq
+             WHERE h.seq = ?1
+             ON CONFLICT (seq) DO NOTHING",
+        )
+        .and_then(|mut keep| keep.execute([seq]))
+        .map_err(fail)?;
+        overwrite(&tx, seq, &row).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Some(edited))
+    }
+
+    /// Puts back what was recorded before the flow was first edited and forgets the
+    /// kept copy; the flow's mark and comment stay as they are now (they are the
+    /// user's, not the recording's). Returns the flow as it now is, unchanged if it
+    /// was never edited; `None` if there is no such flow.
+    pub fn revert(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "revert a flow";
+        let fail = |e| self.error(OPERATION, e);
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(fail)?;
+        let Some(seq) = seq_of(&tx, id).map_err(fail)? else {
+            return Ok(None);
+        };
+        let Some(original) = self.load(&tx, OPERATION, LOAD_ORIGINAL, id)? else {
+            // Never edited: there is nothing to put back.
+            return self.load(&tx, OPERATION, LOAD_FLOW, id);
+        };
+        let row = self.encode(&original)?;
+        overwrite(&tx, seq, &row).map_err(fail)?;
+        tx.execute("DELETE FROM flow_originals WHERE seq = ?1", [seq])
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Some(original))
+    }
+
+    /// Saves a copy of a flow as a new flow, and returns it: a new (time-ordered) id,
+    /// [`Annotations::duplicate_of`](crate::Annotations) naming the flow copied, and
+    /// not modified (there is nothing to revert it to); everything else, mark and
+    /// comment included, as the flow is now. It has the flow's start time, so lists
+    /// show it right after the flow (and any earlier copy). `None` if there is no
+    /// such flow.
+    pub fn duplicate(&self, id: FlowId) -> Result<Option<Flow>, StoreError> {
+        const OPERATION: &str = "duplicate a flow";
+        let fail = |e| self.error(OPERATION, e);
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(fail)?;
+        let Some(mut copy) = self.load(&tx, OPERATION, LOAD_FLOW, id)? else {
+            return Ok(None);
+        };
+        copy.id = FlowId::new();
+        copy.annotations.duplicate_of = Some(id);
+        copy.annotations.modified = false;
+        let row = self.encode(&copy)?;
+        Inserts::prepare(&tx)
+            .and_then(|mut inserts| inserts.insert(&tx, &row))
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Some(copy))
+    }
+
+    /// The flow `sql` selects by id as (marked, comment, head, request, response).
+    fn load(
+        &self,
+        conn: &Connection,
+        operation: &'static str,
+        sql: &str,
+        id: FlowId,
+    ) -> Result<Option<Flow>, StoreError> {
+        let fail = |e| self.error(operation, e);
+        let mut stmt = conn.prepare_cached(sql).map_err(fail)?;
+        let mut rows = stmt.query([id.0.as_bytes()]).map_err(fail)?;
+        let Some(row) = rows.next().map_err(fail)? else {
+            return Ok(None);
+        };
+        let decoded = (|| {
+            let marks = UserMarks {
+                marked: row.get(0)?,
+                comment: row.get_ref(1)?.as_str()?,
+            };
+            let head = row.get_ref(2)?.as_str()?;
+            let request = row.get_ref(3)?.as_blob()?;
+            let response = row.get_ref(4)?.as_blob_or_null()?;
+            Ok::<_, rusqlite::Error>(decode_flow(head, marks, request, response))
+        })();
+        match decoded {
+            Ok(Ok(flow)) => Ok(Some(flow)),
+            Ok(Err(reason)) => Err(self.corrupt(id.to_string(), reason)),
+            Err(e) => Err(self.corrupt(id.to_string(), e.to_string())),
+        }
     }
 
     /// One page of the flows that match `filter`, in time order.
@@ -518,6 +595,16 @@ impl FlowStore {
         Ok(changed > 0)
     }
 
+    /// Sets a flow's comment (empty: none); false if there is no such flow.
+    pub fn set_comment(&self, id: FlowId, comment: &str) -> Result<bool, StoreError> {
+        let changed = self
+            .writer()
+            .prepare_cached("UPDATE flows SET comment = ?1 WHERE id = ?2")
+            .and_then(|mut stmt| stmt.execute(params![comment, id.0.as_bytes()]))
+            .map_err(|e| self.error("comment on a flow", e))?;
+        Ok(changed > 0)
+    }
+
     /// Deletes a flow; false if there was no such flow.
     pub fn delete(&self, id: FlowId) -> Result<bool, StoreError> {
         let fail = |e| self.error("delete a flow", e);
@@ -536,6 +623,8 @@ impl FlowStore {
                 .map_err(fail)?;
             tx.execute("DELETE FROM flow_bodies WHERE seq = ?1", [seq])
                 .map_err(fail)?;
+            tx.execute("DELETE FROM flow_originals WHERE seq = ?1", [seq])
+                .map_err(fail)?;
         }
         tx.commit().map_err(fail)?;
         Ok(seq.is_some())
@@ -549,6 +638,7 @@ impl FlowStore {
                  DELETE FROM flows;
                  DELETE FROM flow_heads;
                  DELETE FROM flow_bodies;
+                 DELETE FROM flow_originals;
                  COMMIT;",
             )
             .map_err(|e| self.error("clear the flows", e))
@@ -636,7 +726,7 @@ impl FlowStore {
     /// The flow from a scan row that carries its head (and bodies, for `Bodies`).
     fn read_row_flow(&self, row: &Row<'_>, need: Need) -> Result<Flow, StoreError> {
         let decoded = (|| {
-            let marked: bool = row.get(SCAN_MARKED)?;
+            let marks = scan_user_marks(row)?;
             let head = row.get_ref(SCAN_COLUMN_COUNT)?.as_str()?;
             let (request, response) = if need == Need::Bodies {
                 (
@@ -646,7 +736,7 @@ impl FlowStore {
             } else {
                 (&[][..], None)
             };
-            Ok::<_, rusqlite::Error>(decode_flow(head, marked, request, response))
+            Ok::<_, rusqlite::Error>(decode_flow(head, marks, request, response))
         })();
         match decoded {
             Ok(Ok(flow)) => Ok(flow),
@@ -665,7 +755,6 @@ impl FlowStore {
     ) -> Result<Flow, StoreError> {
         let fail = |e| self.error("read a flow", e);
         let seq: i64 = row.get(SCAN_SEQ).map_err(fail)?;
-        let marked: bool = row.get(SCAN_MARKED).map_err(fail)?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT h.head, b.request, b.response FROM flow_heads h
@@ -684,7 +773,12 @@ impl FlowStore {
                     attach_bodies(&mut flow, request, response);
                     Ok(flow)
                 }
-                _ => decode_flow(data.get_ref(0)?.as_str()?, marked, request, response),
+                _ => decode_flow(
+                    data.get_ref(0)?.as_str()?,
+                    scan_user_marks(row)?,
+                    request,
+                    response,
+                ),
             })
         })();
         match decoded {
@@ -735,40 +829,135 @@ impl FlowStore {
     }
 }
 
+// Every statement that writes a `flows` row takes [`FlowRow::columns`] as its
+// parameters: ?1 id, ?2 sort_key, ?3 started_at, ?4 method, ?5 scheme, ?6 host,
+// ?7 port, ?8 path, ?9 status, ?10 response_size, ?11 duration_ms,
+// ?12 has_tls_events, ?13 has_renegotiation, ?14 has_error, ?15 marked,
+// ?16 content_type, ?17 client_peer, ?18 server_target, ?19 server_peer,
+// ?20 comment, ?21 modified, ?22 replay_of, ?23 duplicate_of.
 const INSERT_FLOW: &str = "INSERT INTO flows (id, sort_key, started_at, method, scheme, host, port,
         path, status, response_size, duration_ms, has_tls_events, has_renegotiation,
-        has_error, marked, content_type, client_peer, server_target, server_peer)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+        has_error, marked, content_type, client_peer, server_target, server_peer,
+        comment, modified, replay_of, duplicate_of)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+        ?20, ?21, ?22, ?23)";
 const INSERT_HEAD: &str = "INSERT INTO flow_heads (seq, head) VALUES (?1, ?2)";
 const INSERT_BODIES: &str = "INSERT INTO flow_bodies (seq, request, response) VALUES (?1, ?2, ?3)";
-const UPSERT_FLOW: &str = "INSERT INTO flows (id, sort_key, started_at, method, scheme, host, port,
-        path, status, response_size, duration_ms, has_tls_events, has_renegotiation,
-        has_error, marked, content_type, client_peer, server_target, server_peer)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
-    ON CONFLICT (id) DO UPDATE SET
-        sort_key = excluded.sort_key,
-        started_at = excluded.started_at,
-        method = excluded.method,
-        scheme = excluded.scheme,
-        host = excluded.host,
-        port = excluded.port,
-        path = excluded.path,
-        status = excluded.status,
-        response_size = excluded.response_size,
-        duration_ms = excluded.duration_ms,
-        has_tls_events = excluded.has_tls_events,
-        has_renegotiation = excluded.has_renegotiation,
-        has_error = excluded.has_error,
-        marked = flows.marked OR excluded.marked,
-        content_type = excluded.content_type,
-        client_peer = excluded.client_peer,
-        server_target = excluded.server_target,
-        server_peer = excluded.server_peer
-    RETURNING seq";
+/// The proxy's new version of a flow it saved before: the user's mark and comment
+/// stay unless the proxy's copy has them too.
+const UPDATE_RECORDED_FLOW: &str = "UPDATE flows SET
+        sort_key = ?2, started_at = ?3, method = ?4, scheme = ?5, host = ?6, port = ?7,
+        path = ?8, status = ?9, response_size = ?10, duration_ms = ?11,
+        has_tls_events = ?12, has_renegotiation = ?13, has_error = ?14,
+        marked = marked OR ?15,
+        content_type = ?16, client_peer = ?17, server_target = ?18, server_peer = ?19,
+        comment = CASE WHEN ?20 = '' THEN comment ELSE ?20 END,
+        modified = ?21, replay_of = ?22, duplicate_of = ?23
+    WHERE id = ?1";
+/// A flow exactly as given: an edit, or a revert.
+const OVERWRITE_FLOW: &str = "UPDATE flows SET
+        sort_key = ?2, started_at = ?3, method = ?4, scheme = ?5, host = ?6, port = ?7,
+        path = ?8, status = ?9, response_size = ?10, duration_ms = ?11,
+        has_tls_events = ?12, has_renegotiation = ?13, has_error = ?14, marked = ?15,
+        content_type = ?16, client_peer = ?17, server_target = ?18, server_peer = ?19,
+        comment = ?20, modified = ?21, replay_of = ?22, duplicate_of = ?23
+    WHERE id = ?1";
 const UPSERT_HEAD: &str = "INSERT INTO flow_heads (seq, head) VALUES (?1, ?2)
     ON CONFLICT (seq) DO UPDATE SET head = excluded.head";
 const UPSERT_BODIES: &str = "INSERT INTO flow_bodies (seq, request, response) VALUES (?1, ?2, ?3)
     ON CONFLICT (seq) DO UPDATE SET request = excluded.request, response = excluded.response";
+
+/// A flow by id, as [`FlowStore::load`] reads it.
+const LOAD_FLOW: &str = "SELECT f.marked, f.comment, h.head, b.request, b.response
+    FROM flows f
+    JOIN flow_heads h ON h.seq = f.seq
+    JOIN flow_bodies b ON b.seq = f.seq
+    WHERE f.id = ?1";
+/// The recorded version of an edited flow, with the flow's current mark and comment.
+const LOAD_ORIGINAL: &str = "SELECT f.marked, f.comment, o.head, o.request, o.response
+    FROM flows f
+    JOIN flow_originals o ON o.seq = f.seq
+    WHERE f.id = ?1";
+
+/// The statements that save a new flow, prepared once for a batch.
+struct Inserts<'conn> {
+    flow: CachedStatement<'conn>,
+    head: CachedStatement<'conn>,
+    bodies: CachedStatement<'conn>,
+}
+
+impl<'conn> Inserts<'conn> {
+    // Plain INSERTs for the common case, a new flow: an upsert (or RETURNING) makes
+    // SQLite keep a statement journal for every row it writes, which cost a fifth of
+    // an insert. A flow seen before takes `update_recorded`.
+    fn prepare(conn: &'conn Connection) -> rusqlite::Result<Self> {
+        Ok(Inserts {
+            flow: conn.prepare_cached(INSERT_FLOW)?,
+            head: conn.prepare_cached(INSERT_HEAD)?,
+            bodies: conn.prepare_cached(INSERT_BODIES)?,
+        })
+    }
+
+    /// Saves a flow whose id is not stored yet; a unique violation, and nothing
+    /// written, if it is.
+    fn insert(&mut self, conn: &Connection, row: &FlowRow) -> rusqlite::Result<()> {
+        self.flow.execute(&row.columns()[..])?;
+        let seq = conn.last_insert_rowid();
+        self.head.execute(params![seq, row.head])?;
+        self.bodies.execute(params![
+            seq,
+            &row.request_body[..],
+            row.response_body.as_deref()
+        ])?;
+        Ok(())
+    }
+}
+
+/// Saves the proxy's new version of a stored flow. An edited flow keeps the user's
+/// edit: the new version replaces the recorded one kept for revert.
+fn update_recorded(tx: &Transaction<'_>, row: &FlowRow) -> rusqlite::Result<()> {
+    let (seq, edited): (i64, bool) = tx
+        .prepare_cached(
+            "SELECT f.seq, o.seq IS NOT NULL FROM flows f
+             LEFT JOIN flow_originals o ON o.seq = f.seq WHERE f.id = ?1",
+        )?
+        .query_row([&row.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let bodies = (&row.request_body[..], row.response_body.as_deref());
+    if edited {
+        tx.prepare_cached(
+            "UPDATE flow_originals SET head = ?2, request = ?3, response = ?4 WHERE seq = ?1",
+        )?
+        .execute(params![seq, row.head, bodies.0, bodies.1])?;
+        return Ok(());
+    }
+    tx.prepare_cached(UPDATE_RECORDED_FLOW)?
+        .execute(&row.columns()[..])?;
+    tx.prepare_cached(UPSERT_HEAD)?
+        .execute(params![seq, row.head])?;
+    tx.prepare_cached(UPSERT_BODIES)?
+        .execute(params![seq, bodies.0, bodies.1])?;
+    Ok(())
+}
+
+/// Replaces the stored flow `seq` (whose id `row` has) with `row`, all of it.
+fn overwrite(conn: &Connection, seq: i64, row: &FlowRow) -> rusqlite::Result<()> {
+    conn.prepare_cached(OVERWRITE_FLOW)?
+        .execute(&row.columns()[..])?;
+    conn.prepare_cached(UPSERT_HEAD)?
+        .execute(params![seq, row.head])?;
+    conn.prepare_cached(UPSERT_BODIES)?.execute(params![
+        seq,
+        &row.request_body[..],
+        row.response_body.as_deref()
+    ])?;
+    Ok(())
+}
+
+fn seq_of(conn: &Connection, id: FlowId) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT seq FROM flows WHERE id = ?1")?
+        .query_row([id.0.as_bytes()], |r| r.get(0))
+        .optional()
+}
 
 /// Every flow in time order with the [`SCAN_COLUMNS`] and, after them, what `need`
 /// adds: the head, then the request and response bodies.
@@ -795,14 +984,28 @@ fn scan_sql(need: Need) -> String {
 /// [`read_columns`] expect.
 const SCAN_COLUMNS: &str = "f.id, f.started_at, f.method, f.scheme, f.host, f.port, f.path,
     f.status, f.response_size, f.duration_ms, f.has_tls_events, f.has_renegotiation,
-    f.has_error, f.marked, f.content_type, f.client_peer, f.server_target, f.server_peer, f.seq";
+    f.has_error, f.marked, f.content_type, f.client_peer, f.server_target, f.server_peer,
+    f.comment, f.modified, f.replay_of, f.duplicate_of, f.seq";
 const SCAN_MARKED: usize = 13;
-const SCAN_SEQ: usize = 18;
-const SCAN_COLUMN_COUNT: usize = 19;
+const SCAN_COMMENT: usize = 18;
+const SCAN_SEQ: usize = 22;
+const SCAN_COLUMN_COUNT: usize = 23;
 
 fn read_id(row: &Row<'_>) -> rusqlite::Result<FlowId> {
     let bytes: [u8; 16] = row.get(0)?;
     Ok(FlowId(uuid::Uuid::from_bytes(bytes)))
+}
+
+fn read_optional_id(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<FlowId>> {
+    let bytes: Option<[u8; 16]> = row.get(index)?;
+    Ok(bytes.map(|bytes| FlowId(uuid::Uuid::from_bytes(bytes))))
+}
+
+fn scan_user_marks<'row>(row: &'row Row<'_>) -> rusqlite::Result<UserMarks<'row>> {
+    Ok(UserMarks {
+        marked: row.get(SCAN_MARKED)?,
+        comment: row.get_ref(SCAN_COMMENT)?.as_str()?,
+    })
 }
 
 fn row_id_text(row: &Row<'_>) -> String {
@@ -826,6 +1029,10 @@ fn read_summary(row: &Row<'_>) -> rusqlite::Result<FlowSummary> {
         has_error: row.get(12)?,
         marked: row.get(SCAN_MARKED)?,
         content_type: row.get(14)?,
+        has_comment: !row.get_ref(SCAN_COMMENT)?.as_str()?.is_empty(),
+        modified: row.get(19)?,
+        replay_of: read_optional_id(row, 20)?,
+        duplicate_of: read_optional_id(row, 21)?,
     })
 }
 
@@ -842,6 +1049,12 @@ fn read_columns(row: &Row<'_>) -> rusqlite::Result<Columns> {
         client_peer: row.get(15)?,
         server_target: row.get(16)?,
         server_peer: row.get(17)?,
+        annotations: Annotations {
+            comment: row.get(SCAN_COMMENT)?,
+            modified: row.get(19)?,
+            replay_of: read_optional_id(row, 20)?,
+            duplicate_of: read_optional_id(row, 21)?,
+        },
     })
 }
 
@@ -853,6 +1066,12 @@ struct FlowRow {
     client_peer: Option<String>,
     server_target: Option<String>,
     server_peer: Option<String>,
+    comment: String,
+    // The summary's values as SQLite stores them.
+    started_at: Option<i64>,
+    response_size: Option<i64>,
+    replay_of: Option<[u8; 16]>,
+    duplicate_of: Option<[u8; 16]>,
     head: String,
     request_body: Bytes,
     response_body: Option<Bytes>,
@@ -868,13 +1087,19 @@ impl FlowRow {
             .unwrap_or_else(Timestamp::now)
             .0;
         let server = flow.server.as_ref();
+        let id_bytes = |id: Option<FlowId>| id.map(|id| *id.0.as_bytes());
         Ok(FlowRow {
             id: *flow.id.0.as_bytes(),
             sort_key,
+            started_at: summary.started_at.map(|t| t.0),
+            response_size: summary.response_size.map(saturating_i64),
+            replay_of: id_bytes(summary.replay_of),
+            duplicate_of: id_bytes(summary.duplicate_of),
             summary,
             client_peer: flow.client.peer.map(|p| p.to_string()),
             server_target: server.and_then(|s| s.target.clone()),
             server_peer: server.and_then(|s| s.peer).map(|p| p.to_string()),
+            comment: flow.annotations.comment.clone(),
             // Everything but the body bytes; their size and truncation flag stay.
             head: head::to_json(flow)?,
             request_body: flow.request.body.content.clone(),
@@ -883,15 +1108,56 @@ impl FlowRow {
     }
 }
 
+impl FlowRow {
+    /// The `flows` columns, as ?1 to ?23 of the statements that write them.
+    fn columns(&self) -> [&dyn ToSql; 23] {
+        let s = &self.summary;
+        [
+            &self.id,
+            &self.sort_key,
+            &self.started_at,
+            &s.method,
+            &s.scheme,
+            &s.host,
+            &s.port,
+            &s.path,
+            &s.status,
+            &self.response_size,
+            &s.duration_ms,
+            &s.has_tls_events,
+            &s.has_renegotiation,
+            &s.has_error,
+            &s.marked,
+            &s.content_type,
+            &self.client_peer,
+            &self.server_target,
+            &self.server_peer,
+            &self.comment,
+            &s.modified,
+            &self.replay_of,
+            &self.duplicate_of,
+        ]
+    }
+}
+
+/// What [`FlowStore::set_marked`] and [`FlowStore::set_comment`] change, in the
+/// `flows` columns alone: those columns are the truth when the JSON differs.
+struct UserMarks<'a> {
+    marked: bool,
+    comment: &'a str,
+}
+
 fn decode_flow(
     head: &str,
-    marked: bool,
+    marks: UserMarks<'_>,
     request: &[u8],
     response: Option<&[u8]>,
 ) -> Result<Flow, String> {
     let mut flow: Flow = serde_json::from_str(head).map_err(|e| e.to_string())?;
-    // The column is the truth: set_marked changes only the column.
-    flow.marked = marked;
+    flow.marked = marks.marked;
+    if flow.annotations.comment != marks.comment {
+        flow.annotations.comment = marks.comment.to_owned();
+    }
     attach_bodies(&mut flow, request, response);
     Ok(flow)
 }

@@ -32,6 +32,8 @@ const FILTERS: &[(&str, &str)] = &[
     ("~websocket", "WebSocket flows"),
     ("~http, ~all", "every flow"),
     ("~marked", "marked flows"),
+    ("~comment rx", "the flow's comment"),
+    ("~replay, ~replayq", "replays of a request"),
     (
         "~tls [rx]",
         "flows with TLS events (e.g. ~tls renegotiation)",

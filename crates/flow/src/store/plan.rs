@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use crate::filter::Filter;
 use crate::model::{
-    Body, ConnectionInfo, Flow, FlowError, FlowErrorKind, FlowId, Headers, Request, Response,
-    Timestamp,
+    Annotations, Body, ConnectionInfo, Flow, FlowError, FlowErrorKind, FlowId, Headers, Request,
+    Response, Timestamp,
 };
 use crate::timeline::Timeline;
 
@@ -31,8 +31,9 @@ pub(super) enum Need {
 }
 
 /// Filter terms that look only at data kept in the `flows` table.
-const COLUMN_TERMS: [&str; 12] = [
-    "all", "http", "d", "m", "u", "c", "q", "s", "e", "marked", "src", "dst",
+const COLUMN_TERMS: [&str; 15] = [
+    "all", "http", "d", "m", "u", "c", "q", "s", "e", "marked", "src", "dst", "comment", "replay",
+    "replayq",
 ];
 /// Filter terms that look at bodies.
 const BODY_TERMS: [&str; 3] = ["b", "bq", "bs"];
@@ -77,6 +78,7 @@ pub(super) struct Columns {
     pub client_peer: Option<String>,
     pub server_target: Option<String>,
     pub server_peer: Option<String>,
+    pub annotations: Annotations,
 }
 
 impl Columns {
@@ -135,7 +137,7 @@ impl Columns {
             intercepted_tls: false,
             websocket: None,
             intercepted: None,
-            annotations: Default::default(),
+            annotations: self.annotations,
         }
     }
 }

@@ -6,7 +6,10 @@
 //! transaction, so a file is always at some complete version. To change the layout,
 //! append one function to [`MIGRATIONS`]; never edit a step that has shipped.
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use serde::Deserialize;
+
+use crate::model::Annotations;
 
 /// `PSC1` in ASCII: tells a Periscope session from any other SQLite file.
 pub(super) const APPLICATION_ID: i32 = 0x5053_4331;
@@ -15,7 +18,7 @@ pub(super) const APPLICATION_ID: i32 = 0x5053_4331;
 pub(super) type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// Every layout step, oldest first. The current version is the length.
-pub(super) const MIGRATIONS: &[Migration] = &[create_version_1];
+pub(super) const MIGRATIONS: &[Migration] = &[create_version_1, add_annotations_version_2];
 
 /// Why a file could not be brought to the current layout.
 #[derive(Debug)]
@@ -131,4 +134,65 @@ fn create_version_1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             message TEXT NOT NULL
         );",
     )
+}
+
+/// Version 2: the user's annotations as columns, and the recorded version of each
+/// edited flow.
+///
+/// `comment`, `modified`, `replay_of` and `duplicate_of` are what the flow list shows
+/// and what `~comment` and `~replay` filter on, so that neither reads a flow's JSON.
+/// Like `marked`, `comment` is changed in its column alone and is the truth when it
+/// differs from the JSON; the other three always equal the JSON's.
+///
+/// `flow_originals` keeps a flow as it was before its first edit (its JSON and bodies,
+/// keyed by `flows.seq`, as `flow_heads` and `flow_bodies` are), for revert.
+///
+/// Version 1 files written after the model gained annotations may carry some in
+/// their JSON: those are copied into the new columns.
+fn add_annotations_version_2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "ALTER TABLE flows ADD COLUMN comment TEXT NOT NULL DEFAULT '';
+        ALTER TABLE flows ADD COLUMN modified INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE flows ADD COLUMN replay_of BLOB;
+        ALTER TABLE flows ADD COLUMN duplicate_of BLOB;
+        CREATE TABLE flow_originals (
+            seq INTEGER PRIMARY KEY,
+            head TEXT NOT NULL,
+            request BLOB NOT NULL,
+            response BLOB
+        );",
+    )?;
+    #[derive(Deserialize)]
+    struct HeadAnnotations {
+        #[serde(default)]
+        annotations: Annotations,
+    }
+    // `"annotations":` only occurs in a head as the field's key (inside a string its
+    // quotes would be escaped), and only heads with annotations have it.
+    let mut heads =
+        tx.prepare("SELECT seq, head FROM flow_heads WHERE instr(head, '\"annotations\":') > 0")?;
+    let mut update = tx.prepare(
+        "UPDATE flows SET comment = ?2, modified = ?3, replay_of = ?4, duplicate_of = ?5
+         WHERE seq = ?1",
+    )?;
+    let mut rows = heads.query([])?;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        // A head that does not decode is reported when the flow is read; the
+        // upgrade itself goes on.
+        let Ok(HeadAnnotations { annotations }) =
+            serde_json::from_str::<HeadAnnotations>(row.get_ref(1)?.as_str()?)
+        else {
+            continue;
+        };
+        let id_bytes = |id: Option<crate::model::FlowId>| id.map(|id| *id.0.as_bytes());
+        update.execute(params![
+            seq,
+            annotations.comment,
+            annotations.modified,
+            id_bytes(annotations.replay_of),
+            id_bytes(annotations.duplicate_of),
+        ])?;
+    }
+    Ok(())
 }

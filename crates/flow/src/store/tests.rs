@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use super::*;
 use crate::model::{
-    Body, CertificateSummary, ConnectionInfo, FlowError, FlowErrorKind, Headers, Request, Response,
-    TlsInfo,
+    Annotations, Body, CertificateSummary, ConnectionInfo, FlowError, FlowErrorKind, Headers,
+    Request, Response, TlsInfo,
 };
 use crate::timeline::{Direction, Initiator, Leg, Milestone, Timeline, TlsEvent, TlsEventKind};
 
@@ -249,6 +249,17 @@ fn realistic_flow(i: usize, body_len: usize) -> Flow {
     flow
 }
 
+/// Gives some of `flows` the user's annotations (which must be at least 30).
+fn annotate(flows: &mut [Flow]) {
+    flows[11].annotations.comment = "look at this".into();
+    flows[12].annotations.comment = "first line\nsecond line".into();
+    flows[13].annotations.replay_of = Some(flows[2].id);
+    flows[13].annotations.comment = "replayed to look again".into();
+    flows[14].annotations.duplicate_of = Some(flows[2].id);
+    flows[15].annotations.modified = true;
+    flows[21].annotations.replay_of = Some(flows[3].id);
+}
+
 fn filter(text: &str) -> Filter {
     Filter::parse(text).unwrap()
 }
@@ -415,6 +426,7 @@ fn filters_select_the_same_flows_as_in_memory() {
     flows[8].marked = true;
     flows[9].server = None;
     flows.push(rich_flow());
+    annotate(&mut flows);
     let shared: Vec<Arc<Flow>> = flows.iter().cloned().map(Arc::new).collect();
     store.insert_many(&shared).unwrap();
     for text in [
@@ -434,6 +446,9 @@ fn filters_select_the_same_flows_as_in_memory() {
         "~t json & ~d api2",
         "~a",
         "~all",
+        "~comment look",
+        "~replay | ~marked",
+        "~replayq & ~comment .",
     ] {
         let filter = filter(text);
         let expected: Vec<FlowId> = flows
@@ -487,6 +502,7 @@ fn filters_select_the_same_flows_as_in_memory() {
 fn the_column_skeleton_answers_column_filters_like_the_flow() {
     let mut flows: Vec<Flow> = (0..40).map(|i| realistic_flow(i, 16)).collect();
     flows.push(rich_flow());
+    annotate(&mut flows);
     flows[3].response = None;
     flows[4].server.as_mut().unwrap().target = None;
     flows[5].server.as_mut().unwrap().peer = None;
@@ -509,6 +525,10 @@ fn the_column_skeleton_answers_column_filters_like_the_flow() {
         "~http",
         "~dst vedauth.example:8443",
         "!~u items/1 & ~d api",
+        "~comment look",
+        "~comment '^second line$'",
+        "~replay",
+        "!~replayq & ~d api",
     ] {
         let filter = filter(text);
         assert_eq!(plan::need(&filter), Need::Columns, "{text}");
@@ -526,6 +546,12 @@ fn the_column_skeleton_answers_column_filters_like_the_flow() {
                 client_peer: row.client_peer.clone(),
                 server_target: row.server_target.clone(),
                 server_peer: row.server_peer.clone(),
+                annotations: Annotations {
+                    comment: row.comment.clone(),
+                    modified: row.summary.modified,
+                    replay_of: row.summary.replay_of,
+                    duplicate_of: row.summary.duplicate_of,
+                },
             };
             assert_eq!(
                 filter.matches(&columns.skeleton()),
@@ -666,8 +692,8 @@ fn an_older_layout_is_migrated_step_by_step() {
     let (_dir, path) = temp_path();
     let flow = rich_flow();
     {
-        // A version 1 session, as this build writes it.
-        let store = FlowStore::open_with(&path, &schema::MIGRATIONS[..1], None).unwrap();
+        // A session at this build's version.
+        let store = FlowStore::open_with(&path, schema::MIGRATIONS, None).unwrap();
         store.insert(&flow).unwrap();
     }
     let mut migrations = schema::MIGRATIONS.to_vec();
@@ -901,4 +927,306 @@ fn committed_flows_survive_sigkill() {
         );
     }
     assert!(store.count(None).unwrap() >= committed.len());
+}
+
+// -- annotations, edits, revert, duplicates --------------------------------------
+
+fn count_rows(store: &FlowStore, table: &str) -> i64 {
+    store
+        .writer()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_version_1_session_written_by_the_old_code_reads_every_flow() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sessions");
+    let (_dir, path) = temp_path();
+    // A copy: opening upgrades the file in place.
+    std::fs::copy(data.join("version-1.periscope"), &path).unwrap();
+    let expected: Vec<Flow> =
+        serde_json::from_slice(&std::fs::read(data.join("version-1.flows.json")).unwrap()).unwrap();
+    assert_eq!(expected.len(), 5);
+
+    let store = FlowStore::open(&path).unwrap();
+    let version: i64 = store
+        .writer()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+    for flow in &expected {
+        assert_eq!(store.get(flow.id).unwrap().as_ref(), Some(flow));
+    }
+    let mut streamed = Vec::new();
+    store.for_each(None, |flow| streamed.push(flow)).unwrap();
+    assert_eq!(streamed.len(), expected.len());
+    let summaries = store.summaries(None, 0, 10).unwrap();
+    for flow in &expected {
+        let summary = summaries.iter().find(|s| s.id == flow.id).unwrap();
+        assert_eq!(summary, &FlowSummary::of(flow));
+    }
+    // The annotations version 1 kept only in a flow's JSON are in the new columns.
+    let annotated = &expected[4];
+    assert_eq!(annotated.annotations.comment, "looked at this one");
+    let summary = summaries.iter().find(|s| s.id == annotated.id).unwrap();
+    assert!(summary.has_comment && summary.modified);
+    assert_eq!(summary.replay_of, Some(expected[1].id));
+    assert_eq!(summary.duplicate_of, Some(expected[2].id));
+    for text in [
+        "~comment looked",
+        "~replay",
+        "~marked",
+        "~marked | ~comment .",
+    ] {
+        let filter = filter(text);
+        let mut matching: Vec<FlowId> = expected
+            .iter()
+            .filter(|f| filter.matches(f))
+            .map(|f| f.id)
+            .collect();
+        matching.sort_by_key(|id| summaries.iter().position(|s| s.id == *id));
+        assert!(!matching.is_empty(), "{text}");
+        assert_eq!(store.ids(Some(&filter)).unwrap(), matching, "{text}");
+    }
+    assert_eq!(
+        store.log_entries(10).unwrap()[0].message,
+        "written by version 1"
+    );
+    // The upgraded file works like a new one.
+    assert!(store
+        .set_comment(expected[0].id, "after the upgrade")
+        .unwrap());
+    let mut edited = expected[0].clone();
+    edited.request.method = "PUT".into();
+    store.replace_edited(&edited).unwrap().unwrap();
+    assert_eq!(
+        store.original(edited.id).unwrap().unwrap().request.method,
+        "POST"
+    );
+}
+
+#[test]
+fn summaries_show_the_annotations() {
+    let store = FlowStore::temporary().unwrap();
+    let mut flows: Vec<Flow> = (0..30).map(|i| realistic_flow(i, 8)).collect();
+    annotate(&mut flows);
+    let shared: Vec<Arc<Flow>> = flows.iter().cloned().map(Arc::new).collect();
+    store.insert_many(&shared).unwrap();
+    let summaries = store.summaries(None, 0, 100).unwrap();
+    let expected: Vec<FlowSummary> = flows.iter().map(FlowSummary::of).collect();
+    assert_eq!(summaries, expected);
+    assert!(summaries[11].has_comment && !summaries[10].has_comment);
+    assert_eq!(summaries[13].replay_of, Some(flows[2].id));
+    assert_eq!(summaries[14].duplicate_of, Some(flows[2].id));
+    assert!(summaries[15].modified);
+    // Filtered lists read the same columns.
+    let replays = store.summaries(Some(&filter("~replay")), 0, 100).unwrap();
+    assert_eq!(replays, vec![expected[13].clone(), expected[21].clone()]);
+}
+
+#[test]
+fn a_comment_is_set_cleared_and_survives_the_proxy_updating_the_flow() {
+    let store = FlowStore::temporary().unwrap();
+    let flow = flow_at("a.example", "/", 1_000);
+    store.insert(&flow).unwrap();
+    assert!(store.set_comment(flow.id, "the slow one").unwrap());
+    assert_eq!(
+        store.get(flow.id).unwrap().unwrap().annotations.comment,
+        "the slow one"
+    );
+    assert!(store.summaries(None, 0, 1).unwrap()[0].has_comment);
+    assert_eq!(
+        store.ids(Some(&filter("~comment slow"))).unwrap(),
+        vec![flow.id]
+    );
+    // Filters that read the JSON or the bodies see the column's comment too.
+    assert_eq!(
+        store
+            .ids(Some(&filter("~comment slow & ~h host & ~bs hello")))
+            .unwrap(),
+        vec![flow.id]
+    );
+
+    store.insert(&flow).unwrap(); // the proxy's copy has no comment
+    assert_eq!(
+        store.get(flow.id).unwrap().unwrap().annotations.comment,
+        "the slow one"
+    );
+    let mut commented_in_flight = flow.clone();
+    commented_in_flight.annotations.comment = "from the proxy".into();
+    store.insert(&commented_in_flight).unwrap();
+    assert_eq!(
+        store.get(flow.id).unwrap().unwrap().annotations.comment,
+        "from the proxy"
+    );
+
+    assert!(store.set_comment(flow.id, "").unwrap());
+    assert_eq!(store.get(flow.id).unwrap().unwrap(), flow);
+    assert!(!store.summaries(None, 0, 1).unwrap()[0].has_comment);
+    assert!(!store.set_comment(FlowId::new(), "nobody").unwrap());
+}
+
+#[test]
+fn an_edit_keeps_the_recorded_flow_until_revert() {
+    let store = FlowStore::temporary().unwrap();
+    let recorded = rich_flow();
+    let other = flow_at("other.example", "/", 1);
+    store.insert(&recorded).unwrap();
+    store.insert(&other).unwrap();
+    assert_eq!(store.original(recorded.id).unwrap(), None);
+
+    let mut edit = recorded.clone();
+    edit.request.method = "PUT".into();
+    edit.request.body = Body::complete(&b"edited body"[..]);
+    edit.response.as_mut().unwrap().status = 200;
+    let stored = store.replace_edited(&edit).unwrap().unwrap();
+    assert!(stored.annotations.modified);
+    assert_eq!(store.get(recorded.id).unwrap().as_ref(), Some(&stored));
+    assert_eq!(
+        store.original(recorded.id).unwrap().as_ref(),
+        Some(&recorded)
+    );
+    let summary = &store.summaries(Some(&filter("~d vedauth")), 0, 1).unwrap()[0];
+    assert!(summary.modified);
+    assert_eq!(
+        (summary.method.as_str(), summary.status),
+        ("PUT", Some(200))
+    );
+    assert_eq!(store.ids(Some(&filter("~c 403"))).unwrap(), vec![]);
+
+    // A second edit replaces the edit; the recorded flow stays the first one.
+    let mut second = stored.clone();
+    second.request.path = "/second".into();
+    store.replace_edited(&second).unwrap().unwrap();
+    assert_eq!(
+        store.get(recorded.id).unwrap().unwrap().request.path,
+        "/second"
+    );
+    assert_eq!(
+        store.original(recorded.id).unwrap().as_ref(),
+        Some(&recorded)
+    );
+
+    // The user's mark and comment are not part of the recording: revert keeps them.
+    store.set_marked(recorded.id, false).unwrap();
+    store
+        .set_comment(recorded.id, "edited, then reverted")
+        .unwrap();
+    let reverted = store.revert(recorded.id).unwrap().unwrap();
+    let mut expected = recorded.clone();
+    expected.marked = false;
+    expected.annotations.comment = "edited, then reverted".into();
+    assert_eq!(reverted, expected);
+    assert_eq!(store.get(recorded.id).unwrap().as_ref(), Some(&expected));
+    assert_eq!(store.original(recorded.id).unwrap(), None);
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+    assert_eq!(
+        store.summaries(Some(&filter("~d vedauth")), 0, 1).unwrap()[0],
+        FlowSummary::of(&expected)
+    );
+    assert_eq!(
+        store.ids(None).unwrap(),
+        vec![other.id, recorded.id],
+        "same place"
+    );
+
+    // Nothing to revert: the flow as it is; no such flow: None.
+    assert_eq!(store.revert(other.id).unwrap().as_ref(), Some(&other));
+    assert_eq!(store.revert(FlowId::new()).unwrap(), None);
+}
+
+#[test]
+fn an_edit_of_a_flow_that_is_not_stored_writes_nothing() {
+    let store = FlowStore::temporary().unwrap();
+    assert_eq!(store.replace_edited(&rich_flow()).unwrap(), None);
+    assert_eq!(store.count(None).unwrap(), 0);
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+}
+
+#[test]
+fn the_proxy_updating_an_edited_flow_updates_what_revert_puts_back() {
+    let store = FlowStore::temporary().unwrap();
+    let mut recorded = flow_at("ws.example", "/socket", 1_000);
+    store.insert(&recorded).unwrap();
+    let mut edit = recorded.clone();
+    edit.request.path = "/edited".into();
+    let stored = store.replace_edited(&edit).unwrap().unwrap();
+
+    // The WebSocket closed: the proxy saves its (unedited) flow again.
+    recorded.response.as_mut().unwrap().body = Body::complete(&b"closed"[..]);
+    store.insert(&recorded).unwrap();
+    assert_eq!(store.get(recorded.id).unwrap().as_ref(), Some(&stored));
+    assert_eq!(
+        store.original(recorded.id).unwrap().as_ref(),
+        Some(&recorded)
+    );
+    assert_eq!(store.revert(recorded.id).unwrap().as_ref(), Some(&recorded));
+}
+
+#[test]
+fn delete_and_clear_forget_the_recorded_versions() {
+    let store = FlowStore::temporary().unwrap();
+    let a = flow_at("a.example", "/", 1);
+    let b = flow_at("b.example", "/", 2);
+    store.insert(&a).unwrap();
+    store.insert(&b).unwrap();
+    for flow in [&a, &b] {
+        let mut edit = flow.clone();
+        edit.request.path = "/edited".into();
+        store.replace_edited(&edit).unwrap().unwrap();
+    }
+    assert_eq!(count_rows(&store, "flow_originals"), 2);
+    assert!(store.delete(a.id).unwrap());
+    assert_eq!(count_rows(&store, "flow_originals"), 1);
+    assert_eq!(store.original(a.id).unwrap(), None);
+    // A flow saved again under the deleted id starts unedited.
+    store.insert(&a).unwrap();
+    assert_eq!(store.original(a.id).unwrap(), None);
+    assert_eq!(store.revert(a.id).unwrap().as_ref(), Some(&a));
+    store.clear().unwrap();
+    assert_eq!(count_rows(&store, "flow_originals"), 0);
+}
+
+#[test]
+fn a_duplicate_is_a_new_flow_next_to_its_source() {
+    let store = FlowStore::temporary().unwrap();
+    let first = flow_at("a.example", "/", 1_000);
+    let source = rich_flow();
+    let last = flow_at("z.example", "/", i64::MAX / 2);
+    for flow in [&first, &source, &last] {
+        store.insert(flow).unwrap();
+    }
+    let mut edit = source.clone();
+    edit.request.path = "/edited".into();
+    let edited = store.replace_edited(&edit).unwrap().unwrap();
+    store.set_comment(source.id, "copy me").unwrap();
+
+    let copy = store.duplicate(source.id).unwrap().unwrap();
+    assert_ne!(copy.id, source.id);
+    assert_eq!(copy.id.0.get_version_num(), 7, "time-ordered");
+    assert!(copy.id > source.id);
+    let mut expected = edited.clone();
+    expected.id = copy.id;
+    expected.annotations = Annotations {
+        comment: "copy me".into(),
+        modified: false,
+        replay_of: None,
+        duplicate_of: Some(source.id),
+    };
+    assert_eq!(copy, expected);
+    assert_eq!(store.get(copy.id).unwrap().as_ref(), Some(&copy));
+    // Nothing to revert the copy to; the source is untouched.
+    assert_eq!(store.original(copy.id).unwrap(), None);
+    assert_eq!(store.revert(copy.id).unwrap().as_ref(), Some(&copy));
+    assert!(store.original(source.id).unwrap().is_some());
+    assert_eq!(
+        store.ids(None).unwrap(),
+        vec![first.id, source.id, copy.id, last.id]
+    );
+    let summary = &store.summaries(None, 2, 1).unwrap()[0];
+    assert_eq!(summary.duplicate_of, Some(source.id));
+    assert_eq!(store.duplicate(FlowId::new()).unwrap(), None);
+    assert_eq!(store.count(None).unwrap(), 4);
 }
