@@ -203,7 +203,12 @@ pub struct ProxyArgs {
     pub web_port: u16,
 
     /// The token the control API asks for, instead of a random one made at start.
-    #[arg(long, global = true, value_name = "TOKEN", env = "PERISCOPE_WEB_PASSWORD")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "PERISCOPE_WEB_PASSWORD"
+    )]
     pub web_password: Option<String>,
 
     /// Replay the requests of this saved session (those matching the dump filter),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use periscope_control::{
-    apply_edit, CertificateChoice, ControlError, FlowControl, FlowEdit, Injection,
-    MessageDecision, Options, OptionsUpdate,
+    apply_edit, CertificateChoice, ControlError, FlowControl, FlowEdit, Injection, MessageDecision,
+    Options, OptionsUpdate,
 };
 use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId};
@@ -78,9 +78,14 @@ impl FlowControl for SessionControl {
         }
         let mut flow = self.stored(id)?;
         apply_edit(&mut flow, &edit)?;
-        self.store.replace_edited(&flow).map_err(store_error)?;
-        self.bus.publish(FlowEvent::Updated(Arc::new(flow.clone())));
-        Ok(flow)
+        let stored = self
+            .store
+            .replace_edited(&flow)
+            .map_err(store_error)?
+            .ok_or(ControlError::NotFound(id))?;
+        self.bus
+            .publish(FlowEvent::Updated(Arc::new(stored.clone())));
+        Ok(stored)
     }
 
     fn replay(&self, id: FlowId) -> Result<FlowId, ControlError> {
@@ -114,15 +119,19 @@ impl FlowControl for SessionControl {
                 why: "it is still in flight".into(),
             });
         }
+        if self.store.original(id).map_err(store_error)?.is_none() {
+            self.stored(id)?;
+            return Err(ControlError::NotPossible {
+                id,
+                what: "reverted",
+                why: "it was never edited".into(),
+            });
+        }
         let original = self
             .store
             .revert(id)
             .map_err(store_error)?
-            .ok_or_else(|| ControlError::NotPossible {
-                id,
-                what: "reverted",
-                why: "it was never edited".into(),
-            })?;
+            .ok_or(ControlError::NotFound(id))?;
         self.bus
             .publish(FlowEvent::Updated(Arc::new(original.clone())));
         Ok(original)

@@ -152,10 +152,20 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
     let address = proxy.local_addr();
     announce(address, &ca, args, &store);
     let control = proxy.control().map(|proxy| {
-        Arc::new(control::SessionControl::new(proxy, Arc::clone(&store), bus.clone()))
+        Arc::new(control::SessionControl::new(
+            proxy,
+            Arc::clone(&store),
+            bus.clone(),
+        ))
     });
     if let (Some(listener), Some(control)) = (api_listener, &control) {
-        serve_api_on(listener, args, Arc::clone(control), Arc::clone(&store), &bus)?;
+        serve_api_on(
+            listener,
+            args,
+            Arc::clone(control),
+            Arc::clone(&store),
+            &bus,
+        )?;
     }
     tokio::spawn(proxy.run());
     // The printer runs on a worker, not on this thread: a flow that ends on a worker
@@ -181,9 +191,13 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
 /// The control API's socket (`--web-host`/`--web-port`).
 async fn bind_api(args: &ProxyArgs) -> anyhow::Result<tokio::net::TcpListener> {
     let address = SocketAddr::new(args.web_host, args.web_port);
-    tokio::net::TcpListener::bind(address).await.with_context(|| {
-        format!("cannot listen on {address} for the control API (choose another with --web-port)")
-    })
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {address} for the control API (choose another with --web-port)"
+            )
+        })
 }
 
 /// Serves the control API on `listener` and prints its URL with the token.

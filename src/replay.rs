@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use periscope_control::FlowControl;
 use periscope_flow::filter::Filter;
 use periscope_flow::live::RecvError;
 use periscope_flow::store::FlowStore;
@@ -36,7 +35,10 @@ pub async fn client_replay(
     loop {
         while in_flight.len() < concurrency.max(1) {
             let Some(id) = queue.next() else { break };
-            let Some(flow) = source.get(id).with_context(|| format!("cannot read {}", file.display()))? else {
+            let Some(flow) = source
+                .get(id)
+                .with_context(|| format!("cannot read {}", file.display()))?
+            else {
                 continue;
             };
             match control.proxy().replay(&flow) {
@@ -45,7 +47,11 @@ pub async fn client_replay(
                 }
                 Err(error) => {
                     failed += 1;
-                    eprintln!("periscope: cannot replay {} {}: {error}", flow.request.method, flow.request.url());
+                    eprintln!(
+                        "periscope: cannot replay {} {}: {error}",
+                        flow.request.method,
+                        flow.request.url()
+                    );
                 }
             }
         }
@@ -58,7 +64,9 @@ pub async fn client_replay(
             }
             Ok(_) => {}
             // Missed events: what is no longer in flight has ended.
-            Err(RecvError::Lagged(_)) => in_flight.retain(|id| control.proxy().live_flow(*id).is_some()),
+            Err(RecvError::Lagged(_)) => {
+                in_flight.retain(|id| control.proxy().live_flow(*id).is_some())
+            }
             Err(RecvError::Closed) => break,
         }
         // Take what is already queued before starting more.

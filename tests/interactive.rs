@@ -114,7 +114,13 @@ fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
 fn proxy(extra: &[&str]) -> Periscope {
     let ca = test_pki().ca_cert.to_string_lossy().into_owned();
     PeriscopeBuilder::new()
-        .args(["--upstream-trusted-ca", ca.as_str(), "--web-port", "0", "--api"])
+        .args([
+            "--upstream-trusted-ca",
+            ca.as_str(),
+            "--web-port",
+            "0",
+            "--api",
+        ])
         .args(extra)
         .start()
 }
@@ -133,8 +139,14 @@ fn an_intercepted_request_waits_for_resume_and_goes_on_edited_then_its_response_
     let paused = api.wait_flow("~u /record/hold", |f| f["intercepted"] == true);
     assert_eq!(paused["intercept"]["at"], "request", "{paused}");
     std::thread::sleep(Duration::from_millis(500));
-    assert!(!client.is_finished(), "the client waits while the flow is paused");
-    assert!(recorded(&origin).is_empty(), "nothing reached the server yet");
+    assert!(
+        !client.is_finished(),
+        "the client waits while the flow is paused"
+    );
+    assert!(
+        recorded(&origin).is_empty(),
+        "nothing reached the server yet"
+    );
 
     let id = paused["id"].as_str().unwrap().to_owned();
     let mut headers: Vec<Value> = paused["request"]["headers"].as_array().unwrap().clone();
@@ -177,7 +189,10 @@ fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told(
         .assert_status(200);
     let answer = client.join().unwrap();
     answer.assert_status(502);
-    assert!(answer.body_text().contains("killed in Periscope"), "{answer:?}");
+    assert!(
+        answer.body_text().contains("killed in Periscope"),
+        "{answer:?}"
+    );
     let flow = api.wait_flow("~u /record/never", |f| !f["error"].is_null());
     assert_eq!(flow["error"]["kind"], "killed", "{flow}");
     std::thread::sleep(Duration::from_millis(300));
@@ -190,10 +205,7 @@ fn killing_a_large_download_closes_both_connections_within_a_second() {
     let proxy = proxy(&[]);
     let api = Api::of(&proxy);
     let url = format!("http://127.0.0.1:{}/big?size=200000000", origin.port);
-    let client = spawn_curl(
-        Curl::through(&proxy).arg("--limit-rate").arg("2M"),
-        url,
-    );
+    let client = spawn_curl(Curl::through(&proxy).arg("--limit-rate").arg("2M"), url);
     let flow = api.wait_flow("~u /big", |f| f["response"]["status_code"] == 200);
     let id = flow["id"].as_str().unwrap();
     let killed = Instant::now();
@@ -201,8 +213,14 @@ fn killing_a_large_download_closes_both_connections_within_a_second() {
         .assert_status(200);
     let answer = client.join().unwrap();
     let client_closed = killed.elapsed();
-    assert!(answer.exit_code != 0, "the download did not complete: {answer:?}");
-    assert!(client_closed < Duration::from_secs(1), "client closed after {client_closed:?}");
+    assert!(
+        answer.exit_code != 0,
+        "the download did not complete: {answer:?}"
+    );
+    assert!(
+        client_closed < Duration::from_secs(1),
+        "client closed after {client_closed:?}"
+    );
     origin
         .stdout
         .wait_for(&"send failed after", Duration::from_secs(1))
@@ -247,7 +265,10 @@ fn the_exported_curl_line_sends_the_same_request_again() {
         .method("PUT")
         .data("it's a \"body\" with $dollars")
         .header("x-quoted: a 'single' and \"double\"")
-        .run(&format!("http://127.0.0.1:{}/record/export?a=1&b=2", origin.port))
+        .run(&format!(
+            "http://127.0.0.1:{}/record/export?a=1&b=2",
+            origin.port
+        ))
         .assert_status(200);
     let flow = api.wait_flow("~u /record/export", |f| f["response"]["status_code"] == 200);
     let id = flow["id"].as_str().unwrap();
@@ -299,12 +320,26 @@ fn client_replay_of_a_saved_session_reproduces_its_requests_in_order_and_exits()
         .unwrap();
     assert!(replay.status.success(), "{replay:?}");
     let printed = String::from_utf8_lossy(&replay.stdout);
-    assert_eq!(printed.lines().filter(|l| l.contains("/record/n")).count(), 3, "{printed}");
+    assert_eq!(
+        printed.lines().filter(|l| l.contains("/record/n")).count(),
+        3,
+        "{printed}"
+    );
     let targets: Vec<String> = recorded(&origin)
         .iter()
         .map(|r| r["target"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(targets, ["/record/n1", "/record/n2", "/record/n3", "/record/n1", "/record/n2", "/record/n3"]);
+    assert_eq!(
+        targets,
+        [
+            "/record/n1",
+            "/record/n2",
+            "/record/n3",
+            "/record/n1",
+            "/record/n2",
+            "/record/n3"
+        ]
+    );
 }
 
 #[test]
@@ -327,22 +362,30 @@ fn websocket_messages_are_held_one_by_one_edited_and_dropped() {
         .spawn()
         .unwrap();
     let lines = OutputLines::spawn(chat.stdout.take().unwrap(), "ws_chat", true);
-    // The handshake itself is a flow matching ~websocket: let its request and
+    // The handshake itself is a flow matching ~websocket: let its request and its
     // response go.
-    let handshake = api.wait_flow("~websocket", |f| f["intercepted"] == true);
+    let handshake = api.wait_flow("~websocket", |f| f["intercept"]["at"] == "request");
     let id = handshake["id"].as_str().unwrap().to_owned();
-    api.send("POST", &format!("/flows/{id}/resume"), None).assert_status(200);
+    api.send("POST", &format!("/flows/{id}/resume"), None)
+        .assert_status(200);
+    api.wait_flow("~websocket", |f| f["intercept"]["at"] == "response");
+    api.send("POST", &format!("/flows/{id}/resume"), None)
+        .assert_status(200);
     lines.wait_for(&"open", WAIT).expect("the WebSocket opened");
     let decide = |expected_from_client: bool, expected: &str, decision: &str| {
         let held = api.wait_flow("~websocket", |f| {
             f["id"] == id.as_str()
-                && f["intercept"]["at"] == "web_socket_message"
+                && f["intercept"]["at"] == "websocket_message"
                 && f["intercept"]["message"]["from_client"] == expected_from_client
         });
         let content = &held["intercept"]["message"]["content"];
-        assert!(content.to_string().contains(expected) || content.is_string(), "{held}");
-        api.send("POST", &format!("/flows/{id}/websocket/decision"), Some(decision))
-            .assert_status(200);
+        assert_eq!(content, expected, "{held}");
+        api.send(
+            "POST",
+            &format!("/flows/{id}/websocket/decision"),
+            Some(decision),
+        )
+        .assert_status(200);
     };
     // "one" goes on as "ONE"; the echo comes back held too, and goes on unchanged.
     decide(true, "one", r#"{"action": "resume", "content": "ONE"}"#);
@@ -371,24 +414,43 @@ fn intercept_tls_lets_the_user_choose_the_certificate_for_a_renegotiation() {
     let url = apache.url(Vhost::Tls12, "/vedauth/ok.txt");
     for (choice, expected_cn) in [
         (
-            format!(r#"{{"certificate": "file", "path": "{}"}}"#, pki.client_pem.display()),
+            format!(
+                r#"{{"certificate": "file", "path": "{}"}}"#,
+                pki.client_pem.display()
+            ),
             CLIENT_CN,
         ),
         (r#"{"certificate": "none"}"#.to_owned(), "(null)"),
     ] {
-        let client = spawn_curl(Curl::through(&proxy).cacert(proxy.ca_cert_path()), url.clone());
+        let client = spawn_curl(
+            Curl::through(&proxy).cacert(proxy.ca_cert_path()),
+            url.clone(),
+        );
         let held = api.wait_flow("~u /vedauth/ok.txt", |f| {
             f["intercepted"] == true && f["intercept"]["at"] == "client_certificate"
         });
         let id = held["id"].as_str().unwrap();
-        api.send("POST", &format!("/flows/{id}/client-certificate"), Some(&choice))
-            .assert_status(200);
+        api.send(
+            "POST",
+            &format!("/flows/{id}/client-certificate"),
+            Some(&choice),
+        )
+        .assert_status(200);
         let answer = client.join().unwrap();
         answer.assert_status(200);
-        assert_eq!(answer.header("x-client-cert-cn"), Some(expected_cn), "{choice}");
-        let flow = api.wait_flow("~u /vedauth/ok.txt", |f| f["id"] == id && !f["response"].is_null());
+        assert_eq!(
+            answer.header("x-client-cert-cn"),
+            Some(expected_cn),
+            "{choice}"
+        );
+        let flow = api.wait_flow("~u /vedauth/ok.txt", |f| {
+            f["id"] == id && !f["response"].is_null()
+        });
         let timeline = flow["timeline"].to_string();
-        assert!(timeline.contains("certificate request held for the user"), "{timeline}");
+        assert!(
+            timeline.contains("certificate request held for the user"),
+            "{timeline}"
+        );
     }
 }
 

@@ -290,8 +290,8 @@ fn replay_request(flow: &Flow) -> Result<Request<IncomingBody>, ControlError> {
 
 fn live_error(id: FlowId, what: &'static str, error: LiveError) -> ControlError {
     match error {
-        LiveError::NotLive => ControlError::NotFound(id),
-        LiveError::NotPaused => ControlError::NotIntercepted(id),
-        LiveError::NotPossible(why) => ControlError::NotPossible { id, what, why },
+        LiveError::Gone => ControlError::NotFound(id),
+        LiveError::Running => ControlError::NotIntercepted(id),
+        LiveError::Unfit(why) => ControlError::NotPossible { id, what, why },
     }
 }

@@ -99,11 +99,11 @@ pub enum Decision {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LiveError {
     /// Not in flight (finished, or never existed).
-    NotLive,
+    Gone,
     /// In flight but not paused.
-    NotPaused,
+    Running,
     /// The action does not fit where the flow is.
-    NotPossible(String),
+    Unfit(String),
 }
 
 struct LiveFlow {
@@ -192,9 +192,9 @@ impl LiveFlows {
     ) -> Result<(), LiveError> {
         let (request, recorder) = {
             let mut flows = self.lock();
-            let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+            let live = flows.get_mut(&id).ok_or(LiveError::Gone)?;
             let request = live.held_certificate.take().ok_or_else(|| {
-                LiveError::NotPossible("no certificate request of its server waits".into())
+                LiveError::Unfit("no certificate request of its server waits".into())
             })?;
             (request, live.recorder.upgrade())
         };
@@ -220,34 +220,32 @@ impl LiveFlows {
     /// Writes a message into the flow's open WebSocket, towards one side.
     pub fn inject(&self, id: FlowId, to_client: bool, message: Injected) -> Result<(), LiveError> {
         let flows = self.lock();
-        let live = flows.get(&id).ok_or(LiveError::NotLive)?;
+        let live = flows.get(&id).ok_or(LiveError::Gone)?;
         let injectors = live
             .injectors
             .as_ref()
-            .ok_or_else(|| LiveError::NotPossible("it has no open WebSocket".into()))?;
+            .ok_or_else(|| LiveError::Unfit("it has no open WebSocket".into()))?;
         let side = if to_client {
             &injectors[0]
         } else {
             &injectors[1]
         };
         side.send(message)
-            .map_err(|_| LiveError::NotPossible("its WebSocket closed".into()))
+            .map_err(|_| LiveError::Unfit("its WebSocket closed".into()))
     }
 
     /// Decides about the WebSocket message the flow holds.
     pub fn decide_message(&self, id: FlowId, decision: Decision) -> Result<(), LiveError> {
-        let recorder = self.recorder(id).ok_or(LiveError::NotLive)?;
+        let recorder = self.recorder(id).ok_or(LiveError::Gone)?;
         let at_message = recorder
             .read(|f| matches!(f.intercepted, Some(Interception::WebSocketMessage { .. })))
             .unwrap_or(false);
         if !at_message {
-            return Err(LiveError::NotPossible(
-                "it holds no WebSocket message".into(),
-            ));
+            return Err(LiveError::Unfit("it holds no WebSocket message".into()));
         }
         let mut flows = self.lock();
-        let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
-        let pause = live.pause.take().ok_or(LiveError::NotPaused)?;
+        let live = flows.get_mut(&id).ok_or(LiveError::Gone)?;
+        let pause = live.pause.take().ok_or(LiveError::Running)?;
         let _ = pause.send(decision);
         Ok(())
     }
@@ -335,12 +333,12 @@ impl LiveFlows {
     /// the configured certificate.
     pub fn resume(&self, id: FlowId) -> Result<(), LiveError> {
         let mut flows = self.lock();
-        let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+        let live = flows.get_mut(&id).ok_or(LiveError::Gone)?;
         if live.held_certificate.is_some() {
             drop(flows);
             return self.answer_certificate(id, ClientCertificate::Configured);
         }
-        let resume = live.pause.take().ok_or(LiveError::NotPaused)?;
+        let resume = live.pause.take().ok_or(LiveError::Running)?;
         let _ = resume.send(Decision::Resume);
         Ok(())
     }
@@ -361,18 +359,18 @@ impl LiveFlows {
             })
             .count();
         let mut flows = self.lock();
-        answered
-            + flows
-                .values_mut()
-                .filter_map(|live| live.pause.take())
-                .map(|resume| resume.send(Decision::Resume))
-                .count()
+        let mut resumed = 0;
+        for resume in flows.values_mut().filter_map(|live| live.pause.take()) {
+            let _ = resume.send(Decision::Resume);
+            resumed += 1;
+        }
+        answered + resumed
     }
 
     /// Kills a flow, paused or not.
     pub fn kill(&self, id: FlowId, reason: &str) -> Result<(), LiveError> {
         let mut flows = self.lock();
-        let live = flows.get_mut(&id).ok_or(LiveError::NotLive)?;
+        let live = flows.get_mut(&id).ok_or(LiveError::Gone)?;
         live.kill.kill(reason);
         if let Some(pause) = live.pause.take() {
             let _ = pause.send(Decision::Kill);
@@ -410,15 +408,15 @@ impl LiveFlows {
     ) -> Result<Flow, LiveError> {
         let (recorder, body_editable) = {
             let flows = self.lock();
-            let live = flows.get(&id).ok_or(LiveError::NotLive)?;
+            let live = flows.get(&id).ok_or(LiveError::Gone)?;
             if live.pause.is_none() {
-                return Err(LiveError::NotPaused);
+                return Err(LiveError::Running);
             }
-            let recorder = live.recorder.upgrade().ok_or(LiveError::NotLive)?;
+            let recorder = live.recorder.upgrade().ok_or(LiveError::Gone)?;
             (recorder, live.body_editable)
         };
-        let mut flow = recorder.read(Flow::clone).ok_or(LiveError::NotLive)?;
-        change(&mut flow, body_editable).map_err(LiveError::NotPossible)?;
+        let mut flow = recorder.read(Flow::clone).ok_or(LiveError::Gone)?;
+        change(&mut flow, body_editable).map_err(LiveError::Unfit)?;
         recorder.update(|f| *f = flow.clone());
         recorder.publish_live();
         Ok(flow)
@@ -525,10 +523,15 @@ impl ExchangeHook for Intercept {
             if !self.matches(flow) {
                 return ResponseVerdict::Continue;
             }
-            let whole = body
-                .read_whole(self.body_limit, self.body_idle)
-                .await
-                .cloned();
+            // After a 101 the connection is another protocol's: there is no body to
+            // read (and reading would wait for the connection to end).
+            let whole = if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                None
+            } else {
+                body.read_whole(self.body_limit, self.body_idle)
+                    .await
+                    .cloned()
+            };
             if let Some(content) = &whole {
                 flow.update(|f| {
                     if let Some(response) = f.response.as_mut() {
@@ -575,7 +578,15 @@ fn rebuild_request(
         .parse::<Uri>()
         .map_err(|e| format!("path: {e}"))?;
     head.headers = header_map(&request.headers)?;
+    reframe(&mut head.headers);
     Ok(())
+}
+
+/// The recorded framing headers describe the body as it came; an edited message is
+/// framed anew from its body (as mitmproxy updates Content-Length on an edit).
+fn reframe(headers: &mut HeaderMap) {
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::TRANSFER_ENCODING);
 }
 
 fn rebuild_response(
@@ -584,6 +595,7 @@ fn rebuild_response(
 ) -> Result<(), String> {
     head.status = StatusCode::from_u16(response.status).map_err(|e| e.to_string())?;
     head.headers = header_map(&response.headers)?;
+    reframe(&mut head.headers);
     if head.status.canonical_reason() != Some(response.reason.as_str()) {
         head.extensions.insert(
             hyper::ext::ReasonPhrase::try_from(Bytes::from(response.reason.clone().into_bytes()))
