@@ -218,6 +218,7 @@ impl ProxyControl {
             tls: None,
             intercepted_tls: false,
             write_stall: Arc::default(),
+            connection_kill: Arc::default(),
         };
         let session = ClientSession::new(Arc::clone(&self.core), client, None);
         tokio::spawn(async move {

@@ -101,6 +101,7 @@ pub async fn run(
     session.pool().checkin(destination.key(), connection).await;
     let (mut head, body) = response.into_parts();
     record_response_head(&recorder, &head);
+    session.tie_connection(&recorder);
     if core.hooks.is_empty() {
         return relay_response(core, recorder, head, body, client_upgrade);
     }
@@ -546,6 +547,9 @@ pub fn relay_response(
         crate::websocket::start_session(&recorder, &parts.headers);
     }
     parts.extensions.insert(recorder.stall_notice());
+    if let Some(kill) = recorder.kill_switch() {
+        parts.extensions.insert(Arc::clone(kill));
+    }
     let config = &core.config;
     let body = RecordingBody::new(
         body,
@@ -810,6 +814,7 @@ mod tests {
             tls: None,
             intercepted_tls: false,
             write_stall: Arc::default(),
+            connection_kill: Arc::default(),
         };
         FlowRecorder::begin(
             crate::bus::FlowBus::new(),

@@ -243,6 +243,7 @@ mod tests {
             tls: None,
             intercepted_tls: false,
             write_stall: Arc::default(),
+            connection_kill: Arc::default(),
         };
         let request = http::Request::new(());
         FlowRecorder::begin(

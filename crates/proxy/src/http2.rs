@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 use crate::headers::{strip_hop_by_hop, NextHop};
+use crate::intercept::KillSwitch;
 use crate::io::StallNotice;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -121,15 +122,27 @@ pub async fn send_body<B>(
     body: B,
     stall_limit: Duration,
     stall: Option<StallNotice>,
+    kill: Option<Arc<KillSwitch>>,
 ) -> Result<(), BoxError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
     tokio::pin!(body);
+    // A flow the user kills ends its stream at once, whatever it waits for.
+    let killed = |cx: &mut Context<'_>| kill.as_ref().is_some_and(|k| k.poll_killed(cx).is_ready());
     loop {
-        let window = poll_fn(|cx| wait_for_window(stream, cx));
+        let window = poll_fn(|cx| {
+            if killed(cx) {
+                return Poll::Ready(Err(BoxError::from("killed in Periscope")));
+            }
+            wait_for_window(stream, cx)
+        });
         match tokio::time::timeout(stall_limit, window).await {
+            Ok(Err(error)) if kill.as_ref().is_some_and(|k| k.is_killed()) => {
+                stream.send_reset(Reason::CANCEL);
+                return Err(error);
+            }
             Ok(ready) => ready?,
             Err(_) => {
                 // Before the body is dropped: its flow reads why it ended.
@@ -145,6 +158,9 @@ where
             }
         }
         let frame = poll_fn(|cx| {
+            if killed(cx) {
+                return Poll::Ready(Some(Err(BoxError::from("killed in Periscope"))));
+            }
             if let Poll::Ready(reason) = stream.poll_reset(cx) {
                 return Poll::Ready(Some(Err(reset_error(reason))));
             }
@@ -159,7 +175,12 @@ where
                 return Ok(());
             }
             Some(Err(error)) => {
-                stream.send_reset(Reason::INTERNAL_ERROR);
+                let reason = if kill.as_ref().is_some_and(|k| k.is_killed()) {
+                    Reason::CANCEL
+                } else {
+                    Reason::INTERNAL_ERROR
+                };
+                stream.send_reset(reason);
                 return Err(error);
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -422,6 +443,7 @@ async fn serve_stream<H, F, B>(
     }
     set_content_length(&mut parts.headers, &body);
     let stall = parts.extensions.remove::<StallNotice>();
+    let kill = parts.extensions.remove::<Arc<KillSwitch>>();
     let end = body.is_end_stream();
     let head = Response::from_parts(parts, ());
     let mut send = match respond.send_response(head, end) {
@@ -432,7 +454,7 @@ async fn serve_stream<H, F, B>(
         }
     };
     if !end {
-        if let Err(error) = send_body(&mut send, body, stall_timeout, stall).await {
+        if let Err(error) = send_body(&mut send, body, stall_timeout, stall, kill).await {
             tracing::debug!(%error, stream_id, "response body not sent whole");
         }
     }
@@ -525,7 +547,7 @@ impl H2Sender {
         let stall = self.stall_timeout;
         if !end {
             tokio::spawn(async move {
-                if let Err(error) = send_body(&mut stream, body, stall, None).await {
+                if let Err(error) = send_body(&mut stream, body, stall, None, None).await {
                     tracing::debug!(%error, stream_id, "request body not sent whole");
                     stream.send_reset(Reason::CANCEL);
                 }

@@ -34,12 +34,24 @@ pub struct KillSwitch {
     killed: AtomicBool,
     reason: OnceLock<String>,
     wakers: Mutex<Vec<Waker>>,
+    /// Killed with this one: an HTTP/1.1 flow takes its client connection along.
+    also: OnceLock<Arc<KillSwitch>>,
 }
 
 impl KillSwitch {
+    /// `other` is killed whenever this one is.
+    pub fn also_kill(&self, other: Arc<KillSwitch>) {
+        let _ = self.also.set(other);
+    }
+
     pub fn kill(&self, reason: impl Into<String>) {
-        let _ = self.reason.set(reason.into());
+        let reason = reason.into();
+        // Marked first: whatever the connection's end drops reads this flow as killed.
+        let _ = self.reason.set(reason.clone());
         self.killed.store(true, Ordering::Release);
+        if let Some(also) = self.also.get() {
+            also.kill(reason);
+        }
         let wakers = std::mem::take(&mut *self.lock());
         for waker in wakers {
             waker.wake();

@@ -21,6 +21,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::intercept::KillSwitch;
+
 /// Settings for every socket to a client or a server: no Nagle delay (requests and
 /// responses are written whole), and TCP keepalive, so a peer that vanished without
 /// closing (a laptop gone to sleep, a NAT entry dropped) is noticed within about two
@@ -235,6 +237,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     }
 }
 
+/// A socket that can be closed with a reset (RST) rather than a FIN.
+pub trait Reset {
+    /// Makes the close that follows a reset: nothing unsent is delivered.
+    fn reset(&self);
+}
+
+impl Reset for TcpStream {
+    fn reset(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+impl<S: Reset> Reset for WriteDeadline<S> {
+    fn reset(&self) {
+        self.inner.reset();
+    }
+}
+
 /// The longest a closed connection is drained.
 const LINGER_TOTAL: Duration = Duration::from_secs(5);
 /// A drained connection silent this long is closed at once.
@@ -247,16 +267,21 @@ const LINGER_SILENCE: Duration = Duration::from_secs(1);
 /// not read yet. So the connection is shut for writing, read and discarded for at
 /// most [`LINGER_TOTAL`] (less when the client goes quiet), then closed. A client
 /// that closed first (the usual end of a keep-alive connection) costs nothing.
-pub struct LingeringClose<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+///
+/// A connection the user killed is reset instead: what it still had to send is
+/// thrown away at once, on both ends.
+pub struct LingeringClose<S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static> {
     inner: Option<S>,
     client_closed: bool,
+    killed: Arc<KillSwitch>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> LingeringClose<S> {
-    pub fn new(inner: S) -> Self {
+impl<S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static> LingeringClose<S> {
+    pub fn new(inner: S, killed: Arc<KillSwitch>) -> Self {
         LingeringClose {
             inner: Some(inner),
             client_closed: false,
+            killed,
         }
     }
 
@@ -267,11 +292,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> LingeringClose<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for LingeringClose<S> {
+impl<S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static> Drop for LingeringClose<S> {
     fn drop(&mut self) {
         let Some(mut io) = self.inner.take() else {
             return;
         };
+        if self.killed.is_killed() {
+            io.reset();
+            return;
+        }
         if self.client_closed {
             return;
         }
@@ -293,7 +322,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for LingeringClose
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for LingeringClose<S> {
+impl<S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static> AsyncRead for LingeringClose<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -312,7 +341,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Lingering
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for LingeringClose<S> {
+impl<S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static> AsyncWrite for LingeringClose<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -63,6 +63,7 @@ pub use crate::hooks::{ExchangeHook, HookFuture, Hooks, RequestVerdict, Response
 pub use crate::tunnel::connect_target;
 
 use crate::core::ProxyCore;
+use crate::intercept::KillSwitch;
 use crate::io::{LingeringClose, WriteDeadline, WriteStall};
 use crate::recorder::ClientContext;
 use crate::session::{ClientProtocol, ClientSession};
@@ -168,6 +169,7 @@ async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr)
         }
     }
     let write_stall = Arc::new(WriteStall::default());
+    let connection_kill = Arc::new(KillSwitch::default());
     let client = ClientContext {
         info: ConnectionInfo {
             id: next_connection_id(),
@@ -180,13 +182,17 @@ async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr)
         tls: None,
         intercepted_tls: false,
         write_stall: Arc::clone(&write_stall),
+        connection_kill: Arc::clone(&connection_kill),
     };
-    let stream = LingeringClose::new(WriteDeadline::new(
-        stream,
-        core.config.timeouts.body_idle,
-        "the client",
-        Some(write_stall),
-    ));
+    let stream = LingeringClose::new(
+        WriteDeadline::new(
+            stream,
+            core.config.timeouts.body_idle,
+            "the client",
+            Some(write_stall),
+        ),
+        connection_kill,
+    );
     let session = Arc::new(ClientSession::new(core, client, None));
     session.serve(stream, ClientProtocol::Detect).await;
 }

@@ -40,6 +40,9 @@ pub struct ClientContext {
     pub intercepted_tls: bool,
     /// Set when writes to the client were given up because it stopped reading.
     pub write_stall: Arc<WriteStall>,
+    /// Closes the client's connection at once (a reset) when killed: an HTTP/1.1
+    /// flow the user kills takes its connection along.
+    pub connection_kill: Arc<KillSwitch>,
 }
 
 impl ClientContext {
@@ -476,6 +479,7 @@ mod tests {
             tls: None,
             intercepted_tls: true,
             write_stall: Arc::default(),
+            connection_kill: Arc::default(),
         }
     }
 

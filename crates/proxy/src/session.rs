@@ -53,6 +53,9 @@ pub struct ClientSession {
     client: ClientContext,
     tunnel: Option<Tunnel>,
     pool: UpstreamPool,
+    /// HTTP/1.1 on this connection: one exchange at a time, so a flow the user kills
+    /// takes the connection along (HTTP/2 resets just the stream).
+    http1: std::sync::atomic::AtomicBool,
 }
 
 impl ClientSession {
@@ -63,6 +66,7 @@ impl ClientSession {
             client,
             tunnel,
             pool,
+            http1: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -81,6 +85,17 @@ impl ClientSession {
     /// Hands over the connection made eagerly for a tunnel (or why it failed).
     pub fn seed(&self, key: UpstreamKey, connection: Result<UpstreamConnection, UpstreamError>) {
         self.pool.seed(key, connection);
+    }
+
+    /// From now on (the response is on its way to the client), killing the flow kills
+    /// an HTTP/1.1 client connection too: a response cut short cannot be answered
+    /// otherwise, and its socket is reset so nothing more arrives.
+    pub fn tie_connection(&self, recorder: &FlowRecorder) {
+        if let Some(kill) = recorder.kill_switch() {
+            if self.http1.load(std::sync::atomic::Ordering::Relaxed) {
+                kill.also_kill(Arc::clone(&self.client.connection_kill));
+            }
+        }
     }
 
     /// Where `request` goes (the proxy mode's stage of the exchange).
@@ -136,6 +151,7 @@ impl ClientSession {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.http1.store(true, std::sync::atomic::Ordering::Relaxed);
         let session = Arc::clone(&self);
         // Boxed: hyper keeps room for one request future per connection, and an idle
         // connection should not hold kilobytes of it.
@@ -143,16 +159,21 @@ impl ClientSession {
             let session = Arc::clone(&session);
             Box::pin(async move { session.handle(request.map(IncomingBody::Http1)).await })
         });
-        hyper::server::conn::http1::Builder::new()
+        let connection = hyper::server::conn::http1::Builder::new()
             .preserve_header_case(true)
             // Request heads past this are answered 431.
             .max_buf_size(MAX_REQUEST_HEAD)
             .timer(TokioTimer::new())
             .header_read_timeout(self.core.config.timeouts.client_idle)
             .serve_connection(TokioIo::new(io), service)
-            .with_upgrades()
-            .await
-            .map_err(Into::into)
+            .with_upgrades();
+        let killed = Arc::clone(&self.client.connection_kill);
+        tokio::select! {
+            served = connection => served.map_err(Into::into),
+            // The user killed the flow in flight on it: the connection goes too, at
+            // once (its socket is reset as it is dropped).
+            () = killed.killed() => Ok(()),
+        }
     }
 
     /// Extended CONNECT (RFC 8441) is advertised so that HTTP/2 clients open
