@@ -24,8 +24,17 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     // The console acts on flows (intercept, edit, kill, replay), and so does the
     // control API it serves.
     config.interactive = true;
-    let api_listener = crate::bind_api(args).await?;
-    config.protected.push(api_listener.local_addr()?);
+    // The console works without the API: another Periscope may hold the port.
+    let api_listener = match crate::bind_api(args).await {
+        Ok(listener) => {
+            config.protected.push(listener.local_addr()?);
+            Some(listener)
+        }
+        Err(error) => {
+            eprintln!("periscope: warning: {error:#}; the console runs without it");
+            None
+        }
+    };
     let bus = FlowBus::new();
     // The list shows requests the moment they arrive, marked as waiting.
     bus.want_requests();
@@ -38,13 +47,15 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         bus.clone(),
     ));
-    crate::serve_api_on(
-        api_listener,
-        args,
-        Arc::clone(&control),
-        Arc::clone(&store),
-        &bus,
-    )?;
+    if let Some(listener) = api_listener {
+        crate::serve_api_on(
+            listener,
+            args,
+            Arc::clone(&control),
+            Arc::clone(&store),
+            &bus,
+        )?;
+    }
     crate::announce(address, &ca, args, &store);
     if args.save.is_none() {
         if let Some(path) = &session_file {
