@@ -108,10 +108,13 @@ pub async fn run(options: ConsoleOptions, events: Receiver) -> io::Result<()> {
     let ui_stop = Arc::clone(&stop);
     let (done, mut finished) = tokio::sync::oneshot::channel();
     // A thread of its own rather than the runtime's blocking pool: should it ever
-    // hang in a terminal call, the process can still end without it.
+    // hang in a terminal call, the process can still end without it. It enters the
+    // runtime, for the control's methods that start tasks (a replay runs on its own).
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
+            let _runtime = runtime.enter();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 console_loop(&options, events, &ui_stop)
             }));
