@@ -139,6 +139,10 @@ impl App {
         }
         match self.control.resume(id) {
             Ok(()) => self.say("Resumed."),
+            // The proxy has no such flow in flight.
+            Err(ControlError::NotFound(_)) => {
+                self.say("This flow is not intercepted: there is nothing to resume.")
+            }
             Err(error) => self.fail(format!("cannot resume: {error}")),
         }
     }
@@ -161,6 +165,9 @@ impl App {
         }
         match self.control.kill(id) {
             Ok(()) => self.say("Killed: both connections close, the client is told."),
+            Err(ControlError::NotFound(_)) => {
+                self.say("This flow is not in flight any more: there is nothing to kill.")
+            }
             Err(error) => self.fail(format!("cannot kill: {error}")),
         }
     }
@@ -753,6 +760,13 @@ mod tests {
             "{}",
             h.message()
         );
+        h.keys("k").keys("a");
+        assert_eq!(
+            h.message(),
+            "This flow is not intercepted: there is nothing to resume."
+        );
+        h.keys("X");
+        assert!(h.message().contains("nothing to kill"), "{}", h.message());
     }
 
     #[test]
