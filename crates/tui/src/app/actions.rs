@@ -248,8 +248,12 @@ impl App {
                 }
                 self.say(if flow.marked { "Marked." } else { "Unmarked." });
             }
+            // In flight and not paused (an open WebSocket, say): the proxy owns it.
+            Err(ControlError::NotPossible { .. }) => {
+                self.say("This flow is still in flight: mark it once it ends.")
+            }
             Err(_) if self.list.in_flight(id) => {
-                self.say("This flow is still in flight: mark it once it completes.")
+                self.say("This flow is still in flight: mark it once it ends.")
             }
             Err(ControlError::NotFound(_)) => {
                 self.say("This flow is not saved yet: mark it in a moment.")
