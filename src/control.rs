@@ -78,11 +78,22 @@ impl FlowControl for SessionControl {
         }
         let mut flow = self.stored(id)?;
         apply_edit(&mut flow, &edit)?;
-        let stored = self
-            .store
-            .replace_edited(&flow)
-            .map_err(store_error)?
-            .ok_or(ControlError::NotFound(id))?;
+        let stored = if edit.request.is_none() && edit.response.is_none() {
+            // A mark or a comment is the user's note, not a change of the exchange:
+            // the flow is not modified and keeps no original to revert to.
+            if let Some(marked) = edit.marked {
+                self.store.set_marked(id, marked).map_err(store_error)?;
+            }
+            if let Some(comment) = &edit.comment {
+                self.store.set_comment(id, comment).map_err(store_error)?;
+            }
+            flow
+        } else {
+            self.store
+                .replace_edited(&flow)
+                .map_err(store_error)?
+                .ok_or(ControlError::NotFound(id))?
+        };
         self.bus
             .publish(FlowEvent::Updated(Arc::new(stored.clone())));
         Ok(stored)

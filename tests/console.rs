@@ -6,6 +6,13 @@
 //! it found it. A request whose response is slow shows in the list at once, marked
 //! `pending`, and then as the completed flow. Every wait polls `capture-pane` with a
 //! timeout.
+//!
+//! Acting on flows (`console_intercepts_...`): a request matching `--intercept` waits
+//! (marked `at req`) while `e` edits its headers in `$EDITOR` (a script that appends
+//! a header) and `a` lets it go, to the recording origin (`fault_origin.py`) and
+//! again at the response; `i` clears and sets the intercept filter, `r` replays a
+//! flow (the origin sees it twice, the new row is marked `↻`), `X` kills a paused
+//! one (the client gets the 502 that says so).
 
 mod support;
 
@@ -30,6 +37,11 @@ impl Console {
     /// `periscope --listen-host 127.0.0.1 -p 0 --confdir DIR --upstream-trusted-ca CA
     /// EXTRA...` in a 220x50 tmux window; waits for the listening line on stderr.
     fn start(confdir: &Path, extra: &[OsString]) -> Console {
+        Console::start_with_env(confdir, extra, &[])
+    }
+
+    /// [`Console::start`] with environment variables for the console (`EDITOR`).
+    fn start_with_env(confdir: &Path, extra: &[OsString], env: &[(&str, OsString)]) -> Console {
         let mut args: Vec<OsString> = ["--listen-host", "127.0.0.1", "-p", "0", "--confdir"]
             .iter()
             .map(OsString::from)
@@ -38,9 +50,10 @@ impl Console {
         args.push("--upstream-trusted-ca".into());
         args.push(test_pki().ca_cert.clone().into());
         args.extend(extra.iter().cloned());
-        let tmux = TmuxConsole::start(
+        let tmux = TmuxConsole::start_with_env(
             Path::new(env!("CARGO_BIN_EXE_periscope")),
             &args,
+            env,
             WIDTH,
             HEIGHT,
         );
@@ -393,4 +406,166 @@ fn console_ends_when_its_terminal_goes_away() {
         wait_until(Duration::from_secs(10), || is_gone(pid)),
         "the console (pid {pid}) still runs after its terminal went away"
     );
+}
+
+/// What the recording origin received, one JSON object per request.
+fn recorded(origin: &PythonPeer) -> Vec<serde_json::Value> {
+    origin
+        .stdout
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("recorded: "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn recorded_header<'a>(recorded: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    recorded["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .and_then(|h| h[1].as_str())
+}
+
+/// The row of the list whose URL ends with `path` (followed by a space).
+fn row_with<'a>(screen: &'a str, path: &str) -> Option<&'a str> {
+    let needle = format!("{path} ");
+    Console::rows(screen)
+        .into_iter()
+        .find(|l| l.contains(&needle))
+}
+
+#[test]
+fn console_intercepts_edits_in_the_editor_resumes_replays_and_kills() {
+    const WAIT: Duration = Duration::from_secs(30);
+    let origin = PythonPeer::start("fault_origin.py", &[]);
+    let confdir = tempfile::tempdir().unwrap();
+    // The "editor": appends a header line to the file it is given.
+    let scripts = tempfile::tempdir().unwrap();
+    let editor = scripts.path().join("add-header.sh");
+    std::fs::write(&editor, "#!/bin/sh\nprintf 'X-Edited: yes\\n' >> \"$1\"\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let console = Console::start_with_env(
+        confdir.path(),
+        &[
+            "--intercept".into(),
+            "~u /record/hold".into(),
+            "--web-port".into(),
+            "0".into(),
+        ],
+        &[("EDITOR", editor.clone().into())],
+    );
+    let tmux = &console.tmux;
+    tmux.wait_for_all(&["No flows yet", "[intercept: ~u /record/hold]"]);
+
+    // The request waits at the proxy, marked in the list.
+    let hold = format!("http://127.0.0.1:{}/record/hold", origin.port);
+    let curl = console.curl().max_time(Duration::from_secs(120));
+    let request = std::thread::spawn(move || curl.run(&hold));
+    tmux.wait_for("the intercepted row", WAIT, |s| {
+        row_with(s, "/record/hold").is_some_and(|r| r.contains("at req"))
+            && s.contains("[1 intercepted: a resumes]")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !request.is_finished(),
+        "curl got an answer while the flow waited"
+    );
+    assert!(
+        recorded(&origin).is_empty(),
+        "the origin saw the held request"
+    );
+
+    // e, h: the request headers in $EDITOR; the script adds one.
+    tmux.send_keys(&["e"]);
+    tmux.wait_for_all(&["Edit before it goes on", "request headers"]);
+    tmux.send_keys(&["h"]);
+    tmux.wait_for_text("Edited the request headers");
+    assert!(recorded(&origin).is_empty(), "an edit does not let it go");
+
+    // a: it goes on, edited; the same filter holds it again at the response.
+    tmux.send_keys(&["a"]);
+    origin
+        .stdout
+        .wait_for(&"recorded: ", WAIT)
+        .expect("the origin received the request");
+    let seen = recorded(&origin);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[0], "x-edited"),
+        Some("yes"),
+        "{seen:?}"
+    );
+    tmux.wait_for("the row waiting at the response", WAIT, |s| {
+        row_with(s, "/record/hold").is_some_and(|r| r.contains("at resp"))
+    });
+    assert!(!request.is_finished(), "the response waits too");
+    tmux.send_keys(&["a"]);
+    let answer = request.join().unwrap();
+    answer.assert_status(200);
+    assert_eq!(answer.body_text(), "recorded 0 bytes\n");
+    tmux.wait_for("the completed flow", WAIT, |s| {
+        row_with(s, "/record/hold").is_some_and(|r| r.contains(" 200 ") && !r.contains("at "))
+            && !s.contains("intercepted: a resumes")
+    });
+
+    // i, cleared: nothing is held any more; r replays the flow.
+    tmux.send_keys(&["i"]);
+    tmux.wait_for_text("Intercept filter (empty: none): ~u /record/hold");
+    tmux.send_keys(&["C-u", "Enter"]);
+    tmux.wait_for("the filter gone from the status bar", WAIT, |s| {
+        s.contains("Intercept filter cleared") && !s.contains("[intercept:")
+    });
+    tmux.send_keys(&["r"]);
+    tmux.wait_for_text("Replaying the request");
+    origin
+        .stdout
+        .wait_for_after(1, &"recorded: ", WAIT)
+        .expect("the origin received the replay");
+    let seen = recorded(&origin);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1]["target"], "/record/hold", "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[1], "x-edited"),
+        Some("yes"),
+        "{seen:?}"
+    );
+    let screen = tmux.wait_for("the replay's row", WAIT, |s| {
+        s.contains("[2 flows]")
+            && Console::rows(s)
+                .iter()
+                .any(|r| r.contains('↻') && r.contains("/record/hold ") && r.contains(" 200 "))
+    });
+    assert_eq!(Console::rows(&screen).len(), 2, "{screen}");
+
+    // i, a new filter; X kills the flow that waits: the client is told.
+    tmux.send_keys(&["i", "C-u"]);
+    tmux.type_text("~u /record/kill");
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for_text("[intercept: ~u /record/kill]");
+    let kill = format!("http://127.0.0.1:{}/record/kill", origin.port);
+    let curl = console.curl().max_time(Duration::from_secs(120));
+    let request = std::thread::spawn(move || curl.run(&kill));
+    tmux.wait_for("the row to kill", WAIT, |s| {
+        row_with(s, "/record/kill").is_some_and(|r| r.contains("at req"))
+    });
+    tmux.send_keys(&["G", "X"]);
+    let answer = request.join().unwrap();
+    answer.assert_status(502);
+    assert!(
+        answer.body_text().contains("killed in Periscope"),
+        "{answer:?}"
+    );
+    tmux.wait_for("the killed flow", WAIT, |s| {
+        row_with(s, "/record/kill").is_some_and(|r| r.contains(" err ") || r.contains('!'))
+    });
+    assert_eq!(
+        recorded(&origin).len(),
+        2,
+        "the killed request never reached the origin"
+    );
+    console.quit();
 }

@@ -33,6 +33,18 @@ fn shell_quote(arg: &std::ffi::OsStr) -> String {
 impl TmuxConsole {
     /// Starts `program args` in a new detached tmux session of `width` x `height`.
     pub fn start(program: &Path, args: &[OsString], width: u16, height: u16) -> TmuxConsole {
+        TmuxConsole::start_with_env(program, args, &[], width, height)
+    }
+
+    /// [`TmuxConsole::start`] with `env` set for the program (`EDITOR` for the
+    /// console's editor, say).
+    pub fn start_with_env(
+        program: &Path,
+        args: &[OsString],
+        env: &[(&str, OsString)],
+        width: u16,
+        height: u16,
+    ) -> TmuxConsole {
         let tmux = require_tool("tmux");
         let dir = tempfile::Builder::new()
             .prefix("periscope-tmux-")
@@ -40,7 +52,23 @@ impl TmuxConsole {
             .expect("tmux temp dir");
         let socket = dir.path().join("tmux.sock");
         let file = |name: &str| shell_quote(dir.path().join(name).as_os_str());
-        let command_line: Vec<String> = std::iter::once(program.as_os_str())
+        let assignments: Vec<OsString> = env
+            .iter()
+            .map(|(name, value)| {
+                let mut assignment = OsString::from(format!("{name}="));
+                assignment.push(value);
+                assignment
+            })
+            .collect();
+        let env_prefix = if assignments.is_empty() {
+            Vec::new()
+        } else {
+            vec![std::ffi::OsStr::new("env")]
+        };
+        let command_line: Vec<String> = env_prefix
+            .into_iter()
+            .chain(assignments.iter().map(OsString::as_os_str))
+            .chain(std::iter::once(program.as_os_str()))
             .chain(args.iter().map(OsString::as_os_str))
             .map(shell_quote)
             .collect();

@@ -2,12 +2,20 @@
 //! terminal here: `lib.rs` feeds keys and events in and draws `App::render` when
 //! `App::wants_draw` says so, which keeps every transition testable with
 //! ratatui's `TestBackend`.
+//!
+//! What the user does to flows (intercept, edit, resume, kill, replay, ...) goes
+//! through `periscope_control::FlowControl` (`actions.rs`), never to the proxy.
+
+mod actions;
+#[cfg(test)]
+mod harness;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use periscope_control::FlowControl;
 use periscope_flow::filter::Filter;
 use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId, LogEntry, LogLevel, WebSocketMessage};
@@ -17,11 +25,14 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::Frame;
 
+use crate::editor::EditorJob;
 use crate::event_log::EventLog;
 use crate::flow_list::{FlowList, REFRESH_INTERVAL};
 use crate::flow_view::FlowView;
 use crate::help::{HelpView, SessionFacts};
 use crate::keys::{self, Command, Context};
+use crate::menu::{Menu, MenuOutcome};
+use crate::offline::StoreControl;
 use crate::prompt::{Outcome, Prompt, Question};
 use crate::save::{expand_home, Saved};
 use crate::status_bar::{render_message, render_status, Status};
@@ -32,6 +43,9 @@ use crate::ConsoleOptions;
 const MESSAGE_TIME: Duration = Duration::from_secs(6);
 /// Earlier log entries read from the session when the console starts.
 const EARLIER_LOG_ENTRIES: usize = 1000;
+/// How often the status bar reads the proxy's options (the control API may change
+/// the intercept filter too).
+const OPTIONS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a background save reports.
 type SaveResult = Result<Saved, String>;
@@ -51,6 +65,19 @@ struct Message {
 
 pub struct App {
     store: Arc<FlowStore>,
+    /// What the user can do to flows: the proxy's control, or the store alone.
+    control: Arc<dyn FlowControl>,
+    /// False for a console without a proxy: actions on flows in flight are refused.
+    has_proxy: bool,
+    /// A chooser over the screen (edit, export, certificate, WebSocket).
+    menu: Option<Menu<actions::MenuAction>>,
+    /// The editor run the loop should start (it owns the terminal).
+    editor_job: Option<EditorJob>,
+    /// An escape sequence for the terminal (OSC 52, the clipboard).
+    terminal_sequence: Option<String>,
+    /// The intercept filter as the proxy has it.
+    intercept: Option<String>,
+    options_read: Option<Instant>,
     listen: String,
     session: String,
     ca_cert: String,
@@ -81,9 +108,21 @@ impl App {
             Some(path) => path.display().to_string(),
             None => format!("{} (temporary: w saves it)", store.path().display()),
         };
+        let has_proxy = options.control.is_some();
+        let control: Arc<dyn FlowControl> = match &options.control {
+            Some(control) => Arc::clone(control),
+            None => Arc::new(StoreControl::new(Arc::clone(&store))),
+        };
         let mut app = App {
             list: FlowList::new(Arc::clone(&store)),
             store,
+            intercept: control.options().intercept,
+            control,
+            has_proxy,
+            menu: None,
+            editor_job: None,
+            terminal_sequence: None,
+            options_read: Some(Instant::now()),
             listen: options.listen.to_string(),
             session,
             ca_cert: options.ca_cert.display().to_string(),
@@ -100,8 +139,28 @@ impl App {
             last_draw: None,
             main_height: 20,
         };
+        if app.has_proxy {
+            let in_flight = app.control.flows_in_flight();
+            app.list.set_in_flight(&in_flight);
+        }
         app.list.tick(Instant::now());
         app
+    }
+
+    /// The editor run the user asked for, for the loop to start with the terminal
+    /// given back (then [`App::editor_done`]).
+    pub fn take_editor_job(&mut self) -> Option<EditorJob> {
+        self.editor_job.take()
+    }
+
+    /// True when the loop should stop reading keys and start the editor.
+    pub fn wants_editor(&self) -> bool {
+        self.editor_job.is_some()
+    }
+
+    /// An escape sequence to write to the terminal (a clipboard export).
+    pub fn take_terminal_sequence(&mut self) -> Option<String> {
+        self.terminal_sequence.take()
     }
 
     pub fn should_quit(&self) -> bool {
@@ -147,6 +206,17 @@ impl App {
 
     pub fn handle_key(&mut self, key: KeyEvent) {
         self.redraw_now = true;
+        if let Some(menu) = &mut self.menu {
+            match menu.handle_key(&key) {
+                MenuOutcome::Open => {}
+                MenuOutcome::Cancelled => self.menu = None,
+                MenuOutcome::Chosen(action) => {
+                    self.menu = None;
+                    self.choose(action);
+                }
+            }
+            return;
+        }
         if let Some(prompt) = &mut self.prompt {
             match prompt.handle_key(&key) {
                 Outcome::Editing => {}
@@ -216,6 +286,18 @@ impl App {
             }
             Command::ToggleMark => self.toggle_mark(),
             Command::Delete => self.delete(),
+            Command::SetIntercept => self.ask_intercept(),
+            Command::Resume => self.resume(),
+            Command::ResumeAll => self.resume_all(),
+            Command::Kill => self.kill(),
+            Command::Edit => self.edit(),
+            Command::Replay => self.replay(),
+            Command::Duplicate => self.duplicate(),
+            Command::Revert => self.revert(),
+            Command::Comment => self.ask_comment(),
+            Command::ClientCertificate => self.certificate_menu(),
+            Command::WebSocket => self.websocket_menu(),
+            Command::Export => self.export_menu(),
             Command::Open => self.open_selected(),
             Command::Down
             | Command::Up
@@ -276,7 +358,14 @@ impl App {
         let Some(summary) = self.list.selected_summary() else {
             return;
         };
-        let flow = match self.list.pending_flow(summary.id) {
+        // A flow in flight as the proxy has it now (intercepted, where), else the
+        // announced copy, else the session's.
+        let live = if self.has_proxy && self.list.in_flight(summary.id) {
+            self.control.flow(summary.id).ok().map(Arc::new)
+        } else {
+            None
+        };
+        let flow = match live.or_else(|| self.list.pending_flow(summary.id)) {
             Some(flow) => Ok(flow),
             None => match self.store.get(summary.id) {
                 Ok(Some(flow)) => Ok(Arc::new(flow)),
@@ -286,50 +375,6 @@ impl App {
         };
         self.screens
             .push(Screen::Flow(Box::new(FlowView::new(summary.id, flow))));
-    }
-
-    /// The flow the user means: the one on screen in a flow view, else the selection.
-    fn current_flow(&mut self) -> Option<(FlowId, bool)> {
-        if let Some(Screen::Flow(view)) = self.screens.last() {
-            return Some((view.id(), view.flow().is_some_and(|f| f.marked)));
-        }
-        if !self.screens.is_empty() {
-            return None;
-        }
-        self.list.selected_summary().map(|s| (s.id, s.marked))
-    }
-
-    fn toggle_mark(&mut self) {
-        let Some((id, marked)) = self.current_flow() else {
-            return;
-        };
-        match self.list.set_marked(id, !marked) {
-            Ok(true) => {
-                if let Some(Screen::Flow(view)) = self.screens.last_mut() {
-                    view.set_marked(!marked);
-                }
-                self.say(if marked { "Unmarked." } else { "Marked." });
-            }
-            Ok(false) => {
-                self.say("This flow is not saved yet (still in flight): mark it once it completes.")
-            }
-            Err(error) => self.fail(format!("cannot mark the flow: {error}")),
-        }
-    }
-
-    fn delete(&mut self) {
-        let Some((id, _)) = self.current_flow() else {
-            return;
-        };
-        match self.list.delete(id) {
-            Ok(_) => {
-                if matches!(self.screens.last(), Some(Screen::Flow(_))) {
-                    self.screens.pop();
-                }
-                self.say("Flow deleted.");
-            }
-            Err(error) => self.fail(format!("cannot delete the flow: {error}")),
-        }
     }
 
     fn answer(&mut self, question: Question, answer: String) {
@@ -364,6 +409,24 @@ impl App {
                         Ok(()) => self.say("All flows deleted."),
                         Err(error) => self.fail(format!("cannot clear the session: {error}")),
                     }
+                }
+            }
+            Question::Intercept => self.set_intercept(answer),
+            Question::Comment(id) => self.set_comment(id, answer),
+            Question::CertificatePath(id) => self.certificate_file(id, answer),
+            Question::ExportPath(id, format) => self.export_path(id, format, answer),
+            Question::ExportOverwrite(id, format, path) => {
+                if answer == "y" {
+                    self.export_to_file(id, format, &path);
+                } else {
+                    self.say("Not exported.");
+                }
+            }
+            Question::EditAgain(job) => {
+                if answer == "y" {
+                    self.editor_job = Some(*job);
+                } else {
+                    self.say("Edit dropped: the flow is as it was.");
                 }
             }
         }
@@ -426,7 +489,10 @@ impl App {
     pub fn on_event(&mut self, event: FlowEvent) {
         self.redraw_soon = true;
         match event {
-            FlowEvent::RequestReceived(flow) => self.list.on_request(flow),
+            FlowEvent::RequestReceived(flow) => {
+                self.update_views(&flow);
+                self.list.on_request(flow);
+            }
             FlowEvent::Completed(flow) => {
                 self.update_views(&flow);
                 self.list.on_completed(flow, false);
@@ -437,14 +503,18 @@ impl App {
             }
             FlowEvent::WebSocketMessage { flow, message } => self.websocket_message(flow, message),
             FlowEvent::Log(entry) => self.log.push(entry),
-            // Another front end removed it from the session: read the list again.
-            FlowEvent::Removed(_) => self.list.on_lagged(),
+            // Removed here or by another front end.
+            FlowEvent::Removed(id) => self.list.on_removed(id),
         }
     }
 
     /// The console missed `count` events: the store has the flows; rebuild from it.
     pub fn on_lagged(&mut self, count: u64) {
         self.list.on_lagged();
+        if self.has_proxy {
+            let in_flight = self.control.flows_in_flight();
+            self.list.set_in_flight(&in_flight);
+        }
         self.log.push(LogEntry::new(
             LogLevel::Warn,
             format!("the console fell behind and skipped {count} events; the list was reread from the session"),
@@ -497,6 +567,18 @@ impl App {
     /// Reads the store when flows changed, takes finished background work, expires
     /// the message. Call often (the loop does, every few tens of milliseconds).
     pub fn tick(&mut self, now: Instant) {
+        if self.has_proxy
+            && self
+                .options_read
+                .is_none_or(|at| now.duration_since(at) >= OPTIONS_INTERVAL)
+        {
+            self.options_read = Some(now);
+            let intercept = self.control.options().intercept;
+            if intercept != self.intercept {
+                self.intercept = intercept;
+                self.redraw_now = true;
+            }
+        }
         let was_filtering = self.list.is_filtering();
         let refreshing = self.list.wants_refresh();
         if let Some(problem) = self.list.tick(now) {
@@ -610,8 +692,14 @@ impl App {
                 following: self.list.following(),
                 saving: self.saving,
                 listen: &self.listen,
+                intercept: self.intercept.as_deref(),
+                held: self.list.held_count(),
+                proxy: self.has_proxy,
             },
         );
+        if let Some(menu) = &self.menu {
+            menu.render(frame, main);
+        }
         match (&self.prompt, &self.message) {
             (Some(prompt), _) => prompt.render(frame, bottom),
             (None, Some(message)) => render_message(frame, bottom, &message.text, message.error),
@@ -636,57 +724,10 @@ fn empty_hint(listen: &str, ca_cert: &str) -> Vec<Line<'static>> {
 
 #[cfg(test)]
 mod tests {
+    use super::harness::Harness;
     use super::*;
-    use crate::fixtures::{self, buffer_text};
-    use ratatui::backend::TestBackend;
+    use crate::fixtures;
     use ratatui::crossterm::event::{KeyCode, KeyModifiers};
-    use ratatui::Terminal;
-
-    struct Harness {
-        app: App,
-        terminal: Terminal<TestBackend>,
-    }
-
-    impl Harness {
-        fn new(flows: &[Flow]) -> Harness {
-            let store = Arc::new(FlowStore::temporary().unwrap());
-            for flow in flows {
-                store.insert(flow).unwrap();
-            }
-            let options = ConsoleOptions {
-                store,
-                listen: "127.0.0.1:8080".parse().unwrap(),
-                session_file: None,
-                ca_cert: "/tmp/ca.pem".into(),
-                version: "0.0.0-test".into(),
-                control: None,
-            };
-            Harness {
-                app: App::new(&options),
-                terminal: Terminal::new(TestBackend::new(100, 30)).unwrap(),
-            }
-        }
-
-        fn keys(&mut self, keys: &str) -> &mut Self {
-            for c in keys.chars() {
-                self.key(KeyCode::Char(c));
-            }
-            self
-        }
-
-        fn key(&mut self, code: KeyCode) -> &mut Self {
-            self.app.handle_key(KeyEvent::new(code, KeyModifiers::NONE));
-            self.app.list.settle();
-            self.app.tick(Instant::now());
-            self
-        }
-
-        fn screen(&mut self) -> String {
-            let app = &mut self.app;
-            self.terminal.draw(|f| app.render(f)).unwrap();
-            buffer_text(self.terminal.backend().buffer())
-        }
-    }
 
     fn two_flows() -> Vec<Flow> {
         vec![

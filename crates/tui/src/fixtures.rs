@@ -112,6 +112,20 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
     }
 }
 
+/// A text WebSocket message.
+pub fn websocket_text(from_client: bool, text: &str) -> periscope_flow::WebSocketMessage {
+    periscope_flow::WebSocketMessage {
+        from_client,
+        opcode: periscope_flow::WebSocketOpcode::Text,
+        content: bytes::Bytes::copy_from_slice(text.as_bytes()),
+        size: text.len() as u64,
+        truncated: false,
+        frames: 1,
+        at: Timestamp(BASE),
+        fate: Default::default(),
+    }
+}
+
 /// The buffer's text, one line per row.
 pub fn buffer_text(buffer: &Buffer) -> String {
     let area = buffer.area;

@@ -13,14 +13,14 @@
 //! and completed flows the recorder has not committed) are kept aside as *pending*
 //! and shown after the stored ones, until the store has them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use periscope_flow::filter::Filter;
 use periscope_flow::store::{FlowStore, FlowSummary, StoreError};
-use periscope_flow::{Flow, FlowId};
+use periscope_flow::{Flow, FlowId, Interception};
 use periscope_model::units::{format_duration_ms, format_size};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -43,6 +43,36 @@ const TAIL_MARGIN: usize = 64;
 const BACKLOG_LIMIT: usize = 50_000;
 /// Pending flows kept at most (a flood of requests that never complete).
 const PENDING_LIMIT: usize = 20_000;
+
+/// Where an intercepted flow waits for the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    Request,
+    Response,
+    Message,
+    Certificate,
+}
+
+impl Held {
+    pub fn of(interception: &Interception) -> Held {
+        match interception {
+            Interception::Request => Held::Request,
+            Interception::Response => Held::Response,
+            Interception::WebSocketMessage { .. } => Held::Message,
+            Interception::ClientCertificate { .. } => Held::Certificate,
+        }
+    }
+
+    /// What the time column of the row shows.
+    pub fn label(self) -> &'static str {
+        match self {
+            Held::Request => "at req",
+            Held::Response => "at resp",
+            Held::Message => "at msg",
+            Held::Certificate => "at cert",
+        }
+    }
+}
 
 /// A flow the store may not have yet.
 #[derive(Clone, Debug)]
@@ -74,6 +104,8 @@ struct ScanResult {
 pub struct FlowList {
     store: Arc<FlowStore>,
     pending: Vec<PendingFlow>,
+    /// Flows intercepted now, and where they wait.
+    held: HashMap<FlowId, Held>,
     /// Flows in the store (all of them; the filter is applied elsewhere).
     stored: usize,
     window_start: usize,
@@ -96,6 +128,7 @@ impl FlowList {
         FlowList {
             store,
             pending: Vec::new(),
+            held: HashMap::new(),
             stored: 0,
             window_start: 0,
             window: Vec::new(),
@@ -163,14 +196,75 @@ impl FlowList {
     // Keeping current
     // ---------------------------------------------------------------------------
 
-    /// A request arrived: show it as in flight.
+    /// A request arrived, or a flow in flight changed (intercepted, resumed,
+    /// edited): show it as in flight.
     pub fn on_request(&mut self, flow: Arc<Flow>) {
+        match &flow.intercepted {
+            Some(at) => self.held.insert(flow.id, Held::of(at)),
+            None => self.held.remove(&flow.id),
+        };
+        if flow.websocket.is_some() && !self.pending.iter().any(|p| p.summary.id == flow.id) {
+            // A WebSocket whose handshake completed (the store has it) and that
+            // holds or released a message: only the store's copy is shown.
+            self.apply_to_filtered(&flow);
+            self.dirty = true;
+            return;
+        }
         self.upsert_pending(flow, None);
         self.after_change();
     }
 
+    /// How many flows wait for the user.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The flows in flight as the proxy has them now (after the console missed
+    /// events): which are intercepted.
+    pub fn set_in_flight(&mut self, flows: &[Flow]) {
+        self.held = flows
+            .iter()
+            .filter_map(|f| Some((f.id, Held::of(f.intercepted.as_ref()?))))
+            .collect();
+        self.dirty = true;
+    }
+
+    /// A flow left the session (deleted here or by another front end).
+    pub fn on_removed(&mut self, id: FlowId) {
+        self.held.remove(&id);
+        self.pending.retain(|p| p.summary.id != id);
+        if let Some(filtered) = &mut self.filtered {
+            if filtered.ids.remove(&id) {
+                filtered.rows.retain(|s| s.id != id);
+            }
+            filtered.backlog.retain(|f| f.id != id);
+        }
+        self.window_valid = false;
+        self.dirty = true;
+        self.recheck_until = Some(Instant::now() + Duration::from_secs(1));
+        self.clamp_selection();
+    }
+
+    /// The store changed under the list (a flow was duplicated, edited, reverted):
+    /// read it again soon.
+    pub fn refresh_soon(&mut self) {
+        self.window_valid = false;
+        self.dirty = true;
+        self.recheck_until = Some(Instant::now() + Duration::from_secs(1));
+    }
+
+    /// Whether the flow is still in flight as far as the list knows.
+    pub fn in_flight(&self, id: FlowId) -> bool {
+        self.held.contains_key(&id)
+            || self
+                .pending
+                .iter()
+                .any(|p| p.summary.id == id && p.completed.is_none())
+    }
+
     /// A flow completed (or changed later): the store will have it soon.
     pub fn on_completed(&mut self, flow: Arc<Flow>, updated_later: bool) {
+        self.held.remove(&flow.id);
         if updated_later && !self.pending.iter().any(|p| p.summary.id == flow.id) {
             // A stored flow changed (its WebSocket closed): only the store's copy
             // is shown, and it is rewritten in a moment.
@@ -186,6 +280,7 @@ impl FlowList {
     /// rebuild from the store.
     pub fn on_lagged(&mut self) {
         self.pending.clear();
+        self.held.clear();
         self.window_valid = false;
         self.dirty = true;
         if let Some(filtered) = &self.filtered {
@@ -435,11 +530,8 @@ impl FlowList {
     // Changes the user makes
     // ---------------------------------------------------------------------------
 
-    /// Marks or unmarks flow `id`; false when the store does not have it (yet).
-    pub fn set_marked(&mut self, id: FlowId, marked: bool) -> Result<bool, StoreError> {
-        if !self.store.set_marked(id, marked)? {
-            return Ok(false);
-        }
+    /// Shows flow `id` marked or not (the store has it so already).
+    pub fn note_marked(&mut self, id: FlowId, marked: bool) {
         let set = |s: &mut FlowSummary| {
             if s.id == id {
                 s.marked = marked;
@@ -449,31 +541,16 @@ impl FlowList {
         if let Some(filtered) = &mut self.filtered {
             filtered.rows.iter_mut().for_each(set);
         }
-        Ok(true)
-    }
-
-    /// Deletes the flow `id` from the session.
-    pub fn delete(&mut self, id: FlowId) -> Result<bool, StoreError> {
-        let deleted = self.store.delete(id)?;
-        self.pending.retain(|p| p.summary.id != id);
-        if let Some(filtered) = &mut self.filtered {
-            if filtered.ids.remove(&id) {
-                filtered.rows.retain(|s| s.id != id);
-            }
+        for pending in &mut self.pending {
+            set(&mut pending.summary);
         }
-        if deleted {
-            self.stored = self.stored.saturating_sub(1);
-        }
-        self.window_valid = false;
-        self.dirty = true;
-        self.clamp_selection();
-        Ok(deleted)
     }
 
     /// Deletes every flow of the session.
     pub fn clear(&mut self) -> Result<(), StoreError> {
         self.store.clear()?;
         self.pending.clear();
+        self.held.clear();
         self.stored = 0;
         self.window.clear();
         self.window_valid = false;
@@ -565,7 +642,7 @@ impl FlowList {
 
     /// Scrolls so that the selection is on screen and returns the rows to draw,
     /// each with whether its request is still waiting for the response.
-    fn visible_rows(&mut self, height: usize) -> Vec<(usize, Option<FlowSummary>, bool)> {
+    fn visible_rows(&mut self, height: usize) -> Vec<VisibleRow> {
         let len = self.len();
         if self.selected < self.top {
             self.top = self.selected;
@@ -602,7 +679,13 @@ impl FlowList {
                         .cloned(),
                 };
                 let waiting = summary.as_ref().is_some_and(|s| in_flight.contains(&s.id));
-                (index, summary, waiting)
+                let held = summary.as_ref().and_then(|s| self.held.get(&s.id).copied());
+                VisibleRow {
+                    index,
+                    summary,
+                    waiting,
+                    held,
+                }
             })
             .collect()
     }
@@ -646,13 +729,23 @@ impl FlowList {
         let rows = self.visible_rows(usize::from(body.height));
         let lines: Vec<Line<'static>> = rows
             .into_iter()
-            .map(|(index, summary, waiting)| match summary {
-                Some(summary) => row_line(&summary, width, index == self.selected, waiting),
+            .map(|row| match &row.summary {
+                Some(summary) => row_line(summary, width, row.index == self.selected, &row),
                 None => Line::styled("  (cannot read this flow)", Style::new().fg(Color::Red)),
             })
             .collect();
         frame.render_widget(Paragraph::new(lines), body);
     }
+}
+
+/// A row on screen.
+struct VisibleRow {
+    index: usize,
+    summary: Option<FlowSummary>,
+    /// The request is in flight (no response or error yet).
+    waiting: bool,
+    /// The flow is intercepted, waiting there.
+    held: Option<Held>,
 }
 
 /// Adds, updates or removes `flow` in a finished filtered list.
@@ -698,7 +791,7 @@ fn apply_flow(filtered: &mut Filtered, flow: &Arc<Flow>) {
     }
 }
 
-const FIXED_WIDTH: usize = 41;
+const FIXED_WIDTH: usize = 43;
 
 fn url_width(width: usize) -> usize {
     width.saturating_sub(FIXED_WIDTH).max(10)
@@ -706,7 +799,7 @@ fn url_width(width: usize) -> usize {
 
 fn header_text(width: usize) -> String {
     let text = format!(
-        " {:<3} {:<8} {:<7} {} {:>3} {:>6} {:>7}",
+        " {:<5} {:<8} {:<7} {} {:>3} {:>6} {:>7}",
         "",
         "time",
         "method",
@@ -739,8 +832,9 @@ pub fn summary_url(summary: &FlowSummary) -> String {
     }
 }
 
-/// The three marker columns: marked, TLS events (`R` renegotiation, `T` other),
-/// error (`!`).
+/// The marker columns: marked, TLS events (`R` renegotiation, `T` other), error
+/// (`!`), where the flow came from (`↻` a replay, `D` a duplicate), what the user
+/// did (`✎` edited, `#` a comment).
 pub fn markers(summary: &FlowSummary) -> String {
     let mark = if summary.marked { '●' } else { ' ' };
     let tls = if summary.has_renegotiation {
@@ -751,7 +845,21 @@ pub fn markers(summary: &FlowSummary) -> String {
         ' '
     };
     let error = if summary.has_error { '!' } else { ' ' };
-    format!("{mark}{tls}{error}")
+    let origin = if summary.replay_of.is_some() {
+        '↻'
+    } else if summary.duplicate_of.is_some() {
+        'D'
+    } else {
+        ' '
+    };
+    let user = if summary.modified {
+        '✎'
+    } else if summary.has_comment {
+        '#'
+    } else {
+        ' '
+    };
+    format!("{mark}{tls}{error}{origin}{user}")
 }
 
 fn status_style(status: Option<u16>) -> Style {
@@ -768,8 +876,18 @@ fn status_style(status: Option<u16>) -> Style {
 /// the completed flow replaces the row.
 pub const WAITING_MARKER: &str = "pending";
 
-/// One row; `waiting`: the request is in flight (no response or error yet).
-fn row_line(summary: &FlowSummary, width: usize, selected: bool, waiting: bool) -> Line<'static> {
+/// How an intercepted row is drawn (mitmproxy draws them in red).
+fn held_style() -> Style {
+    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
+}
+
+/// One row.
+fn row_line(
+    summary: &FlowSummary,
+    width: usize,
+    selected: bool,
+    row: &VisibleRow,
+) -> Line<'static> {
     let marker_style = if summary.has_error {
         Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
     } else if summary.has_renegotiation {
@@ -788,7 +906,12 @@ fn row_line(summary: &FlowSummary, width: usize, selected: bool, waiting: bool) 
         .duration_ms
         .map(format_duration_ms)
         .unwrap_or_default();
-    let (duration, duration_style) = if waiting {
+    let (duration, duration_style) = if let Some(held) = row.held {
+        (
+            held.label().to_owned(),
+            held_style().add_modifier(Modifier::REVERSED),
+        )
+    } else if row.waiting {
         (
             WAITING_MARKER.to_owned(),
             Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
@@ -798,12 +921,17 @@ fn row_line(summary: &FlowSummary, width: usize, selected: bool, waiting: bool) 
     };
     let url = sanitize(&summary_url(summary)).into_owned();
     let method = sanitize(&summary.method).into_owned();
+    let request_style = if row.held.is_some() {
+        held_style()
+    } else {
+        Style::new()
+    };
     let spans = vec![
         Span::raw(if selected { ">" } else { " " }),
         Span::styled(markers(summary), marker_style),
         Span::raw(format!(" {time:<8} ")),
-        Span::raw(format!("{} ", fit(&method, 7))),
-        Span::raw(fit(&url, url_width(width))),
+        Span::styled(format!("{} ", fit(&method, 7)), request_style),
+        Span::styled(fit(&url, url_width(width)), request_style),
         Span::styled(format!(" {status:>3}"), status_style(summary.status)),
         Span::raw(format!(" {size:>6} ")),
         Span::styled(format!("{duration:>7}"), duration_style),
@@ -849,7 +977,7 @@ mod tests {
         assert!(list.window.len() <= 60, "{}", list.window.len());
         list.select_last();
         let rows = list.visible_rows(20);
-        assert_eq!(rows.last().unwrap().1.as_ref().unwrap().path, "/499");
+        assert_eq!(rows.last().unwrap().summary.as_ref().unwrap().path, "/499");
         assert!(list.window.len() <= 60);
         assert_eq!(list.selected_summary().unwrap().path, "/499");
     }
@@ -878,10 +1006,12 @@ mod tests {
 
     /// The text of the rows on a `height`-row screen, 120 columns wide.
     fn rendered_rows(list: &mut FlowList, height: usize) -> Vec<String> {
+        let selected = list.selected;
         list.visible_rows(height)
             .into_iter()
-            .map(|(index, summary, waiting)| {
-                let line = row_line(&summary.unwrap(), 120, index == list.selected, waiting);
+            .map(|row| {
+                let summary = row.summary.clone().unwrap();
+                let line = row_line(&summary, 120, row.index == selected, &row);
                 line.spans.iter().map(|s| s.content.as_ref()).collect()
             })
             .collect()
@@ -915,6 +1045,55 @@ mod tests {
         let rows = rendered_rows(&mut list, 10);
         assert_eq!(rows.len(), 1, "{rows:#?}");
         assert!(rows[0].trim_end().ends_with(WAITING_MARKER), "{rows:#?}");
+    }
+
+    #[test]
+    fn intercepted_flows_show_where_they_wait_until_they_go_on() {
+        let mut list = list_with(&[]);
+        let mut flow = fixtures::flow_at("GET", "a", "/hold", None, 0);
+        flow.intercepted = Some(Interception::Request);
+        list.on_request(Arc::new(flow.clone()));
+        let rows = rendered_rows(&mut list, 10);
+        assert!(rows[0].trim_end().ends_with("at req"), "{rows:#?}");
+        assert_eq!(list.held_count(), 1);
+        assert!(list.in_flight(flow.id));
+        // Resumed: in flight again, no longer held.
+        flow.intercepted = None;
+        list.on_request(Arc::new(flow.clone()));
+        let rows = rendered_rows(&mut list, 10);
+        assert!(rows[0].trim_end().ends_with(WAITING_MARKER), "{rows:#?}");
+        assert_eq!(list.held_count(), 0);
+
+        // A stored WebSocket flow that holds a message keeps its one row.
+        let mut ws = fixtures::flow_at("GET", "a", "/ws", Some(101), 1);
+        ws.websocket = Some(Default::default());
+        list.store.insert(&ws).unwrap();
+        list.last_refresh = None;
+        list.tick(Instant::now());
+        ws.intercepted = Some(Interception::WebSocketMessage {
+            message: fixtures::websocket_text(true, "hello"),
+        });
+        list.on_request(Arc::new(ws.clone()));
+        list.last_refresh = None;
+        list.tick(Instant::now());
+        assert_eq!(list.len(), 2);
+        let rows = rendered_rows(&mut list, 10);
+        let ws_row = rows.iter().find(|r| r.contains("/ws")).unwrap();
+        assert!(ws_row.trim_end().ends_with("at msg"), "{rows:#?}");
+        // The flow ended (killed, or its WebSocket closed): nothing is held.
+        list.on_completed(
+            Arc::new(fixtures::flow_at("GET", "a", "/ws", Some(101), 1)),
+            true,
+        );
+        ws.intercepted = None;
+        list.on_completed(Arc::new(ws), true);
+        assert_eq!(list.held_count(), 0);
+        // What the proxy has in flight after the console missed events.
+        list.on_lagged();
+        let mut again = flow;
+        again.intercepted = Some(Interception::Response);
+        list.set_in_flight(&[again]);
+        assert_eq!(list.held_count(), 1);
     }
 
     #[test]
@@ -956,19 +1135,30 @@ mod tests {
     }
 
     #[test]
-    fn delete_and_mark_reach_the_store() {
+    fn marked_and_removed_flows_show_at_once() {
         let flows = [
             fixtures::flow_at("GET", "a", "/1", Some(200), 0),
             fixtures::flow_at("GET", "a", "/2", Some(200), 1),
         ];
         let mut list = list_with(&flows);
-        assert!(list.set_marked(flows[0].id, true).unwrap());
-        assert!(list.store.get(flows[0].id).unwrap().unwrap().marked);
+        // The control changes the store; the list shows it at once, without reading
+        // the rows it has again.
+        assert!(!list.selected_summary().unwrap().marked);
+        assert!(list.store.set_marked(flows[0].id, true).unwrap());
+        list.note_marked(flows[0].id, true);
         assert!(list.selected_summary().unwrap().marked);
-        assert!(list.delete(flows[0].id).unwrap());
+        assert!(list.store.delete(flows[0].id).unwrap());
+        list.on_removed(flows[0].id);
         list.last_refresh = None;
         list.tick(Instant::now());
         assert_eq!(ids(&mut list), ["/2"]);
+        // With a filter too.
+        list.set_filter(Some(("~u /".into(), Filter::parse("~u /").unwrap())));
+        list.settle();
+        assert_eq!(ids(&mut list), ["/2"]);
+        list.on_removed(flows[1].id);
+        assert!(ids(&mut list).is_empty());
+        list.set_filter(None);
         list.clear().unwrap();
         assert!(list.is_empty());
         assert_eq!(list.store.count(None).unwrap(), 0);
@@ -987,13 +1177,19 @@ mod tests {
     #[test]
     fn markers_and_urls() {
         let mut summary = FlowSummary::of(&fixtures::flow("GET", "h", "/p", Some(200)));
-        assert_eq!(markers(&summary), "   ");
+        assert_eq!(markers(&summary), "     ");
         summary.has_tls_events = true;
-        assert_eq!(markers(&summary), " T ");
+        assert_eq!(markers(&summary), " T   ");
         summary.has_renegotiation = true;
         summary.has_error = true;
         summary.marked = true;
-        assert_eq!(markers(&summary), "●R!");
+        assert_eq!(markers(&summary), "●R!  ");
+        summary.has_comment = true;
+        summary.duplicate_of = Some(FlowId::new());
+        assert_eq!(markers(&summary), "●R!D#");
+        summary.modified = true;
+        summary.replay_of = Some(FlowId::new());
+        assert_eq!(markers(&summary), "●R!↻✎");
         assert_eq!(summary_url(&summary), "https://h/p");
         summary.port = 8443;
         summary.host = "::1".into();

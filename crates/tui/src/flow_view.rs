@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use periscope_flow::{Flow, FlowId, Headers, WebSocketMessage};
+use periscope_flow::{Flow, FlowId, Headers, Interception, WebSocketMessage};
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -173,6 +173,34 @@ impl FlowView {
             Err(_) => Line::raw(format!("Flow {}", self.id)),
         };
         frame.render_widget(title, Rect { height: 1, ..area });
+        // Where an intercepted flow waits, the user's notes: under the title, in at
+        // most a third of the screen.
+        let info = match &self.flow {
+            Ok(flow) => wrap(&info_lines(flow), area.width),
+            Err(_) => Vec::new(),
+        };
+        let info_height = (info.len() as u16).min((area.height - 3) / 3);
+        if info_height > 0 {
+            let mut shown = info[..usize::from(info_height)].to_vec();
+            if info.len() > shown.len() {
+                if let Some(last) = shown.last_mut() {
+                    *last = Line::styled("  …", Style::new().add_modifier(Modifier::DIM));
+                }
+            }
+            frame.render_widget(
+                Paragraph::new(shown),
+                Rect {
+                    y: area.y + 1,
+                    height: info_height,
+                    ..area
+                },
+            );
+        }
+        let area = Rect {
+            y: area.y + info_height,
+            height: area.height - info_height,
+            ..area
+        };
         let content = Rect {
             y: area.y + 2,
             height: area.height - 2,
@@ -231,6 +259,121 @@ fn title_line(flow: &Flow) -> Line<'static> {
         Span::raw(sanitize(&flow.request.url()).into_owned()),
         Span::styled(status, Style::new().add_modifier(Modifier::BOLD)),
     ])
+}
+
+/// How many lines of a held WebSocket message the view shows above the tabs.
+const HELD_MESSAGE_LINES: usize = 8;
+/// CA names shown for a held certificate request.
+const CA_NAMES_SHOWN: usize = 8;
+
+/// What the user should know first: where an intercepted flow waits (with the held
+/// WebSocket message, or the CAs a server asks a certificate from) and the keys that
+/// let it go; the comment; whether the flow was edited, replayed or copied.
+pub fn info_lines(flow: &Flow) -> Vec<Line<'static>> {
+    let held = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+    let mut lines = Vec::new();
+    match &flow.intercepted {
+        None => {}
+        Some(Interception::Request) => lines.push(Line::styled(
+            "Intercepted at the request: nothing was sent to the server yet. \
+             a resumes, e edits, X kills.",
+            held,
+        )),
+        Some(Interception::Response) => lines.push(Line::styled(
+            "Intercepted at the response: nothing was sent to the client yet. \
+             a resumes, e edits, X kills.",
+            held,
+        )),
+        Some(Interception::WebSocketMessage { message }) => {
+            let from = if message.from_client {
+                "the client"
+            } else {
+                "the server"
+            };
+            lines.push(Line::styled(
+                format!(
+                    "Intercepted WebSocket message from {from} ({}, {} bytes{}): \
+                     a delivers it, W edits or drops it, X kills the connection.",
+                    format!("{:?}", message.opcode).to_lowercase(),
+                    message.size,
+                    if message.truncated { ", cut" } else { "" }
+                ),
+                held,
+            ));
+            let mut message_lines = match message.text() {
+                Some(text) => crate::text::text_lines(text),
+                None => crate::body::hex_dump(&message.content),
+            };
+            if message_lines.len() > HELD_MESSAGE_LINES {
+                let more = message_lines.len() - HELD_MESSAGE_LINES;
+                message_lines.truncate(HELD_MESSAGE_LINES);
+                message_lines.push(Line::raw(format!("… {more} more lines (W, e shows all)")));
+            }
+            for line in message_lines {
+                let mut spans = vec![Span::raw("  │ ")];
+                spans.extend(line.spans);
+                lines.push(Line::from(spans));
+            }
+        }
+        Some(Interception::ClientCertificate {
+            ca_names,
+            post_handshake,
+        }) => {
+            let how = if *post_handshake {
+                "after the handshake (TLS 1.3 post-handshake authentication)"
+            } else {
+                "in a renegotiation"
+            };
+            lines.push(Line::styled(
+                format!(
+                    "Intercepted: the server asks for a client certificate {how}. \
+                     c chooses one, a sends the configured one, X abandons the handshake."
+                ),
+                held,
+            ));
+            if ca_names.is_empty() {
+                lines.push(Line::raw("  Acceptable CAs: any (the server named none)"));
+            } else {
+                lines.push(Line::raw("  Acceptable CAs:"));
+                for name in ca_names.iter().take(CA_NAMES_SHOWN) {
+                    lines.push(plain_line(&format!("    {name}"), Style::new()));
+                }
+                if ca_names.len() > CA_NAMES_SHOWN {
+                    lines.push(Line::raw(format!(
+                        "    … and {} more",
+                        ca_names.len() - CA_NAMES_SHOWN
+                    )));
+                }
+            }
+        }
+    }
+    let notes = &flow.annotations;
+    if !notes.comment.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled("Comment: ", Style::new().add_modifier(Modifier::BOLD)),
+            Span::styled(
+                sanitize(&notes.comment).into_owned(),
+                Style::new().fg(Color::Yellow),
+            ),
+        ]));
+    }
+    let mut facts = Vec::new();
+    if notes.modified {
+        facts.push("edited (V reverts to what was recorded)".to_owned());
+    }
+    if let Some(original) = notes.replay_of {
+        facts.push(format!("a replay of flow {original}"));
+    }
+    if let Some(original) = notes.duplicate_of {
+        facts.push(format!("a copy of flow {original}"));
+    }
+    if !facts.is_empty() {
+        lines.push(Line::styled(
+            format!("This flow is {}.", facts.join("; ")),
+            Style::new().fg(Color::Cyan),
+        ));
+    }
+    lines
 }
 
 fn header_lines(lines: &mut Vec<Line<'static>>, headers: &Headers) {

@@ -1,6 +1,6 @@
 //! The help screen (`?`): the key bindings (from the same table the keys go
-//! through), what the list's markers mean, the filter language, and where this
-//! session lives.
+//! through), what the list's markers mean, intercepting and editing, the filter
+//! language, and where this session lives.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Modifier, Style};
@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
-use crate::flow_list::WAITING_MARKER;
+use crate::flow_list::{Held, WAITING_MARKER};
 use crate::keys::{keys_label, Context, BINDINGS};
 use crate::text::{plain_line, wrap};
 
@@ -80,6 +80,10 @@ pub fn lines(facts: &SessionFacts<'_>) -> Vec<Line<'static>> {
             "other TLS events: certificate request, KeyUpdate, alert",
         ),
         ("!", "the flow failed (see Detail)"),
+        ("↻", "a replay of another flow (r)"),
+        ("D", "a copy of another flow (D)"),
+        ("✎", "edited (e); V puts back what was recorded"),
+        ("#", "has a comment (;)"),
         ("…", "in flight: no response yet"),
     ] {
         lines.push(Line::raw(format!("  {marker:<4}{meaning}")));
@@ -87,6 +91,39 @@ pub fn lines(facts: &SessionFacts<'_>) -> Vec<Line<'static>> {
     lines.push(Line::raw(format!(
         "  {WAITING_MARKER} (time column): the request still waits for its response"
     )));
+    for (held, meaning) in [
+        (
+            Held::Request,
+            "the request (nothing was sent to the server yet)",
+        ),
+        (
+            Held::Response,
+            "the response (nothing was sent to the client yet)",
+        ),
+        (Held::Message, "a WebSocket message (W decides about it)"),
+        (
+            Held::Certificate,
+            "the server's certificate request (c answers it)",
+        ),
+    ] {
+        lines.push(Line::raw(format!(
+            "  {:<8}(time column, the row in red): intercepted, waiting at {meaning}",
+            held.label()
+        )));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled("Intercepting and editing", bold));
+    for text in [
+        "i sets the intercept filter (the filter language below): a matching flow waits at its request, at its response and at each WebSocket message until a (or A) resumes it or X kills it. The status bar shows the filter.",
+        "e opens a part of the flow in $EDITOR (else vi): a paused flow is edited before it goes on, a recorded one in the session (V reverts it). The file holds:",
+        "    method and URL: one line, METHOD URL (a URL starting with / changes the path alone)",
+        "    status: one line, CODE REASON",
+        "    headers: one Name: value line per header, in order",
+        "    a body or a WebSocket message: its bytes, exactly as saved",
+        "Save and quit to apply; quit without saving (or :cq in vi) to change nothing. An edit that is refused is explained, and y opens the editor again on what you wrote.",
+    ] {
+        lines.push(plain_line(&format!("  {text}"), Style::new()));
+    }
     lines.push(Line::raw(""));
     lines.push(Line::styled("Filters (f)", bold));
     for (syntax, meaning) in FILTERS {
@@ -163,7 +200,63 @@ impl HelpView {
 
 #[cfg(test)]
 mod tests {
-    use super::FILTERS;
+    use super::*;
+    use crate::keys::Command;
+    use crate::text::line_text;
+
+    fn help_text() -> String {
+        let facts = SessionFacts {
+            listen: "127.0.0.1:8080",
+            session: "/tmp/s.periscope",
+            ca_cert: "/tmp/ca.pem",
+        };
+        lines(&facts)
+            .iter()
+            .map(line_text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_help_shows_every_binding_with_its_keys() {
+        let help = help_text();
+        for binding in BINDINGS {
+            let entry = format!("  {:<22}{}", keys_label(binding), binding.help);
+            assert!(
+                help.lines().any(|l| l.starts_with(&entry)),
+                "no help line {entry:?} for {:?}",
+                binding.command
+            );
+        }
+    }
+
+    /// The README's console key table names the first key of every command.
+    #[test]
+    fn the_readme_lists_every_command_key() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+        )
+        .unwrap();
+        let start = readme.find("### The console").expect("the console section");
+        let end = start
+            + readme[start..]
+                .find("### Headless")
+                .expect("the next section");
+        let table: Vec<&str> = readme[start..end]
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .collect();
+        for command in Command::ALL {
+            let binding = BINDINGS.iter().find(|b| b.command == *command).unwrap();
+            let key = format!("`{}`", keys_label(binding).split(' ').next().unwrap());
+            assert!(
+                table
+                    .iter()
+                    .any(|row| row.split('|').nth(1).is_some_and(|k| k.contains(&key))),
+                "README's console table has no {key} ({command:?})"
+            );
+        }
+    }
 
     #[test]
     fn the_help_lists_every_filter_operator() {

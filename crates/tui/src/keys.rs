@@ -33,7 +33,57 @@ pub enum Command {
     Help,
     EventLog,
     ToggleFollow,
+    SetIntercept,
+    Resume,
+    ResumeAll,
+    Kill,
+    Edit,
+    Replay,
+    Duplicate,
+    Revert,
+    Comment,
+    ClientCertificate,
+    WebSocket,
+    Export,
     Quit,
+}
+
+impl Command {
+    /// Every command, for the checks that each has a key and a line of help.
+    #[cfg(test)]
+    pub const ALL: &'static [Command] = &[
+        Command::Down,
+        Command::Up,
+        Command::PageDown,
+        Command::PageUp,
+        Command::First,
+        Command::Last,
+        Command::Open,
+        Command::Back,
+        Command::NextTab,
+        Command::PreviousTab,
+        Command::SetFilter,
+        Command::ClearList,
+        Command::Save,
+        Command::ToggleMark,
+        Command::Delete,
+        Command::Help,
+        Command::EventLog,
+        Command::ToggleFollow,
+        Command::SetIntercept,
+        Command::Resume,
+        Command::ResumeAll,
+        Command::Kill,
+        Command::Edit,
+        Command::Replay,
+        Command::Duplicate,
+        Command::Revert,
+        Command::Comment,
+        Command::ClientCertificate,
+        Command::WebSocket,
+        Command::Export,
+        Command::Quit,
+    ];
 }
 
 /// A key as bindings name it.
@@ -191,6 +241,78 @@ pub const BINDINGS: &[Binding] = &[
         help: "follow new flows on or off",
     },
     Binding {
+        keys: &[Key::Char('i')],
+        command: Command::SetIntercept,
+        contexts: &[Context::List, Context::Flow, Context::EventLog],
+        help: "set the intercept filter: matching flows pause at the request, the response and each WebSocket message (empty clears it)",
+    },
+    Binding {
+        keys: &[Key::Char('a')],
+        command: Command::Resume,
+        contexts: LIST_AND_FLOW,
+        help: "resume the intercepted flow (a held certificate request gets the configured certificate)",
+    },
+    Binding {
+        keys: &[Key::Char('A')],
+        command: Command::ResumeAll,
+        contexts: LIST_AND_FLOW,
+        help: "resume every intercepted flow",
+    },
+    Binding {
+        keys: &[Key::Char('X')],
+        command: Command::Kill,
+        contexts: LIST_AND_FLOW,
+        help: "kill the flow: paused or streaming, its connections close and the client gets an error",
+    },
+    Binding {
+        keys: &[Key::Char('e')],
+        command: Command::Edit,
+        contexts: LIST_AND_FLOW,
+        help: "edit a part of the flow in $EDITOR: a paused flow before it goes on, a recorded one in the session",
+    },
+    Binding {
+        keys: &[Key::Char('r')],
+        command: Command::Replay,
+        contexts: LIST_AND_FLOW,
+        help: "replay the request (the new flow is marked ↻)",
+    },
+    Binding {
+        keys: &[Key::Char('D')],
+        command: Command::Duplicate,
+        contexts: LIST_AND_FLOW,
+        help: "duplicate the flow in the session",
+    },
+    Binding {
+        keys: &[Key::Char('V')],
+        command: Command::Revert,
+        contexts: LIST_AND_FLOW,
+        help: "revert the flow's edits to what was recorded",
+    },
+    Binding {
+        keys: &[Key::Char(';')],
+        command: Command::Comment,
+        contexts: LIST_AND_FLOW,
+        help: "comment on the flow (empty removes the comment)",
+    },
+    Binding {
+        keys: &[Key::Char('c')],
+        command: Command::ClientCertificate,
+        contexts: LIST_AND_FLOW,
+        help: "choose the client certificate for a flow held at its server's certificate request",
+    },
+    Binding {
+        keys: &[Key::Char('W')],
+        command: Command::WebSocket,
+        contexts: LIST_AND_FLOW,
+        help: "WebSocket: deliver, edit or drop the held message; write a message to either side",
+    },
+    Binding {
+        keys: &[Key::Char('x')],
+        command: Command::Export,
+        contexts: LIST_AND_FLOW,
+        help: "export the flow (curl, HTTPie, raw HTTP) to a file or the clipboard",
+    },
+    Binding {
         keys: &[Key::Char('m')],
         command: Command::ToggleMark,
         contexts: LIST_AND_FLOW,
@@ -292,13 +414,25 @@ mod tests {
             (Context::List, KeyCode::Char('d'), Command::Delete),
             (Context::List, KeyCode::Char('?'), Command::Help),
             (Context::List, KeyCode::Char('E'), Command::EventLog),
+            (Context::List, KeyCode::Char('i'), Command::SetIntercept),
+            (Context::Flow, KeyCode::Char('a'), Command::Resume),
+            (Context::List, KeyCode::Char('A'), Command::ResumeAll),
+            (Context::List, KeyCode::Char('X'), Command::Kill),
+            (Context::List, KeyCode::Char('e'), Command::Edit),
+            (Context::Flow, KeyCode::Char('e'), Command::Edit),
+            (Context::List, KeyCode::Char('r'), Command::Replay),
+            (Context::List, KeyCode::Char('D'), Command::Duplicate),
+            (Context::List, KeyCode::Char('V'), Command::Revert),
+            (Context::List, KeyCode::Char(';'), Command::Comment),
+            (Context::List, KeyCode::Char('x'), Command::Export),
         ];
         for (context, code, expected) in cases {
             assert_eq!(command(context, &key(code)), Some(expected), "{code:?}");
         }
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         assert_eq!(command(Context::Help, &ctrl_c), Some(Command::Quit));
-        assert_eq!(command(Context::List, &key(KeyCode::Char('x'))), None);
+        assert_eq!(command(Context::List, &key(KeyCode::Char('y'))), None);
+        assert_eq!(command(Context::Help, &key(KeyCode::Char('a'))), None);
     }
 
     #[test]
@@ -306,6 +440,26 @@ mod tests {
         for binding in BINDINGS {
             assert!(!binding.keys.is_empty() && !binding.help.is_empty());
             assert!(!keys_label(binding).is_empty());
+        }
+    }
+
+    #[test]
+    fn every_command_has_a_key_and_no_key_is_bound_twice_in_a_context() {
+        for command in Command::ALL {
+            assert!(
+                BINDINGS.iter().any(|b| b.command == *command),
+                "{command:?} has no key"
+            );
+        }
+        for context in ALL {
+            let mut seen = Vec::new();
+            for binding in BINDINGS.iter().filter(|b| b.contexts.contains(context)) {
+                for key in binding.keys {
+                    // A later binding of the same key would never be reached.
+                    assert!(!seen.contains(key), "{key:?} is bound twice in {context:?}");
+                    seen.push(*key);
+                }
+            }
         }
     }
 }

@@ -6,11 +6,18 @@
 //! - the flow view: Request, Response (bodies decoded and shown pretty) and Detail
 //!   (both connections, the server certificate, the TLS event timeline, the
 //!   timing list);
-//! - the event log (`E`), the filter (`f`), saving as a session or HAR (`w`).
+//! - the event log (`E`), the filter (`f`), saving as a session or HAR (`w`);
+//! - what the user does to flows, through `periscope_control::FlowControl` only:
+//!   the intercept filter (`i`), resume (`a`, `A`), kill (`X`), edit in `$EDITOR`
+//!   (`e`), replay (`r`), duplicate (`D`), revert (`V`), delete (`d`), mark (`m`),
+//!   comment (`;`), the client certificate of a held certificate request (`c`),
+//!   WebSocket messages (`W`), export (`x`).
 //!
 //! The console reads flows only from the session store and the proxy's events,
-//! never from the proxy itself, so it shows a saved session (`-r`) exactly as a
-//! live one.
+//! and acts on them only through `FlowControl`, never through the proxy itself, so
+//! it shows a saved session (`-r`) exactly as a live one. Without a control it
+//! still edits, marks, comments, duplicates, reverts and deletes recorded flows in
+//! the store, and says that the rest needs the proxy.
 //!
 //! ```no_run
 //! # async fn example(store: std::sync::Arc<periscope_flow::store::FlowStore>,
@@ -32,11 +39,15 @@
 mod app;
 mod body;
 mod detail;
+mod editor;
 mod event_log;
+mod export;
 mod flow_list;
 mod flow_view;
 mod help;
 mod keys;
+mod menu;
+mod offline;
 mod prompt;
 pub mod save;
 mod status_bar;
@@ -97,10 +108,13 @@ pub async fn run(options: ConsoleOptions, events: Receiver) -> io::Result<()> {
     let ui_stop = Arc::clone(&stop);
     let (done, mut finished) = tokio::sync::oneshot::channel();
     // A thread of its own rather than the runtime's blocking pool: should it ever
-    // hang in a terminal call, the process can still end without it.
+    // hang in a terminal call, the process can still end without it. It enters the
+    // runtime, for the control's methods that start tasks (a replay runs on its own).
+    let runtime = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
+            let _runtime = runtime.enter();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 console_loop(&options, events, &ui_stop)
             }));
@@ -186,10 +200,21 @@ fn console_loop(
                     }
                     _ => {}
                 }
-                if app.should_quit() || !event::poll(Duration::ZERO)? {
+                // Keys typed after the one that opens the editor are the editor's.
+                if app.should_quit() || app.wants_editor() || !event::poll(Duration::ZERO)? {
                     break;
                 }
             }
+        }
+        if let Some(job) = app.take_editor_job() {
+            // As mitmproxy does: the editor gets the terminal, the console waits.
+            console.suspend();
+            let result = editor::run(&job.text, job.part, terminal::child_stderr());
+            console.resume()?;
+            app.editor_done(job, result);
+        }
+        if let Some(sequence) = app.take_terminal_sequence() {
+            console.send_sequence(&sequence)?;
         }
         if events_open {
             for _ in 0..EVENTS_PER_TURN {

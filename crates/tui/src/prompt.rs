@@ -1,5 +1,6 @@
-//! The one-line prompt at the bottom of the screen: the filter (`f`), the file to
-//! save to (`w`), and yes/no questions.
+//! The one-line prompt at the bottom of the screen: the filter (`f`), the intercept
+//! filter (`i`), a comment (`;`), the file to save or export to, a certificate's
+//! path, and yes/no questions.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::{Position, Rect};
@@ -8,6 +9,10 @@ use ratatui::text::{Line, Span};
 use ratatui::Frame;
 use unicode_width::UnicodeWidthStr;
 
+use periscope_flow::FlowId;
+
+use crate::editor::EditorJob;
+use crate::export::Format;
 use crate::text::sanitize;
 
 /// What the prompt is asking for; the app acts on the answer.
@@ -19,11 +24,29 @@ pub enum Question {
     Overwrite(std::path::PathBuf),
     /// Delete every flow of the session?
     ClearAll,
+    /// The intercept filter.
+    Intercept,
+    /// The flow's comment.
+    Comment(FlowId),
+    /// The PEM file (certificate and key) to answer the flow's certificate request.
+    CertificatePath(FlowId),
+    /// Where to export the flow.
+    ExportPath(FlowId, Format),
+    /// Replace this existing file with the export?
+    ExportOverwrite(FlowId, Format, std::path::PathBuf),
+    /// The edit was refused: open the editor again on what the user wrote?
+    EditAgain(Box<EditorJob>),
 }
 
 impl Question {
     fn is_yes_no(&self) -> bool {
-        matches!(self, Question::Overwrite(_) | Question::ClearAll)
+        matches!(
+            self,
+            Question::Overwrite(_)
+                | Question::ClearAll
+                | Question::ExportOverwrite(..)
+                | Question::EditAgain(_)
+        )
     }
 }
 

@@ -1,5 +1,6 @@
-//! The two lines at the bottom: the status bar (flow count, filter, listen
-//! address) and below it the message line, where prompts also appear.
+//! The two lines at the bottom: the status bar (flow count, filter, the intercept
+//! filter and how many flows wait, listen address) and below it the message line,
+//! where prompts also appear.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -17,6 +18,12 @@ pub struct Status<'a> {
     pub following: bool,
     pub saving: bool,
     pub listen: &'a str,
+    /// The proxy's intercept filter.
+    pub intercept: Option<&'a str>,
+    /// Flows intercepted now.
+    pub held: usize,
+    /// False for a console without a proxy.
+    pub proxy: bool,
 }
 
 pub fn render_status(frame: &mut Frame, area: Rect, status: &Status<'_>) {
@@ -40,13 +47,29 @@ pub fn render_status(frame: &mut Frame, area: Rect, status: &Status<'_>) {
             bar.fg(Color::Yellow),
         ));
     }
+    if let Some(intercept) = status.intercept {
+        left.push(Span::styled(
+            format!(" [intercept: {}]", sanitize(intercept)),
+            bar.fg(Color::LightRed).add_modifier(Modifier::BOLD),
+        ));
+    }
+    if status.held > 0 {
+        left.push(Span::styled(
+            format!(" [{} intercepted: a resumes]", status.held),
+            bar.bg(Color::Red).add_modifier(Modifier::BOLD),
+        ));
+    }
     if status.following {
         left.push(Span::styled(" [follow]", bar));
     }
     if status.saving {
         left.push(Span::styled(" [saving…]", bar));
     }
-    let right = format!("[{}] ? help ", status.listen);
+    let right = if status.proxy {
+        format!("[{}] ? help ", status.listen)
+    } else {
+        "[no proxy] ? help ".to_owned()
+    };
     let used: usize = left.iter().map(|s| s.content.width()).sum();
     let width = usize::from(area.width);
     let gap = width.saturating_sub(used + right.width());

@@ -53,6 +53,48 @@ impl ConsoleTerminal {
     }
 }
 
+impl ConsoleTerminal {
+    /// Gives the terminal back for a while (to run the user's editor): raw mode off,
+    /// the main screen, the cursor shown. [`ConsoleTerminal::resume`] takes it again.
+    pub fn suspend(&mut self) {
+        restore();
+    }
+
+    /// Takes the terminal again after [`ConsoleTerminal::suspend`] and has the next
+    /// draw repaint every cell (the editor drew over the screen).
+    pub fn resume(&mut self) -> io::Result<()> {
+        enable_raw_mode()?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        execute!(io::stdout(), EnterAlternateScreen, Hide)?;
+        self.terminal.autoresize()?;
+        self.terminal.clear()
+    }
+
+    /// Writes an escape sequence for the terminal itself (OSC 52, the clipboard).
+    pub fn send_sequence(&mut self, sequence: &str) -> io::Result<()> {
+        use std::io::Write;
+        let mut out = io::stdout();
+        out.write_all(sequence.as_bytes())?;
+        out.flush()
+    }
+}
+
+/// Where a program the console runs (the editor) should write its errors: the real
+/// stderr while the console captures it, else stderr as it is.
+pub fn child_stderr() -> std::process::Stdio {
+    let saved = SAVED_STDERR.load(Ordering::SeqCst);
+    if saved >= 0 {
+        // SAFETY: `saved` is the open duplicate of the original stderr made in
+        // `StderrCapture::start`; the copy made here is owned by the `File`.
+        let copy = unsafe { libc::fcntl(saved, libc::F_DUPFD_CLOEXEC, 3) };
+        if copy >= 0 {
+            // SAFETY: `copy` was just made and belongs to no one else.
+            return std::process::Stdio::from(unsafe { File::from_raw_fd(copy) });
+        }
+    }
+    std::process::Stdio::inherit()
+}
+
 impl Drop for ConsoleTerminal {
     fn drop(&mut self) {
         restore();
