@@ -11,7 +11,7 @@
 //! (marked `at req`) while `e` edits its headers in `$EDITOR` (a script that appends
 //! a header) and `a` lets it go, to the recording origin (`fault_origin.py`) and
 //! again at the response; `i` clears and sets the intercept filter, `r` replays a
-//! flow (the origin sees it twice, the new row is marked `↻`), `X` kills a paused
+//! flow (the origin sees it twice, the new row is marked `↻`), `x` kills a paused
 //! one (the client gets the 502 that says so).
 
 mod support;
@@ -552,7 +552,7 @@ fn console_intercepts_edits_in_the_editor_resumes_replays_and_kills() {
     tmux.wait_for("the row to kill", WAIT, |s| {
         row_with(s, "/record/kill").is_some_and(|r| r.contains("at req"))
     });
-    tmux.send_keys(&["G", "X"]);
+    tmux.send_keys(&["G", "x"]);
     let answer = request.join().unwrap();
     answer.assert_status(502);
     assert!(

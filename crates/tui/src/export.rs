@@ -1,4 +1,4 @@
-//! Exporting one flow (`x`): the request as a curl or HTTPie command line, or the
+//! Exporting one flow (`o`): the request as a curl or HTTPie command line, or the
 //! messages as raw HTTP/1.1 (`periscope_flow::export`), to a file or to the
 //! terminal's clipboard through an OSC 52 escape sequence (no clipboard program
 //! needed; the terminal must allow it, and tmux needs `set-clipboard on`).

@@ -259,7 +259,7 @@ pub const BINDINGS: &[Binding] = &[
         help: "resume every intercepted flow",
     },
     Binding {
-        keys: &[Key::Char('X')],
+        keys: &[Key::Char('x'), Key::Char('X')],
         command: Command::Kill,
         contexts: LIST_AND_FLOW,
         help: "kill the flow: paused or streaming, its connections close and the client gets an error",
@@ -307,7 +307,7 @@ pub const BINDINGS: &[Binding] = &[
         help: "WebSocket: deliver, edit or drop the held message; write a message to either side",
     },
     Binding {
-        keys: &[Key::Char('x')],
+        keys: &[Key::Char('o')],
         command: Command::Export,
         contexts: LIST_AND_FLOW,
         help: "export the flow (curl, HTTPie, raw HTTP) to a file or the clipboard",
@@ -424,7 +424,8 @@ mod tests {
             (Context::List, KeyCode::Char('D'), Command::Duplicate),
             (Context::List, KeyCode::Char('V'), Command::Revert),
             (Context::List, KeyCode::Char(';'), Command::Comment),
-            (Context::List, KeyCode::Char('x'), Command::Export),
+            (Context::List, KeyCode::Char('o'), Command::Export),
+            (Context::List, KeyCode::Char('x'), Command::Kill),
         ];
         for (context, code, expected) in cases {
             assert_eq!(command(context, &key(code)), Some(expected), "{code:?}");

@@ -8,10 +8,10 @@
 //!   timing list);
 //! - the event log (`E`), the filter (`f`), saving as a session or HAR (`w`);
 //! - what the user does to flows, through `periscope_control::FlowControl` only:
-//!   the intercept filter (`i`), resume (`a`, `A`), kill (`X`), edit in `$EDITOR`
+//!   the intercept filter (`i`), resume (`a`, `A`), kill (`x`, `X`), edit in `$EDITOR`
 //!   (`e`), replay (`r`), duplicate (`D`), revert (`V`), delete (`d`), mark (`m`),
 //!   comment (`;`), the client certificate of a held certificate request (`c`),
-//!   WebSocket messages (`W`), export (`x`).
+//!   WebSocket messages (`W`), export (`o`).
 //!
 //! The console reads flows only from the session store and the proxy's events,
 //! and acts on them only through `FlowControl`, never through the proxy itself, so

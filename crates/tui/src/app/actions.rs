@@ -1047,12 +1047,12 @@ mod tests {
     }
 
     #[test]
-    fn x_exports_to_a_file_and_to_the_clipboard() {
+    fn o_exports_to_a_file_and_to_the_clipboard() {
         let recorded = fixtures::flow("POST", "rec.example", "/login", Some(200));
         let mut h = Harness::new(&[recorded]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("login.sh");
-        h.keys("x");
+        h.keys("o");
         assert_eq!(h.app.menu.as_ref().unwrap().labels().len(), 5);
         h.keys("c").keys("f");
         assert_eq!(h.app.prompt.as_ref().unwrap().input(), "flow.curl.sh");
@@ -1065,7 +1065,7 @@ mod tests {
             h.message()
         );
         // Again: the file exists, so the console asks.
-        h.keys("x")
+        h.keys("o")
             .keys("s")
             .keys("f")
             .answer(&path.display().to_string());
@@ -1077,7 +1077,7 @@ mod tests {
         assert!(std::fs::read(&path)
             .unwrap()
             .starts_with(b"HTTP/1.1 200 OK"));
-        h.keys("x").keys("r").keys("c");
+        h.keys("o").keys("r").keys("c");
         let sequence = h.app.take_terminal_sequence().unwrap();
         assert!(
             sequence.starts_with("\x1b]52;c;UE9TVCAvbG9naW4g"),
