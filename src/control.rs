@@ -149,11 +149,12 @@ impl FlowControl for SessionControl {
     }
 
     fn delete(&self, id: FlowId) -> Result<(), ControlError> {
-        if self.is_live(id) {
-            self.proxy.kill(id)?;
-        }
+        // A flow in flight is killed and will not be recorded; one that just ended
+        // may still be on its way to the store, which deletes it again when the
+        // removal reaches it (after the flow, in the bus's order).
+        let was_live = self.is_live(id) && self.proxy.delete(id).is_ok();
         let deleted = self.store.delete(id).map_err(store_error)?;
-        if !deleted && !self.is_live(id) {
+        if !deleted && !was_live {
             return Err(ControlError::NotFound(id));
         }
         self.bus.publish(FlowEvent::Removed(id));

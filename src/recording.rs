@@ -40,6 +40,7 @@ pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
             let bus = writer_bus;
             let mut reported_failure = false;
             let mut flows: Vec<Arc<Flow>> = Vec::with_capacity(BATCH);
+            let mut removed = Vec::new();
             while let Some(first) = events.blocking_recv() {
                 let started = Instant::now();
                 let mut next = Some(first);
@@ -53,10 +54,10 @@ pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
                                 report(&error, &mut reported_failure);
                             }
                         }
-                        // The store learns of removals from whoever removed the flow.
-                        FlowEvent::RequestReceived(_)
-                        | FlowEvent::WebSocketMessage { .. }
-                        | FlowEvent::Removed(_) => {}
+                        // Deleted already by whoever removed it; again here, in case
+                        // the flow was still queued then.
+                        FlowEvent::Removed(id) => removed.push(id),
+                        FlowEvent::RequestReceived(_) | FlowEvent::WebSocketMessage { .. } => {}
                     }
                     if flows.len() < BATCH {
                         next = events.try_recv().ok();
@@ -75,6 +76,11 @@ pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
                         Err(error) => report(&error, &mut reported_failure),
                     }
                     flows.clear();
+                }
+                for id in removed.drain(..) {
+                    if let Err(error) = store.delete(id) {
+                        report(&error, &mut reported_failure);
+                    }
                 }
                 bus.release(taken);
             }

@@ -215,6 +215,34 @@ fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told(
 }
 
 #[test]
+fn a_flow_deleted_while_paused_is_killed_and_stays_out_of_the_session() {
+    let origin = origin();
+    let proxy = proxy(&["--intercept", "~u /record/gone"]);
+    let api = Api::of(&proxy);
+    let url = format!("http://127.0.0.1:{}/record/gone", origin.port);
+    let client = spawn_curl(Curl::through(&proxy), url);
+    let paused = api.wait_flow("~u /record/gone", |f| f["intercepted"] == true);
+    let id = paused["id"].as_str().unwrap();
+    api.send("DELETE", &format!("/flows/{id}"), None)
+        .assert_status(200);
+    let answer = client.join().unwrap();
+    answer.assert_status(502);
+    // A later flow is recorded: the deleted one, ended before it, would be too.
+    Curl::through(&proxy)
+        .run(&format!("http://127.0.0.1:{}/record/after", origin.port))
+        .assert_status(200);
+    api.wait_flow("~u /record/after", |f| !f["response"].is_null());
+    std::thread::sleep(Duration::from_millis(300));
+    api.send("GET", &format!("/flows/{id}"), None)
+        .assert_status(404);
+    let listed = api.get(&format!("/flows?filter={}", encode("~u /record/gone")));
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "{listed}");
+    assert!(recorded(&origin)
+        .iter()
+        .all(|r| !r["target"].as_str().unwrap_or("").ends_with("/record/gone")));
+}
+
+#[test]
 fn killing_a_large_download_closes_both_connections_within_a_second() {
     let origin = origin();
     let proxy = proxy(&[]);

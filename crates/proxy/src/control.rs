@@ -74,6 +74,13 @@ impl ProxyControl {
             .map_err(|e| live_error(id, "killed", e))
     }
 
+    /// Kills a flow in flight and keeps it out of the session: deleted by the user.
+    pub fn delete(&self, id: FlowId) -> Result<(), ControlError> {
+        self.live
+            .kill_and_forget(id, "deleted in Periscope")
+            .map_err(|e| live_error(id, "deleted", e))
+    }
+
     pub fn kill_paused(&self) -> usize {
         self.live.kill_paused("killed in Periscope")
     }

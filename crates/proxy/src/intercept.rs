@@ -36,6 +36,9 @@ pub struct KillSwitch {
     wakers: Mutex<Vec<Waker>>,
     /// Killed with this one: an HTTP/1.1 flow takes its client connection along.
     also: OnceLock<Arc<KillSwitch>>,
+    /// The user deleted the flow while it was in flight: it ends as killed, and is
+    /// not recorded.
+    forgotten: AtomicBool,
 }
 
 impl KillSwitch {
@@ -60,6 +63,16 @@ impl KillSwitch {
 
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
+    }
+
+    /// Kills the flow and keeps it out of the session (it was deleted).
+    pub fn kill_and_forget(&self, reason: impl Into<String>) {
+        self.forgotten.store(true, Ordering::Release);
+        self.kill(reason);
+    }
+
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Acquire)
     }
 
     pub fn reason(&self) -> String {
@@ -381,9 +394,22 @@ impl LiveFlows {
 
     /// Kills a flow, paused or not.
     pub fn kill(&self, id: FlowId, reason: &str) -> Result<(), LiveError> {
+        self.end(id, reason, false)
+    }
+
+    /// Kills the flow and leaves it out of the session: the user deleted it.
+    pub fn kill_and_forget(&self, id: FlowId, reason: &str) -> Result<(), LiveError> {
+        self.end(id, reason, true)
+    }
+
+    fn end(&self, id: FlowId, reason: &str, forget: bool) -> Result<(), LiveError> {
         let mut flows = self.lock();
         let live = flows.get_mut(&id).ok_or(LiveError::Gone)?;
-        live.kill.kill(reason);
+        if forget {
+            live.kill.kill_and_forget(reason);
+        } else {
+            live.kill.kill(reason);
+        }
         if let Some(pause) = live.pause.take() {
             let _ = pause.send(Decision::Kill);
         }

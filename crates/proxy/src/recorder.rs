@@ -170,6 +170,11 @@ impl FlowRecorder {
         self.live.get().map(|(_, kill)| kill)
     }
 
+    /// Deleted by the user while in flight: nothing more of it is published.
+    fn forgotten(&self) -> bool {
+        self.kill_switch().is_some_and(|kill| kill.is_forgotten())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Option<Flow>> {
         self.flow.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -328,6 +333,9 @@ impl FlowRecorder {
     /// asked for requests in flight or not: a front end showing an intercepted flow
     /// must see it.
     pub fn publish_live(&self) {
+        if self.forgotten() {
+            return;
+        }
         if let Some(snapshot) = self.read(|flow| Arc::new(flow.clone())) {
             self.bus.publish(FlowEvent::RequestReceived(snapshot));
         }
@@ -335,6 +343,9 @@ impl FlowRecorder {
 
     /// Publishes a flow that changed after it finished (its WebSocket closed).
     pub fn publish_update(&self) {
+        if self.forgotten() {
+            return;
+        }
         self.collect_tls_events();
         if let Some(snapshot) = self.read(|flow| Arc::new(flow.clone())) {
             self.bus.publish(FlowEvent::Updated(snapshot));
@@ -348,6 +359,12 @@ impl FlowRecorder {
     /// Publishes the finished flow, once.
     pub fn finish(&self) {
         if self.published.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.forgotten() {
+            self.detach_tls_events();
+            self.lock().take();
+            self.leave_live();
             return;
         }
         self.collect_tls_events();
