@@ -33,6 +33,7 @@
 //! | `~marked`     | the user marked the flow                                                 |
 //! | `~q`          | request has no response (yet)                                            |
 //! | `~replay`, `~replayq` | flow is a replay of another flow's request                       |
+//! | `~rule rx`    | a rule changed the flow whose name or pattern matches (`map_local`, ...) |
 //! | `~s`          | flow has a response                                                      |
 //! | `~src rx`     | client address `ip:port` matches (IPv6 as `[ip]:port`)                   |
 //! | `~t rx`       | request or response `Content-Type` matches                               |
@@ -233,12 +234,13 @@ enum Field {
     HeaderRequest,
     HeaderResponse,
     Method,
+    Rule,
     Src,
     Url,
 }
 
 impl Field {
-    const ALL: [Field; 15] = [
+    const ALL: [Field; 16] = [
         Field::Body,
         Field::BodyRequest,
         Field::BodyResponse,
@@ -252,6 +254,7 @@ impl Field {
         Field::HeaderRequest,
         Field::HeaderResponse,
         Field::Method,
+        Field::Rule,
         Field::Src,
         Field::Url,
     ];
@@ -271,6 +274,7 @@ impl Field {
             Field::HeaderRequest => "hq",
             Field::HeaderResponse => "hs",
             Field::Method => "m",
+            Field::Rule => "rule",
             Field::Src => "src",
             Field::Url => "u",
         }
@@ -281,12 +285,14 @@ impl Field {
     /// string.
     fn regex_options(self) -> RegexOptions {
         match self {
-            Field::Header | Field::HeaderRequest | Field::HeaderResponse | Field::Comment => {
-                RegexOptions {
-                    multi_line: true,
-                    ..RegexOptions::default()
-                }
-            }
+            Field::Header
+            | Field::HeaderRequest
+            | Field::HeaderResponse
+            | Field::Comment
+            | Field::Rule => RegexOptions {
+                multi_line: true,
+                ..RegexOptions::default()
+            },
             Field::Body | Field::BodyRequest | Field::BodyResponse => RegexOptions {
                 dot_matches_new_line: true,
                 ..RegexOptions::default()
@@ -469,6 +475,10 @@ impl Field {
                 response.is_some_and(|r| content_type_matches(pattern, &r.headers))
             }
             Field::Comment => pattern.is_match(flow.annotations.comment.as_bytes()),
+            Field::Rule => flow.rules.iter().any(|applied| {
+                pattern.is_match(applied.rule.as_bytes())
+                    || pattern.is_match(applied.spec.as_bytes())
+            }),
             Field::Domain => pattern.is_match(request.host.as_bytes()),
             // Both the address asked for and the one connected to, because a user may
             // know either: the name in the URL, or the IP from a packet capture.
@@ -993,6 +1003,7 @@ mod tests {
             websocket: None,
             intercepted: None,
             annotations: Default::default(),
+            rules: Vec::new(),
         }
     }
 
@@ -1158,6 +1169,22 @@ mod tests {
         f.marked = true;
         assert!(matches("~e", &f));
         assert!(matches("~marked", &f));
+    }
+
+    #[test]
+    fn rule_matches_the_name_or_pattern_of_a_rule_that_changed_the_flow() {
+        let mut f = flow();
+        assert!(!matches("~rule .", &f));
+        f.rules.push(crate::AppliedRule {
+            rule: "map_local".into(),
+            spec: "|example.com/app|/srv/app".into(),
+            effect: "answered from /srv/app/index.html".into(),
+        });
+        assert!(matches("~rule map_local", &f));
+        assert!(matches("~rule '^map_'", &f));
+        assert!(matches("~rule /srv/app", &f));
+        assert!(!matches("~rule modify_headers", &f));
+        assert!(matches("!~rule block_list", &f));
     }
 
     #[test]

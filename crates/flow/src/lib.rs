@@ -25,7 +25,7 @@ pub mod store;
 
 pub use periscope_model::{events, model, timeline, websocket};
 pub use periscope_model::{
-    Annotations, Body, CertificateSummary, ConnectionInfo, Direction, Flow, FlowError,
+    Annotations, AppliedRule, Body, CertificateSummary, ConnectionInfo, Direction, Flow, FlowError,
     FlowErrorKind, FlowEvent, FlowId, Header, Headers, Initiator, Interception, Leg, LogEntry,
     LogLevel, MessageFate, Milestone, Request, Response, Timeline, TimelineEntry, TimelineEvent,
     Timestamp, TlsEvent, TlsEventKind, TlsInfo, WebSocketMessage, WebSocketOpcode,

@@ -27,8 +27,8 @@ pub mod websocket;
 
 pub use events::{FlowEvent, LogEntry, LogLevel};
 pub use model::{
-    Annotations, Body, CertificateSummary, ConnectionInfo, Flow, FlowError, FlowErrorKind, FlowId,
-    Header, Headers, Interception, Request, Response, Timestamp, TlsInfo,
+    Annotations, AppliedRule, Body, CertificateSummary, ConnectionInfo, Flow, FlowError,
+    FlowErrorKind, FlowId, Header, Headers, Interception, Request, Response, Timestamp, TlsInfo,
 };
 pub use timeline::{
     Direction, Initiator, Leg, Milestone, Timeline, TimelineEntry, TimelineEvent, TlsEvent,

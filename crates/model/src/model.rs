@@ -302,6 +302,22 @@ pub struct Flow {
     /// What the user did to the flow.
     #[serde(default, skip_serializing_if = "Annotations::is_empty")]
     pub annotations: Annotations,
+    /// The rules (`--map-local`, `--modify-headers`, ...) that changed the flow, in
+    /// the order they acted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<AppliedRule>,
+}
+
+/// A rule that changed a flow: which one, as the user wrote it, and what it did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRule {
+    /// The option, as mitmproxy names it: `map_local`, `map_remote`, `modify_headers`,
+    /// `modify_body`, `block_list`, `anticache`, `anticomp`, `server_replay`.
+    pub rule: String,
+    /// The pattern as the user wrote it; for `server_replay`, the session file.
+    pub spec: String,
+    /// What it did, in a few words ("answered from /srv/site/index.html").
+    pub effect: String,
 }
 
 /// Where a flow waits for the user.

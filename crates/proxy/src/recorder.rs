@@ -139,6 +139,7 @@ impl FlowRecorder {
             websocket: None,
             intercepted: None,
             annotations,
+            rules: Vec::new(),
         };
         Arc::new(FlowRecorder {
             id: flow.id,

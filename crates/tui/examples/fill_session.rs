@@ -262,5 +262,6 @@ fn made_up_flow(n: usize, start: i64, random: &mut XorShift) -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        rules: Vec::new(),
     }
 }

@@ -109,6 +109,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        rules: Vec::new(),
     }
 }
 

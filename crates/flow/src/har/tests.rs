@@ -100,6 +100,7 @@ fn get_flow() -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        rules: Vec::new(),
     }
 }
 

@@ -15,7 +15,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::model::{
-    Annotations, Body, ConnectionInfo, Flow, FlowError, FlowId, Header, Headers, Request, Response,
+    Annotations, AppliedRule, Body, ConnectionInfo, Flow, FlowError, FlowId, Header, Headers,
+    Request, Response,
 };
 use crate::timeline::{Milestone, Timeline, TimelineEvent};
 
@@ -67,6 +68,8 @@ struct FlowHeadEnd<'a> {
     websocket: &'a Option<crate::websocket::WebSocketSession>,
     #[serde(skip_serializing_if = "Annotations::is_empty")]
     annotations: &'a Annotations,
+    #[serde(skip_serializing_if = "<[AppliedRule]>::is_empty")]
+    rules: &'a [AppliedRule],
 }
 
 #[derive(Serialize)]
@@ -120,6 +123,7 @@ pub(super) fn to_json(flow: &Flow) -> serde_json::Result<String> {
         // A stored flow is never paused: the store keeps what happened.
         intercepted: _,
         annotations,
+        rules,
     } = flow;
     // Sized once: growing a String to 2-3 KB by doubling copied it seven times.
     let header_bytes: usize = request
@@ -152,6 +156,7 @@ pub(super) fn to_json(flow: &Flow) -> serde_json::Result<String> {
             intercepted_tls: *intercepted_tls,
             websocket,
             annotations,
+            rules,
         },
     )?;
     json[end] = b',';

@@ -138,6 +138,7 @@ impl Columns {
             websocket: None,
             intercepted: None,
             annotations: self.annotations,
+            rules: Vec::new(),
         }
     }
 }
