@@ -132,6 +132,58 @@ pub fn decode_body_with_limit<'a>(
     Ok(body)
 }
 
+/// Applies the codings of a `Content-Encoding` header value to `bytes`, first to
+/// last: the inverse of [`decode_body`], for a body that was decoded to be changed
+/// (a rule, a script, an edit) and must go on encoded as its headers say.
+pub fn encode_body(content_encoding: Option<&str>, bytes: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Write;
+    let mut codings = Vec::new();
+    let mut unknown = Vec::new();
+    for token in content_encoding
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+    {
+        match Coding::from_token(token) {
+            Some(coding) => codings.push(coding),
+            None => unknown.push(token.to_owned()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(DecodeError::UnknownEncoding(unknown));
+    }
+    let mut body = bytes.to_vec();
+    for coding in codings {
+        let failed = |e: std::io::Error| corrupt(coding, e);
+        body = match coding {
+            Coding::Identity => continue,
+            Coding::Gzip => {
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(&body).map_err(failed)?;
+                encoder.finish().map_err(failed)?
+            }
+            Coding::Deflate => {
+                let mut encoder =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(&body).map_err(failed)?;
+                encoder.finish().map_err(failed)?
+            }
+            Coding::Brotli => {
+                let mut out = Vec::new();
+                {
+                    let mut encoder = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    encoder.write_all(&body).map_err(failed)?;
+                }
+                out
+            }
+            Coding::Zstd => zstd::encode_all(&body[..], 3).map_err(failed)?,
+        };
+    }
+    Ok(body)
+}
+
 fn corrupt(coding: Coding, reason: impl ToString) -> DecodeError {
     DecodeError::Corrupt {
         encoding: coding.name(),
@@ -259,6 +311,23 @@ fn decode_zstd(bytes: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn encoding_is_undone_by_decoding_for_every_coding_and_chain() {
+        let text = b"{\"user\": \"alice\", \"padding\": \"aaaaaaaaaaaaaaaaaaaaaaaa\"}".repeat(20);
+        for encoding in ["gzip", "deflate", "br", "zstd", "identity", "gzip, br", ""] {
+            let encoded = super::encode_body(Some(encoding), &text).unwrap();
+            if !matches!(encoding, "identity" | "") {
+                assert_ne!(encoded, text, "{encoding}");
+            }
+            let decoded = decode_body(Some(encoding), &encoded).unwrap();
+            assert_eq!(&*decoded, &text[..], "{encoding}");
+        }
+        assert!(matches!(
+            super::encode_body(Some("snappy"), b"x"),
+            Err(DecodeError::UnknownEncoding(_))
+        ));
+    }
+
     use super::*;
     use std::io::Write;
 
