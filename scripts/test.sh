@@ -77,7 +77,7 @@ fi
 # ---------------------------------------------------------------------------
 step "system packages"
 
-APT_PACKAGES=(apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server)
+APT_PACKAGES=(apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server tinyproxy microsocks dante-server iptables)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

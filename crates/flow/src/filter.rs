@@ -28,14 +28,16 @@
 //! | `~e`          | flow has an error                                                        |
 //! | `~h rx`       | a request or response header line `Name: value` matches                  |
 //! | `~hq rx`, `~hs rx` | a request / response header line matches                            |
-//! | `~http`       | (all flows: every Periscope flow is HTTP)                                |
+//! | `~http`       | flow is HTTP (not a connection relayed as TCP)                           |
 //! | `~m rx`       | method matches                                                           |
 //! | `~marked`     | the user marked the flow                                                 |
+//! | `~mode rx`    | the proxy mode the flow came through, as written (`regular`, `socks5`, `reverse:https://example.com`, ...), matches |
 //! | `~q`          | request has no response (yet)                                            |
 //! | `~replay`, `~replayq` | flow is a replay of another flow's request                       |
 //! | `~s`          | flow has a response                                                      |
 //! | `~src rx`     | client address `ip:port` matches (IPv6 as `[ip]:port`)                   |
 //! | `~t rx`       | request or response `Content-Type` matches                               |
+//! | `~tcp`        | flow is a connection relayed as TCP (ignored host, `--tcp-hosts`, neither TLS nor HTTP) |
 //! | `~tq rx`, `~ts rx` | request / response `Content-Type` matches                           |
 //! | `~tls [rx]`   | timeline has a TLS event (whose one-line description matches `rx`)       |
 //! | `~u rx`, `rx` | URL matches                                                              |
@@ -63,7 +65,8 @@
 //! follow a filter name directly) and side-by-side filters inside parentheses.
 //! Rejected here but accepted by mitmproxy: a bare regex running straight into `(`,
 //! `~` or a quote (`~u get(a|b)` silently meant `~u get & ~u a|b` there), and
-//! arguments starting with `!`, `&` or `|` (quote them). `~tls` is Periscope's own.
+//! arguments starting with `!`, `&` or `|` (quote them). `~tls` and `~mode` are Periscope's own (`~mode` searches the mode as written, so
+//! `~mode socks5` also matches `upstream:socks5://…`; `~mode ^socks5` does not).
 //! Periscope replays requests only, so mitmproxy's `~replays` (flows whose response
 //! was replayed) is an error that says so, and `~replay` means what `~replayq` does.
 
@@ -184,11 +187,12 @@ enum Flag {
     /// mitmproxy's `~replayq`.
     ReplayRequest,
     Response,
+    Tcp,
     WebSocket,
 }
 
 impl Flag {
-    const ALL: [Flag; 10] = [
+    const ALL: [Flag; 11] = [
         Flag::All,
         Flag::Asset,
         Flag::Error,
@@ -198,6 +202,7 @@ impl Flag {
         Flag::Replay,
         Flag::ReplayRequest,
         Flag::Response,
+        Flag::Tcp,
         Flag::WebSocket,
     ];
 
@@ -212,6 +217,7 @@ impl Flag {
             Flag::Replay => "replay",
             Flag::ReplayRequest => "replayq",
             Flag::Response => "s",
+            Flag::Tcp => "tcp",
             Flag::WebSocket => "websocket",
         }
     }
@@ -233,12 +239,13 @@ enum Field {
     HeaderRequest,
     HeaderResponse,
     Method,
+    Mode,
     Src,
     Url,
 }
 
 impl Field {
-    const ALL: [Field; 15] = [
+    const ALL: [Field; 16] = [
         Field::Body,
         Field::BodyRequest,
         Field::BodyResponse,
@@ -252,6 +259,7 @@ impl Field {
         Field::HeaderRequest,
         Field::HeaderResponse,
         Field::Method,
+        Field::Mode,
         Field::Src,
         Field::Url,
     ];
@@ -271,6 +279,7 @@ impl Field {
             Field::HeaderRequest => "hq",
             Field::HeaderResponse => "hs",
             Field::Method => "m",
+            Field::Mode => "mode",
             Field::Src => "src",
             Field::Url => "u",
         }
@@ -422,7 +431,9 @@ impl Node {
 impl Flag {
     fn matches(self, flow: &Flow) -> bool {
         match self {
-            Flag::All | Flag::Http => true,
+            Flag::All => true,
+            Flag::Http => flow.tcp.is_none(),
+            Flag::Tcp => flow.tcp.is_some(),
             Flag::Asset => flow.response.as_ref().is_some_and(|response| {
                 content_types(&response.headers).any(|value| {
                     let value = String::from_utf8_lossy(value).to_ascii_lowercase();
@@ -488,6 +499,12 @@ impl Field {
             Field::HeaderRequest => headers_match(pattern, &request.headers),
             Field::HeaderResponse => response.is_some_and(|r| headers_match(pattern, &r.headers)),
             Field::Method => pattern.is_match(request.method.as_bytes()),
+            Field::Mode => pattern.is_match(
+                flow.listener
+                    .as_ref()
+                    .map_or("regular", |listener| listener.mode.as_str())
+                    .as_bytes(),
+            ),
             Field::Src => flow
                 .client
                 .peer
@@ -993,6 +1010,8 @@ mod tests {
             websocket: None,
             intercepted: None,
             annotations: Default::default(),
+            listener: None,
+            tcp: None,
         }
     }
 
@@ -1306,6 +1325,41 @@ mod tests {
         assert!(!matches("~websocket", &f));
         let f = with_response(101, &[("Upgrade", "h2c")], b"");
         assert!(!matches("~websocket", &f));
+    }
+
+    #[test]
+    fn mode_matches_the_listener_as_written_and_old_flows_are_regular() {
+        let mut f = flow();
+        assert!(matches("~mode regular", &f));
+        assert!(!matches("~mode socks5", &f));
+        f.listener = Some(crate::ListenerInfo {
+            mode: "upstream:socks5://proxy.test:1080".into(),
+            address: None,
+        });
+        assert!(matches("~mode upstream", &f));
+        assert!(matches("~mode socks5", &f));
+        assert!(!matches("~mode ^socks5", &f));
+        assert!(!matches("~mode regular", &f));
+        f.listener = Some(crate::ListenerInfo {
+            mode: "socks5".into(),
+            address: None,
+        });
+        assert!(matches("~mode ^socks5$", &f));
+    }
+
+    #[test]
+    fn tcp_flows_are_not_http() {
+        let mut f = flow();
+        assert!(matches("~http", &f));
+        assert!(!matches("~tcp", &f));
+        f.tcp = Some(crate::TcpSession {
+            reason: crate::TcpReason::IgnoredHost,
+            sni: Some("example.com".into()),
+            from_client: Body::default(),
+            from_server: Body::default(),
+        });
+        assert!(!matches("~http", &f));
+        assert!(matches("~tcp", &f));
     }
 
     // -- operators --------------------------------------------------------------

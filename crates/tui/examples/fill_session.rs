@@ -262,5 +262,7 @@ fn made_up_flow(n: usize, start: i64, random: &mut XorShift) -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
     }
 }

@@ -68,6 +68,8 @@ fn flow_at(host: &str, path: &str, started: i64) -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
     }
 }
 
