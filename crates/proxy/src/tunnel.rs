@@ -192,8 +192,11 @@ pub async fn run<C>(
     let mut buffer = BytesMut::with_capacity(4096);
     let server_tcp = socket.as_ref().ok().and_then(|s| s.stream.tcp());
     let server_spoke = async {
+        // A peek, not `readable()`: a SOCKS handshake on the socket may have left it
+        // marked readable with nothing to read.
+        let mut probe = [0u8; 1];
         match server_tcp {
-            Some(tcp) => tcp.readable().await,
+            Some(tcp) => tcp.peek(&mut probe).await.map(drop),
             // Nothing to hear from: the client's first bytes decide alone.
             None => std::future::pending().await,
         }
