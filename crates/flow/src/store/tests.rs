@@ -524,7 +524,6 @@ fn the_column_skeleton_answers_column_filters_like_the_flow() {
         "~dst :80",
         "~dst 2001",
         "~all",
-        "~http",
         "~dst vedauth.example:8443",
         "!~u items/1 & ~d api",
         "~comment look",
