@@ -121,7 +121,7 @@ else
     echo "all present: ${APT_PACKAGES[*]}"
 fi
 
-for tool in curl openssl tshark tmux jq node ss; do
+for tool in curl openssl tshark tmux jq node ss tinyproxy microsocks iptables unshare; do
     command -v "$tool" >/dev/null || { echo "$tool still missing after install" >&2; exit 1; }
 done
 for tool in apache2 nghttpd; do
