@@ -48,6 +48,7 @@ ROWS = [
     ("ul_rss", "large upload: proxy peak RSS", "MiB", 1, "abs_lt", 64),
     ("ul_cpu", "large upload: proxy CPU per GiB", "s", 2, None, None),
     ("ul_peers", "large upload: client + origin CPU per GiB", "s", 2, None, None),
+    ("socks_ka_rps", "SOCKS5 keep-alive 1 KiB, one connection: req/s", "req/s", 0, None, None),
     ("idle_base_rss", "idle connections: proxy RSS before", "MiB", 1, None, None),
     ("idle_rss", "idle connections: proxy RSS with all open", "MiB", 1, "abs_lt", 100),
     ("idle_per_conn", "idle connections: RSS per connection", "KiB", 1, None, None),

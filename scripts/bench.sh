@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
@@ -31,7 +31,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks)
 
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -68,6 +68,7 @@ if [[ $MODE == smoke ]]; then
     MITM_SESSION_FLOWS=1000
     STORE_FLOWS=2000
     STORE_RUNS=1
+    SOCKS_REQUESTS=200
     OUT_MD="$WORK/RESULTS.smoke.md"
 else
     RUNS=${BENCH_RUNS:-3}
@@ -82,6 +83,7 @@ else
     MITM_SESSION_FLOWS=4000   # mitmdump is ~20x slower: 4k flows take it ~25 s
     STORE_FLOWS=100000        # written in ~20 s; the whole scenario stays under a minute
     STORE_RUNS=2
+    SOCKS_REQUESTS=5000
     OUT_MD="$BENCH/RESULTS.md"
 fi
 [[ -n $ONLY ]] && OUT_MD="$WORK/RESULTS.only-$ONLY$([[ $MODE == smoke ]] && echo .smoke || true).md"
@@ -279,11 +281,20 @@ wait_ready() { # wait_ready NAME PROXY_URL CAFILE PID LOG
     die "$name did not answer through $proxy within 30 s"
 }
 
+# The socks scenario adds a SOCKS5 listener beside the regular one (which the readiness
+# probe uses); the other scenarios run the proxies as they always did.
+socks_modes() { # socks_modes SCENARIO PORT
+    [[ $1 == socks ]] && echo "--mode regular --mode socks5@$2"
+    return 0
+}
+
 start_periscope() {
     local log="$RUN/periscope.$1.log"
     # stdout (a line per flow) goes nowhere: printing is not what is measured.
+    # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
     "$PERISCOPE_BIN" dump -p "$PERISCOPE_PORT" --confdir "$RUN/periscope-conf" \
-        --upstream-trusted-ca "$RUN/pki/ca.pem" >/dev/null 2>"$log" &
+        --upstream-trusted-ca "$RUN/pki/ca.pem" $(socks_modes "$1" "$PERISCOPE_SOCKS_PORT") \
+        >/dev/null 2>"$log" &
     PERISCOPE_PID=$!
     wait_ready periscope "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA" "$PERISCOPE_PID" "$log"
 }
@@ -291,7 +302,9 @@ start_periscope() {
 start_mitmdump() {
     [[ $MITM_OK -eq 1 ]] || return 0
     local log="$RUN/mitmdump.$1.log"
+    # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
     "$VENV/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$MITM_PORT" \
+        $(socks_modes "$1" "$MITM_SOCKS_PORT") \
         --set confdir="$RUN/mitmproxy-conf" \
         --set ssl_verify_upstream_trusted_ca="$RUN/pki/ca.pem" \
         --set stream_large_bodies=4m >/dev/null 2>"$log" &
@@ -567,6 +580,41 @@ scenario_transfer() {
     stop_proxies transfer
 }
 
+# SOCKS5 keep-alive: one curl asks for /1k SOCKS_REQUESTS times on one connection,
+# through each SOCKS5 listener (direct: no proxy); the rate is requests per second of
+# wall time, curl's own start included (the same for every target).
+scenario_socks() {
+    say "== 7. SOCKS5 keep-alive, 1 KiB responses, one connection, $SOCKS_REQUESTS requests, $RUNS runs"
+    start_proxies socks
+    local run target out socks started elapsed ok
+    local urls=()
+    for _ in $(seq "$SOCKS_REQUESTS"); do urls+=("https://localhost:$NGINX_PORT/1k"); done
+    for run in $(seq "$RUNS"); do
+        for target in $(targets); do
+            case $target in
+                direct) socks="" ;;
+                periscope) socks="127.0.0.1:$PERISCOPE_SOCKS_PORT" ;;
+                mitmdump) socks="127.0.0.1:$MITM_SOCKS_PORT" ;;
+            esac
+            out="$RUN/socks.$target.$run"
+            started=$(date +%s.%N)
+            # The bodies go to stdout (/dev/null); each status to stderr, one a line.
+            curl -sS --fail --max-time 300 ${socks:+--socks5-hostname "$socks"} \
+                --cacert "$(client_ca "$target")" -w '%{stderr}%{http_code}\n' \
+                "${urls[@]}" >/dev/null 2>"$out" || true
+            elapsed=$(python3 -c "print($(date +%s.%N) - $started)")
+            ok=$(grep -c '^200$' "$out" || true)
+            if [[ $ok -eq $SOCKS_REQUESTS ]]; then
+                record socks_ka_rps "$target" "$run" "$(python3 -c "print($ok / $elapsed)")"
+                say "   run $run $target: $ok requests in ${elapsed}s"
+            else
+                failed "$target" "SOCKS5 keep-alive run $run ($ok of $SOCKS_REQUESTS answered 200; $(grep -v '^200$' "$out" | head -c 300 | tr '\n' ' '))"
+            fi
+        done
+    done
+    stop_proxies socks
+}
+
 scenario_idle() {
     say "== 4. $IDLE_COUNT idle keep-alive connections held open through the proxy"
     start_proxies idle
@@ -762,6 +810,8 @@ main() {
     NGINX_PORT=$(free_port)
     PERISCOPE_PORT=$(free_port)
     MITM_PORT=$(free_port)
+    PERISCOPE_SOCKS_PORT=$(free_port)
+    MITM_SOCKS_PORT=$(free_port)
     PERISCOPE_CA="$RUN/periscope-conf/periscope-ca-cert.pem"
     MITM_CA="$RUN/mitmproxy-conf/mitmproxy-ca-cert.pem"
     PROTOCOLS="TLSv1.2 TLSv1.3"

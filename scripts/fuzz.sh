@@ -9,7 +9,7 @@
 #   scripts/fuzz.sh --seconds 120 filter store_rows   # chosen targets and time
 #   scripts/fuzz.sh --list           # the targets
 #
-# Targets (fuzz/fuzz_targets/, bodies in fuzz/src/lib.rs): client_hello, filter,
+# Targets (fuzz/fuzz_targets/, bodies in fuzz/src/lib.rs): client_hello, socks5_handshake, filter,
 # connect_authority, flow_json, har_json, har_writer, decode_body, store_file,
 # store_rows.
 # Seeds: fuzz/seeds/TARGET (kept in git). The growing corpus: fuzz/corpus/TARGET,
@@ -26,7 +26,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 FUZZ="$REPO/fuzz"
-ALL_TARGETS=(client_hello filter connect_authority flow_json har_json har_writer decode_body store_file store_rows)
+ALL_TARGETS=(client_hello filter connect_authority flow_json har_json har_writer decode_body store_file store_rows socks5_handshake)
 SECONDS_PER_TARGET=30
 MODE=default
 SANITIZER="${FUZZ_SANITIZER:-address}"

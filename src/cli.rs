@@ -85,15 +85,49 @@ pub struct ProxyArgs {
     )]
     pub listen_host: IpAddr,
 
-    /// Port to listen on (0 picks a free one; the address is printed at start).
-    #[arg(
-        short = 'p',
-        long,
-        global = true,
-        default_value_t = 8080,
-        value_name = "PORT"
-    )]
-    pub listen_port: u16,
+    /// Port to listen on (0 picks a free one; every listener's address is printed at
+    /// start) [default: 8080, 1080 for socks5]. With --mode, the port of every mode
+    /// that names none.
+    #[arg(short = 'p', long, global = true, value_name = "PORT")]
+    pub listen_port: Option<u16>,
+
+    /// A proxy mode and its listener, repeatable, as mitmproxy writes them:
+    /// MODE[:DATA][@[HOST:]PORT]. `regular` (an HTTP proxy, the default),
+    /// `reverse:https://HOST[:PORT]` (or http://: clients speak to Periscope as to that
+    /// server), `upstream:http://HOST:PORT` / `upstream:https://...` /
+    /// `upstream:socks5://[USER:PASS@]HOST:PORT` (an HTTP proxy whose connections go
+    /// through that proxy; SOCKS5 names are resolved by it), `socks5` (a SOCKS5
+    /// server; --proxyauth asks for RFC 1929 credentials), `transparent` (connections
+    /// redirected by iptables/nft; Linux). A listener without @ takes --listen-host
+    /// and -p.
+    #[arg(long = "mode", short = 'm', global = true, value_name = "SPEC")]
+    pub modes: Vec<String>,
+
+    /// Pass connections to matching hosts through untouched, TLS included (the client
+    /// sees the server's own certificate); recorded as TCP flows. A regex searched in
+    /// `host:port` of the name asked for, the address connected to and the TLS SNI;
+    /// repeatable.
+    #[arg(long = "ignore-hosts", global = true, value_name = "REGEX")]
+    pub ignore_hosts: Vec<String>,
+
+    /// Intercept only connections to matching hosts and pass the rest through (the
+    /// opposite of --ignore-hosts, which it excludes); repeatable.
+    #[arg(long = "allow-hosts", global = true, value_name = "REGEX")]
+    pub allow_hosts: Vec<String>,
+
+    /// Intercept TLS to matching hosts but relay what is inside as raw TCP (for
+    /// protocols other than HTTP); repeatable.
+    #[arg(long = "tcp-hosts", global = true, value_name = "REGEX")]
+    pub tcp_hosts: Vec<String>,
+
+    /// Reverse modes: keep the client's Host header instead of the server's name.
+    #[arg(long, global = true)]
+    pub keep_host_header: bool,
+
+    /// Credentials for the proxy of an upstream mode (`user:pass`; HTTP Basic for an
+    /// HTTP proxy, RFC 1929 for SOCKS5) when its URL carries none.
+    #[arg(long, global = true, value_name = "USER:PASS")]
+    pub upstream_auth: Option<String>,
 
     /// Directory for the CA and settings [default: ~/.periscope].
     #[arg(long, global = true, value_name = "DIR", env = "PERISCOPE_CONFDIR")]

@@ -56,7 +56,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
             &bus,
         )?;
     }
-    crate::announce(address, &ca, args, &store);
+    crate::announce(&proxy.listeners(), &ca, args, &store);
     if args.save.is_none() {
         if let Some(path) = &session_file {
             eprintln!(

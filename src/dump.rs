@@ -13,7 +13,7 @@ use anyhow::Context;
 use periscope_flow::filter::Filter;
 use periscope_flow::live::{FlowReceiver as Receiver, RecvError, TryRecvError};
 use periscope_flow::store::FlowStore;
-use periscope_flow::{Flow, FlowEvent, FlowId, Headers, LogLevel, WebSocketMessage};
+use periscope_flow::{Flow, FlowEvent, FlowId, Headers, LogLevel, TcpSession, WebSocketMessage};
 use periscope_model::units::{format_duration_ms, format_size};
 
 use crate::cli::DumpArgs;
@@ -316,6 +316,14 @@ pub fn flow_lines(flow: &Flow) -> String {
         .peer
         .map(|p| p.to_string())
         .unwrap_or_else(|| "-".into());
+    // Flows of the regular mode read as they always did; the others say their mode.
+    let client = match &flow.listener {
+        Some(listener) if listener.mode != "regular" => format!("{client} [{}]", listener.mode),
+        _ => client,
+    };
+    if let Some(tcp) = &flow.tcp {
+        return tcp_flow_lines(flow, tcp, &client);
+    }
     let target = if flow.request.method == "CONNECT" {
         format!("{}:{}", flow.request.host, flow.request.port)
     } else {
@@ -360,6 +368,35 @@ pub fn flow_lines(flow: &Flow) -> String {
     out
 }
 
+/// `CLIENT TCP host:port (why) SNI name, N bytes from the client, M from the server, TIME`.
+fn tcp_flow_lines(flow: &Flow, tcp: &TcpSession, client: &str) -> String {
+    let mut out = format!(
+        "{client} TCP {}:{} ({})",
+        flow.request.host,
+        flow.request.port,
+        tcp.reason.describe()
+    );
+    if let Some(sni) = &tcp.sni {
+        let _ = write!(out, " SNI {sni}");
+    }
+    let _ = write!(
+        out,
+        " {} from the client, {} from the server",
+        format_size(tcp.from_client.size),
+        format_size(tcp.from_server.size)
+    );
+    if let Some(millis) = flow.duration_millis() {
+        let _ = write!(out, " {}", format_duration_ms(millis));
+    }
+    for (_, event) in flow.timeline.tls_events() {
+        let _ = write!(out, "\n    {event}");
+    }
+    if let Some(error) = &flow.error {
+        let _ = write!(out, "\n    error: {}", error.message);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +424,37 @@ mod tests {
             flow_lines(&flow),
             "127.0.0.1:5000 GET https://example.com/ (HTTP/2 stream 3) 200 OK 0b \
              (server's HTTP/2 stream 7)"
+        );
+    }
+
+    #[test]
+    fn other_modes_and_tcp_flows_say_so() {
+        let mut flow = http2_flow();
+        flow.listener = Some(periscope_flow::ListenerInfo {
+            mode: "socks5".into(),
+            address: None,
+        });
+        assert!(
+            flow_lines(&flow).starts_with("127.0.0.1:5000 [socks5] GET https://example.com/"),
+            "{}",
+            flow_lines(&flow)
+        );
+        flow.tcp = Some(TcpSession {
+            reason: periscope_flow::TcpReason::IgnoredHost,
+            sni: Some("example.com".into()),
+            from_client: periscope_flow::Body {
+                size: 517,
+                ..Default::default()
+            },
+            from_server: periscope_flow::Body {
+                size: 2048,
+                ..Default::default()
+            },
+        });
+        assert_eq!(
+            flow_lines(&flow),
+            "127.0.0.1:5000 [socks5] TCP example.com:443 (ignored host, passed through \
+             untouched) SNI example.com 517b from the client, 2.0k from the server"
         );
     }
 

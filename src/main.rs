@@ -19,7 +19,9 @@ use anyhow::Context;
 use clap::Parser;
 use periscope_flow::filter::Filter;
 use periscope_flow::store::FlowStore;
-use periscope_proxy::{FlowBus, Proxy, ProxyConfig, ProxyCredentials, Timeouts};
+use periscope_proxy::{
+    FlowBus, ModeSpec, ModesConfig, Proxy, ProxyConfig, ProxyCredentials, ProxyMode, Timeouts,
+};
 use periscope_tls::{
     CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTlsSettings,
     HandshakeTimeouts, KeyLog, UpstreamTlsSettings,
@@ -149,8 +151,7 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
         None
     };
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
-    let address = proxy.local_addr();
-    announce(address, &ca, args, &store);
+    announce(&proxy.listeners(), &ca, args, &store);
     let control = proxy.control().map(|proxy| {
         Arc::new(control::SessionControl::new(
             proxy,
@@ -260,9 +261,16 @@ fn open_store(args: &ProxyArgs) -> anyhow::Result<FlowStore> {
     }
 }
 
-fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs, store: &FlowStore) {
-    // Tests and scripts wait for this exact line.
-    eprintln!("periscope: proxy listening at {address}");
+fn announce(
+    listeners: &[(String, SocketAddr)],
+    ca: &CertificateAuthority,
+    args: &ProxyArgs,
+    store: &FlowStore,
+) {
+    // Tests and scripts wait for these lines, one per listener.
+    for (mode, address) in listeners {
+        eprintln!("periscope: proxy listening at {address} ({mode})");
+    }
     eprintln!(
         "periscope: CA certificate for clients: {}",
         ca.cert_pem_path().display()
@@ -273,12 +281,14 @@ fn announce(address: SocketAddr, ca: &CertificateAuthority, args: &ProxyArgs, st
             store.path().display()
         );
     }
-    if !address.ip().is_loopback() && args.proxyauth.is_none() {
-        eprintln!(
-            "periscope: warning: listening on {} without --proxyauth — anyone who can reach \
-             this address can use the proxy",
-            address.ip()
-        );
+    for (mode, address) in listeners {
+        if !address.ip().is_loopback() && args.proxyauth.is_none() && !mode.starts_with("reverse") {
+            eprintln!(
+                "periscope: warning: listening on {} without --proxyauth — anyone who can \
+                 reach this address can use the proxy",
+                address.ip()
+            );
+        }
     }
     if args.ssl_insecure {
         eprintln!("periscope: warning: server certificates are not verified (-k)");
@@ -324,7 +334,8 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         intercept_tls: args.intercept_tls,
         protected: Vec::new(),
         credentials,
-        listen: SocketAddr::new(args.listen_host, args.listen_port),
+        listen: SocketAddr::new(args.listen_host, args.listen_port.unwrap_or(8080)),
+        modes: modes_config(args)?,
         body_limit: usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
         timeouts: Timeouts {
             connect: args.connect_timeout.into(),
@@ -349,6 +360,46 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             keylog,
             timeouts: tls_timeouts,
         },
+    })
+}
+
+/// `--mode` (a regular listener when none is given), with `--listen-host`/`-p` for
+/// the modes that name no address, and the hosts left alone.
+fn modes_config(args: &ProxyArgs) -> anyhow::Result<ModesConfig> {
+    let mut specs = args
+        .modes
+        .iter()
+        .map(|text| ModeSpec::parse(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    if specs.is_empty() {
+        specs.push(ModeSpec::regular());
+    }
+    let upstream_auth = match &args.upstream_auth {
+        Some(text) => Some(
+            text.split_once(':')
+                .map(|(user, pass)| (user.to_owned(), pass.to_owned()))
+                .context("--upstream-auth takes USER:PASS")?,
+        ),
+        None => None,
+    };
+    let listeners = specs
+        .into_iter()
+        .map(|mut spec| {
+            let address = spec.listen_address(args.listen_host, args.listen_port);
+            if let ProxyMode::Upstream(proxy) = &mut spec.mode {
+                if proxy.credentials.is_none() {
+                    proxy.credentials = upstream_auth.clone();
+                }
+            }
+            (spec.mode, address)
+        })
+        .collect();
+    Ok(ModesConfig {
+        listeners,
+        ignore_hosts: args.ignore_hosts.clone(),
+        allow_hosts: args.allow_hosts.clone(),
+        tcp_hosts: args.tcp_hosts.clone(),
+        keep_host_header: args.keep_host_header,
     })
 }
 

@@ -445,3 +445,19 @@ impl Input<'_> {
         }
     }
 }
+
+/// The SOCKS5 listener's handshake (greeting, RFC 1929 credentials, request) on
+/// arbitrary bytes, with and without credentials required: it ends — with a target,
+/// a refusal or a closed stream, within its timeout — and never panics.
+pub fn socks5_handshake(data: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    for with_credentials in [false, true] {
+        let _ = runtime.block_on(periscope_proxy::socks5::accept_bytes(
+            data,
+            with_credentials,
+        ));
+    }
+}

@@ -38,6 +38,7 @@ macro_rules! targets {
 
 targets!(
     client_hello,
+    socks5_handshake,
     filter,
     connect_authority,
     flow_json,

@@ -44,7 +44,8 @@ pub use node_peer::{renegotiating_origin, NodePeer};
 pub use openssl_server::{OpensslServer, OpensslServerBuilder};
 pub use output::{LineMatcher, OutputLines, WaitError};
 pub use periscope::{
-    parse_listening_port, periscope_binary, Periscope, PeriscopeBuilder, LISTENING_MARKER,
+    parse_listener, parse_listening_port, periscope_binary, Periscope, PeriscopeBuilder,
+    LISTENING_MARKER,
 };
 pub use pki::{test_pki, TestPki};
 pub use python_peer::{h2_origin, python_websocket_echo_server, PythonPeer};

@@ -265,6 +265,28 @@ pub fn parse_listening_port(line: &str) -> Option<u16> {
     addr.rsplit_once(':')?.1.parse().ok()
 }
 
+/// The address and mode from a line like
+/// `periscope: proxy listening at 127.0.0.1:41234 (socks5)` (the mode is `regular`
+/// when the line names none).
+pub fn parse_listener(line: &str) -> Option<(std::net::SocketAddr, String)> {
+    let rest = &line[line.find(LISTENING_MARKER)? + LISTENING_MARKER.len()..];
+    let mut words = rest.split_whitespace();
+    let address = words
+        .next()?
+        .trim_end_matches([',', ';', '.'])
+        .parse()
+        .ok()?;
+    let mode = words
+        .next()
+        .map(|mode| {
+            mode.trim_start_matches('(')
+                .trim_end_matches(')')
+                .to_owned()
+        })
+        .unwrap_or_else(|| "regular".to_owned());
+    Some((address, mode))
+}
+
 /// A running proxy process. Dropping it kills the process.
 pub struct Periscope {
     child: Child,
@@ -305,6 +327,16 @@ impl Periscope {
     /// `http://127.0.0.1:PORT` — for `curl --proxy`.
     pub fn proxy_url(&self) -> String {
         format!("http://{}:{}", self.listen_host, self.port)
+    }
+
+    /// The address of the listener whose mode (as printed: `socks5`,
+    /// `reverse:https://host:443`, ...) starts with `mode`; waits for its line.
+    pub fn listener(&self, mode: &str) -> std::net::SocketAddr {
+        let line = self.wait_for_stderr(
+            |line: &str| parse_listener(line).is_some_and(|(_, m)| m.starts_with(mode)),
+            READY_TIMEOUT,
+        );
+        parse_listener(&line).map(|(address, _)| address).unwrap()
     }
 
     /// `HOST:PORT` of the listener.

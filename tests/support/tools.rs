@@ -40,7 +40,7 @@ pub(crate) fn ipv6_loopback_available() -> bool {
 }
 
 const INSTALL_HINT: &str = "run `scripts/test.sh` once: it installs every test peer \
-     (apache2 curl openssl tshark tmux python3-venv python3-openssl jq nodejs nghttp2-server) and the Python venv";
+     (apache2 curl openssl tshark tmux python3-venv python3-openssl jq nodejs nghttp2-server tinyproxy microsocks iptables) and the Python venv";
 
 /// The absolute path of a required program, searched in PATH and the sbin directories
 /// (apache2 lives in /usr/sbin, which is not in every user's PATH). Panics with an

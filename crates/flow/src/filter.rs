@@ -28,15 +28,17 @@
 //! | `~e`          | flow has an error                                                        |
 //! | `~h rx`       | a request or response header line `Name: value` matches                  |
 //! | `~hq rx`, `~hs rx` | a request / response header line matches                            |
-//! | `~http`       | (all flows: every Periscope flow is HTTP)                                |
+//! | `~http`       | flow is HTTP (not a connection relayed as TCP)                           |
 //! | `~m rx`       | method matches                                                           |
 //! | `~marked`     | the user marked the flow                                                 |
+//! | `~mode rx`    | the proxy mode the flow came through, as written (`regular`, `socks5`, `reverse:https://example.com`, ...), matches |
 //! | `~q`          | request has no response (yet)                                            |
 //! | `~replay`, `~replayq` | flow is a replay of another flow's request                       |
 //! | `~rule rx`    | a rule changed the flow whose name or pattern matches (`map_local`, ...) |
 //! | `~s`          | flow has a response                                                      |
 //! | `~src rx`     | client address `ip:port` matches (IPv6 as `[ip]:port`)                   |
 //! | `~t rx`       | request or response `Content-Type` matches                               |
+//! | `~tcp`        | flow is a connection relayed as TCP (ignored host, `--tcp-hosts`, neither TLS nor HTTP) |
 //! | `~tq rx`, `~ts rx` | request / response `Content-Type` matches                           |
 //! | `~tls [rx]`   | timeline has a TLS event (whose one-line description matches `rx`)       |
 //! | `~u rx`, `rx` | URL matches                                                              |
@@ -64,7 +66,8 @@
 //! follow a filter name directly) and side-by-side filters inside parentheses.
 //! Rejected here but accepted by mitmproxy: a bare regex running straight into `(`,
 //! `~` or a quote (`~u get(a|b)` silently meant `~u get & ~u a|b` there), and
-//! arguments starting with `!`, `&` or `|` (quote them). `~tls` is Periscope's own.
+//! arguments starting with `!`, `&` or `|` (quote them). `~tls` and `~mode` are Periscope's own (`~mode` searches the mode as written, so
+//! `~mode socks5` also matches `upstream:socks5://…`; `~mode ^socks5` does not).
 //! Periscope replays requests only, so mitmproxy's `~replays` (flows whose response
 //! was replayed) is an error that says so, and `~replay` means what `~replayq` does.
 
@@ -185,11 +188,12 @@ enum Flag {
     /// mitmproxy's `~replayq`.
     ReplayRequest,
     Response,
+    Tcp,
     WebSocket,
 }
 
 impl Flag {
-    const ALL: [Flag; 10] = [
+    const ALL: [Flag; 11] = [
         Flag::All,
         Flag::Asset,
         Flag::Error,
@@ -199,6 +203,7 @@ impl Flag {
         Flag::Replay,
         Flag::ReplayRequest,
         Flag::Response,
+        Flag::Tcp,
         Flag::WebSocket,
     ];
 
@@ -213,6 +218,7 @@ impl Flag {
             Flag::Replay => "replay",
             Flag::ReplayRequest => "replayq",
             Flag::Response => "s",
+            Flag::Tcp => "tcp",
             Flag::WebSocket => "websocket",
         }
     }
@@ -234,13 +240,14 @@ enum Field {
     HeaderRequest,
     HeaderResponse,
     Method,
+    Mode,
     Rule,
     Src,
     Url,
 }
 
 impl Field {
-    const ALL: [Field; 16] = [
+    const ALL: [Field; 17] = [
         Field::Body,
         Field::BodyRequest,
         Field::BodyResponse,
@@ -254,6 +261,7 @@ impl Field {
         Field::HeaderRequest,
         Field::HeaderResponse,
         Field::Method,
+        Field::Mode,
         Field::Rule,
         Field::Src,
         Field::Url,
@@ -274,6 +282,7 @@ impl Field {
             Field::HeaderRequest => "hq",
             Field::HeaderResponse => "hs",
             Field::Method => "m",
+            Field::Mode => "mode",
             Field::Rule => "rule",
             Field::Src => "src",
             Field::Url => "u",
@@ -428,7 +437,9 @@ impl Node {
 impl Flag {
     fn matches(self, flow: &Flow) -> bool {
         match self {
-            Flag::All | Flag::Http => true,
+            Flag::All => true,
+            Flag::Http => flow.tcp.is_none(),
+            Flag::Tcp => flow.tcp.is_some(),
             Flag::Asset => flow.response.as_ref().is_some_and(|response| {
                 content_types(&response.headers).any(|value| {
                     let value = String::from_utf8_lossy(value).to_ascii_lowercase();
@@ -498,6 +509,12 @@ impl Field {
             Field::HeaderRequest => headers_match(pattern, &request.headers),
             Field::HeaderResponse => response.is_some_and(|r| headers_match(pattern, &r.headers)),
             Field::Method => pattern.is_match(request.method.as_bytes()),
+            Field::Mode => pattern.is_match(
+                flow.listener
+                    .as_ref()
+                    .map_or("regular", |listener| listener.mode.as_str())
+                    .as_bytes(),
+            ),
             Field::Src => flow
                 .client
                 .peer
@@ -1003,6 +1020,8 @@ mod tests {
             websocket: None,
             intercepted: None,
             annotations: Default::default(),
+            listener: None,
+            tcp: None,
             rules: Vec::new(),
         }
     }
@@ -1333,6 +1352,41 @@ mod tests {
         assert!(!matches("~websocket", &f));
         let f = with_response(101, &[("Upgrade", "h2c")], b"");
         assert!(!matches("~websocket", &f));
+    }
+
+    #[test]
+    fn mode_matches_the_listener_as_written_and_old_flows_are_regular() {
+        let mut f = flow();
+        assert!(matches("~mode regular", &f));
+        assert!(!matches("~mode socks5", &f));
+        f.listener = Some(crate::ListenerInfo {
+            mode: "upstream:socks5://proxy.test:1080".into(),
+            address: None,
+        });
+        assert!(matches("~mode upstream", &f));
+        assert!(matches("~mode socks5", &f));
+        assert!(!matches("~mode ^socks5", &f));
+        assert!(!matches("~mode regular", &f));
+        f.listener = Some(crate::ListenerInfo {
+            mode: "socks5".into(),
+            address: None,
+        });
+        assert!(matches("~mode ^socks5$", &f));
+    }
+
+    #[test]
+    fn tcp_flows_are_not_http() {
+        let mut f = flow();
+        assert!(matches("~http", &f));
+        assert!(!matches("~tcp", &f));
+        f.tcp = Some(crate::TcpSession {
+            reason: crate::TcpReason::IgnoredHost,
+            sni: Some("example.com".into()),
+            from_client: Body::default(),
+            from_server: Body::default(),
+        });
+        assert!(!matches("~http", &f));
+        assert!(matches("~tcp", &f));
     }
 
     // -- operators --------------------------------------------------------------

@@ -34,6 +34,11 @@
 //!   `_notes`: what Periscope did on the flow's behalf, as `{time, text}`.
 //! - `_error` and `_errorKind` on a failed flow; a flow without a response gets
 //!   status 0 and `response._error`, as Chrome writes failed requests.
+//! - `_mode`: the proxy mode the flow came through, as written (`socks5`,
+//!   `reverse:https://example.com:443`), for flows of another mode than `regular`.
+//!
+//! HAR archives HTTP: connections relayed as TCP (ignored hosts, `--tcp-hosts`,
+//! anything neither TLS nor HTTP) are left out.
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -129,6 +134,8 @@ pub struct Entry {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub web_socket_messages: Vec<HarWebSocketMessage>,
+    #[serde(rename = "_mode", default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// A WebSocket message as Chrome DevTools writes it in `_webSocketMessages`.
@@ -289,7 +296,11 @@ pub fn to_har(flows: impl IntoIterator<Item = Flow>, creator_version: &str) -> s
             version: "1.2".to_owned(),
             creator: creator(creator_version),
             pages: Vec::new(),
-            entries: flows.into_iter().map(|flow| entry(&flow)).collect(),
+            entries: flows
+                .into_iter()
+                .filter(|flow| flow.tcp.is_none())
+                .map(|flow| entry(&flow))
+                .collect(),
         },
     };
     serde_json::to_value(har).unwrap_or_default()
@@ -324,7 +335,11 @@ impl<W: Write> HarWriter<W> {
         Ok(HarWriter { out, entries: 0 })
     }
 
+    /// Writes `flow`'s entry; a TCP flow has none (see the module documentation).
     pub fn write_flow(&mut self, flow: &Flow) -> io::Result<()> {
+        if flow.tcp.is_some() {
+            return Ok(());
+        }
         if self.entries > 0 {
             self.out.write_all(b",")?;
         }
@@ -405,6 +420,11 @@ pub fn entry(flow: &Flow) -> Entry {
                 .and_then(|v| v.as_str().map(str::to_owned))
         }),
         resource_type: flow.websocket.as_ref().map(|_| "websocket".to_owned()),
+        mode: flow
+            .listener
+            .as_ref()
+            .filter(|listener| listener.mode != "regular")
+            .map(|listener| listener.mode.clone()),
         web_socket_messages: flow
             .websocket
             .iter()

@@ -23,11 +23,11 @@ pub mod har;
 pub mod live;
 pub mod store;
 
-pub use periscope_model::{events, model, timeline, websocket};
+pub use periscope_model::{events, model, tcp, timeline, websocket};
 pub use periscope_model::{
     Annotations, AppliedRule, Body, CertificateSummary, ConnectionInfo, Direction, Flow, FlowError,
-    FlowErrorKind, FlowEvent, FlowId, Header, Headers, Initiator, Interception, Leg, LogEntry,
-    LogLevel, MessageFate, Milestone, Request, Response, Timeline, TimelineEntry, TimelineEvent,
-    Timestamp, TlsEvent, TlsEventKind, TlsInfo, WebSocketMessage, WebSocketOpcode,
-    WebSocketSession,
+    FlowErrorKind, FlowEvent, FlowId, Header, Headers, Initiator, Interception, Leg, ListenerInfo,
+    LogEntry, LogLevel, MessageFate, Milestone, Request, Response, TcpReason, TcpSession, Timeline,
+    TimelineEntry, TimelineEvent, Timestamp, TlsEvent, TlsEventKind, TlsInfo, WebSocketMessage,
+    WebSocketOpcode, WebSocketSession,
 };

@@ -21,6 +21,7 @@
 
 pub mod events;
 pub mod model;
+pub mod tcp;
 pub mod timeline;
 pub mod units;
 pub mod websocket;
@@ -30,6 +31,7 @@ pub use model::{
     Annotations, AppliedRule, Body, CertificateSummary, ConnectionInfo, Flow, FlowError,
     FlowErrorKind, FlowId, Header, Headers, Interception, Request, Response, Timestamp, TlsInfo,
 };
+pub use tcp::{ListenerInfo, TcpReason, TcpSession};
 pub use timeline::{
     Direction, Initiator, Leg, Milestone, Timeline, TimelineEntry, TimelineEvent, TlsEvent,
     TlsEventKind,

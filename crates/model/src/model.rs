@@ -302,6 +302,13 @@ pub struct Flow {
     /// What the user did to the flow.
     #[serde(default, skip_serializing_if = "Annotations::is_empty")]
     pub annotations: Annotations,
+    /// The listener (and so the proxy mode) the flow came through; absent in flows
+    /// recorded before Periscope had modes (they came through the regular one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<crate::tcp::ListenerInfo>,
+    /// Set when the connection was relayed as bytes rather than parsed as HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<crate::tcp::TcpSession>,
     /// The rules (`--map-local`, `--modify-headers`, ...) that changed the flow, in
     /// the order they acted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -373,6 +380,13 @@ impl Flow {
             .milestone(Milestone::ResponseComplete)
             .or_else(|| self.error.as_ref().map(|e| e.at))?;
         Some(end.millis_since(start))
+    }
+
+    /// The proxy mode's name (`regular` for flows recorded before there were modes).
+    pub fn mode_name(&self) -> &str {
+        self.listener
+            .as_ref()
+            .map_or("regular", crate::tcp::ListenerInfo::mode_name)
     }
 
     /// The time the flow started (its first request byte, or when it was created).

@@ -56,6 +56,8 @@ pub struct ProxyConfig {
     /// Addresses the proxy refuses to relay to (the control API's): a request sent
     /// through the proxy must never reach them (mitmproxy's CVE-2025-23217).
     pub protected: Vec<SocketAddr>,
+    /// The listeners (`--mode`) and the hosts left alone (`--ignore-hosts`, ...).
+    pub modes: crate::mode::ModesConfig,
 }
 
 impl Default for ProxyConfig {
@@ -75,6 +77,7 @@ impl Default for ProxyConfig {
             intercept: None,
             intercept_tls: false,
             protected: Vec::new(),
+            modes: crate::mode::ModesConfig::default(),
         }
     }
 }

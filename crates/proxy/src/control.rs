@@ -226,6 +226,9 @@ impl ProxyControl {
             intercepted_tls: false,
             write_stall: Arc::default(),
             connection_kill: Arc::default(),
+            // The mode the flow came through, when it still listens: a replay of an
+            // upstream mode's flow goes through the same proxy.
+            listener: self.listener_of(flow),
         };
         let session = ClientSession::new(Arc::clone(&self.core), client, None);
         tokio::spawn(async move {
@@ -234,6 +237,23 @@ impl ProxyControl {
             let _ = response.into_body().collect().await;
         });
         Ok(id)
+    }
+}
+
+impl ProxyControl {
+    fn listener_of(&self, flow: &Flow) -> Option<Arc<crate::listener::Listener>> {
+        let recorded = flow.listener.as_ref()?;
+        let (mode, address) = self
+            .core
+            .config
+            .modes
+            .listeners
+            .iter()
+            .find(|(mode, _)| mode.to_string() == recorded.mode)?;
+        Some(Arc::new(crate::listener::Listener::new(
+            mode.clone(),
+            *address,
+        )))
     }
 }
 

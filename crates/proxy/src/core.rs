@@ -20,6 +20,8 @@ pub enum CoreError {
     Tls(#[from] TlsError),
     #[error("invalid intercept filter {0}")]
     Intercept(String),
+    #[error("{0}")]
+    Hosts(#[from] crate::hosts::HostRulesError),
 }
 
 pub struct ProxyCore {
@@ -35,6 +37,8 @@ pub struct ProxyCore {
     pub intercept: Option<Arc<Intercept>>,
     /// Hold servers' certificate requests after the first handshake for the user.
     pub intercept_tls: Arc<AtomicBool>,
+    /// `--ignore-hosts`, `--allow-hosts`, `--tcp-hosts`.
+    pub hosts: crate::hosts::HostRules,
     ca_pem: Vec<u8>,
     /// Hosts whose HTTP/2 server answered HTTP_1_1_REQUIRED: they get HTTP/1.1.
     http11_required: HostMemory,
@@ -97,7 +101,14 @@ impl ProxyCore {
         } else {
             (None, None)
         };
+        let modes = &config.modes;
+        let hosts = crate::hosts::HostRules::new(
+            &modes.ignore_hosts,
+            &modes.allow_hosts,
+            &modes.tcp_hosts,
+        )?;
         Ok(ProxyCore {
+            hosts,
             live,
             intercept,
             intercept_tls,
@@ -137,6 +148,30 @@ impl ProxyCore {
 
     pub fn offers_http2(&self, host: &str) -> bool {
         self.offer_http2.holds(host)
+    }
+
+    /// Whether `host:port` is one of Periscope's own listeners: relaying to it would
+    /// loop.
+    pub fn is_own_listener(&self, host: &str, port: u16) -> bool {
+        let targets = |listen| crate::guard::targets_self(listen, host, port);
+        targets(self.config.listen)
+            || self
+                .config
+                .modes
+                .listeners
+                .iter()
+                .any(|(_, address)| targets(*address))
+    }
+
+    /// Whether a connection to `host:port` is refused: a listener of Periscope's own,
+    /// or an address it protects (the control API's).
+    pub fn refuses_target(&self, host: &str, port: u16) -> bool {
+        self.is_own_listener(host, port)
+            || self
+                .config
+                .protected
+                .iter()
+                .any(|protected| crate::guard::targets_self(*protected, host, port))
     }
 
     /// The CA certificate, for clients that download it from the proxy.

@@ -1,6 +1,8 @@
-//! Where a request goes: the stage of an exchange that the proxy mode decides. In a
-//! CONNECT tunnel, the tunnel's server (the Host header names the flow); on the plain
-//! listener, the absolute URI of a proxy request.
+//! Where a request goes: the stage of an exchange that the proxy mode decides. On a
+//! connection whose server was found first (a CONNECT tunnel, SOCKS5, a transparently
+//! redirected connection), that server, with the Host header naming the flow; for a
+//! reverse proxy, its server under its own name; on an HTTP proxy listener, the
+//! absolute URI of a proxy request.
 
 use http::header::HOST;
 use http::{HeaderMap, Request, StatusCode, Version};
@@ -17,6 +19,9 @@ pub struct Tunnel {
     pub key: UpstreamKey,
     /// `None` for plain HTTP spoken inside a CONNECT tunnel (ws:// through a proxy).
     pub tls: Option<TlsParameters>,
+    /// A reverse proxy's: requests name the server, not the Host the client sent
+    /// (which named Periscope), and their Host header is rewritten to match.
+    pub rewrite_host: bool,
 }
 
 /// Where a request goes and how the flow names it.
@@ -76,7 +81,8 @@ pub fn destination_of(
 ) -> Result<Destination, Box<ClientResponse>> {
     let concurrent = request.version() == Version::HTTP_2;
     if let Some(tunnel) = tunnel {
-        let (host, port) = match host_header(request.headers()) {
+        let named = host_header(request.headers()).filter(|_| !tunnel.rewrite_host);
+        let (host, port) = match named {
             Some((host, port)) => (host, port.unwrap_or(tunnel.key.port)),
             None => (
                 tunnel

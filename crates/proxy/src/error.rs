@@ -21,6 +21,15 @@ pub enum UpstreamError {
     #[error("{0}")]
     Tls(#[from] TlsError),
 
+    /// The proxy of an `upstream:` mode did not open the connection (it refused, or
+    /// answered something that is not its protocol).
+    #[error("the upstream proxy {proxy} did not connect to {target}: {reason}")]
+    UpstreamProxy {
+        proxy: String,
+        target: String,
+        reason: String,
+    },
+
     #[error("the HTTP handshake with {target} failed: {source}")]
     Handshake {
         target: String,
@@ -53,7 +62,9 @@ impl UpstreamError {
 
     pub fn kind(&self) -> FlowErrorKind {
         match self {
-            UpstreamError::Resolve { .. } | UpstreamError::Connect { .. } => FlowErrorKind::Connect,
+            UpstreamError::Resolve { .. }
+            | UpstreamError::Connect { .. }
+            | UpstreamError::UpstreamProxy { .. } => FlowErrorKind::Connect,
             UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. } => {
                 FlowErrorKind::Timeout
             }

@@ -47,6 +47,12 @@ pub async fn run(
         Ok(destination) => destination,
         Err(answer) => return *answer,
     };
+    if session.rewrites_host() {
+        // A reverse proxy's client named Periscope; the server gets its own name.
+        if let Ok(value) = HeaderValue::from_str(&host_header_value(destination.key())) {
+            request.headers_mut().insert(HOST, value);
+        }
+    }
     let recorder = session.begin_flow(
         &request,
         (
@@ -193,6 +199,9 @@ pub async fn deliver(
             connection.tls.clone(),
         );
         fit_request_to(&mut request, key, connection.is_http2());
+        if let Some(forwarding) = &connection.forwarding {
+            to_absolute_form(&mut request, key, forwarding);
+        }
         // Kept to send the request again if the server turns it away unprocessed: an
         // HTTP/2 server, or one that speaks HTTP/2 without saying so by ALPN.
         let replay = (connection.is_http2() || connection.unnegotiated.is_some())
@@ -598,6 +607,34 @@ fn fit_request_to(request: &mut Request<RequestBody>, key: &UpstreamKey, http2: 
     }
 }
 
+/// A request to an HTTP proxy (an `upstream:` mode's plain HTTP): absolute-form, with
+/// the proxy's credentials.
+fn to_absolute_form(
+    request: &mut Request<RequestBody>,
+    key: &UpstreamKey,
+    forwarding: &crate::upstream::ForwardingProxy,
+) {
+    let authority = request
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| host_header_value(key));
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    if let Ok(uri) = format!("http://{authority}{path}").parse::<Uri>() {
+        *request.uri_mut() = uri;
+    }
+    if let Some(authorization) = &forwarding.authorization {
+        request
+            .headers_mut()
+            .insert(http::header::PROXY_AUTHORIZATION, authorization.clone());
+    }
+}
+
 /// What is needed to send a request again after an HTTP/2 server refused it.
 struct ReplayHead {
     method: http::Method,
@@ -815,6 +852,7 @@ mod tests {
             intercepted_tls: false,
             write_stall: Arc::default(),
             connection_kill: Arc::default(),
+            listener: None,
         };
         FlowRecorder::begin(
             crate::bus::FlowBus::new(),

@@ -28,6 +28,16 @@ impl ProxyCredentials {
         })
     }
 
+    /// SOCKS5 credentials (RFC 1929) against `user:pass`; constant-time like
+    /// [`Self::accepts`].
+    pub fn accepts_user_password(&self, user: &[u8], password: &[u8]) -> bool {
+        let mut given = Vec::with_capacity(user.len() + 1 + password.len());
+        given.extend_from_slice(user);
+        given.push(b':');
+        given.extend_from_slice(password);
+        given.ct_eq(&self.expected).into()
+    }
+
     /// Constant-time, so response timing does not leak how much of a guess was right.
     fn accepts(&self, header: Option<&http::HeaderValue>) -> bool {
         let Some(value) = header.and_then(|v| v.to_str().ok()) else {

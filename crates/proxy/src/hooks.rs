@@ -244,6 +244,7 @@ mod tests {
             intercepted_tls: false,
             write_stall: Arc::default(),
             connection_kill: Arc::default(),
+            listener: None,
         };
         let request = http::Request::new(());
         FlowRecorder::begin(

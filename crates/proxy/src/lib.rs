@@ -31,17 +31,24 @@ mod exchange;
 mod guard;
 mod headers;
 mod hooks;
+mod hosts;
 mod http2;
 mod intercept;
 mod io;
+mod listener;
+mod mode;
 mod pages;
 mod pool;
 mod recorder;
 mod retry;
 mod session;
+pub mod socks5;
+mod tcp_relay;
+mod transparent;
 mod tunnel;
 mod upgrade;
 mod upstream;
+mod upstream_proxy;
 mod websocket;
 mod websocket_h2;
 
@@ -49,9 +56,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use periscope_flow::{ConnectionInfo, LogLevel, Milestone, Timestamp};
+use periscope_flow::LogLevel;
 use periscope_tls::{CertificateAuthority, TlsError};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 pub use crate::bus::FlowBus;
 pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError};
@@ -60,14 +67,14 @@ pub use crate::control::ProxyControl;
 pub use crate::error::UpstreamError;
 pub use crate::guard::ProxyCredentials;
 pub use crate::hooks::{ExchangeHook, HookFuture, Hooks, RequestVerdict, ResponseVerdict};
+pub use crate::hosts::{HostRules, HostRulesError, HostTreatment};
+pub use crate::mode::{
+    ModeError, ModeSpec, ModesConfig, ProxyMode, ReverseTarget, UpstreamProxy, UpstreamScheme,
+};
 pub use crate::tunnel::connect_target;
 
 use crate::core::ProxyCore;
-use crate::intercept::KillSwitch;
-use crate::io::{LingeringClose, WriteDeadline, WriteStall};
-use crate::recorder::ClientContext;
-use crate::session::{ClientProtocol, ClientSession};
-use crate::upstream::next_connection_id;
+use crate::listener::{serve_client, Listener};
 
 #[derive(thiserror::Error, Debug)]
 pub enum ProxyError {
@@ -91,27 +98,54 @@ impl From<crate::core::CoreError> for ProxyError {
     }
 }
 
-/// A bound, not yet running proxy.
+/// A bound, not yet running proxy: one listener per mode.
 pub struct Proxy {
     core: Arc<ProxyCore>,
-    listener: TcpListener,
+    listeners: Vec<(Arc<Listener>, TcpListener)>,
 }
 
 impl Proxy {
+    /// Binds every listener of `config.modes` (one regular listener at
+    /// `config.listen` when it names none).
     pub async fn bind(
         config: ProxyConfig,
         ca: Arc<CertificateAuthority>,
         bus: FlowBus,
     ) -> Result<Self, ProxyError> {
-        let address = config.listen;
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| ProxyError::Bind { address, source })?;
-        // With port 0 the system picks one; the loop check must know which.
         let mut config = config;
-        config.listen = listener.local_addr().unwrap_or(address);
+        let wanted = if config.modes.listeners.is_empty() {
+            vec![(ProxyMode::Regular, config.listen)]
+        } else {
+            config.modes.listeners.clone()
+        };
+        let mut bound = Vec::with_capacity(wanted.len());
+        for (mode, address) in wanted {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| ProxyError::Bind { address, source })?;
+            // With port 0 the system picks one; the loop check must know which.
+            let address = listener.local_addr().unwrap_or(address);
+            bound.push((mode, address, listener));
+        }
+        config.modes.listeners = bound
+            .iter()
+            .map(|(mode, address, _)| (mode.clone(), *address))
+            .collect();
+        // `listen` stays the first HTTP proxy listener's, for what asks for "the"
+        // proxy address (replays, the page that serves the CA).
+        if let Some((_, address, _)) = bound
+            .iter()
+            .find(|(mode, _, _)| mode.is_http_proxy())
+            .or_else(|| bound.first())
+        {
+            config.listen = *address;
+        }
         let core = Arc::new(ProxyCore::new(config, ca, bus)?);
-        Ok(Proxy { core, listener })
+        let listeners = bound
+            .into_iter()
+            .map(|(mode, address, listener)| (Arc::new(Listener::new(mode, address)), listener))
+            .collect();
+        Ok(Proxy { core, listeners })
     }
 
     /// The handle front ends act on flows in flight with; `None` unless the proxy is
@@ -120,79 +154,51 @@ impl Proxy {
         ProxyControl::new(&self.core)
     }
 
+    /// The first listener's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.core.config.listen)
+        self.listeners
+            .first()
+            .map_or(self.core.config.listen, |(listener, _)| listener.address)
     }
 
-    /// Accepts clients until the process ends. Running out of file descriptors is
-    /// logged and waited out rather than ending the proxy.
+    /// Every listener: its mode as written (`regular`, `socks5`, ...) and its address.
+    pub fn listeners(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|(listener, _)| (listener.record.mode.clone(), listener.address))
+            .collect()
+    }
+
+    /// Accepts clients on every listener until the process ends.
     pub async fn run(self) {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, peer)) => {
-                    let core = Arc::clone(&self.core);
-                    tokio::spawn(serve_client(core, stream, peer));
-                }
-                Err(error) => {
-                    self.core.bus.log(
-                        LogLevel::Error,
-                        format!("cannot accept a client connection: {error} (open file limit reached?); retrying"),
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+        let mut accepting = tokio::task::JoinSet::new();
+        for (listener, socket) in self.listeners {
+            accepting.spawn(accept_loop(Arc::clone(&self.core), listener, socket));
         }
+        while accepting.join_next().await.is_some() {}
     }
 }
 
-async fn serve_client(core: Arc<ProxyCore>, stream: TcpStream, peer: SocketAddr) {
-    let connected = Timestamp::now();
-    crate::io::configure_socket(&stream);
-    // hyper's header timeout starts at the first byte; a client that never sends one
-    // would otherwise hold its socket and task forever.
-    let idle = core.config.timeouts.client_idle;
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(idle, stream.peek(&mut first)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => return,
-        Ok(Ok(_)) => {}
-        Err(_) => {
-            core.bus.log(
-                LogLevel::Info,
-                format!(
-                    "{peer}: closed an idle client connection (nothing sent in {} s)",
-                    idle.as_secs_f64()
-                ),
-            );
-            return;
+/// Running out of file descriptors is logged and waited out rather than ending the
+/// listener.
+async fn accept_loop(core: Arc<ProxyCore>, listener: Arc<Listener>, socket: TcpListener) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, peer)) => {
+                let core = Arc::clone(&core);
+                tokio::spawn(serve_client(core, Arc::clone(&listener), stream, peer));
+            }
+            Err(error) => {
+                core.bus.log(
+                    LogLevel::Error,
+                    format!(
+                        "cannot accept a client connection on {} ({}): {error} (open file limit \
+                         reached?); retrying",
+                        listener.address, listener.record.mode
+                    ),
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
-    let write_stall = Arc::new(WriteStall::default());
-    let connection_kill = Arc::new(KillSwitch::default());
-    let client = ClientContext {
-        info: ConnectionInfo {
-            id: next_connection_id(),
-            peer: Some(peer),
-            local: stream.local_addr().ok(),
-            target: None,
-            tls: None,
-        },
-        milestones: vec![(Milestone::ClientConnected, connected)],
-        tls: None,
-        intercepted_tls: false,
-        write_stall: Arc::clone(&write_stall),
-        connection_kill: Arc::clone(&connection_kill),
-    };
-    let stream = LingeringClose::new(
-        WriteDeadline::new(
-            stream,
-            core.config.timeouts.body_idle,
-            "the client",
-            Some(write_stall),
-        ),
-        connection_kill,
-    );
-    let session = Arc::new(ClientSession::new(core, client, None));
-    session.serve(stream, ClientProtocol::Detect).await;
 }

@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 
 use crate::core::ProxyCore;
 use crate::error::UpstreamError;
+use crate::mode::UpstreamProxy;
 use crate::upstream::{
     connect_tcp, establish, establish_with_fallback, HttpSender, TlsParameters, UpstreamConnection,
     UpstreamKey, ALPN_H2, ALPN_HTTP11,
@@ -160,14 +161,19 @@ pub struct UpstreamPool {
     hosts: Arc<Hosts>,
     idle_timeout: Duration,
     sweeping: Arc<AtomicBool>,
+    /// The proxy every connection goes through (an `upstream:` mode). A pool serves
+    /// one client connection of one listener, so connections made through different
+    /// proxies, or none, never share a pool.
+    via: Option<UpstreamProxy>,
 }
 
 impl UpstreamPool {
-    pub fn new(idle_timeout: Duration) -> Self {
+    pub fn new(idle_timeout: Duration, via: Option<UpstreamProxy>) -> Self {
         UpstreamPool {
             hosts: Arc::default(),
             idle_timeout,
             sweeping: Arc::default(),
+            via,
         }
     }
 
@@ -258,7 +264,8 @@ impl UpstreamPool {
                 tls.alpn.push(ALPN_H2.to_vec());
             }
         }
-        let socket = connect_tcp(core, &target.key).await?;
+        let via = self.via.as_ref();
+        let socket = connect_tcp(core, via, &target.key).await?;
         if kind == ConnectionKind::Http1Only {
             let connection = establish(core, socket, tls.as_ref()).await?;
             if connection.is_http2() {
@@ -269,7 +276,7 @@ impl UpstreamPool {
             }
             return Ok(connection);
         }
-        establish_with_fallback(core, socket, &target.key, tls.as_ref()).await
+        establish_with_fallback(core, via, socket, &target.key, tls.as_ref()).await
     }
 
     /// Gives an HTTP/1.1 connection back once its response head arrived (it takes the

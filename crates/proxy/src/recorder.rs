@@ -43,6 +43,8 @@ pub struct ClientContext {
     /// Closes the client's connection at once (a reset) when killed: an HTTP/1.1
     /// flow the user kills takes its connection along.
     pub connection_kill: Arc<KillSwitch>,
+    /// The listener the client came through (`None` for replays).
+    pub listener: Option<Arc<crate::listener::Listener>>,
 }
 
 impl ClientContext {
@@ -139,8 +141,59 @@ impl FlowRecorder {
             websocket: None,
             intercepted: None,
             annotations,
+            listener: client.listener.as_ref().map(|l| l.record.clone()),
+            tcp: None,
             rules: Vec::new(),
         };
+        Self::with_flow(bus, client, flow)
+    }
+
+    /// The flow of a connection relayed as bytes: `TCP tcp://host:port`, no response.
+    pub fn begin_tcp(
+        bus: FlowBus,
+        client: &ClientContext,
+        (host, port): (String, u16),
+        tcp: periscope_flow::TcpSession,
+        started: Timestamp,
+    ) -> Arc<Self> {
+        let mut timeline = Timeline::new();
+        for (milestone, at) in &client.milestones {
+            timeline.mark(*milestone, *at);
+        }
+        timeline.mark(Milestone::RequestStarted, started);
+        let flow = Flow {
+            id: FlowId::new(),
+            client: client.info.clone(),
+            server: None,
+            request: periscope_flow::Request {
+                method: "TCP".to_owned(),
+                scheme: "tcp".to_owned(),
+                host,
+                port,
+                path: String::new(),
+                http_version: String::new(),
+                stream_id: None,
+                headers: Headers::default(),
+                body: Body::default(),
+                trailers: None,
+            },
+            response: None,
+            error: None,
+            timeline,
+            marked: false,
+            intercepted_tls: client.intercepted_tls,
+            websocket: None,
+            intercepted: None,
+            annotations: Default::default(),
+            listener: client.listener.as_ref().map(|l| l.record.clone()),
+            tcp: Some(tcp),
+            rules: Vec::new(),
+        };
+        Self::with_flow(bus, client, flow)
+    }
+
+    fn with_flow(bus: FlowBus, client: &ClientContext, flow: Flow) -> Arc<Self> {
+        let id = flow.id;
         Arc::new(FlowRecorder {
             id: flow.id,
             flow: Mutex::new(Some(flow)),
@@ -498,6 +551,7 @@ mod tests {
             intercepted_tls: true,
             write_stall: Arc::default(),
             connection_kill: Arc::default(),
+            listener: None,
         }
     }
 

@@ -60,7 +60,10 @@ pub struct ClientSession {
 
 impl ClientSession {
     pub fn new(core: Arc<ProxyCore>, client: ClientContext, tunnel: Option<Tunnel>) -> Self {
-        let pool = UpstreamPool::new(core.config.timeouts.pool_idle);
+        // The pool belongs to this client connection, and so to one listener: its
+        // connections are all made the way that listener's mode makes them.
+        let via = client.listener.as_ref().and_then(|l| l.via().cloned());
+        let pool = UpstreamPool::new(core.config.timeouts.pool_idle, via);
         ClientSession {
             core,
             client,
@@ -76,6 +79,13 @@ impl ClientSession {
 
     pub fn pool(&self) -> &UpstreamPool {
         &self.pool
+    }
+
+    /// A reverse proxy's connection: the Host header names the server.
+    pub fn rewrites_host(&self) -> bool {
+        self.tunnel
+            .as_ref()
+            .is_some_and(|tunnel| tunnel.rewrite_host)
     }
 
     pub fn in_tunnel(&self) -> bool {
@@ -350,7 +360,7 @@ impl ClientSession {
             (host, request.uri().port_u16().unwrap_or(default_port))
         };
         let host = unbracket(&host);
-        if targets_self(self.core.config.listen, host, port) {
+        if self.core.is_own_listener(host, port) {
             return Some(loop_refusal(host, port));
         }
         self.core

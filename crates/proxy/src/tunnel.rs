@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
-use periscope_flow::{LogLevel, Milestone, Timestamp};
+use periscope_flow::{LogLevel, Milestone, TcpReason, Timestamp};
+use periscope_tls::UpstreamTarget;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::body::{IncomingBody, ProxyBody};
@@ -17,15 +18,18 @@ use crate::client_hello::{looks_like_tls, read_client_hello};
 use crate::core::ProxyCore;
 use crate::destination::Tunnel;
 use crate::error::UpstreamError;
+use crate::hosts::HostTreatment;
 use crate::io::{Prefixed, WriteDeadline};
 use crate::pages::{error_response, error_text, recorded_response};
 use crate::recorder::{ClientContext, FlowRecorder};
 use crate::session::{ClientProtocol, ClientResponse, ClientSession};
+use crate::tcp_relay::TcpFlowStart;
 use crate::upgrade::PendingUpgrade;
 use crate::upstream::{
     connect_tcp, establish, establish_with_fallback, ConnectedSocket, TlsParameters, UpstreamKey,
     ALPN_H2, ALPN_HTTP11,
 };
+use crate::upstream_proxy::ServerStream;
 
 pub async fn handle_connect(
     core: &Arc<ProxyCore>,
@@ -45,7 +49,8 @@ pub async fn handle_connect(
         host,
         port,
     };
-    let socket = match connect_tcp(core, &key).await {
+    let via = client.listener.as_ref().and_then(|l| l.via());
+    let socket = match connect_tcp(core, via, &key).await {
         Ok(socket) => socket,
         Err(error) => return connect_failed(core, client, &request, &key, started, error),
     };
@@ -74,7 +79,17 @@ fn tunnel_task(
         let upgrade = PendingUpgrade::of_request(&mut request);
         drop(request);
         match upgrade.await {
-            Ok(upgraded) => run(core, upgraded, socket, key, client).await,
+            Ok(upgraded) => {
+                run(
+                    core,
+                    upgraded,
+                    Ok(socket),
+                    key,
+                    client,
+                    ServerLeg::LikeClient,
+                )
+                .await
+            }
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     })
@@ -147,18 +162,45 @@ fn connect_failed(
     response
 }
 
-async fn run<C>(
+/// How the server leg's TLS is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerLeg {
+    /// TLS when the client speaks TLS (CONNECT, SOCKS5, transparent).
+    LikeClient,
+    /// As the reverse target says, whatever the client speaks; `rewrite_host` gives
+    /// the server its own name in the Host header.
+    Reverse { tls: bool, rewrite_host: bool },
+}
+
+/// Serves a client connection whose server is known (a CONNECT tunnel, a SOCKS5
+/// connection, a transparently redirected one, a reverse proxy's): `socket` was
+/// connected first (or failed, which the first request reports). Whoever speaks
+/// first decides: a ClientHello is intercepted, HTTP is served, anything else — and
+/// any host the user left alone — is relayed as bytes and recorded as a TCP flow.
+pub async fn run<C>(
     core: Arc<ProxyCore>,
     mut client_io: C,
-    socket: ConnectedSocket,
+    socket: Result<ConnectedSocket, UpstreamError>,
     key: UpstreamKey,
     mut client: ClientContext,
+    leg: ServerLeg,
 ) where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = client.peer_label();
     let timeouts = core.config.timeouts;
     let mut buffer = BytesMut::with_capacity(4096);
+    let server_tcp = socket.as_ref().ok().and_then(|s| s.stream.tcp());
+    let server_spoke = async {
+        // A peek, not `readable()`: a SOCKS handshake on the socket may have left it
+        // marked readable with nothing to read.
+        let mut probe = [0u8; 1];
+        match server_tcp {
+            Some(tcp) => tcp.peek(&mut probe).await.map(drop),
+            // Nothing to hear from: the client's first bytes decide alone.
+            None => std::future::pending().await,
+        }
+    };
     // Some protocols start with the server talking (SMTP, SSH): whoever speaks first
     // decides.
     let client_spoke_first = tokio::select! {
@@ -166,24 +208,63 @@ async fn run<C>(
             Ok(0) | Err(_) => return,
             Ok(_) => true,
         },
-        _ = socket.stream.readable() => false,
+        _ = server_spoke => false,
         _ = tokio::time::sleep(timeouts.client_idle) => {
             tracing::debug!(%peer, "tunnel closed: the client sent nothing");
             return;
         }
     };
+    let mut names = connection_names(&key, socket.as_ref().ok());
+    let rewrite_host = matches!(
+        leg,
+        ServerLeg::Reverse {
+            rewrite_host: true,
+            ..
+        }
+    );
     if client_spoke_first && looks_like_http(&buffer) {
-        // Plain HTTP inside the tunnel (a ws:// or http:// URL through a proxy that
-        // clients reach with CONNECT): intercepted like any other HTTP.
-        let key = UpstreamKey { tls: false, ..key };
-        let upstream = establish(&core, socket, None).await;
-        client.intercepted_tls = true;
+        let reason = match core.hosts.treatment(&names) {
+            HostTreatment::Intercept => None,
+            HostTreatment::PassThrough => Some(TcpReason::IgnoredHost),
+            HostTreatment::RelayTcp => Some(TcpReason::TcpHost),
+        };
+        if let Some(reason) = reason {
+            let client_io = Prefixed::new(buffer.freeze(), client_io);
+            relay_bytes(&core, &client, client_io, socket, &key, reason, None).await;
+            return;
+        }
+        // Plain HTTP: inside a tunnel (a ws:// or http:// URL through a proxy that
+        // clients reach with CONNECT), or from a client of a reverse proxy or a
+        // redirected one. Intercepted like any other HTTP.
+        let server_tls = match leg {
+            ServerLeg::Reverse { tls: true, .. } => Some(TlsParameters {
+                server_name: key.host.clone(),
+                send_sni: true,
+                alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+            }),
+            _ => None,
+        };
+        let key = UpstreamKey {
+            tls: server_tls.is_some(),
+            ..key
+        };
+        let via = client.listener.as_ref().and_then(|l| l.via().cloned());
+        let upstream = match socket {
+            Ok(socket) if server_tls.is_some() => {
+                establish_with_fallback(&core, via.as_ref(), socket, &key, server_tls.as_ref())
+                    .await
+            }
+            Ok(socket) => establish(&core, socket, None).await,
+            Err(error) => Err(error),
+        };
+        client.intercepted_tls = leg == ServerLeg::LikeClient;
         let session = Arc::new(ClientSession::new(
             Arc::clone(&core),
             client,
             Some(Tunnel {
                 key: key.clone(),
-                tls: None,
+                tls: server_tls,
+                rewrite_host,
             }),
         ));
         session.seed(key, upstream);
@@ -196,7 +277,12 @@ async fn run<C>(
         return;
     }
     if !client_spoke_first || !looks_like_tls(&buffer) {
-        relay_raw(&core, Prefixed::new(buffer.freeze(), client_io), socket).await;
+        let reason = match core.hosts.treatment(&names) {
+            HostTreatment::PassThrough => TcpReason::IgnoredHost,
+            _ => TcpReason::NotHttp,
+        };
+        let client_io = Prefixed::new(buffer.freeze(), client_io);
+        relay_bytes(&core, &client, client_io, socket, &key, reason, None).await;
         return;
     }
     let handshake_timeout = core.config.client_tls.timeouts.handshake;
@@ -226,7 +312,41 @@ async fn run<C>(
             return;
         }
     };
-    let server_name = hello.sni.clone().unwrap_or_else(|| key.host.clone());
+    if let Some(sni) = &hello.sni {
+        names.push(format!("{}:{}", sni.to_ascii_lowercase(), key.port));
+    }
+    let treatment = core.hosts.treatment(&names);
+    if treatment == HostTreatment::PassThrough {
+        let client_io = Prefixed::new(buffer.freeze(), client_io);
+        let reason = TcpReason::IgnoredHost;
+        relay_bytes(&core, &client, client_io, socket, &key, reason, hello.sni).await;
+        return;
+    }
+    // The leaf names what the client asked for; the server is asked for the name the
+    // client sent (a reverse proxy's server, for its own name).
+    let leaf_name = hello.sni.clone().unwrap_or_else(|| key.host.clone());
+    let (server_name, server_tls) = match leg {
+        ServerLeg::LikeClient => (leaf_name.clone(), true),
+        ServerLeg::Reverse { tls, .. } => (key.host.clone(), tls),
+    };
+    if treatment == HostTreatment::RelayTcp {
+        let start = TlsRelayStart {
+            hello: &hello,
+            leaf_name: &leaf_name,
+            server_name: &server_name,
+            server_tls,
+        };
+        relay_tls_as_tcp(
+            &core,
+            client,
+            Prefixed::new(buffer.freeze(), client_io),
+            socket,
+            &key,
+            start,
+        )
+        .await;
+        return;
+    }
     // Offer the server what the client offered (so each side sees the protocol it
     // would have used without us), limited to what Periscope speaks.
     let mut alpn: Vec<Vec<u8>> = hello
@@ -248,13 +368,24 @@ async fn run<C>(
         send_sni: true,
         alpn,
     };
-    let upstream = establish_with_fallback(&core, socket, &key, Some(&parameters)).await;
-    let leaf = match core.ca.leaf_for(&server_name, &[]) {
+    let key = UpstreamKey {
+        tls: server_tls,
+        ..key
+    };
+    let via = client.listener.as_ref().and_then(|l| l.via().cloned());
+    let upstream = match socket {
+        Ok(socket) if server_tls => {
+            establish_with_fallback(&core, via.as_ref(), socket, &key, Some(&parameters)).await
+        }
+        Ok(socket) => establish(&core, socket, None).await,
+        Err(error) => Err(error),
+    };
+    let leaf = match core.ca.leaf_for(&leaf_name, &[]) {
         Ok(leaf) => leaf,
         Err(error) => {
             core.bus.log(
                 LogLevel::Error,
-                format!("cannot mint a certificate for {server_name}: {error}"),
+                format!("cannot mint a certificate for {leaf_name}: {error}"),
             );
             return;
         }
@@ -277,7 +408,7 @@ async fn run<C>(
         Err(error) => {
             core.bus.log(
                 LogLevel::Warn,
-                client_handshake_failure(&peer, &server_name, &error, &core),
+                client_handshake_failure(&peer, &leaf_name, &error, &core),
             );
             return;
         }
@@ -297,11 +428,185 @@ async fn run<C>(
         client,
         Some(Tunnel {
             key: key.clone(),
-            tls: Some(parameters),
+            tls: server_tls.then_some(parameters),
+            rewrite_host,
         }),
     ));
     session.seed(key, upstream);
     session.serve(tls, protocol).await;
+}
+
+/// The names a connection is known by, as `host:port`, for the host rules: the name
+/// or address asked for and the address connected to (the SNI is added once read).
+fn connection_names(key: &UpstreamKey, socket: Option<&ConnectedSocket>) -> Vec<String> {
+    let mut names = vec![format!("{}:{}", key.host, key.port)];
+    if let Some(peer) = socket.and_then(|s| s.info.peer) {
+        names.push(format!("{}:{}", peer.ip(), peer.port()));
+    }
+    names
+}
+
+/// Relays a connection as bytes and records it as a TCP flow; without a server
+/// connection there is nothing to relay to, and the log says why.
+async fn relay_bytes<C>(
+    core: &ProxyCore,
+    client: &ClientContext,
+    client_io: C,
+    socket: Result<ConnectedSocket, UpstreamError>,
+    key: &UpstreamKey,
+    reason: TcpReason,
+    sni: Option<String>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let socket = match socket {
+        Ok(socket) => socket,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Warn,
+                format!(
+                    "{}: cannot relay to {}: {error}",
+                    client.peer_label(),
+                    key.label()
+                ),
+            );
+            return;
+        }
+    };
+    let start = TcpFlowStart {
+        host: key.host.clone(),
+        port: key.port,
+        reason,
+        sni,
+        server: socket.info,
+        server_milestones: socket.milestones,
+        server_tls: None,
+    };
+    crate::tcp_relay::relay(core, client, client_io, socket.stream, start).await;
+}
+
+/// What `relay_tls_as_tcp` needs from the ClientHello and the mode.
+struct TlsRelayStart<'a> {
+    hello: &'a crate::client_hello::ClientHello,
+    leaf_name: &'a str,
+    server_name: &'a str,
+    server_tls: bool,
+}
+
+/// `--tcp-hosts` over TLS: TLS is terminated on both legs (ALPN as the client
+/// offered it, whatever the protocol), and the bytes inside relayed as a TCP flow.
+async fn relay_tls_as_tcp<C>(
+    core: &ProxyCore,
+    mut client: ClientContext,
+    client_io: C,
+    socket: Result<ConnectedSocket, UpstreamError>,
+    key: &UpstreamKey,
+    start: TlsRelayStart<'_>,
+) where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = client.peer_label();
+    let socket = match socket {
+        Ok(socket) => socket,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Warn,
+                format!("{peer}: cannot relay to {}: {error}", key.label()),
+            );
+            return;
+        }
+    };
+    let ConnectedSocket {
+        stream,
+        mut info,
+        mut milestones,
+        ..
+    } = socket;
+    let idle = core.config.timeouts.body_idle;
+    let stream = WriteDeadline::new(stream, idle, "the server", None);
+    let alpn: Vec<&[u8]> = start.hello.alpn.iter().map(Vec::as_slice).collect();
+    let label = key.label();
+    let (server_io, server_choice, server_tls): (Box<dyn ServerStream>, _, _) = if start.server_tls
+    {
+        let connected = core
+            .upstream_tls
+            .connect(
+                stream,
+                &UpstreamTarget {
+                    server_name: start.server_name,
+                    send_sni: true,
+                    alpn: &alpn,
+                    peer_label: &label,
+                },
+            )
+            .await;
+        let tls = match connected {
+            Ok(tls) => tls,
+            Err(error) => {
+                core.bus.log(
+                    LogLevel::Warn,
+                    format!("{peer}: TLS with {label} failed: {error}"),
+                );
+                return;
+            }
+        };
+        milestones.push((Milestone::ServerTlsEstablished, Timestamp::now()));
+        info.tls = Some(tls.info());
+        let choice = tls.ssl().selected_alpn_protocol().map(<[u8]>::to_vec);
+        let state = Arc::clone(tls.state());
+        (Box::new(tls), choice, Some(state))
+    } else {
+        (Box::new(stream), None, None)
+    };
+    let leaf = match core.ca.leaf_for(start.leaf_name, &[]) {
+        Ok(leaf) => leaf,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Error,
+                format!("cannot mint a certificate for {}: {error}", start.leaf_name),
+            );
+            return;
+        }
+    };
+    let client_choice = server_choice
+        .filter(|choice| start.hello.alpn.contains(choice))
+        .or_else(|| {
+            start
+                .hello
+                .alpn
+                .first()
+                .cloned()
+                .filter(|_| !start.server_tls)
+        });
+    let tls = match core
+        .client_tls
+        .accept(client_io, &leaf, client_choice.as_deref())
+        .await
+    {
+        Ok(tls) => tls,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Warn,
+                client_handshake_failure(&peer, start.leaf_name, &error, core),
+            );
+            return;
+        }
+    };
+    client
+        .milestones
+        .push((Milestone::ClientTlsEstablished, Timestamp::now()));
+    client.info.tls = Some(tls.info());
+    client.intercepted_tls = true;
+    let flow_start = TcpFlowStart {
+        host: key.host.clone(),
+        port: key.port,
+        reason: TcpReason::TcpHost,
+        sni: start.hello.sni.clone(),
+        server: info,
+        server_milestones: milestones,
+        server_tls,
+    };
+    crate::tcp_relay::relay(core, &client, tls, server_io, flow_start).await;
 }
 
 /// True when `first` starts like an HTTP/1.x request line or the HTTP/2 preface.
@@ -353,17 +658,6 @@ fn client_handshake_failure(
         )
     } else {
         format!("{peer}: TLS handshake with the client for {server_name} failed: {text}")
-    }
-}
-
-async fn relay_raw<C>(core: &ProxyCore, mut client: C, socket: ConnectedSocket)
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let idle = core.config.timeouts.body_idle;
-    let mut server = WriteDeadline::new(socket.stream, idle, "the server", None);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-        tracing::debug!(%error, "raw tunnel ended");
     }
 }
 

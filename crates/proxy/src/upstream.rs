@@ -19,6 +19,9 @@ use crate::core::ProxyCore;
 use crate::error::UpstreamError;
 use crate::http2::H2Sender;
 use crate::io::{FirstBytes, FirstBytesSeen, WriteDeadline};
+use crate::mode::{UpstreamProxy, UpstreamScheme};
+use crate::upstream_proxy::{basic_authorization, tunnel_through};
+pub use crate::upstream_proxy::{ForwardingProxy, ServerIo};
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
@@ -56,12 +59,15 @@ pub struct TlsParameters {
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
-/// A TCP connection to a server, not yet speaking anything.
+/// A TCP connection to a server (perhaps through an upstream proxy), not yet
+/// speaking anything.
 pub struct ConnectedSocket {
     pub key: UpstreamKey,
-    pub stream: TcpStream,
+    pub stream: ServerIo,
     pub info: ConnectionInfo,
     pub milestones: Vec<(Milestone, Timestamp)>,
+    /// The connection goes to an HTTP proxy that takes absolute-form requests.
+    pub forwarding: Option<ForwardingProxy>,
 }
 
 /// The HTTP side of a server connection.
@@ -158,6 +164,9 @@ pub struct UpstreamConnection {
     pub tls: Option<Arc<TlsConnectionState>>,
     /// HTTP/1.1 over TLS whose server selected no protocol by ALPN.
     pub unnegotiated: Option<Unnegotiated>,
+    /// Requests go to an HTTP proxy, in absolute-form (an `upstream:` mode's plain
+    /// HTTP).
+    pub forwarding: Option<ForwardingProxy>,
 }
 
 /// What is needed to recognise an HTTP/2-only server behind a connection whose
@@ -181,6 +190,7 @@ impl UpstreamConnection {
                 milestones: self.milestones.clone(),
                 tls: self.tls.clone(),
                 unnegotiated: None,
+                forwarding: None,
             }),
             HttpSender::Http1(_) => None,
         }
@@ -200,44 +210,72 @@ impl UpstreamConnection {
     }
 }
 
+/// A connection to `key`'s server: directly, or through the proxy of an `upstream:`
+/// mode (`via`) — a tunnel for TLS, and for plain HTTP a connection to an HTTP proxy
+/// that takes absolute-form requests. The connect timeout covers the proxy's
+/// handshake too.
 pub async fn connect_tcp(
     core: &ProxyCore,
+    via: Option<&UpstreamProxy>,
     key: &UpstreamKey,
 ) -> Result<ConnectedSocket, UpstreamError> {
     let target = key.label();
     let timeout = core.config.timeouts.connect;
     let initiated = Timestamp::now();
     let attempt = async {
-        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((key.host.as_str(), key.port))
-            .await
-            .map_err(|source| UpstreamError::Resolve {
-                host: key.host.clone(),
-                source,
-            })?
-            .collect();
-        let mut last_error = None;
-        for address in &addresses {
-            match TcpStream::connect(address).await {
-                Ok(stream) => return Ok(stream),
-                Err(error) => last_error = Some(error),
-            }
+        let Some(proxy) = via else {
+            let tcp = tcp_to(&key.host, key.port, &target).await?;
+            return Ok((ServerIo::Tcp(tcp), None, None));
+        };
+        let proxy_label = proxy.to_string();
+        let tcp = tcp_to(&proxy.host, proxy.port, &proxy_label).await?;
+        crate::io::configure_socket(&tcp);
+        let addresses = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+        let forwards = !key.tls && proxy.scheme != UpstreamScheme::Socks5;
+        if !forwards {
+            let io = tunnel_through(core, proxy, tcp, key).await?;
+            return Ok((io, Some(addresses), None));
         }
-        Err(UpstreamError::Connect {
-            target: target.clone(),
-            source: last_error.unwrap_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses found")
-            }),
-        })
+        let forwarding = Some(ForwardingProxy {
+            authorization: basic_authorization(proxy),
+        });
+        if proxy.scheme == UpstreamScheme::Http {
+            return Ok((ServerIo::Tcp(tcp), Some(addresses), forwarding));
+        }
+        let tls = core
+            .upstream_tls
+            .connect(
+                tcp,
+                &UpstreamTarget {
+                    server_name: &proxy.host,
+                    send_sni: true,
+                    alpn: &[ALPN_HTTP11],
+                    peer_label: &proxy_label,
+                },
+            )
+            .await?;
+        Ok::<_, UpstreamError>((
+            ServerIo::Tunnelled(Box::new(tls)),
+            Some(addresses),
+            forwarding,
+        ))
     };
-    let stream = match tokio::time::timeout(timeout, attempt).await {
+    let (stream, proxied, forwarding) = match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result?,
         Err(_) => return Err(UpstreamError::ConnectTimeout { target, timeout }),
     };
-    crate::io::configure_socket(&stream);
+    let (peer, local) = match (&stream, proxied) {
+        (_, Some(addresses)) => addresses,
+        (ServerIo::Tcp(tcp), None) => {
+            crate::io::configure_socket(tcp);
+            (tcp.peer_addr().ok(), tcp.local_addr().ok())
+        }
+        (ServerIo::Tunnelled(_), None) => (None, None),
+    };
     let info = ConnectionInfo {
         id: next_connection_id(),
-        peer: stream.peer_addr().ok(),
-        local: stream.local_addr().ok(),
+        peer,
+        local,
         target: Some(target),
         tls: None,
     };
@@ -249,6 +287,31 @@ pub async fn connect_tcp(
             (Milestone::ServerConnectInitiated, initiated),
             (Milestone::ServerTcpConnected, Timestamp::now()),
         ],
+        forwarding,
+    })
+}
+
+/// TCP to the first of `host`'s addresses that answers.
+async fn tcp_to(host: &str, port: u16, label: &str) -> Result<TcpStream, UpstreamError> {
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| UpstreamError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    let mut last_error = None;
+    for address in &addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(UpstreamError::Connect {
+        target: label.to_owned(),
+        source: last_error.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses found")
+        }),
     })
 }
 
@@ -265,6 +328,7 @@ pub async fn establish(
         stream,
         mut info,
         mut milestones,
+        forwarding,
     } = socket;
     let target = info.target.clone().unwrap_or_default();
     let stream = WriteDeadline::new(stream, core.config.timeouts.body_idle, "the server", None);
@@ -276,6 +340,7 @@ pub async fn establish(
             milestones,
             tls: None,
             unnegotiated: None,
+            forwarding,
         });
     };
     let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
@@ -316,6 +381,7 @@ pub async fn establish(
         milestones,
         tls: Some(state),
         unnegotiated,
+        forwarding: None,
     })
 }
 
@@ -324,6 +390,7 @@ pub async fn establish(
 /// Periscope can translate to.
 pub async fn establish_with_fallback(
     core: &ProxyCore,
+    via: Option<&UpstreamProxy>,
     socket: ConnectedSocket,
     key: &UpstreamKey,
     tls: Option<&TlsParameters>,
@@ -334,7 +401,7 @@ pub async fn establish_with_fallback(
                 alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
                 ..tls.clone()
             });
-            let socket = connect_tcp(core, key).await?;
+            let socket = connect_tcp(core, via, key).await?;
             establish(core, socket, wider.as_ref()).await
         }
         other => other,

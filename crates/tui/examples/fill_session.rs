@@ -262,6 +262,8 @@ fn made_up_flow(n: usize, start: i64, random: &mut XorShift) -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
         rules: Vec::new(),
     }
 }

@@ -124,7 +124,36 @@ pub fn render(flow: &Flow) -> Vec<Line<'static>> {
     }
     heading(&mut lines, "Client connection");
     connection(&mut lines, &flow.client, false);
+    if let Some(listener) = &flow.listener {
+        let address = listener
+            .address
+            .map(|a| format!(" at {a}"))
+            .unwrap_or_default();
+        field(
+            &mut lines,
+            "proxy mode",
+            &format!("{}{address}", listener.mode),
+        );
+    }
     lines.push(Line::raw(""));
+    if let Some(tcp) = &flow.tcp {
+        heading(&mut lines, "Relayed as TCP");
+        field(&mut lines, "why", tcp.reason.describe());
+        if let Some(sni) = &tcp.sni {
+            field(&mut lines, "SNI", sni);
+        }
+        field(
+            &mut lines,
+            "from the client",
+            &format_size(tcp.from_client.size),
+        );
+        field(
+            &mut lines,
+            "from the server",
+            &format_size(tcp.from_server.size),
+        );
+        lines.push(Line::raw(""));
+    }
 
     if let Some(certificate) = flow
         .client

@@ -109,6 +109,8 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
         rules: Vec::new(),
     }
 }

@@ -30,7 +30,15 @@ const FILTERS: &[(&str, &str)] = &[
     ("~q, ~s, ~e", "no response yet, has a response, failed"),
     ("~a", "assets: images, scripts, stylesheets, fonts"),
     ("~websocket", "WebSocket flows"),
-    ("~http, ~all", "every flow"),
+    ("~http, ~all", "HTTP flows, every flow"),
+    (
+        "~tcp",
+        "connections relayed as TCP (ignored hosts, --tcp-hosts)",
+    ),
+    (
+        "~mode rx",
+        "the proxy mode (regular, socks5, reverse:https://…)",
+    ),
     ("~marked", "marked flows"),
     ("~comment rx", "the flow's comment"),
     ("~replay, ~replayq", "replays of a request"),

@@ -258,6 +258,8 @@ pub fn sample_flow(host: &str, path: &str, status: u16, second: i64) -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
         rules: Vec::new(),
     }
 }

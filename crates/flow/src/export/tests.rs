@@ -49,6 +49,8 @@ fn flow_with(method: &str, url: (&str, &str, u16, &str), version: &str, head: He
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
         rules: Vec::new(),
     }
 }

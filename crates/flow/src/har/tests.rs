@@ -100,6 +100,8 @@ fn get_flow() -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
         rules: Vec::new(),
     }
 }

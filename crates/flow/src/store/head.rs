@@ -68,6 +68,12 @@ struct FlowHeadEnd<'a> {
     websocket: &'a Option<crate::websocket::WebSocketSession>,
     #[serde(skip_serializing_if = "Annotations::is_empty")]
     annotations: &'a Annotations,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listener: &'a Option<crate::ListenerInfo>,
+    // A TCP flow's bytes are few (the body limit) and have no body columns: they stay
+    // in the head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tcp: &'a Option<crate::TcpSession>,
     #[serde(skip_serializing_if = "<[AppliedRule]>::is_empty")]
     rules: &'a [AppliedRule],
 }
@@ -123,6 +129,8 @@ pub(super) fn to_json(flow: &Flow) -> serde_json::Result<String> {
         // A stored flow is never paused: the store keeps what happened.
         intercepted: _,
         annotations,
+        listener,
+        tcp,
         rules,
     } = flow;
     // Sized once: growing a String to 2-3 KB by doubling copied it seven times.
@@ -156,6 +164,8 @@ pub(super) fn to_json(flow: &Flow) -> serde_json::Result<String> {
             intercepted_tls: *intercepted_tls,
             websocket,
             annotations,
+            listener,
+            tcp,
             rules,
         },
     )?;

@@ -31,8 +31,8 @@ pub(super) enum Need {
 }
 
 /// Filter terms that look only at data kept in the `flows` table.
-const COLUMN_TERMS: [&str; 15] = [
-    "all", "http", "d", "m", "u", "c", "q", "s", "e", "marked", "src", "dst", "comment", "replay",
+const COLUMN_TERMS: [&str; 14] = [
+    "all", "d", "m", "u", "c", "q", "s", "e", "marked", "src", "dst", "comment", "replay",
     "replayq",
 ];
 /// Filter terms that look at bodies.
@@ -138,6 +138,8 @@ impl Columns {
             websocket: None,
             intercepted: None,
             annotations: self.annotations,
+            listener: None,
+            tcp: None,
             rules: Vec::new(),
         }
     }

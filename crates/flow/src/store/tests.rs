@@ -68,6 +68,8 @@ fn flow_at(host: &str, path: &str, started: i64) -> Flow {
         websocket: None,
         intercepted: None,
         annotations: Default::default(),
+        listener: None,
+        tcp: None,
         rules: Vec::new(),
     }
 }
@@ -523,7 +525,6 @@ fn the_column_skeleton_answers_column_filters_like_the_flow() {
         "~dst :80",
         "~dst 2001",
         "~all",
-        "~http",
         "~dst vedauth.example:8443",
         "!~u items/1 & ~d api",
         "~comment look",

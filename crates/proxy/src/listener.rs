@@ -1,0 +1,251 @@
+//! One listener per mode: how its clients are accepted and where their connections
+//! go. An HTTP proxy listener (regular, upstream) serves requests and CONNECT; the
+//! others find the server first — the reverse target, the SOCKS5 request, the
+//! original destination of a redirected connection — and hand the connection to the
+//! tunnel, the same code a CONNECT uses, so TLS interception and renegotiations work
+//! the same in every mode.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use periscope_flow::{ConnectionInfo, ListenerInfo, LogLevel, Milestone, Timestamp};
+use tokio::net::TcpStream;
+
+use crate::core::ProxyCore;
+use crate::guard::targets_self;
+use crate::intercept::KillSwitch;
+use crate::io::{LingeringClose, WriteDeadline, WriteStall};
+use crate::mode::{ProxyMode, UpstreamProxy};
+use crate::recorder::ClientContext;
+use crate::session::{ClientProtocol, ClientSession};
+use crate::tunnel::ServerLeg;
+use crate::upstream::{connect_tcp, next_connection_id, UpstreamKey};
+
+/// A listener as its connections see it.
+#[derive(Debug)]
+pub struct Listener {
+    pub mode: ProxyMode,
+    pub address: SocketAddr,
+    /// What each flow records about it.
+    pub record: ListenerInfo,
+}
+
+impl Listener {
+    pub fn new(mode: ProxyMode, address: SocketAddr) -> Self {
+        let record = ListenerInfo {
+            mode: mode.to_string(),
+            address: Some(address),
+        };
+        Listener {
+            mode,
+            address,
+            record,
+        }
+    }
+
+    /// The proxy server connections go through (an `upstream:` mode).
+    pub fn via(&self) -> Option<&UpstreamProxy> {
+        match &self.mode {
+            ProxyMode::Upstream(proxy) => Some(proxy),
+            _ => None,
+        }
+    }
+}
+
+/// Serves one accepted client of `listener`.
+pub async fn serve_client(
+    core: Arc<ProxyCore>,
+    listener: Arc<Listener>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let connected = Timestamp::now();
+    crate::io::configure_socket(&stream);
+    let idle = core.config.timeouts.client_idle;
+    let write_stall = Arc::new(WriteStall::default());
+    let connection_kill = Arc::new(KillSwitch::default());
+    let client = ClientContext {
+        info: ConnectionInfo {
+            id: next_connection_id(),
+            peer: Some(peer),
+            local: stream.local_addr().ok(),
+            target: None,
+            tls: None,
+        },
+        milestones: vec![(Milestone::ClientConnected, connected)],
+        tls: None,
+        intercepted_tls: false,
+        write_stall: Arc::clone(&write_stall),
+        connection_kill: Arc::clone(&connection_kill),
+        listener: Some(Arc::clone(&listener)),
+    };
+    match &listener.mode {
+        ProxyMode::Regular | ProxyMode::Upstream(_) => {
+            // hyper's header timeout starts at the first byte; a client that never
+            // sends one would otherwise hold its socket and task forever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(idle, stream.peek(&mut first)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    core.bus.log(
+                        LogLevel::Info,
+                        format!(
+                            "{peer}: closed an idle client connection (nothing sent in {} s)",
+                            idle.as_secs_f64()
+                        ),
+                    );
+                    return;
+                }
+            }
+            let stream = LingeringClose::new(
+                WriteDeadline::new(
+                    stream,
+                    core.config.timeouts.body_idle,
+                    "the client",
+                    Some(write_stall),
+                ),
+                connection_kill,
+            );
+            let session = Arc::new(ClientSession::new(core, client, None));
+            session.serve(stream, ClientProtocol::Detect).await;
+        }
+        ProxyMode::Reverse(target) => {
+            let key = UpstreamKey {
+                tls: target.tls,
+                host: target.host.clone(),
+                port: target.port,
+            };
+            let leg = ServerLeg::Reverse {
+                tls: target.tls,
+                rewrite_host: !core.config.modes.keep_host_header,
+            };
+            // A server that cannot be reached is reported by the first request (a
+            // 502 that says why), as in a tunnel whose eager connection failed.
+            let socket = connect_tcp(&core, None, &key).await;
+            let stream = client_stream(&core, stream, write_stall);
+            crate::tunnel::run(core, stream, socket, key, client, leg).await;
+        }
+        ProxyMode::Transparent => serve_redirected(core, client, stream, write_stall).await,
+        ProxyMode::Socks5 => serve_socks5(core, client, stream, write_stall).await,
+    }
+}
+
+/// The client's socket with the write deadline every socket of both legs has.
+fn client_stream(
+    core: &ProxyCore,
+    stream: TcpStream,
+    write_stall: Arc<WriteStall>,
+) -> WriteDeadline<TcpStream> {
+    let idle = core.config.timeouts.body_idle;
+    WriteDeadline::new(stream, idle, "the client", Some(write_stall))
+}
+
+/// The transparent mode: the server is where the client was going.
+async fn serve_redirected(
+    core: Arc<ProxyCore>,
+    client: ClientContext,
+    stream: TcpStream,
+    write_stall: Arc<WriteStall>,
+) {
+    let peer = client.peer_label();
+    let destination = match crate::transparent::original_destination(&stream) {
+        Ok(destination) => destination,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Warn,
+                format!(
+                    "{peer}: no original destination for a connection to the transparent \
+                     listener ({error}); was it redirected by iptables/nft?"
+                ),
+            );
+            return;
+        }
+    };
+    if stream.local_addr().ok() == Some(destination)
+        || targets_self(
+            core.config.listen,
+            &destination.ip().to_string(),
+            destination.port(),
+        )
+    {
+        core.bus.log(
+            LogLevel::Warn,
+            format!(
+                "{peer}: connected to the transparent listener directly (not redirected); closed"
+            ),
+        );
+        return;
+    }
+    let key = UpstreamKey {
+        tls: true,
+        host: destination.ip().to_string(),
+        port: destination.port(),
+    };
+    let socket = connect_tcp(&core, None, &key).await;
+    let stream = client_stream(&core, stream, write_stall);
+    crate::tunnel::run(core, stream, socket, key, client, ServerLeg::LikeClient).await;
+}
+
+/// The SOCKS5 mode: the handshake names the server; it is connected before the
+/// client is told it succeeded, so a dead server gets its SOCKS reply code.
+async fn serve_socks5(
+    core: Arc<ProxyCore>,
+    client: ClientContext,
+    stream: TcpStream,
+    write_stall: Arc<WriteStall>,
+) {
+    let peer = client.peer_label();
+    let timeout = core.config.timeouts.client_idle;
+    let stream = client_stream(&core, stream, write_stall);
+    let credentials = core.config.credentials.as_ref();
+    let request = match crate::socks5::accept(stream, credentials, timeout).await {
+        Ok(request) => request,
+        Err(refusal) => {
+            core.bus.log(LogLevel::Info, format!("{peer}: {refusal}"));
+            return;
+        }
+    };
+    let key = UpstreamKey {
+        tls: true,
+        host: request.host.clone(),
+        port: request.port,
+    };
+    if core.refuses_target(&key.host, key.port) {
+        core.bus.log(
+            LogLevel::Warn,
+            format!(
+                "{peer}: SOCKS5 request for {} refused: it is Periscope itself",
+                key.label()
+            ),
+        );
+        request
+            .failed(fast_socks5::ReplyError::ConnectionNotAllowed, timeout)
+            .await;
+        return;
+    }
+    let socket = match connect_tcp(&core, None, &key).await {
+        Ok(socket) => socket,
+        Err(error) => {
+            core.bus.log(
+                LogLevel::Info,
+                format!(
+                    "{peer}: SOCKS5 connection to {} failed: {error}",
+                    key.label()
+                ),
+            );
+            request
+                .failed(crate::socks5::reply_for(&error), timeout)
+                .await;
+            return;
+        }
+    };
+    let bound = socket
+        .info
+        .local
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let Some(stream) = request.succeeded(bound, timeout).await else {
+        return;
+    };
+    crate::tunnel::run(core, stream, Ok(socket), key, client, ServerLeg::LikeClient).await;
+}
