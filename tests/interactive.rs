@@ -92,6 +92,14 @@ fn origin() -> PythonPeer {
     PythonPeer::start("fault_origin.py", &[])
 }
 
+/// What the recording origin received, once it has printed at least `count` requests
+/// (its output reaches the test a moment after the client has its answer).
+#[track_caller]
+fn recorded_at_least(origin: &PythonPeer, count: usize) -> Vec<Value> {
+    wait_until(WAIT, || recorded(origin).len() >= count);
+    recorded(origin)
+}
+
 /// What the recording origin received, one JSON object per request.
 fn recorded(origin: &PythonPeer) -> Vec<Value> {
     origin
@@ -176,7 +184,7 @@ fn an_intercepted_request_waits_for_resume_and_goes_on_edited_then_its_response_
     let at_response = api.wait_flow("~u /record/hold", |f| {
         f["intercepted"] == true && f["intercept"]["at"] == "response"
     });
-    let seen = recorded(&origin);
+    let seen = recorded_at_least(&origin, 1);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(header(&seen[0], "x-edited"), Some("yes"), "{seen:?}");
     assert_eq!(seen[0]["body"], "edited body");
@@ -299,7 +307,7 @@ fn a_replay_sends_the_request_again_as_a_linked_flow() {
     });
     assert_eq!(copy["replay_of"], id, "{copy}");
     assert_eq!(copy["is_replay"], "request", "{copy}");
-    let seen = recorded(&origin);
+    let seen = recorded_at_least(&origin, 2);
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1]["method"], "POST");
     assert_eq!(seen[1]["body"], "payload");
@@ -334,7 +342,7 @@ fn the_exported_curl_line_sends_the_same_request_again() {
         .status()
         .unwrap();
     assert!(run.success(), "{command}");
-    let seen = recorded(&origin);
+    let seen = recorded_at_least(&origin, 2);
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[0]["method"], seen[1]["method"]);
     assert_eq!(seen[0]["target"], seen[1]["target"]);
@@ -375,7 +383,7 @@ fn client_replay_of_a_saved_session_reproduces_its_requests_in_order_and_exits()
         3,
         "{printed}"
     );
-    let targets: Vec<String> = recorded(&origin)
+    let targets: Vec<String> = recorded_at_least(&origin, 6)
         .iter()
         .map(|r| r["target"].as_str().unwrap().to_owned())
         .collect();

@@ -144,6 +144,12 @@ impl Filter {
     pub fn matches(&self, flow: &Flow) -> bool {
         self.node.matches(flow)
     }
+
+    /// Whether the filter looks at a body (`~b`, `~bq`, `~bs`): a flow in flight must
+    /// have read its body before such a filter can say anything about it.
+    pub fn reads_bodies(&self) -> bool {
+        self.node.reads_bodies()
+    }
 }
 
 impl FromStr for Filter {
@@ -417,6 +423,17 @@ const ASSET_TYPES: [&str; 7] = [
 ];
 
 impl Node {
+    fn reads_bodies(&self) -> bool {
+        match self {
+            Node::Match(field, _) => {
+                matches!(field, Field::Body | Field::BodyRequest | Field::BodyResponse)
+            }
+            Node::Not(inner) => inner.reads_bodies(),
+            Node::And(operands) | Node::Or(operands) => operands.iter().any(Node::reads_bodies),
+            Node::Flag(_) | Node::Code(_) | Node::Tls(_) => false,
+        }
+    }
+
     fn matches(&self, flow: &Flow) -> bool {
         match self {
             Node::Flag(flag) => flag.matches(flow),
@@ -1204,6 +1221,15 @@ mod tests {
         assert!(matches("~rule /srv/app", &f));
         assert!(!matches("~rule modify_headers", &f));
         assert!(matches("!~rule block_list", &f));
+    }
+
+    #[test]
+    fn only_body_terms_read_bodies() {
+        let reads = |text: &str| Filter::parse(text).unwrap().reads_bodies();
+        assert!(reads("~b secret"));
+        assert!(reads("~d example.com & !(~bq x | ~c 200)"));
+        assert!(!reads("~d example.com & ~h x-body"));
+        assert!(!reads("body"), "a bare word is ~u");
     }
 
     #[test]
