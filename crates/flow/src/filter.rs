@@ -426,7 +426,10 @@ impl Node {
     fn reads_bodies(&self) -> bool {
         match self {
             Node::Match(field, _) => {
-                matches!(field, Field::Body | Field::BodyRequest | Field::BodyResponse)
+                matches!(
+                    field,
+                    Field::Body | Field::BodyRequest | Field::BodyResponse
+                )
             }
             Node::Not(inner) => inner.reads_bodies(),
             Node::And(operands) | Node::Or(operands) => operands.iter().any(Node::reads_bodies),

@@ -76,6 +76,7 @@ pub async fn run(
             RequestVerdict::Continue => {}
             RequestVerdict::Answer(answer) => return answered_by_hook(&recorder, answer),
             RequestVerdict::Kill(reason) => return killed(&recorder, &reason),
+            RequestVerdict::Close(reason) => return closed(session, &recorder, &reason).await,
         }
         // A hook may have sent the request elsewhere: the destination follows the flow.
         if let Some(moved) = recorder
@@ -509,6 +510,19 @@ pub fn killed(recorder: &FlowRecorder, reason: &str) -> ClientResponse {
     recorder.set_response(recorded_response(&response, text.as_bytes()));
     recorder.finish_with_error(FlowErrorKind::Killed, reason.to_owned());
     response
+}
+
+/// A hook ended the exchange without an answer (a 444 block): an HTTP/1.1 client's
+/// connection closes with nothing written; an HTTP/2 client's stream is reset.
+async fn closed(session: &ClientSession, recorder: &FlowRecorder, reason: &str) -> ClientResponse {
+    if !session.is_http1() {
+        return killed(recorder, reason);
+    }
+    recorder.finish_with_error(FlowErrorKind::Killed, reason.to_owned());
+    session.close_client_connection(reason);
+    // The connection's task ends at the close and drops this exchange with it; no
+    // answer is ever written.
+    std::future::pending().await
 }
 
 /// Records a server's response head in the flow (its body is recorded as it streams).

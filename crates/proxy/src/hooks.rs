@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body::Body as _;
 
 use crate::body::{IncomingBody, ReadAhead};
@@ -99,6 +100,9 @@ pub enum RequestVerdict {
     /// End the exchange with this reason: the client gets an error, the server
     /// nothing.
     Kill(String),
+    /// End the exchange without an answer (nginx's 444): an HTTP/1.1 client's
+    /// connection is closed, an HTTP/2 client's stream reset.
+    Close(String),
 }
 
 /// What a hook decided about a response head.
@@ -186,6 +190,67 @@ impl Hooks {
         }
         ResponseVerdict::Continue
     }
+}
+
+/// The request head as a hook (or the user) left the flow: method, path, headers.
+/// (Where it goes is the destination stage's business, from the flow's scheme, host
+/// and port.) `body_replaced`: the body is the flow's whole body now, so the message
+/// is framed anew from it.
+pub fn rebuild_request(
+    head: &mut http::request::Parts,
+    request: &periscope_flow::Request,
+    body_replaced: bool,
+) -> Result<(), String> {
+    head.method = Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
+    head.uri = request
+        .path
+        .parse::<Uri>()
+        .map_err(|e| format!("path: {e}"))?;
+    head.headers = header_map(&request.headers)?;
+    if body_replaced {
+        reframe(&mut head.headers);
+    }
+    Ok(())
+}
+
+/// The recorded framing headers describe the body as it came; an edited message is
+/// framed anew from its body (as mitmproxy updates Content-Length on an edit).
+fn reframe(headers: &mut HeaderMap) {
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.remove(http::header::TRANSFER_ENCODING);
+}
+
+pub fn rebuild_response(
+    head: &mut http::response::Parts,
+    response: &periscope_flow::Response,
+    body_replaced: bool,
+) -> Result<(), String> {
+    head.status = StatusCode::from_u16(response.status).map_err(|e| e.to_string())?;
+    head.headers = header_map(&response.headers)?;
+    if body_replaced {
+        reframe(&mut head.headers);
+    }
+    if head.status.canonical_reason() != Some(response.reason.as_str()) {
+        head.extensions.insert(
+            hyper::ext::ReasonPhrase::try_from(Bytes::from(response.reason.clone().into_bytes()))
+                .map_err(|_| "reason".to_owned())?,
+        );
+    } else {
+        head.extensions.remove::<hyper::ext::ReasonPhrase>();
+    }
+    Ok(())
+}
+
+fn header_map(headers: &periscope_flow::Headers) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for header in headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| format!("header name {:?}", header.name))?;
+        let value = HeaderValue::from_bytes(&header.value)
+            .map_err(|_| format!("the value of {}", header.name))?;
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 #[cfg(test)]

@@ -17,12 +17,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::StatusCode;
 use periscope_flow::filter::Filter;
 use periscope_flow::{Flow, FlowId, Interception};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::hooks::{ExchangeHook, HookFuture, RequestVerdict, ResponseVerdict, StageBody};
+use crate::hooks::{
+    rebuild_request, rebuild_response, ExchangeHook, HookFuture, RequestVerdict, ResponseVerdict,
+    StageBody,
+};
 use crate::recorder::FlowRecorder;
 use crate::websocket::{Injected, MessageGate, MessageVerdict};
 use periscope_tls::{CertificateRequestHold, ClientCertificate, HeldCertificateRequest};
@@ -539,7 +542,7 @@ impl ExchangeHook for Intercept {
             let Some(edited) = after.filter(|after| Some(after) != before.as_ref()) else {
                 return RequestVerdict::Continue;
             };
-            match rebuild_request(head, &edited) {
+            match rebuild_request(head, &edited, true) {
                 Ok(()) => {
                     if whole.is_some() {
                         body.replace(edited.body.content.clone());
@@ -589,7 +592,7 @@ impl ExchangeHook for Intercept {
             let Some(edited) = after.filter(|after| Some(after) != before.as_ref()) else {
                 return ResponseVerdict::Continue;
             };
-            match rebuild_response(head, &edited) {
+            match rebuild_response(head, &edited, true) {
                 Ok(()) => {
                     if whole.is_some() {
                         body.replace(edited.body.content.clone());
@@ -602,59 +605,6 @@ impl ExchangeHook for Intercept {
             }
         })
     }
-}
-
-/// The request head as the user left the flow: method, path, headers. (Where it goes
-/// is the destination stage's business, from the flow's scheme, host and port.)
-fn rebuild_request(
-    head: &mut http::request::Parts,
-    request: &periscope_flow::Request,
-) -> Result<(), String> {
-    head.method = Method::from_bytes(request.method.as_bytes()).map_err(|e| e.to_string())?;
-    head.uri = request
-        .path
-        .parse::<Uri>()
-        .map_err(|e| format!("path: {e}"))?;
-    head.headers = header_map(&request.headers)?;
-    reframe(&mut head.headers);
-    Ok(())
-}
-
-/// The recorded framing headers describe the body as it came; an edited message is
-/// framed anew from its body (as mitmproxy updates Content-Length on an edit).
-fn reframe(headers: &mut HeaderMap) {
-    headers.remove(http::header::CONTENT_LENGTH);
-    headers.remove(http::header::TRANSFER_ENCODING);
-}
-
-fn rebuild_response(
-    head: &mut http::response::Parts,
-    response: &periscope_flow::Response,
-) -> Result<(), String> {
-    head.status = StatusCode::from_u16(response.status).map_err(|e| e.to_string())?;
-    head.headers = header_map(&response.headers)?;
-    reframe(&mut head.headers);
-    if head.status.canonical_reason() != Some(response.reason.as_str()) {
-        head.extensions.insert(
-            hyper::ext::ReasonPhrase::try_from(Bytes::from(response.reason.clone().into_bytes()))
-                .map_err(|_| "reason".to_owned())?,
-        );
-    } else {
-        head.extensions.remove::<hyper::ext::ReasonPhrase>();
-    }
-    Ok(())
-}
-
-fn header_map(headers: &periscope_flow::Headers) -> Result<HeaderMap, String> {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for header in headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes())
-            .map_err(|_| format!("header name {:?}", header.name))?;
-        let value = HeaderValue::from_bytes(&header.value)
-            .map_err(|_| format!("the value of {}", header.name))?;
-        map.append(name, value);
-    }
-    Ok(map)
 }
 
 /// Holds a flow's WebSocket messages for the user while the intercept filter matches

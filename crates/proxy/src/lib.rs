@@ -66,11 +66,15 @@ pub use crate::config::{ProxyConfig, Timeouts};
 pub use crate::control::ProxyControl;
 pub use crate::error::UpstreamError;
 pub use crate::guard::ProxyCredentials;
-pub use crate::hooks::{ExchangeHook, HookFuture, Hooks, RequestVerdict, ResponseVerdict};
+pub use crate::hooks::{
+    rebuild_request, rebuild_response, ExchangeHook, HookFuture, Hooks, RequestVerdict,
+    ResponseVerdict, StageBody,
+};
 pub use crate::hosts::{HostRules, HostRulesError, HostTreatment};
 pub use crate::mode::{
     ModeError, ModeSpec, ModesConfig, ProxyMode, ReverseTarget, UpstreamProxy, UpstreamScheme,
 };
+pub use crate::recorder::FlowRecorder;
 pub use crate::tunnel::connect_target;
 
 use crate::core::ProxyCore;

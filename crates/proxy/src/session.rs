@@ -108,6 +108,16 @@ impl ClientSession {
         }
     }
 
+    /// Whether this connection speaks HTTP/1.1 (one exchange at a time).
+    pub fn is_http1(&self) -> bool {
+        self.http1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Closes the client's connection at once, whatever is in flight on it.
+    pub fn close_client_connection(&self, reason: &str) {
+        self.client.connection_kill.kill(reason);
+    }
+
     /// Where `request` goes (the proxy mode's stage of the exchange).
     pub fn destination_of(
         &self,

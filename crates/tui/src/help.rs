@@ -42,7 +42,10 @@ const FILTERS: &[(&str, &str)] = &[
     ("~marked", "marked flows"),
     ("~comment rx", "the flow's comment"),
     ("~replay, ~replayq", "replays of a request"),
-    ("~rule rx", "flows a rule changed (map_local, modify_headers, …)"),
+    (
+        "~rule rx",
+        "flows a rule changed (map_local, modify_headers, …)",
+    ),
     (
         "~tls [rx]",
         "flows with TLS events (e.g. ~tls renegotiation)",
