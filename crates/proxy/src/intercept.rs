@@ -42,6 +42,9 @@ pub struct KillSwitch {
     /// The user deleted the flow while it was in flight: it ends as killed, and is
     /// not recorded.
     forgotten: AtomicBool,
+    /// Ended on purpose without an answer (a 444 block): the connection closes as
+    /// usual (a FIN the client reads as an empty reply), not with a reset.
+    quiet: AtomicBool,
 }
 
 impl KillSwitch {
@@ -72,6 +75,17 @@ impl KillSwitch {
     pub fn kill_and_forget(&self, reason: impl Into<String>) {
         self.forgotten.store(true, Ordering::Release);
         self.kill(reason);
+    }
+
+    /// Ends what this switch guards (a client connection) with an ordinary close.
+    pub fn close_quietly(&self, reason: impl Into<String>) {
+        self.quiet.store(true, Ordering::Release);
+        self.kill(reason);
+    }
+
+    /// Killed to be closed with a reset (not [`KillSwitch::close_quietly`]).
+    pub fn wants_reset(&self) -> bool {
+        self.is_killed() && !self.quiet.load(Ordering::Acquire)
     }
 
     pub fn is_forgotten(&self) -> bool {
