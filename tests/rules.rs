@@ -697,6 +697,46 @@ fn the_rules_on_a_flow_reach_har_and_the_rule_filter() {
     assert!(!printed.contains("/record/untouched"), "{printed}");
 }
 
+#[test]
+fn rules_change_a_websocket_opening_handshake() {
+    let echo = python_websocket_echo_server();
+    let proxy = json_proxy(&["--modify-headers", "|~u /chat$|x-ws-rule|on"]);
+    let output = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/websocket_client.py"
+        ))
+        .args(["--proxy", &proxy.addr(), "--url"])
+        .arg(format!("ws://127.0.0.1:{}/chat", echo.port))
+        .arg("--cacert")
+        .arg(proxy.ca_cert_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = echo.stdout.wait_for(&"handshake: ", WAIT).unwrap();
+    assert!(
+        line.to_ascii_lowercase()
+            .contains("[\"x-ws-rule\", \"on\"]"),
+        "{line}"
+    );
+    let flow = flow_after(&proxy, 0, "/chat");
+    let effects: Vec<&str> = flow["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["effect"].as_str().unwrap())
+        .collect();
+    // Without ~q or ~s the rule applies to both sides, the 101 included.
+    assert_eq!(
+        effects,
+        ["request: set x-ws-rule", "response: set x-ws-rule"]
+    );
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     pipe("gzip", &["-c"], data)
 }
