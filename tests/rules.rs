@@ -737,6 +737,54 @@ fn rules_change_a_websocket_opening_handshake() {
     );
 }
 
+/// The HTTP/2 client of RFC 8441 through `proxy` to `port`'s `/chat`.
+fn websocket_over_http2(proxy: &Periscope, port: u16) -> Value {
+    let ca = proxy.ca_cert_path().to_string_lossy().into_owned();
+    let output = Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/h2_websocket_client.py"
+        ))
+        .args(["--proxy", &proxy.addr(), "--port", &port.to_string()])
+        .args(["--host", "localhost", "--path", "/chat", "--cacert", &ca])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn rules_apply_to_a_websocket_over_http2() {
+    let origin = h2_origin(&[]);
+    let blocking = json_proxy(&["--block-list", "|~u /chat$|403"]);
+    let report = websocket_over_http2(&blocking, origin.port);
+    assert_eq!(report["status"], 403, "{report}");
+    let flow = flow_after(&blocking, 0, "/chat");
+    assert_eq!(
+        rules_of(&flow),
+        [("block_list".to_owned(), "|~u /chat$|403".to_owned())]
+    );
+    assert!(
+        !origin.stdout.text().contains("request: CONNECT /chat"),
+        "{}",
+        origin.stdout.text()
+    );
+
+    let marking = json_proxy(&["--modify-headers", "|~q & ~u /chat$|x-ws-rule|on"]);
+    let report = websocket_over_http2(&marking, origin.port);
+    assert_eq!(report["status"], 200, "{report}");
+    let flow = flow_after(&marking, 0, "/chat");
+    assert_eq!(rules_of(&flow).len(), 1, "{flow}");
+    assert!(
+        flow["request"]["headers"].to_string().contains("x-ws-rule"),
+        "{flow}"
+    );
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     pipe("gzip", &["-c"], data)
 }

@@ -481,7 +481,7 @@ pub fn fail(recorder: &FlowRecorder, label: &str, error: UpstreamError) -> Clien
 }
 
 /// A hook answered the request itself.
-fn answered_by_hook(
+pub fn answered_by_hook(
     recorder: &FlowRecorder,
     answer: http::Response<bytes::Bytes>,
 ) -> ClientResponse {

@@ -14,9 +14,11 @@ use crate::body::{IncomingBody, ProxyBody, RequestBody};
 use crate::destination::{host_header_value, Destination};
 use crate::error::UpstreamError;
 use crate::exchange::{
-    deliver, fail, record_response_head, recorded_request_body, relay_response, upgrades_to,
+    answered_by_hook, deliver, fail, killed, record_response_head, recorded_request_body,
+    relay_response, upgrades_to,
 };
 use crate::headers::{strip_hop_by_hop, NextHop};
+use crate::hooks::{RequestVerdict, StageBody};
 use crate::http2::ConnectAnswer;
 use crate::pages::error_response;
 use crate::pool::ConnectionKind;
@@ -52,10 +54,42 @@ pub async fn run(
         ),
         started,
     );
+    recorder.publish_request();
+    // The hooks see the opening handshake as they see an HTTP/1.1 Upgrade.
+    if !session.core().hooks.is_empty() {
+        let (mut head, body) = request.into_parts();
+        let mut body = StageBody::new(body);
+        match session
+            .core()
+            .hooks
+            .request_head(&recorder, &mut head, &mut body)
+            .await
+        {
+            RequestVerdict::Continue => {}
+            // A 2xx to an extended CONNECT would open the stream as a WebSocket.
+            RequestVerdict::Answer(answer) if answer.status().is_success() => {
+                return killed(
+                    &recorder,
+                    "a hook answered a WebSocket handshake with a success status",
+                );
+            }
+            RequestVerdict::Answer(answer) => return answered_by_hook(&recorder, answer),
+            // HTTP/2: the stream is reset either way.
+            RequestVerdict::Kill(reason) | RequestVerdict::Close(reason) => {
+                return killed(&recorder, &reason)
+            }
+        }
+        if let Some(moved) = recorder
+            .read(|flow| destination.moved_to(&flow.request))
+            .flatten()
+        {
+            destination = moved;
+        }
+        request = Request::from_parts(head, body.into_body());
+    }
     if let Some(connection) = session.pool().extended_connect(destination.key()).await {
         recorder
             .push_note("WebSocket over HTTP/2 extended CONNECT (RFC 8441) on both legs".to_owned());
-        recorder.publish_request();
         return extended_connect(session, request, &destination, recorder, connection).await;
     }
     if let Some(tls) = destination.pool.tls.as_mut() {
@@ -66,7 +100,6 @@ pub async fn run(
          as an HTTP/1.1 Upgrade (RFC 6455) on the server leg"
             .to_owned(),
     );
-    recorder.publish_request();
     let client_upgrade = PendingUpgrade::of_request(&mut request);
     let label = destination.key().label();
     let key = match crate::websocket::handshake_key() {
