@@ -87,6 +87,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("periscope: wrote {written} flows to {}", args.har.display());
             Ok(())
         }
+        Some(Command::Web(web)) => {
+            let args = DumpArgs {
+                filter: Vec::new(),
+                json: false,
+                // The browser shows the flows; nothing is printed.
+                flow_detail: 0,
+                api: true,
+            };
+            let ui = UiLaunch { open: web.open };
+            run_proxy_with(&cli.proxy, args, None, Some(ui)).await
+        }
         Some(Command::Dump(args)) => {
             let filter = parse_filter(&args.filter)?;
             match &cli.proxy.read {
@@ -125,7 +136,22 @@ fn parse_filter(words: &[String]) -> anyhow::Result<Option<Filter>> {
         .map_err(|e| anyhow::anyhow!("invalid filter \"{text}\": {e}"))
 }
 
+/// `periscope web`: how the UI is announced.
+struct UiLaunch {
+    /// Open the default browser on the URL.
+    open: bool,
+}
+
 async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> anyhow::Result<()> {
+    run_proxy_with(args, dump, filter, None).await
+}
+
+async fn run_proxy_with(
+    args: &ProxyArgs,
+    dump: DumpArgs,
+    filter: Option<Filter>,
+    web: Option<UiLaunch>,
+) -> anyhow::Result<()> {
     let confdir = confdir(args)?;
     let ca = Arc::new(
         CertificateAuthority::load_or_create(&confdir)
@@ -166,6 +192,7 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
             Arc::clone(control),
             Arc::clone(&store),
             &bus,
+            web.as_ref(),
         )?;
     }
     tokio::spawn(proxy.run());
@@ -208,6 +235,7 @@ fn serve_api_on(
     control: Arc<control::SessionControl>,
     store: Arc<FlowStore>,
     bus: &FlowBus,
+    web: Option<&UiLaunch>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     let token = args
@@ -215,11 +243,17 @@ fn serve_api_on(
         .clone()
         .unwrap_or_else(periscope_api::random_token);
     let shown = args.web_password.is_none().then_some(token.as_str());
+    let url = periscope_api::web_url(listen, shown);
     // Scripts and tests wait for this line.
-    eprintln!(
-        "periscope: control API at {}",
-        periscope_api::web_url(listen, shown)
-    );
+    match web {
+        Some(web) => {
+            eprintln!("periscope: web UI at {url}");
+            if web.open {
+                open_browser(&url);
+            }
+        }
+        None => eprintln!("periscope: control API at {url}"),
+    }
     if !periscope_api::is_loopback_only(&listen) {
         eprintln!(
             "periscope: warning: the control API listens on {} — anyone who can reach it and \
@@ -229,12 +263,33 @@ fn serve_api_on(
     }
     let mut state = periscope_api::ApiState::new(control, store, bus.feed(), token);
     state.exporter = Some(Arc::new(export::Exporter));
+    // The web UI is served wherever the API is: same origin, same security.
+    state.ui = Some(periscope_web::asset);
     tokio::spawn(async move {
         if let Err(error) = periscope_api::serve(listener, state).await {
             eprintln!("periscope: the control API stopped: {error}");
         }
     });
     Ok(())
+}
+
+/// `--open`: the desktop's default browser (`xdg-open`; `open` on macOS), left to run
+/// on its own.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(error) = started {
+        eprintln!("periscope: cannot open a browser ({opener}: {error}); open the URL above");
+    }
 }
 
 /// Ctrl-C or SIGTERM (what `kill`, systemd and test harnesses send).

@@ -18,6 +18,7 @@
 //!
 //! Module by module: `guard` (every request's checks, with `host` and `auth`), `flows`
 //! (reading), `actions` (changing), `options`, `updates` (the WebSocket), `export`,
+//! `ui` (the web UI's files, when the binary gives them),
 //! `flow_json` (the JSON shape), `error`.
 
 mod actions;
@@ -30,6 +31,7 @@ mod guard;
 mod host;
 mod options;
 mod state;
+mod ui;
 mod updates;
 
 use std::future::Future;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -47,7 +49,8 @@ use crate::error::ApiError;
 pub use auth::random_token;
 pub use export::{ExportFormat, FlowExporter};
 pub use flow_json::{flow_json, Detail};
-pub use state::{ApiState, ProxyConnectionCheck};
+pub use state::{ApiState, ProxyConnectionCheck, UiAssets};
+pub use ui::UI_CSP;
 
 /// The largest request body read (a `PUT /flows/{id}` may carry a whole body, base64).
 const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
@@ -79,7 +82,9 @@ pub async fn serve_until(
 
 fn router(shared: Arc<state::Shared>) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
+        .route("/clear", post(actions::clear))
         .route("/flows", get(flows::list))
         .route("/flows/count", get(flows::count))
         .route("/flows/resume", post(actions::resume_all))
@@ -127,13 +132,6 @@ fn router(shared: Arc<state::Shared>) -> Router {
             guard::guard,
         ))
         .with_state(shared)
-}
-
-async fn index() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "name": "Periscope control API",
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
 }
 
 async fn not_found() -> ApiError {
