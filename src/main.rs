@@ -157,7 +157,13 @@ async fn run_proxy_with(
         CertificateAuthority::load_or_create(&confdir)
             .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
     );
-    let store = Arc::new(open_store(args)?);
+    let store = Arc::new(match (&web, &args.read, &args.save) {
+        // `periscope web -r FILE` shows that session and adds new flows to it, as the
+        // console does.
+        (Some(_), Some(path), None) => FlowStore::open_existing(path)
+            .with_context(|| format!("cannot open the session file {}", path.display()))?,
+        _ => open_store(args)?,
+    });
     let mut config = proxy_config(args)?;
     // Someone can act on flows: the API runs (asked for, or needed to resume what
     // --intercept pauses), or replays are made.

@@ -91,6 +91,8 @@ export function el(tag, attributes = {}, ...children) {
     if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
     else if (key === 'class') node.className = value;
     else if (key === 'value') node.value = value;
+    // CSSOM, not a style attribute: the page's CSP allows no inline styles.
+    else if (key === 'style') node.style.cssText = value;
     else node.setAttribute(key, value === true ? '' : value);
   }
   for (const child of children.flat()) {
