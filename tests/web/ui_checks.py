@@ -381,7 +381,9 @@ def scenario_big(ui):
         timeout=60_000)
     search = time.time() - t0
     ok("a search over the whole session is answered")
-    metrics = ui.page.context.new_cdp_session(ui.page).send("Performance.getMetrics")["metrics"]
+    cdp = ui.page.context.new_cdp_session(ui.page)
+    cdp.send("Performance.enable")
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
     heap = next((m["value"] for m in metrics if m["name"] == "JSHeapUsedSize"), None)
     nodes = next((m["value"] for m in metrics if m["name"] == "Nodes"), None)
     print("figures: " + json.dumps({

@@ -122,6 +122,7 @@ mod tests {
             ExportFormat::from_name("raw-response"),
             Some(ExportFormat::RawResponse)
         );
+        assert_eq!(ExportFormat::from_name("har"), Some(ExportFormat::Har));
         assert_eq!(ExportFormat::from_name("wget"), None);
     }
 }

@@ -4,4 +4,5 @@ mod actions;
 mod flows;
 mod security;
 mod support;
+mod ui;
 mod updates;
