@@ -11,7 +11,7 @@ const PAGE = 200;
 const OVERSCAN = 10;
 
 export const COLUMNS = [
-  { id: 'tls', title: '', sort: 'url', width: '22px', cell: (f) => (f.request.scheme === 'https' || f.intercepted_tls ? '🔒' : '') },
+  { id: 'tls', title: '', sort: 'url', width: '22px', cell: (f) => (f.request.scheme === 'https' || f.intercepted_tls ? el('span', { class: 'lock', title: 'TLS' }) : '') },
   { id: 'icon', title: '', sort: null, width: '26px', cell: (f) => icon(f) },
   { id: 'events', title: 'TLS', sort: 'tls', width: '34px', cell: (f) => tlsMarker(f), hint: 'R: renegotiation, T: another TLS event after the handshake' },
   { id: 'path', title: 'Path', sort: 'url', width: 'minmax(200px, 1fr)', cell: (f) => `${f.request.pretty_host || f.request.host}${f.request.path}` },
