@@ -7,8 +7,9 @@
 //! |---|---|
 //! | `flows_appear_live_and_the_search_is_answered_by_the_server` | curl's flows appear without a reload; search, highlight, sort by the server; j/k/enter; Response, Timing, Connection tabs |
 //! | `a_renegotiated_flow_shows_its_tls_events_and_the_accepted_cas` | the list's R marker; the TLS tab's legs, event timeline with times and CAs; the renegotiation on the waterfall |
-//! | `a_request_intercepted_from_the_ui_is_edited_resumed_or_killed` | the intercept box; header and body edited in the UI reach the origin; kill gives the client a 502 |
+//! | `a_request_intercepted_from_the_ui_is_edited_resumed_or_killed` | the intercept box; header and body edited in the UI reach the origin; kill, Kill all and Resume all |
 //! | `replay_duplicate_mark_comment_revert_export_delete_and_clear` | each action's effect in the list and the store; the exported curl line runs |
+//! | `a_websocket_flow_shows_its_messages_and_its_close` | the WebSocket tab: messages both ways, text and hex, times, the close code |
 //! | `without_the_token_the_page_is_a_login_and_writes_from_elsewhere_are_refused` | login form, no data; wrong token; cross-origin and XSRF-less POSTs refused; CSP |
 //! | `a_session_of_100000_flows_scrolls_with_a_bounded_number_of_rows` | first paint, rows drawn, scroll jumps, a search, heap (figures printed) |
 //!
@@ -155,11 +156,7 @@ fn a_request_intercepted_from_the_ui_is_edited_resumed_or_killed() {
     let received = recorded(&origin);
     let held: Vec<&Value> = received
         .iter()
-        .filter(|r| {
-            r["target"]
-                .as_str()
-                .is_some_and(|t| t.contains("/record/held"))
-        })
+        .filter(|r| r["target"].as_str().is_some_and(|t| t == "/record/held"))
         .collect();
     assert_eq!(
         held.len(),
@@ -180,7 +177,13 @@ fn a_request_intercepted_from_the_ui_is_edited_resumed_or_killed() {
         !received.iter().any(|r| r["target"]
             .as_str()
             .is_some_and(|t| t.contains("/record/kill"))),
-        "the killed request never reached the origin: {received:?}"
+        "the killed requests never reached the origin: {received:?}"
+    );
+    assert!(
+        received
+            .iter()
+            .any(|r| r["target"].as_str() == Some("/record/held-again")),
+        "the request let go with Resume all reached the origin: {received:?}"
     );
 }
 
@@ -198,6 +201,14 @@ fn replay_duplicate_mark_comment_revert_export_delete_and_clear() {
         3,
         "the origin got the request, its replay and the exported curl line: {received:?}"
     );
+}
+
+#[test]
+fn a_websocket_flow_shows_its_messages_and_its_close() {
+    let echo = python_websocket_echo_server();
+    let proxy = periscope_web(&[]);
+    let url = format!("ws://127.0.0.1:{}/", echo.port);
+    browser_checks("websocket", &proxy, &["--websocket", &url]);
 }
 
 #[test]

@@ -268,6 +268,30 @@ def scenario_intercept(ui):
     ui.page.click("#detail [data-action=kill]")
     out, _ = killed.communicate(timeout=30)
     check(out.endswith("502"), f"kill in the UI: the client gets a 502 ({out[-80:]!r})")
+    # Two held at once: Kill all ends both; the clients get 502s.
+    first = ui.curl("/record/kill-a", background=True)
+    second = ui.curl("/record/kill-b", background=True)
+    ui.wait_rows(lambda rows: sum("intercepted" in r[2] for r in rows) == 2, "two flows held at once")
+    ui.page.click("#kill-all")
+    outs = [first.communicate(timeout=30)[0], second.communicate(timeout=30)[0]]
+    check(all(o.endswith("502") for o in outs), f"Kill all ends every held flow ({[o[-20:] for o in outs]})")
+    ui.wait_rows(lambda rows: not any("intercepted" in r[2] for r in rows), "no flow shows as held any more")
+    # Resume all lets a held one go on (at the request, then at the response).
+    third = ui.curl("/record/held-again", background=True)
+    ui.wait_rows(lambda rows: any("held-again" in r[1] and "intercepted" in r[2] for r in rows), "a third flow is held")
+    ui.page.click("#resume-all")
+    wait_js(ui.page, "document.querySelector('#status').textContent.includes('resumed 1')")
+    deadline = time.time() + 20
+    while True:
+        flows = ui.api("/flows?filter=" + urllib.request.quote("~u held-again"))[1]
+        if flows and (flows[0].get("intercept") or {}).get("at") == "response":
+            break
+        assert time.time() < deadline, f"not held at the response: {flows}"
+        time.sleep(0.05)
+    ui.wait_rows(lambda rows: any("held-again" in r[1] and "intercepted" in r[2] for r in rows), "held again at its response")
+    ui.page.click("#resume-all")
+    out = third.communicate(timeout=30)[0]
+    check(out.endswith("200"), f"Resume all lets it go on ({out[-40:]!r})")
     ui.type_box("#intercept", "")
     wait_js(ui.page, "document.querySelector('#status').textContent.includes('intercept off')", timeout=WAIT_MS)
     check(ui.api("/options")[1]["intercept"] is None, "an empty intercept box turns intercepting off")
@@ -320,6 +344,29 @@ def scenario_actions(ui):
     ui.page.click("#clear")
     ui.wait_count(0, "clear empties the session")
     check(ui.api("/flows/count")[1]["count"] == 0, "the store is empty after clear")
+
+
+def scenario_websocket(ui):
+    """A WebSocket flow's messages: direction, type, content, and how it closed."""
+    ui.open()
+    client = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers", "websocket_client.py")
+    done = subprocess.run([sys.executable, client, "--proxy", f"127.0.0.1:{ui.args.proxy}",
+                           "--url", ui.args.websocket, "--big-size", "1000", "--no-compression"],
+                          capture_output=True, text=True, timeout=60)
+    check(done.returncode == 0 and "hello, periscope" in done.stdout, f"the WebSocket conversation ran ({done.stderr[-300:]})")
+    ui.wait_rows(lambda rows: len(rows) == 1, "the WebSocket flow appears")
+    ui.open_flow("127.0.0.1")
+    ui.tab("websocket")
+    rows = ui.page.eval_on_selector_all(
+        "#detail table.messages tbody tr",
+        "rows => rows.map(r => [r.className, ...Array.from(r.cells, c => c.textContent)])")
+    texts = [r for r in rows if r[3] == "text" and "hello, periscope" in r[5]]
+    check(len(texts) == 2, f"the text message shows both ways ({len(texts)})")
+    check({r[0] for r in texts} == {"from-client", "from-server"}, "with its direction")
+    check(any(r[3] == "binary" and "00 01 02 03" in r[5] for r in rows), "a binary message shows as hex")
+    check(all(r[2].startswith("+") for r in rows), "each message has its time from the request")
+    summary = ui.page.inner_text("#detail .tab-body p")
+    check("4000" in summary and "client" in summary, f"the close code and who closed ({summary})")
 
 
 def scenario_login(ui, browser):
@@ -403,6 +450,7 @@ def main():
     parser.add_argument("--cacert", default="")
     parser.add_argument("--renegotiated", default="")
     parser.add_argument("--ca-name", default="")
+    parser.add_argument("--websocket", default="")
     parser.add_argument("--shots", default="/tmp")
     args = parser.parse_args()
     with sync_playwright() as playwright:
