@@ -295,6 +295,18 @@ def scenario_intercept(ui):
     ui.type_box("#intercept", "")
     wait_js(ui.page, "document.querySelector('#status').textContent.includes('intercept off')", timeout=WAIT_MS)
     check(ui.api("/options")[1]["intercept"] is None, "an empty intercept box turns intercepting off")
+    ui.page.click("#options-button")
+    ui.page.check("#option-intercept-tls")
+    ui.page.fill("#option-intercept", "~m POST")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent === 'applied'")
+    options = ui.api("/options")[1]
+    check(options == {"intercept": "~m POST", "intercept_tls": True}, f"the options page changes the running proxy ({options})")
+    check(ui.page.input_value("#intercept") == "~m POST", "and the intercept box follows")
+    ui.page.fill("#option-intercept", "~bad")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent.includes('invalid')")
+    check(ui.api("/options")[1]["intercept"] == "~m POST", "a bad option is refused with the reason, nothing changes")
 
 
 def scenario_actions(ui):

@@ -66,7 +66,7 @@ async function start() {
       detail.changed(payload.flow);
     } else if (type === 'flows/remove') { list.refreshSoon(); detail.removed(payload); }
     else if (type === 'flows/reset') list.refreshSoon();
-    else if (type === 'options/update') $('#intercept').value = payload.intercept || '';
+    else if (type === 'options/update') showOptions(payload);
     else if (type === 'events/add') addEvent(payload);
   }, (ws) => {
     for (const [name, expr] of Object.entries(filters)) if (expr) ws.send(JSON.stringify({ type: 'flows/updateFilter', payload: { name, expr } }));
@@ -92,14 +92,35 @@ async function start() {
     try {
       const options = await api.send('PUT', '/options', { intercept: $('#intercept').value.trim() });
       status(options.intercept ? `intercepting ${options.intercept}` : 'intercept off');
+      showOptions(options);
       $('#intercept').classList.remove('invalid');
     } catch (error) {
       $('#intercept').classList.add('invalid');
       status(`intercept: ${error.message}`);
     }
   });
-  const options = await api.get('/options');
-  $('#intercept').value = options.intercept || '';
+  function showOptions(options) {
+    $('#intercept').value = options.intercept || '';
+    $('#option-intercept').value = options.intercept || '';
+    $('#option-intercept-tls').checked = !!options.intercept_tls;
+  }
+  showOptions(await api.get('/options'));
+  $('#options-button').addEventListener('click', () => { $('#options').hidden = !$('#options').hidden; });
+  $('#options').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      const options = await api.send('PUT', '/options', {
+        intercept: $('#option-intercept').value.trim(),
+        intercept_tls: $('#option-intercept-tls').checked,
+      });
+      showOptions(options);
+      $('#options-result').textContent = 'applied';
+      $('#options-result').className = '';
+    } catch (error) {
+      $('#options-result').textContent = error.message;
+      $('#options-result').className = 'error';
+    }
+  });
 
   $('#resume-all').addEventListener('click', async () => status(`resumed ${(await api.send('POST', '/flows/resume')).resumed}`));
   $('#kill-all').addEventListener('click', async () => status(`killed ${(await api.send('POST', '/flows/kill')).killed}`));
