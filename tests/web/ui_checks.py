@@ -352,10 +352,20 @@ def scenario_actions(ui):
     ui.page.click("#detail .export button:has-text('Close')")
     ui.page.click("#detail [data-action=delete]")
     ui.wait_count(2, "delete removes the flow")
+    # Save the shown flows, clear, open the file again.
+    with ui.page.expect_download() as download:
+        ui.page.click("#save")
+    saved = os.path.join(ui.args.shots, "saved.periscope")
+    download.value.save_as(saved)
+    with open(saved, "rb") as file:
+        check(file.read(16) == b"SQLite format 3\0", "Save downloads a session file")
     ui.page.on("dialog", lambda dialog: dialog.accept())
     ui.page.click("#clear")
     ui.wait_count(0, "clear empties the session")
     check(ui.api("/flows/count")[1]["count"] == 0, "the store is empty after clear")
+    ui.page.set_input_files("#open", saved)
+    ui.wait_count(2, "opening the saved file brings its two flows back")
+    check("2 flows added" in ui.page.inner_text("#status"), "and says how many")
 
 
 def scenario_websocket(ui):

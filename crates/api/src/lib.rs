@@ -30,6 +30,7 @@ mod flows;
 mod guard;
 mod host;
 mod options;
+mod session;
 mod state;
 mod ui;
 mod updates;
@@ -89,6 +90,7 @@ fn router(shared: Arc<state::Shared>) -> Router {
         .route("/flows/count", get(flows::count))
         .route("/flows/resume", post(actions::resume_all))
         .route("/flows/kill", post(actions::kill_all))
+        .route("/flows/dump", get(session::save).post(session::open))
         .route(
             "/flows/{id}",
             get(flows::get).put(actions::edit).delete(actions::delete),

@@ -13,7 +13,10 @@ function xsrfToken() {
 async function call(method, path, body) {
   const headers = { 'X-XSRF-Token': xsrfToken() };
   const init = { method, headers, credentials: 'same-origin' };
-  if (body !== undefined) {
+  if (body instanceof Blob || body instanceof ArrayBuffer) {
+    headers['Content-Type'] = 'application/octet-stream';
+    init.body = body;
+  } else if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }

@@ -131,6 +131,26 @@ async function start() {
     list.reload();
   });
 
+  // Session files: the shown flows saved; a saved session's flows added.
+  $('#save').addEventListener('click', () => {
+    const link = el('a', { href: `/flows/dump${api.query({ filter: list.filter })}`, download: 'flows.periscope' });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  });
+  $('#open').addEventListener('change', async () => {
+    const file = $('#open').files[0];
+    if (!file) return;
+    try {
+      const { added } = await api.send('POST', '/flows/dump', file);
+      status(`opened ${file.name}: ${added} flows added`);
+    } catch (error) {
+      status(`cannot open ${file.name}: ${error.message}`);
+    }
+    $('#open').value = '';
+    list.reload();
+  });
+
   // Columns: which ones show (kept in the browser).
   $('#columns-button').addEventListener('click', () => {
     const menu = $('#columns-menu');
