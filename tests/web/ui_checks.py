@@ -174,6 +174,13 @@ def scenario_live(ui):
     ui.wait_rows(lambda rows: len(rows) == 5 and rows[0][1].endswith("/record/gamma") and rows[-1][1].endswith("/record/alpha"),
                  "sorting by path, descending, is done by the server")
 
+    ui.page.click("#columns-button")
+    ui.page.uncheck("#columns-menu input[data-column=method]")
+    check(ui.page.locator("#list-head [data-column=method]").count() == 0
+          and ui.page.locator("#rows .row .col-method").count() == 0, "a column can be hidden")
+    ui.page.check("#columns-menu input[data-column=method]")
+    check(ui.page.locator("#list-head [data-column=method]").count() == 1, "and shown again")
+    ui.page.click("#columns-button")
     ui.page.focus("#list")
     ui.page.keyboard.press("j")
     ui.page.keyboard.press("j")
