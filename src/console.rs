@@ -54,6 +54,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
             Arc::clone(&control),
             Arc::clone(&store),
             &bus,
+            &ca,
             None,
         )?;
     }

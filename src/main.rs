@@ -198,6 +198,7 @@ async fn run_proxy_with(
             Arc::clone(control),
             Arc::clone(&store),
             &bus,
+            &ca,
             web.as_ref(),
         )?;
     }
@@ -241,6 +242,7 @@ fn serve_api_on(
     control: Arc<control::SessionControl>,
     store: Arc<FlowStore>,
     bus: &FlowBus,
+    ca: &Arc<CertificateAuthority>,
     web: Option<&UiLaunch>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
@@ -271,6 +273,15 @@ fn serve_api_on(
     state.exporter = Some(Arc::new(export::Exporter));
     // The web UI is served wherever the API is: same origin, same security.
     state.ui = Some(periscope_web::asset);
+    let ca = Arc::clone(ca);
+    state.onboarding = Some(Arc::new(move |path: &str| {
+        let file = periscope_proxy::onboarding_file(&ca, path);
+        (
+            file.content_type.to_owned(),
+            file.download_name.map(str::to_owned),
+            file.body,
+        )
+    }));
     tokio::spawn(async move {
         if let Err(error) = periscope_api::serve(listener, state).await {
             eprintln!("periscope: the control API stopped: {error}");

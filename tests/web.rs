@@ -10,7 +10,7 @@
 //! | `a_request_intercepted_from_the_ui_is_edited_resumed_or_killed` | the intercept box; header and body edited in the UI reach the origin; kill, Kill all and Resume all |
 //! | `replay_duplicate_mark_comment_revert_export_delete_and_clear` | each action's effect in the list and the store; the exported curl line runs |
 //! | `a_websocket_flow_shows_its_messages_and_its_close` | the WebSocket tab: messages both ways, text and hex, times, the close code |
-//! | `without_the_token_the_page_is_a_login_and_writes_from_elsewhere_are_refused` | login form, no data; wrong token; cross-origin and XSRF-less POSTs refused; CSP |
+//! | `without_the_token_the_page_is_a_login_and_writes_from_elsewhere_are_refused` | login form, no data; wrong token; cross-origin and XSRF-less POSTs refused; CSP; the onboarding page and its PEM, DER, P12 (also at `http://periscope/` through the proxy) |
 //! | `a_session_of_100000_flows_scrolls_with_a_bounded_number_of_rows` | first paint, rows drawn, scroll jumps, a search, heap (figures printed) |
 //!
 //! `PERISCOPE_TEST_CHROMIUM` overrides `/usr/bin/chromium`; `scripts/test.sh` installs
@@ -215,6 +215,14 @@ fn a_websocket_flow_shows_its_messages_and_its_close() {
 fn without_the_token_the_page_is_a_login_and_writes_from_elsewhere_are_refused() {
     let proxy = periscope_web(&[]);
     browser_checks("login", &proxy, &[]);
+    // The onboarding page is also reachable through the proxy, as mitm.it is.
+    let page = Curl::through(&proxy).run("http://periscope/");
+    page.assert_status(200);
+    assert!(page.body_text().contains("keytool"), "{page:?}");
+    let pem = Curl::through(&proxy).run("http://periscope/cert/pem");
+    pem.assert_status(200);
+    let ca = std::fs::read_to_string(proxy.ca_cert_path()).expect("the CA file");
+    assert_eq!(pem.body_text(), ca, "http://periscope/cert/pem is the CA");
 }
 
 /// 100,000 copies of a real flow (a request through the proxy to the recording

@@ -419,13 +419,29 @@ def scenario_login(ui, browser):
     # A page of another origin posting to the API: the browser sends its Origin.
     status, _ = ui.api("/flows/resume", method="POST", headers={"Origin": "http://evil.example"})
     check(status == 403, f"a cross-origin POST is refused ({status})")
-    csp = page.evaluate("async () => (await fetch('/')).headers.get('content-security-policy')")
-    check(csp is not None and "default-src 'none'" in csp, f"the page carries a Content-Security-Policy ({csp})")
+    csp = page.evaluate(
+        "async () => (await fetch('/', {headers: {Accept: 'text/html'}})).headers.get('content-security-policy')")
+    check(csp is not None and "default-src 'none'" in csp and "script-src 'self'" in csp
+          and "unsafe-inline" not in csp, f"the page carries a strict Content-Security-Policy ({csp})")
     # The logged-in page itself, from another origin's point of view: a POST without
     # the XSRF header is refused even with the cookie.
     status = page.evaluate(
         "async () => (await fetch('/flows/resume', {method: 'POST'})).status")
     check(status == 403, f"a cookie-only POST without the XSRF token is refused ({status})")
+    # The onboarding page: no token needed, the CA in three forms.
+    page.goto(ui.base + "/onboarding")
+    check(page.locator("#download-p12").count() == 1 and "Firefox" in page.inner_text("body")
+          and "keytool" in page.inner_text("body"), "the onboarding page has the downloads and per-platform steps")
+    with page.expect_download() as download:
+        page.click("#download-pem")
+    pem = open(download.value.path(), "rb").read()
+    check(pem == open(ui.args.cacert, "rb").read(), "the PEM download is the proxy's CA certificate")
+    with page.expect_download() as download:
+        page.click("#download-cer")
+    check(open(download.value.path(), "rb").read()[:1] == b"\x30", "the DER download is DER")
+    with page.expect_download() as download:
+        page.click("#download-p12")
+    check(len(open(download.value.path(), "rb").read()) > 100, "the PKCS#12 download is there")
     context.close()
 
 

@@ -50,7 +50,7 @@ use crate::error::ApiError;
 pub use auth::random_token;
 pub use export::{ExportFormat, FlowExporter};
 pub use flow_json::{flow_json, Detail};
-pub use state::{ApiState, ProxyConnectionCheck, UiAssets};
+pub use state::{ApiState, OnboardingFiles, ProxyConnectionCheck, UiAssets};
 pub use ui::UI_CSP;
 
 /// The largest request body read (a `PUT /flows/{id}` may carry a whole body, base64).
@@ -85,6 +85,8 @@ fn router(shared: Arc<state::Shared>) -> Router {
     Router::new()
         .route("/", get(ui::index))
         .route("/ui/{*path}", get(ui::asset))
+        .route("/onboarding", get(ui::onboarding))
+        .route("/cert/{form}", get(ui::onboarding))
         .route("/clear", post(actions::clear))
         .route("/flows", get(flows::list))
         .route("/flows/count", get(flows::count))

@@ -23,6 +23,11 @@ pub type ProxyConnectionCheck = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
 /// know what they are.
 pub type UiAssets = fn(&str) -> Option<(&'static str, &'static [u8])>;
 
+/// The onboarding page and the CA certificate (`/onboarding`, `/cert/pem`,
+/// `/cert/cer`, `/cert/p12`): a path to its content type, the name to download it
+/// as (certificates), and its bytes. The proxy serves the same at `http://periscope/`.
+pub type OnboardingFiles = Arc<dyn Fn(&str) -> (String, Option<String>, Vec<u8>) + Send + Sync>;
+
 /// Everything the control API needs from the running proxy.
 pub struct ApiState {
     /// What users can do to flows.
@@ -45,6 +50,9 @@ pub struct ApiState {
     pub exporter: Option<Arc<dyn FlowExporter>>,
     /// The web UI, served at `/` (to browsers) and `/ui/...`; `None` serves no UI.
     pub ui: Option<UiAssets>,
+    /// The onboarding page and the CA's files, served without a token; `None`: not
+    /// served.
+    pub onboarding: Option<OnboardingFiles>,
 }
 
 impl ApiState {
@@ -63,6 +71,7 @@ impl ApiState {
             is_proxy_connection: None,
             exporter: None,
             ui: None,
+            onboarding: None,
         }
     }
 }
@@ -78,6 +87,7 @@ pub struct Shared {
     pub is_proxy_connection: Option<ProxyConnectionCheck>,
     pub exporter: Option<Arc<dyn FlowExporter>>,
     pub ui: Option<UiAssets>,
+    pub onboarding: Option<OnboardingFiles>,
     /// Messages the API itself makes for the WebSockets (options changed through it).
     pub announcements: broadcast::Sender<Arc<str>>,
     /// Turns true when the server shuts down, so open WebSockets close.
@@ -98,6 +108,7 @@ impl Shared {
             is_proxy_connection: state.is_proxy_connection,
             exporter: state.exporter,
             ui: state.ui,
+            onboarding: state.onboarding,
             announcements,
             shutdown,
             next_log_id: AtomicU64::new(1),

@@ -2,6 +2,8 @@
 //! page at `/` for a browser (a request that accepts `text/html`; scripts still get
 //! the JSON greeting) and its modules and styles under `/ui/`.
 //!
+//! Also the onboarding page and the CA certificate, when the binary gives them.
+//!
 //! These files hold no data, so the guard lets them through without a token: a
 //! browser without the session cookie gets the page, whose first API call is
 //! refused (401), and the page then shows its login form instead of flows. Every
@@ -32,11 +34,49 @@ pub fn wants_page(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
-/// A request for one of the UI's files, which the guard serves without a token.
+/// A request for one of the UI's files or the onboarding files, which the guard
+/// serves without a token.
 pub fn is_public(shared: &Shared, method: &Method, path: &str, headers: &HeaderMap) -> bool {
-    shared.ui.is_some()
-        && matches!(*method, Method::GET | Method::HEAD)
-        && (path.starts_with("/ui/") || (path == "/" && wants_page(headers)))
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return false;
+    }
+    let ui =
+        shared.ui.is_some() && (path.starts_with("/ui/") || (path == "/" && wants_page(headers)));
+    let onboarding =
+        shared.onboarding.is_some() && (path == "/onboarding" || path.starts_with("/cert/"));
+    ui || onboarding
+}
+
+/// `GET /onboarding` and `GET /cert/{form}`: how to trust the CA, and the CA
+/// certificate as PEM, DER or PKCS#12.
+pub async fn onboarding(
+    State(shared): State<Arc<Shared>>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let files = shared
+        .onboarding
+        .clone()
+        .ok_or_else(|| ApiError::not_found("no onboarding page in this build"))?;
+    let path = match uri.path() {
+        "/onboarding" => "/",
+        other => other,
+    };
+    let (content_type, download, body) = files(path);
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Some(name) = download {
+        if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+            headers.insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    Ok(response)
 }
 
 /// `GET /`: the UI's page for a browser, else the API's name and version.

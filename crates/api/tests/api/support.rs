@@ -334,6 +334,8 @@ pub struct Setup {
     pub shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The web UI's files, if any.
     pub ui: Option<periscope_api::UiAssets>,
+    /// The onboarding files, if any.
+    pub onboarding: Option<periscope_api::OnboardingFiles>,
 }
 
 impl Default for Setup {
@@ -344,6 +346,7 @@ impl Default for Setup {
             is_proxy_connection: None,
             shutdown: None,
             ui: None,
+            onboarding: None,
         }
     }
 }
@@ -373,6 +376,7 @@ impl TestApi {
         }
         state.is_proxy_connection = options.is_proxy_connection;
         state.ui = options.ui;
+        state.onboarding = options.onboarding;
         let server = match options.shutdown {
             Some(shutdown) => tokio::spawn(periscope_api::serve_until(listener, state, async {
                 let _ = shutdown.await;

@@ -124,3 +124,46 @@ async fn without_a_ui_nothing_is_served_without_the_token() {
     let with_token = api.get("/ui/app.js").await;
     assert_eq!(with_token.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_onboarding_page_and_the_ca_files_are_served_without_a_token() {
+    let api = TestApi::start_with(Setup {
+        onboarding: Some(std::sync::Arc::new(|path: &str| match path {
+            "/cert/pem" => (
+                "application/x-x509-ca-cert".to_owned(),
+                Some("periscope-ca-cert.pem".to_owned()),
+                b"-----BEGIN CERTIFICATE-----".to_vec(),
+            ),
+            _ => (
+                "text/html; charset=utf-8".to_owned(),
+                None,
+                b"<h1>trust</h1>".to_vec(),
+            ),
+        })),
+        ..Setup::default()
+    })
+    .await;
+    let page = api
+        .send(api.anonymous(Method::GET, "/onboarding"), "")
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(&page.body[..], b"<h1>trust</h1>");
+    let pem = api.send(api.anonymous(Method::GET, "/cert/pem"), "").await;
+    assert_eq!(pem.status, StatusCode::OK);
+    assert_eq!(
+        pem.header("content-type"),
+        Some("application/x-x509-ca-cert")
+    );
+    assert_eq!(
+        pem.header("content-disposition"),
+        Some("attachment; filename=\"periscope-ca-cert.pem\"")
+    );
+    // Only these: the rest still needs the token.
+    let flows = api.send(api.anonymous(Method::GET, "/flows"), "").await;
+    assert_eq!(flows.status, StatusCode::UNAUTHORIZED);
+    let without = TestApi::start().await;
+    let refused = without
+        .send(without.anonymous(Method::GET, "/onboarding"), "")
+        .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
