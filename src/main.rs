@@ -304,8 +304,14 @@ fn open_browser(url: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-    if let Err(error) = started {
-        eprintln!("periscope: cannot open a browser ({opener}: {error}); open the URL above");
+    match started {
+        // Reaped on a thread of its own, so no zombie is left behind.
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(error) => {
+            eprintln!("periscope: cannot open a browser ({opener}: {error}); open the URL above");
+        }
     }
 }
 

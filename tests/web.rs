@@ -12,6 +12,7 @@
 //! | `a_websocket_flow_shows_its_messages_and_its_close` | the WebSocket tab: messages both ways, text and hex, times, the close code |
 //! | `without_the_token_the_page_is_a_login_and_writes_from_elsewhere_are_refused` | login form, no data; wrong token; cross-origin and XSRF-less POSTs refused; CSP; the onboarding page and its PEM, DER, P12 (also at `http://periscope/` through the proxy) |
 //! | `a_session_of_100000_flows_scrolls_with_a_bounded_number_of_rows` | first paint, rows drawn, scroll jumps, a search, heap (figures printed) |
+//! | `open_starts_the_browser_on_the_url_and_nothing_opens_without_it` | `--open` runs `xdg-open` with the tokened URL; nothing opens without it |
 //!
 //! `PERISCOPE_TEST_CHROMIUM` overrides `/usr/bin/chromium`; `scripts/test.sh` installs
 //! it (apt `chromium`) and Playwright (tests/requirements.txt). Screenshots go to
@@ -288,4 +289,47 @@ fn a_session_of_100000_flows_scrolls_with_a_bounded_number_of_rows() {
     eprintln!("WEB_100K {figures}");
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-100k.txt");
     let _ = std::fs::write(path, format!("{figures}\n"));
+}
+
+/// `--open` hands the printed URL to the desktop's opener (`xdg-open`, here a script
+/// that writes down what it got); without it nothing is opened.
+#[test]
+fn open_starts_the_browser_on_the_url_and_nothing_opens_without_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().expect("temp dir");
+    let record = bin.path().join("opened.txt");
+    let opener = bin.path().join("xdg-open");
+    std::fs::write(
+        &opener,
+        format!("#!/bin/sh\necho \"$1\" >> '{}'\n", record.display()),
+    )
+    .expect("the fake opener");
+    std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let quiet = PeriscopeBuilder::new()
+        .subcommand(Some("web"))
+        .args(["--web-port", "0"])
+        .env("PATH", &path)
+        .start();
+    let _ = ui_url(&quiet);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!record.exists(), "periscope web opened a browser by itself");
+
+    let opening = PeriscopeBuilder::new()
+        .subcommand(Some("web"))
+        .args(["--web-port", "0", "--open"])
+        .env("PATH", &path)
+        .start();
+    let url = ui_url(&opening);
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&record)
+            .is_ok_and(|text| text.trim() == url)),
+        "--open ran the opener with {url}: {:?}",
+        std::fs::read_to_string(&record)
+    );
 }
