@@ -18,7 +18,8 @@
 //!
 //! Module by module: `guard` (every request's checks, with `host` and `auth`), `flows`
 //! (reading), `actions` (changing), `options`, `updates` (the WebSocket), `export`,
-//! `ui` (the web UI's files, when the binary gives them),
+//! `ui` (the web UI's files and the onboarding page, when the binary gives them),
+//! `session` (session files in and out),
 //! `flow_json` (the JSON shape), `error`.
 
 mod actions;
