@@ -459,9 +459,15 @@ def scenario_big(ui):
     for fraction in [0.1, 0.5, 0.9, 0.25, 0.75, 0.0]:
         t0 = time.time()
         ui.page.evaluate("f => { const v = document.querySelector('#viewport'); v.scrollTop = f * v.scrollHeight; }", fraction)
-        wait_js(ui.page, 
-            "() => { const r = document.querySelectorAll('#rows .row'); return r.length > 0 && document.querySelectorAll('#rows .row.loading').length === 0; }",
-            timeout=WAIT_MS)
+        # Drawn for the new position (the first row is the one the scroll position
+        # calls for, less the overscan), and every row filled in from the server.
+        wait_js(ui.page, """() => {
+            const v = document.querySelector('#viewport');
+            const rows = document.querySelectorAll('#rows .row');
+            const first = Math.max(0, Math.floor(v.scrollTop / 22) - 10);
+            return rows.length > 0 && Number(rows[0].dataset.index) === first
+                && document.querySelectorAll('#rows .row.loading').length === 0;
+        }""", timeout=WAIT_MS)
         frames.append(time.time() - t0)
         drawn = max(drawn, ui.page.locator("#rows .row").count())
     check(drawn <= 150, f"rows drawn stay bounded while scrolling ({drawn})")

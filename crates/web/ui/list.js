@@ -173,7 +173,7 @@ export class FlowList {
     for (let index = first; index < last; index += 1) {
       const flow = this.flowAt(index);
       if (!flow) {
-        nodes.push(el('div', { class: 'row loading', style: `grid-template-columns: ${template}` }, el('div', { class: 'cell' }, '…')));
+        nodes.push(el('div', { class: 'row loading', style: `grid-template-columns: ${template}`, 'data-index': index }, el('div', { class: 'cell' }, '…')));
         continue;
       }
       const classes = ['row'];
