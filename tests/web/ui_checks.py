@@ -398,6 +398,41 @@ def scenario_websocket(ui):
     check("4000" in summary and "client" in summary, f"the close code and who closed ({summary})")
 
 
+def scenario_websocket_held(ui):
+    """WebSocket messages held one by one in the UI: one edited, one dropped."""
+    ui.open()
+    ui.type_box("#intercept", "~websocket")
+    wait_js(ui.page, "document.querySelector('#status').textContent.includes('intercepting')")
+    chat_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "peers", "ws_chat.py")
+    chat = subprocess.Popen([sys.executable, "-u", chat_script, "--proxy", f"127.0.0.1:{ui.args.proxy}",
+                             "--url", ui.args.websocket + "chat", "--wait", "3", "--send", "one", "two"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ui.wait_rows(lambda rows: any("intercepted" in r[2] for r in rows), "the WebSocket handshake is held")
+    ui.open_flow("127.0.0.1")
+    ui.page.click("#detail [data-action=resume]")
+    ui.page.wait_for_selector("#detail .badge.intercepted:has-text('response')", timeout=WAIT_MS)
+    ui.page.click("#detail [data-action=resume]")
+
+    def held(from_whom, text):
+        wait_js(ui.page, """([who, text]) => {
+            const h = document.querySelector('#detail .held h4');
+            const t = document.querySelector('#detail .held-message');
+            return h && t && h.textContent.includes(who) && t.value === text;
+        }""", [from_whom, text])
+        ok(f"the message {text!r} {from_whom} is held")
+
+    held("from the client", "one")
+    ui.page.fill("#detail .held-message", "ONE-edited")
+    ui.page.click("#detail [data-action=ws-send]")
+    held("from the server", "ONE-edited")
+    ui.page.click("#detail [data-action=ws-send]")
+    held("from the client", "two")
+    ui.page.click("#detail [data-action=ws-drop]")
+    out, err = chat.communicate(timeout=60)
+    check("received: ONE-edited" in out, f"the edited message reached the server and came back ({out!r})")
+    check("received: two" not in out and "received: one" not in out, "the dropped and the original never arrived")
+
+
 def scenario_login(ui, browser):
     """Without the token: a login form, no data; a cross-origin POST is refused."""
     context = browser.new_context()

@@ -68,7 +68,7 @@ export class FlowDetail {
       el('span', { class: 'method' }, flow.request.method), ' ', el('span', { class: 'url' }, url(flow.request)),
       flow.intercepted ? el('span', { class: 'badge intercepted' }, `intercepted at ${flow.intercept ? flow.intercept.at : ''}`) : null);
     const body = el('div', { class: 'tab-body', 'data-tab-body': this.tab });
-    this.root.replaceChildren(title, this.actions(), nav, body);
+    this.root.replaceChildren(title, this.actions(), this.held(), nav, body);
     const renderers = {
       request: () => this.message(body, 'request'),
       response: () => this.message(body, 'response'),
@@ -114,6 +114,42 @@ export class FlowDetail {
       button(flow.marked ? 'Unmark' : 'Mark', 'mark the flow (m)', () => this.act('mark', 'PUT', `/flows/${id}`, { marked: !flow.marked })),
       button('Delete', 'delete the flow (d)', async () => { if (await this.act('delete', 'DELETE', `/flows/${id}`)) this.close(); }),
       exportSelect);
+  }
+
+  // What a paused flow waits for besides resume: a WebSocket message to let through
+  // (changed or not) or drop, or the client certificate for a server's request.
+  held() {
+    const flow = this.flow;
+    const at = flow.intercept;
+    if (!at) return null;
+    const id = flow.id;
+    if (at.at === 'websocket_message') {
+      const message = at.message;
+      const text = typeof message.content === 'string' ? message.content : null;
+      const editor = el('textarea', { class: 'held-message', 'data-held': 'websocket', spellcheck: 'false' });
+      editor.value = text === null ? hexdump(base64ToBytes(message.content.base64)) : text;
+      if (text === null) editor.readOnly = true;
+      return el('div', { class: 'held' },
+        el('h4', {}, `Held: a ${message.type} message ${message.from_client ? 'from the client' : 'from the server'}`),
+        editor,
+        el('div', { class: 'toolbar' },
+          el('button', { 'data-action': 'ws-send', onclick: () => this.act('send the message', 'POST', `/flows/${id}/websocket/decision`,
+            text === null || editor.value === text ? { action: 'resume' } : { action: 'resume', content: editor.value }) }, 'Send'),
+          el('button', { 'data-action': 'ws-drop', onclick: () => this.act('drop the message', 'POST', `/flows/${id}/websocket/decision`, { action: 'drop' }) }, 'Drop')));
+    }
+    if (at.at === 'client_certificate') {
+      const path = el('input', { class: 'certificate-path', placeholder: '/path/to/cert-and-key.pem' });
+      const choose = (choice) => this.act('choose the client certificate', 'POST', `/flows/${id}/client-certificate`, choice);
+      return el('div', { class: 'held' },
+        el('h4', {}, `Held: the server asks for a client certificate${at.post_handshake ? ' (post-handshake)' : ' (renegotiation)'}`),
+        el('p', {}, 'Accepted CAs:'), el('ul', { class: 'ca-names' }, (at.ca_names || []).map((ca) => el('li', {}, ca))),
+        el('div', { class: 'toolbar' },
+          el('button', { 'data-action': 'cert-configured', onclick: () => choose({ certificate: 'configured' }) }, 'The configured one'),
+          el('button', { 'data-action': 'cert-none', onclick: () => choose({ certificate: 'none' }) }, 'None'),
+          path,
+          el('button', { 'data-action': 'cert-file', onclick: () => choose({ certificate: 'file', path: path.value }) }, 'This PEM file')));
+    }
+    return null;
   }
 
   async exportAs(format) {
@@ -239,6 +275,13 @@ export class FlowDetail {
         el('td', {}, m.from_client ? '→ server' : '← client'), el('td', {}, offset(m.timestamp, origin)), el('td', {}, m.type),
         el('td', {}, size(m.size)), el('td', {}, el('pre', {}, content)));
     });
+    if (!ws.timestamp_end) {
+      const text = el('input', { class: 'inject-text', placeholder: 'a text message' });
+      const inject = (toClient) => this.act('inject', 'POST', `/flows/${this.flow.id}/websocket/inject`, { to_client: toClient, content: text.value, binary: false });
+      body.append(el('div', { class: 'toolbar inject' }, 'Write ', text,
+        el('button', { 'data-action': 'inject-client', onclick: () => inject(true) }, 'to the client'),
+        el('button', { 'data-action': 'inject-server', onclick: () => inject(false) }, 'to the server')));
+    }
     body.append(el('table', { class: 'messages' }, el('thead', {}, el('tr', {}, ['Direction', 'Time', 'Type', 'Size', 'Content'].map((h) => el('th', {}, h)))), el('tbody', {}, rows)));
   }
 
