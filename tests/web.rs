@@ -11,6 +11,7 @@
 //! | `replay_duplicate_mark_comment_revert_export_delete_and_clear` | each action's effect in the list and the store; the exported curl line runs |
 //! | `a_websocket_flow_shows_its_messages_and_its_close` | the WebSocket tab: messages both ways, text and hex, times, the close code |
 //! | `websocket_messages_held_in_the_ui_are_edited_and_dropped` | the intercept box on `~websocket`; a held message edited and sent, its echo sent, the next dropped, as the client sees it |
+//! | `the_client_certificate_for_a_renegotiation_is_chosen_in_the_ui` | `--intercept-tls`: the held flow lists the accepted CAs; the configured certificate, then none, as Apache reports it |
 //! | `without_the_token_the_page_is_a_login_and_writes_from_elsewhere_are_refused` | login form, no data; wrong token; cross-origin and XSRF-less POSTs refused; CSP; the onboarding page and its PEM, DER, P12 (also at `http://periscope/` through the proxy) |
 //! | `a_session_of_100000_flows_scrolls_with_a_bounded_number_of_rows` | first paint, rows drawn, scroll jumps, a search, heap (figures printed) |
 //! | `open_starts_the_browser_on_the_url_and_nothing_opens_without_it` | `--open` runs `xdg-open` with the tokened URL; nothing opens without it |
@@ -219,6 +220,18 @@ fn websocket_messages_held_in_the_ui_are_edited_and_dropped() {
     let proxy = periscope_web(&[]);
     let url = format!("ws://127.0.0.1:{}/", echo.port);
     browser_checks("websocket_held", &proxy, &["--websocket", &url]);
+}
+
+#[test]
+fn the_client_certificate_for_a_renegotiation_is_chosen_in_the_ui() {
+    let apache = Apache::start();
+    let proxy = periscope_web(&["--intercept-tls"]);
+    let url = apache.url(Vhost::Tls12, "/vedauth/ok.txt");
+    browser_checks(
+        "certificate",
+        &proxy,
+        &["--renegotiated", &url, "--ca-name", CLIENT_CA_CN],
+    );
 }
 
 #[test]

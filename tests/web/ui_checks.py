@@ -433,6 +433,26 @@ def scenario_websocket_held(ui):
     check("received: two" not in out and "received: one" not in out, "the dropped and the original never arrived")
 
 
+def scenario_certificate(ui):
+    """--intercept-tls: a renegotiation held at the server's certificate request; the
+    certificate chosen in the UI is the one the server sees."""
+    ui.open()
+    for button, expected in [("cert-configured", "periscope-test-client"), ("cert-none", "(null)")]:
+        client = ui.curl(ui.args.renegotiated, "-D", "-", background=True)
+        ui.wait_rows(lambda rows: any("vedauth" in r[1] and "intercepted" in r[2] for r in rows),
+                     "the flow waits at the server's certificate request")
+        ui.page.locator("#rows .row.intercepted").first.click()
+        ui.page.wait_for_selector("#detail .held [data-action=cert-none]", timeout=WAIT_MS)
+        cas = ui.page.locator("#detail .held .ca-names li").all_inner_texts()
+        check(any(ui.args.ca_name in ca for ca in cas), f"the held flow lists the accepted CAs ({cas})")
+        ui.page.click(f"#detail .held [data-action={button}]")
+        out, _ = client.communicate(timeout=30)
+        cn = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                   if line.lower().startswith("x-client-cert-cn:")), None)
+        check(out.endswith("200") and cn == expected, f"{button}: the server saw {cn!r}")
+        ui.wait_rows(lambda rows: not any("intercepted" in r[2] for r in rows), "no flow is held any more")
+
+
 def scenario_login(ui, browser):
     """Without the token: a login form, no data; a cross-origin POST is refused."""
     context = browser.new_context()
