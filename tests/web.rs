@@ -5,7 +5,7 @@
 //!
 //! | test | what the browser checks |
 //! |---|---|
-//! | `flows_appear_live_and_the_search_is_answered_by_the_server` | curl's flows appear without a reload; search, highlight, sort by the server; j/k/enter; Response, Timing, Connection tabs |
+//! | `flows_appear_live_and_the_search_is_answered_by_the_server` | curl's flows appear without a reload; search, highlight, sort by the server; columns; j/k/enter; Response (a gzip JSON body decoded, pretty, hex), Timing, Connection tabs |
 //! | `a_renegotiated_flow_shows_its_tls_events_and_the_accepted_cas` | the list's R marker; the TLS tab's legs, event timeline with times and CAs; the renegotiation on the waterfall |
 //! | `a_request_intercepted_from_the_ui_is_edited_resumed_or_killed` | the intercept box; header and body edited in the UI reach the origin; kill, Kill all and Resume all |
 //! | `replay_duplicate_mark_comment_revert_export_delete_and_clear` | each action's effect in the list and the store; the exported curl line runs |
