@@ -77,7 +77,7 @@ fi
 # ---------------------------------------------------------------------------
 step "system packages"
 
-APT_PACKAGES=(apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server tinyproxy microsocks dante-server iptables)
+APT_PACKAGES=(apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server tinyproxy microsocks dante-server iptables chromium)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -121,7 +121,7 @@ else
     echo "all present: ${APT_PACKAGES[*]}"
 fi
 
-for tool in curl openssl tshark tmux jq node ss tinyproxy microsocks iptables unshare; do
+for tool in curl openssl tshark tmux jq node ss tinyproxy microsocks iptables unshare chromium; do
     command -v "$tool" >/dev/null || { echo "$tool still missing after install" >&2; exit 1; }
 done
 for tool in apache2 nghttpd; do
@@ -158,7 +158,7 @@ if [[ ! -x "$VENV/bin/python" || "$want_stamp" != "$have_stamp" ]]; then
 else
     echo "up to date: $VENV"
 fi
-"$VENV/bin/python" -c 'import OpenSSL, websockets, jsonschema, requests'
+"$VENV/bin/python" -c 'import OpenSSL, websockets, jsonschema, requests, playwright'
 export PERISCOPE_TEST_PYTHON="$VENV/bin/python"
 step_done
 

@@ -40,6 +40,16 @@ pub enum Command {
     Dump(DumpArgs),
     /// Export a saved session as HAR 1.2 (for Chrome DevTools and other tools).
     Export(ExportArgs),
+    /// Run the proxy with the web UI (and the control API) on --web-host/--web-port
+    /// (127.0.0.1:8081); prints the URL to open, with its token.
+    Web(WebArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WebArgs {
+    /// Open the UI in the default browser.
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Args, Debug)]

@@ -61,6 +61,8 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
             Arc::clone(&control),
             Arc::clone(&store),
             &bus,
+            &ca,
+            None,
         )?;
     }
     crate::announce(&proxy.listeners(), &ca, args, &store);

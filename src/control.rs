@@ -108,7 +108,7 @@ impl FlowControl for SessionControl {
                 .ok_or(ControlError::NotFound(id))?
         };
         self.bus
-            .publish(FlowEvent::Updated(Arc::new(stored.clone())));
+            .publish_live(FlowEvent::Updated(Arc::new(stored.clone())));
         Ok(stored)
     }
 
@@ -131,7 +131,7 @@ impl FlowControl for SessionControl {
             .map_err(store_error)?
             .ok_or(ControlError::NotFound(id))?;
         let copy_id = copy.id;
-        self.bus.publish(FlowEvent::Updated(Arc::new(copy)));
+        self.bus.publish_live(FlowEvent::Updated(Arc::new(copy)));
         Ok(copy_id)
     }
 
@@ -157,7 +157,7 @@ impl FlowControl for SessionControl {
             .map_err(store_error)?
             .ok_or(ControlError::NotFound(id))?;
         self.bus
-            .publish(FlowEvent::Updated(Arc::new(original.clone())));
+            .publish_live(FlowEvent::Updated(Arc::new(original.clone())));
         Ok(original)
     }
 

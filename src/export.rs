@@ -35,7 +35,7 @@ pub fn har(session: &Path, out: &Path, filter: Option<&Filter>) -> anyhow::Resul
 }
 
 /// Exports one flow for the control API: as a command line that sends its request
-/// again, or as raw HTTP.
+/// again, as raw HTTP, or as HAR.
 pub struct Exporter;
 
 impl periscope_api::FlowExporter for Exporter {
@@ -54,6 +54,11 @@ impl periscope_api::FlowExporter for Exporter {
             ExportFormat::RawResponse => {
                 export::raw_response(flow).ok_or_else(|| "the flow has no response".to_owned())?
             }
+            ExportFormat::Har => serde_json::to_vec_pretty(&periscope_flow::har::to_har(
+                [flow.clone()],
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .map_err(|e| e.to_string())?,
         })
     }
 }

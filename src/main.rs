@@ -150,6 +150,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("periscope: wrote {written} flows to {}", args.har.display());
             Ok(())
         }
+        Some(Command::Web(web)) => {
+            let args = DumpArgs {
+                filter: Vec::new(),
+                json: false,
+                // The browser shows the flows; nothing is printed.
+                flow_detail: 0,
+                api: true,
+            };
+            let ui = UiLaunch { open: web.open };
+            run_proxy_with(&cli.proxy, args, None, Some(ui)).await
+        }
         Some(Command::Dump(args)) => {
             let filter = parse_filter(&args.filter)?;
             match &cli.proxy.read {
@@ -188,13 +199,34 @@ fn parse_filter(words: &[String]) -> anyhow::Result<Option<Filter>> {
         .map_err(|e| anyhow::anyhow!("invalid filter \"{text}\": {e}"))
 }
 
+/// `periscope web`: how the UI is announced.
+struct UiLaunch {
+    /// Open the default browser on the URL.
+    open: bool,
+}
+
 async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> anyhow::Result<()> {
+    run_proxy_with(args, dump, filter, None).await
+}
+
+async fn run_proxy_with(
+    args: &ProxyArgs,
+    dump: DumpArgs,
+    filter: Option<Filter>,
+    web: Option<UiLaunch>,
+) -> anyhow::Result<()> {
     let confdir = confdir(args)?;
     let ca = Arc::new(
         CertificateAuthority::load_or_create(&confdir)
             .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
     );
-    let store = Arc::new(open_store(args)?);
+    let store = Arc::new(match (&web, &args.read, &args.save) {
+        // `periscope web -r FILE` shows that session and adds new flows to it, as the
+        // console does.
+        (Some(_), Some(path), None) => FlowStore::open_existing(path)
+            .with_context(|| format!("cannot open the session file {}", path.display()))?,
+        _ => open_store(args)?,
+    });
     let mut config = proxy_config(args)?;
     // Someone can act on flows: the API runs (asked for, or needed to resume what
     // --intercept pauses), or replays are made.
@@ -236,6 +268,8 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
             Arc::clone(control),
             Arc::clone(&store),
             &bus,
+            &ca,
+            web.as_ref(),
         )?;
     }
     tokio::spawn(proxy.run());
@@ -278,6 +312,8 @@ fn serve_api_on(
     control: Arc<control::SessionControl>,
     store: Arc<FlowStore>,
     bus: &FlowBus,
+    ca: &Arc<CertificateAuthority>,
+    web: Option<&UiLaunch>,
 ) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     let token = args
@@ -285,11 +321,17 @@ fn serve_api_on(
         .clone()
         .unwrap_or_else(periscope_api::random_token);
     let shown = args.web_password.is_none().then_some(token.as_str());
+    let url = periscope_api::web_url(listen, shown);
     // Scripts and tests wait for this line.
-    eprintln!(
-        "periscope: control API at {}",
-        periscope_api::web_url(listen, shown)
-    );
+    match web {
+        Some(web) => {
+            eprintln!("periscope: web UI at {url}");
+            if web.open {
+                open_browser(&url);
+            }
+        }
+        None => eprintln!("periscope: control API at {url}"),
+    }
     if !periscope_api::is_loopback_only(&listen) {
         eprintln!(
             "periscope: warning: the control API listens on {} — anyone who can reach it and \
@@ -299,12 +341,48 @@ fn serve_api_on(
     }
     let mut state = periscope_api::ApiState::new(control, store, bus.feed(), token);
     state.exporter = Some(Arc::new(export::Exporter));
+    // The web UI is served wherever the API is: same origin, same security.
+    state.ui = Some(periscope_web::asset);
+    let ca = Arc::clone(ca);
+    state.onboarding = Some(Arc::new(move |path: &str| {
+        let file = periscope_proxy::onboarding_file(&ca, path);
+        (
+            file.content_type.to_owned(),
+            file.download_name.map(str::to_owned),
+            file.body,
+        )
+    }));
     tokio::spawn(async move {
         if let Err(error) = periscope_api::serve(listener, state).await {
             eprintln!("periscope: the control API stopped: {error}");
         }
     });
     Ok(())
+}
+
+/// `--open`: the desktop's default browser (`xdg-open`; `open` on macOS), left to run
+/// on its own.
+fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match started {
+        // Reaped on a thread of its own, so no zombie is left behind.
+        Ok(mut child) => {
+            std::thread::spawn(move || child.wait());
+        }
+        Err(error) => {
+            eprintln!("periscope: cannot open a browser ({opener}: {error}); open the URL above");
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM (what `kill`, systemd and test harnesses send).

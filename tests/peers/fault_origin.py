@@ -29,6 +29,7 @@ HTTP behaviours, by request path (mode `http`):
   /record...             reads the request body, prints `recorded: {json}` (method,
                          target, headers as [name, value] pairs, body as text) and
                          answers 200 "recorded N bytes"
+  /gzip-json             200, a small JSON object gzip-encoded (Content-Encoding: gzip)
   /echo-head             200 whose body is the request head as received
   /invalid-status        "HTTP/1.1 abc Broken" status line, then close
   /garbage-response      bytes that are not HTTP at all, then close
@@ -47,6 +48,7 @@ origin. Prints `listening on PORT` once ready. One thread per connection.
 """
 
 import argparse
+import gzip
 import json
 import socket
 import ssl
@@ -205,6 +207,11 @@ def answer(conn, reader, head):
         text = f"recorded {len(body)} bytes\n".encode()
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
              + str(len(text)).encode() + b"\r\n\r\n" + text)
+        return True
+    if path == "/gzip-json":
+        body = gzip.compress(json.dumps({"hello": "periscope", "numbers": [1, 2, 3]}).encode())
+        send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
         return True
     if path == "/echo-head":
         send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "

@@ -186,3 +186,12 @@ pub async fn websocket_inject(
     .await?;
     Ok(done())
 }
+
+/// `POST /clear` (mitmweb's): deletes every recorded flow; flows in flight go on and
+/// are recorded when they end. Every `/updates` WebSocket gets `flows/reset`.
+pub async fn clear(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+    let store = Arc::clone(&shared.store);
+    blocking(move || Ok(store.clear()?)).await?;
+    shared.announce(json!({"type": "flows/reset"}).to_string());
+    Ok(done())
+}

@@ -41,6 +41,8 @@ pub enum Authenticated {
     /// The session cookie: a browser, which a page elsewhere can make send requests,
     /// hence the XSRF token for anything that changes state.
     Cookie,
+    /// Nothing: a file of the web UI, which holds no data (the login page).
+    Nobody,
 }
 
 /// The API's secrets and the names its cookies go by.

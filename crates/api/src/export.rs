@@ -1,5 +1,5 @@
-//! `GET /flows/{id}/export/{format}`: a flow as a curl or HTTPie command line or as
-//! raw HTTP.
+//! `GET /flows/{id}/export/{format}`: a flow as a curl or HTTPie command line, as
+//! raw HTTP, or as HAR.
 //!
 //! The formats themselves belong in `periscope_flow::export` (being written
 //! alongside this crate); the API reaches them through [`FlowExporter`] so it does not
@@ -44,6 +44,8 @@ pub enum ExportFormat {
     Raw,
     RawRequest,
     RawResponse,
+    /// A HAR 1.2 document with this one entry.
+    Har,
 }
 
 impl ExportFormat {
@@ -55,6 +57,7 @@ impl ExportFormat {
             "raw" => ExportFormat::Raw,
             "raw-request" | "raw_request" => ExportFormat::RawRequest,
             "raw-response" | "raw_response" => ExportFormat::RawResponse,
+            "har" => ExportFormat::Har,
             _ => return None,
         })
     }
@@ -62,6 +65,7 @@ impl ExportFormat {
     fn content_type(self) -> &'static str {
         match self {
             ExportFormat::Curl | ExportFormat::Httpie => "text/plain; charset=utf-8",
+            ExportFormat::Har => "application/json",
             // Raw HTTP may carry any bytes in its bodies.
             ExportFormat::Raw | ExportFormat::RawRequest | ExportFormat::RawResponse => {
                 "application/octet-stream"
@@ -83,7 +87,7 @@ pub async fn export(
     let id = parse_id(&id)?;
     let format = ExportFormat::from_name(&format).ok_or_else(|| {
         ApiError::not_found(format!(
-            "no export format {format:?}: curl, httpie, raw, raw-request or raw-response"
+            "no export format {format:?}: curl, httpie, raw, raw-request, raw-response or har"
         ))
     })?;
     let Some(exporter) = shared.exporter.clone() else {
@@ -118,6 +122,7 @@ mod tests {
             ExportFormat::from_name("raw-response"),
             Some(ExportFormat::RawResponse)
         );
+        assert_eq!(ExportFormat::from_name("har"), Some(ExportFormat::Har));
         assert_eq!(ExportFormat::from_name("wget"), None);
     }
 }

@@ -12,6 +12,7 @@ use axum::Json;
 use periscope_control::ControlError;
 use periscope_flow::content::decode_body;
 use periscope_flow::filter::Filter;
+use periscope_flow::store::{ListOrder, SortBy};
 use periscope_model::{Flow, FlowId, Headers};
 use serde::Deserialize;
 use serde_json::Value;
@@ -70,6 +71,33 @@ pub struct ListQuery {
     filter: Option<String>,
     offset: Option<usize>,
     limit: Option<usize>,
+    /// A column of [`SortBy`] (`time` when absent).
+    sort: Option<String>,
+    /// `asc` (the default) or `desc`.
+    order: Option<String>,
+    /// Flows of the page that match this filter carry `"highlighted": true`.
+    highlight: Option<String>,
+}
+
+fn list_order(sort: Option<&str>, order: Option<&str>) -> Result<ListOrder, ApiError> {
+    let by = match sort {
+        None | Some("") => SortBy::Time,
+        Some(text) => SortBy::parse(text).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "cannot sort by {text:?}: one of time, method, url, status, size, duration, tls"
+            ))
+        })?,
+    };
+    let descending = match order {
+        None | Some("" | "asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order {other:?}: asc or desc"
+            )))
+        }
+    };
+    Ok(ListOrder { by, descending })
 }
 
 /// `GET /flows`: the stored flows matching the filter in time order, then the flows in
@@ -80,9 +108,19 @@ pub async fn list(
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let params = query(params)?;
     let filter = parse_filter(params.filter.as_deref())?;
+    let highlight = parse_filter(params.highlight.as_deref())?;
+    let order = list_order(params.sort.as_deref(), params.order.as_deref())?;
     let offset = params.offset.unwrap_or(0);
     let limit = params.limit.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
-    let page = blocking(move || page(&shared, filter.as_ref(), offset, limit)).await?;
+    let page = blocking(move || {
+        let view = View {
+            filter: filter.as_ref(),
+            order,
+            highlight: highlight.as_ref(),
+        };
+        page(&shared, &view, offset, limit)
+    })
+    .await?;
     Ok(Json(page))
 }
 
@@ -94,15 +132,37 @@ fn in_flight_matching(shared: &Shared, filter: Option<&Filter>) -> Vec<Flow> {
     flows
 }
 
+/// What a page shows: which flows, in which order, which of them highlighted.
+struct View<'a> {
+    filter: Option<&'a Filter>,
+    order: ListOrder,
+    highlight: Option<&'a Filter>,
+}
+
+impl View<'_> {
+    fn json(&self, flow: &Flow) -> Value {
+        let mut json = flow_json(flow, Detail::Summary);
+        if let (Some(highlight), Some(object)) = (self.highlight, json.as_object_mut()) {
+            object.insert("highlighted".to_owned(), highlight.matches(flow).into());
+        }
+        json
+    }
+}
+
+/// The stored flows in the view's order, then the flows in flight (in the order they
+/// started, whatever the sort: they are still changing).
 fn page(
     shared: &Shared,
-    filter: Option<&Filter>,
+    view: &View<'_>,
     offset: usize,
     limit: usize,
 ) -> Result<Vec<Value>, ApiError> {
+    let filter = view.filter;
     let in_flight = in_flight_matching(shared, filter);
     let in_flight_ids: HashSet<FlowId> = in_flight.iter().map(|flow| flow.id).collect();
-    let summaries = shared.store.summaries(filter, offset, limit)?;
+    let summaries = shared
+        .store
+        .summaries_sorted(filter, view.order, offset, limit)?;
     let mut page = Vec::with_capacity(summaries.len());
     for summary in &summaries {
         // A flow being saved can be in both for a moment: it is shown once, with the
@@ -112,7 +172,7 @@ fn page(
         }
         // Deleted since the summaries were read: skipped.
         if let Some(flow) = shared.store.get(summary.id)? {
-            page.push(flow_json(&flow, Detail::Summary));
+            page.push(view.json(&flow));
         }
     }
     if summaries.len() < limit {
@@ -129,7 +189,7 @@ fn page(
                 .iter()
                 .skip(skip)
                 .take(room)
-                .map(|flow| flow_json(flow, Detail::Summary)),
+                .map(|flow| view.json(flow)),
         );
     }
     Ok(page)

@@ -3,7 +3,8 @@
 //! 1. `Host` names the API (DNS rebinding) → else 403;
 //! 2. the TCP peer is not one of the proxy's own upstream connections (a proxy client
 //!    asking Periscope to relay a request to the API) → else 403;
-//! 3. a token or the session cookie → else 401;
+//! 3. a token or the session cookie → else 401 (the web UI's files, which hold no
+//!    data, are served without: the page shows its login form);
 //! 4. for anything that changes state (every method but GET, HEAD and OPTIONS, and the
 //!    WebSocket handshake): an `Origin`, when present, of the API itself; a
 //!    `Sec-Fetch-Site`, when present, of `same-origin` or `none`; and for a
@@ -24,6 +25,7 @@ use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::host::{check_host, origin_matches_host};
 use crate::state::Shared;
+use crate::ui;
 
 pub async fn guard(
     State(shared): State<Arc<Shared>>,
@@ -41,7 +43,11 @@ pub async fn guard(
             if authenticated == Authenticated::QueryToken {
                 headers.append(header::SET_COOKIE, shared.secrets.session_cookie());
             }
-            if authenticated != Authenticated::Bearer && wants_xsrf_cookie {
+            if matches!(
+                authenticated,
+                Authenticated::QueryToken | Authenticated::Cookie
+            ) && wants_xsrf_cookie
+            {
                 headers.append(header::SET_COOKIE, shared.secrets.xsrf_cookie());
             }
             response
@@ -77,10 +83,13 @@ fn admit(shared: &Shared, peer: SocketAddr, request: &Request) -> Result<Authent
         ));
     }
     let query = request.uri().query();
-    let authenticated = shared
-        .secrets
-        .authenticate(headers, query)
-        .map_err(ApiError::unauthorized)?;
+    let authenticated = match shared.secrets.authenticate(headers, query) {
+        Ok(authenticated) => authenticated,
+        Err(_) if ui::is_public(shared, request.method(), request.uri().path(), headers) => {
+            return Ok(Authenticated::Nobody)
+        }
+        Err(why) => return Err(ApiError::unauthorized(why)),
+    };
     let websocket = is_websocket_handshake(headers);
     if changes_state(request.method()) || websocket {
         if let Some(origin) = headers.get(header::ORIGIN) {

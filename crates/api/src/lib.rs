@@ -18,6 +18,8 @@
 //!
 //! Module by module: `guard` (every request's checks, with `host` and `auth`), `flows`
 //! (reading), `actions` (changing), `options`, `updates` (the WebSocket), `export`,
+//! `ui` (the web UI's files and the onboarding page, when the binary gives them),
+//! `session` (session files in and out),
 //! `flow_json` (the JSON shape), `error`.
 
 mod actions;
@@ -29,7 +31,9 @@ mod flows;
 mod guard;
 mod host;
 mod options;
+mod session;
 mod state;
+mod ui;
 mod updates;
 
 use std::future::Future;
@@ -38,7 +42,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -47,7 +51,8 @@ use crate::error::ApiError;
 pub use auth::random_token;
 pub use export::{ExportFormat, FlowExporter};
 pub use flow_json::{flow_json, Detail};
-pub use state::{ApiState, ProxyConnectionCheck};
+pub use state::{ApiState, OnboardingFiles, ProxyConnectionCheck, UiAssets};
+pub use ui::UI_CSP;
 
 /// The largest request body read (a `PUT /flows/{id}` may carry a whole body, base64).
 const MAX_REQUEST_BODY: usize = 64 * 1024 * 1024;
@@ -79,11 +84,16 @@ pub async fn serve_until(
 
 fn router(shared: Arc<state::Shared>) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(ui::index))
+        .route("/ui/{*path}", get(ui::asset))
+        .route("/onboarding", get(ui::onboarding))
+        .route("/cert/{form}", get(ui::onboarding))
+        .route("/clear", post(actions::clear))
         .route("/flows", get(flows::list))
         .route("/flows/count", get(flows::count))
         .route("/flows/resume", post(actions::resume_all))
         .route("/flows/kill", post(actions::kill_all))
+        .route("/flows/dump", get(session::save).post(session::open))
         .route(
             "/flows/{id}",
             get(flows::get).put(actions::edit).delete(actions::delete),
@@ -127,13 +137,6 @@ fn router(shared: Arc<state::Shared>) -> Router {
             guard::guard,
         ))
         .with_state(shared)
-}
-
-async fn index() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "name": "Periscope control API",
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
 }
 
 async fn not_found() -> ApiError {

@@ -18,6 +18,16 @@ use crate::export::FlowExporter;
 /// upstream: the proxy relaying a client's request to the API.
 pub type ProxyConnectionCheck = Arc<dyn Fn(SocketAddr) -> bool + Send + Sync>;
 
+/// The web UI's files: a path under `/ui/` (`app.js`; `index.html` for `/`) to its
+/// content type and bytes (`periscope_web::asset`). The API serves them; it does not
+/// know what they are.
+pub type UiAssets = fn(&str) -> Option<(&'static str, &'static [u8])>;
+
+/// The onboarding page and the CA certificate (`/onboarding`, `/cert/pem`,
+/// `/cert/cer`, `/cert/p12`): a path to its content type, the name to download it
+/// as (certificates), and its bytes. The proxy serves the same at `http://periscope/`.
+pub type OnboardingFiles = Arc<dyn Fn(&str) -> (String, Option<String>, Vec<u8>) + Send + Sync>;
+
 /// Everything the control API needs from the running proxy.
 pub struct ApiState {
     /// What users can do to flows.
@@ -38,6 +48,11 @@ pub struct ApiState {
     pub is_proxy_connection: Option<ProxyConnectionCheck>,
     /// The export formats (`GET /flows/{id}/export/...`); `None` answers 501.
     pub exporter: Option<Arc<dyn FlowExporter>>,
+    /// The web UI, served at `/` (to browsers) and `/ui/...`; `None` serves no UI.
+    pub ui: Option<UiAssets>,
+    /// The onboarding page and the CA's files, served without a token; `None`: not
+    /// served.
+    pub onboarding: Option<OnboardingFiles>,
 }
 
 impl ApiState {
@@ -55,6 +70,8 @@ impl ApiState {
             allowed_hosts: Vec::new(),
             is_proxy_connection: None,
             exporter: None,
+            ui: None,
+            onboarding: None,
         }
     }
 }
@@ -69,6 +86,8 @@ pub struct Shared {
     pub allowed_hosts: Vec<String>,
     pub is_proxy_connection: Option<ProxyConnectionCheck>,
     pub exporter: Option<Arc<dyn FlowExporter>>,
+    pub ui: Option<UiAssets>,
+    pub onboarding: Option<OnboardingFiles>,
     /// Messages the API itself makes for the WebSockets (options changed through it).
     pub announcements: broadcast::Sender<Arc<str>>,
     /// Turns true when the server shuts down, so open WebSockets close.
@@ -88,6 +107,8 @@ impl Shared {
             allowed_hosts: state.allowed_hosts,
             is_proxy_connection: state.is_proxy_connection,
             exporter: state.exporter,
+            ui: state.ui,
+            onboarding: state.onboarding,
             announcements,
             shutdown,
             next_log_id: AtomicU64::new(1),

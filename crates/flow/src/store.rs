@@ -197,6 +197,69 @@ impl FlowSummary {
     }
 }
 
+/// What a flow list is sorted by (the columns of mitmweb's list).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    /// The first request byte (the order flows happened in).
+    #[default]
+    Time,
+    Method,
+    /// Scheme, host, port and path: the URL.
+    Url,
+    Status,
+    /// Response body bytes.
+    Size,
+    Duration,
+    /// Flows with TLS events first when descending.
+    Tls,
+}
+
+impl SortBy {
+    /// Parses a column name as the API takes it (`time`, `method`, `url`, `status`,
+    /// `size`, `duration`, `tls`).
+    pub fn parse(text: &str) -> Option<SortBy> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            SortBy::Time => "f.sort_key",
+            SortBy::Method => "f.method",
+            SortBy::Url => "f.scheme, f.host, f.port, f.path",
+            SortBy::Status => "f.status",
+            SortBy::Size => "f.response_size",
+            SortBy::Duration => "f.duration_ms",
+            SortBy::Tls => "f.has_tls_events",
+        }
+    }
+
+    /// The order SQLite gives [`SortBy::column`] ascending: NULL first.
+    fn compare(self, a: &FlowSummary, b: &FlowSummary) -> std::cmp::Ordering {
+        match self {
+            SortBy::Time => std::cmp::Ordering::Equal,
+            SortBy::Method => a.method.cmp(&b.method),
+            SortBy::Url => {
+                (&a.scheme, &a.host, a.port, &a.path).cmp(&(&b.scheme, &b.host, b.port, &b.path))
+            }
+            SortBy::Status => a.status.cmp(&b.status),
+            SortBy::Size => a.response_size.cmp(&b.response_size),
+            SortBy::Duration => a
+                .duration_ms
+                .partial_cmp(&b.duration_ms)
+                .unwrap_or(std::cmp::Ordering::Equal),
+            SortBy::Tls => a.has_tls_events.cmp(&b.has_tls_events),
+        }
+    }
+}
+
+/// A column and a direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListOrder {
+    pub by: SortBy,
+    pub descending: bool,
+}
+
 /// A session's flows and event log in an SQLite file.
 ///
 /// Cheap to share in an `Arc` and usable from any thread: writes go through one
@@ -526,6 +589,55 @@ impl FlowStore {
             })
         })?;
         Ok(page)
+    }
+
+    /// One page of the flows that match `filter`, in the order `order` says (ties in
+    /// time order). Time ascending is [`FlowStore::summaries`]; another order reads
+    /// every match: without a filter SQLite sorts the index columns, with one the
+    /// matches are sorted in memory (a summary is a few hundred bytes).
+    pub fn summaries_sorted(
+        &self,
+        filter: Option<&Filter>,
+        order: ListOrder,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<FlowSummary>, StoreError> {
+        const OPERATION: &str = "list sorted flows";
+        if order == ListOrder::default() {
+            return self.summaries(filter, offset, limit);
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        if filter.is_none() {
+            let direction = if order.descending { "DESC" } else { "ASC" };
+            let column = order.by.column();
+            return self.with_reader(OPERATION, |conn| {
+                let sql = format!(
+                    "SELECT {SCAN_COLUMNS} FROM flows f
+                     ORDER BY {column} {direction}, f.sort_key {direction}, f.seq {direction}
+                     LIMIT ?1 OFFSET ?2"
+                );
+                let mut stmt = conn
+                    .prepare_cached(&sql)
+                    .map_err(|e| self.error(OPERATION, e))?;
+                let rows = stmt
+                    .query_map(
+                        params![saturating_i64(limit), saturating_i64(offset)],
+                        read_summary,
+                    )
+                    .map_err(|e| self.error(OPERATION, e))?;
+                rows.map(|row| row.map_err(|e| self.error(OPERATION, e)))
+                    .collect()
+            });
+        }
+        let mut all = self.summaries(filter, 0, usize::MAX)?;
+        // Stable: equal keys keep time order.
+        all.sort_by(|a, b| order.by.compare(a, b));
+        if order.descending {
+            all.reverse();
+        }
+        Ok(all.into_iter().skip(offset).take(limit).collect())
     }
 
     /// How many flows match `filter` (all flows for `None`).

@@ -109,6 +109,14 @@ impl FlowBus {
         self.feed.send(event);
     }
 
+    /// Tells the live feed only: for a change already in the session store (a user's
+    /// edit, revert or duplicate of a recorded flow), which the store's writer must
+    /// not write again — it would take the edited flow for a new recording of the
+    /// proxy's, and keep it as the original that revert puts back.
+    pub fn publish_live(&self, event: FlowEvent) {
+        self.feed.send(event);
+    }
+
     /// What an event costs a reliable subscriber's queue, roughly: its bodies and
     /// messages plus a fixed share for the head.
     pub fn cost_of(event: &FlowEvent) -> usize {

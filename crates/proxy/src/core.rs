@@ -39,7 +39,6 @@ pub struct ProxyCore {
     pub intercept_tls: Arc<AtomicBool>,
     /// `--ignore-hosts`, `--allow-hosts`, `--tcp-hosts`.
     pub hosts: crate::hosts::HostRules,
-    ca_pem: Vec<u8>,
     /// Hosts whose HTTP/2 server answered HTTP_1_1_REQUIRED: they get HTTP/1.1.
     http11_required: HostMemory,
     /// Hosts whose server selected no ALPN protocol and sent the HTTP/2 preface: they
@@ -114,7 +113,6 @@ impl ProxyCore {
             live,
             intercept,
             intercept_tls,
-            ca_pem: ca.certificate().to_pem().map_err(TlsError::from)?,
             upstream_tls: UpstreamTls::new(upstream_settings)?,
             client_tls: ClientTls::new(config.client_tls.clone())?,
             hooks,
@@ -174,10 +172,5 @@ impl ProxyCore {
                 .protected
                 .iter()
                 .any(|protected| crate::guard::targets_self(*protected, host, port))
-    }
-
-    /// The CA certificate, for clients that download it from the proxy.
-    pub fn ca_pem(&self) -> &[u8] {
-        &self.ca_pem
     }
 }

@@ -74,6 +74,7 @@ pub use crate::hosts::{HostRules, HostRulesError, HostTreatment};
 pub use crate::mode::{
     ModeError, ModeSpec, ModesConfig, ProxyMode, ReverseTarget, UpstreamProxy, UpstreamScheme,
 };
+pub use crate::pages::{onboarding_file, OnboardingFile, ONBOARDING_CSP};
 pub use crate::recorder::FlowRecorder;
 pub use crate::tunnel::connect_target;
 

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use periscope_flow::Body;
+use periscope_tls::{CertificateAuthority, CertificateForm};
 
 use crate::body::ProxyBody;
 
@@ -57,30 +58,82 @@ pub fn recorded_response<B>(
     }
 }
 
-/// What a browser pointed at the proxy itself sees: how to use it, and the CA.
-pub fn proxy_info_page<B>(ca_pem: &[u8], path: &str) -> Response<ProxyBody<B>> {
-    if path.starts_with("/periscope-ca-cert.pem") || path.starts_with("/cert/pem") {
-        let mut response = Response::new(ProxyBody::generated(Bytes::copy_from_slice(ca_pem)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            "application/x-x509-ca-cert".parse().expect("static"),
-        );
-        response.headers_mut().insert(
-            header::CONTENT_DISPOSITION,
-            "attachment; filename=\"periscope-ca-cert.pem\""
-                .parse()
-                .expect("static"),
-        );
-        return response;
+/// A file of the onboarding pages: the page, or the CA certificate in one form.
+pub struct OnboardingFile {
+    pub content_type: &'static str,
+    /// Sent as an attachment under this name (the certificates).
+    pub download_name: Option<&'static str>,
+    pub body: Vec<u8>,
+}
+
+/// The onboarding file at `path`: `/cert/pem`, `/cert/cer`, `/cert/p12` (also as
+/// `/periscope-ca-cert.{pem,cer,p12}`) are the CA certificate as PEM, DER and
+/// key-less PKCS#12; anything else is the page that says how to install it, per
+/// platform. Served by the proxy (below) and, through the binary, by the web UI.
+pub fn onboarding_file(ca: &CertificateAuthority, path: &str) -> OnboardingFile {
+    let certificate = match path.trim_end_matches('/') {
+        "/periscope-ca-cert.pem" | "/cert/pem" => Some((
+            CertificateForm::Pem,
+            "periscope-ca-cert.pem",
+            "application/x-x509-ca-cert",
+        )),
+        "/periscope-ca-cert.cer" | "/cert/cer" => Some((
+            CertificateForm::Der,
+            "periscope-ca-cert.cer",
+            "application/pkix-cert",
+        )),
+        "/periscope-ca-cert.p12" | "/cert/p12" => Some((
+            CertificateForm::Pkcs12,
+            "periscope-ca-cert.p12",
+            "application/x-pkcs12",
+        )),
+        _ => None,
+    };
+    if let Some((form, name, content_type)) = certificate {
+        // Encoding a certificate the CA loaded cannot fail short of memory; the page
+        // is answered then.
+        if let Ok(body) = ca.certificate_as(form) {
+            return OnboardingFile {
+                content_type,
+                download_name: Some(name),
+                body,
+            };
+        }
     }
-    let text = "This is Periscope, an intercepting HTTP(S) proxy.\n\n\
-        Point your client at it as an HTTP proxy (for example: curl -x http://127.0.0.1:8080 ...)\n\
-        and trust its CA certificate, which you can download from /periscope-ca-cert.pem\n\
-        (it is also in ~/.periscope/periscope-ca-cert.pem).\n";
-    let mut response = Response::new(ProxyBody::generated(text));
-    response.headers_mut().insert(
+    OnboardingFile {
+        content_type: "text/html; charset=utf-8",
+        download_name: None,
+        body: ONBOARDING_PAGE.as_bytes().to_vec(),
+    }
+}
+
+/// What a browser pointed at the proxy itself (or at `http://periscope/` through it,
+/// as mitmproxy's `mitm.it`) sees: [`onboarding_file`].
+pub fn proxy_info_page<B>(ca: &CertificateAuthority, path: &str) -> Response<ProxyBody<B>> {
+    let file = onboarding_file(ca, path);
+    let mut response = Response::new(ProxyBody::generated(Bytes::from(file.body)));
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
-        "text/plain; charset=utf-8".parse().expect("static"),
+        file.content_type.parse().expect("static"),
+    );
+    if let Some(name) = file.download_name {
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\"")
+                .parse()
+                .expect("a file name"),
+        );
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        ONBOARDING_CSP.parse().expect("static"),
     );
     response
 }
+
+/// The onboarding page has one inline style sheet and nothing else.
+pub const ONBOARDING_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
+
+/// How to trust Periscope's CA, per platform.
+const ONBOARDING_PAGE: &str = include_str!("onboarding.html");

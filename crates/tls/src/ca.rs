@@ -165,6 +165,12 @@ impl CertificateAuthority {
         &self.cert
     }
 
+    /// The CA certificate encoded for clients to import (what the confdir's
+    /// `periscope-ca-cert.*` files hold).
+    pub fn certificate_as(&self, form: CertificateForm) -> Result<Vec<u8>, ErrorStack> {
+        encode_derived(&self.cert, form)
+    }
+
     /// `confdir/periscope-ca-cert.pem`: the file users install in their clients.
     pub fn cert_pem_path(&self) -> &Path {
         &self.cert_pem_path
@@ -547,8 +553,11 @@ fn warn_if_exposed(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_exposed(_path: &Path) {}
 
-#[derive(Clone, Copy)]
-enum DerivedForm {
+/// The CA certificate in a form clients import: PEM, DER (`.cer`), or a key-less
+/// PKCS#12 (`.p12`, for the macOS keychain and Windows). The confdir holds each as a
+/// file; [`CertificateAuthority::certificate_as`] makes them for onboarding pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateForm {
     Pem,
     Der,
     Pkcs12,
@@ -561,9 +570,9 @@ fn write_derived_files(confdir: &Path, cert: &X509Ref) -> Result<(), CaError> {
         source,
     })?;
     for (file, form) in [
-        (CA_CERT_PEM_FILE, DerivedForm::Pem),
-        (CA_CERT_CER_FILE, DerivedForm::Der),
-        (CA_CERT_P12_FILE, DerivedForm::Pkcs12),
+        (CA_CERT_PEM_FILE, CertificateForm::Pem),
+        (CA_CERT_CER_FILE, CertificateForm::Der),
+        (CA_CERT_P12_FILE, CertificateForm::Pkcs12),
     ] {
         let path = confdir.join(file);
         let existing = match fs::read(&path) {
@@ -589,11 +598,11 @@ fn write_derived_files(confdir: &Path, cert: &X509Ref) -> Result<(), CaError> {
     Ok(())
 }
 
-fn derived_cert_der(bytes: &[u8], form: DerivedForm) -> Option<Vec<u8>> {
+fn derived_cert_der(bytes: &[u8], form: CertificateForm) -> Option<Vec<u8>> {
     let cert = match form {
-        DerivedForm::Pem => X509::from_pem(bytes).ok()?,
-        DerivedForm::Der => X509::from_der(bytes).ok()?,
-        DerivedForm::Pkcs12 => p12_certificate(bytes)?,
+        CertificateForm::Pem => X509::from_pem(bytes).ok()?,
+        CertificateForm::Der => X509::from_der(bytes).ok()?,
+        CertificateForm::Pkcs12 => p12_certificate(bytes)?,
     };
     cert.to_der().ok()
 }
@@ -607,11 +616,11 @@ fn p12_certificate(der: &[u8]) -> Option<X509> {
         .or_else(|| parsed.ca.and_then(|certs| certs.into_iter().next()))
 }
 
-fn encode_derived(cert: &X509Ref, form: DerivedForm) -> Result<Vec<u8>, ErrorStack> {
+fn encode_derived(cert: &X509Ref, form: CertificateForm) -> Result<Vec<u8>, ErrorStack> {
     match form {
-        DerivedForm::Pem => cert.to_pem(),
-        DerivedForm::Der => cert.to_der(),
-        DerivedForm::Pkcs12 => Pkcs12::builder()
+        CertificateForm::Pem => cert.to_pem(),
+        CertificateForm::Der => cert.to_der(),
+        CertificateForm::Pkcs12 => Pkcs12::builder()
             .name(CA_COMMON_NAME)
             .cert(cert)
             // -1 = no encryption of the certificate bag, and a SHA-1 MAC: OpenSSL 3's

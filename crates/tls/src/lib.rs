@@ -21,7 +21,7 @@ pub mod post_handshake;
 pub mod state;
 pub mod stream;
 
-pub use ca::{CertificateAuthority, LeafCertificate};
+pub use ca::{CertificateAuthority, CertificateForm, LeafCertificate};
 pub use client_certs::{ClientCertificates, ClientIdentity};
 pub use context::{ClientTls, ClientTlsSettings, UpstreamTarget, UpstreamTls, UpstreamTlsSettings};
 pub use error::{ClientCertError, TlsError};

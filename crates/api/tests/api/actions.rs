@@ -290,3 +290,19 @@ async fn exports_go_through_the_exporter_and_say_when_there_is_none() {
         .await;
     assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
 }
+
+#[tokio::test]
+async fn clear_deletes_every_recorded_flow() {
+    let api = TestApi::start().await;
+    api.record(&[
+        sample_flow("a.example", "/one", 200, 1),
+        sample_flow("b.example", "/two", 200, 2),
+    ]);
+    let reply = api.post("/clear").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), serde_json::json!({}));
+    assert_eq!(api.get("/flows/count").await.json()["count"], 0);
+    assert_eq!(api.store.count(None).unwrap(), 0);
+    let read_only = api.get("/clear").await;
+    assert_eq!(read_only.status, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -344,3 +344,65 @@ async fn unknown_endpoints_and_methods_answer_json() {
     assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(!wrong.error().is_empty());
 }
+
+#[tokio::test]
+async fn the_server_sorts_pages_and_says_which_flows_the_highlight_matches() {
+    let api = TestApi::start().await;
+    let stored = [
+        sample_flow("a.example", "/one", 404, 1),
+        sample_flow("b.example", "/two", 200, 2),
+        sample_flow("c.example", "/three", 500, 3),
+    ];
+    api.record(&stored);
+    let paused = intercepted_flow("d.example", 4);
+    api.control.in_flight.lock().unwrap().push(paused.clone());
+
+    let by_status = api.get("/flows?sort=status&order=desc").await.json();
+    assert_eq!(
+        ids(&by_status),
+        vec![
+            stored[2].id.to_string(),
+            stored[0].id.to_string(),
+            stored[1].id.to_string(),
+            // Flows in flight follow the stored ones whatever the sort.
+            paused.id.to_string(),
+        ]
+    );
+    let page = api
+        .get("/flows?sort=status&order=asc&offset=1&limit=1")
+        .await
+        .json();
+    assert_eq!(ids(&page), vec![stored[0].id.to_string()]);
+    let filtered = api
+        .get("/flows?sort=url&order=desc&filter=~d%20%5B%61%62%5D.example")
+        .await
+        .json();
+    assert_eq!(
+        ids(&filtered),
+        vec![stored[1].id.to_string(), stored[0].id.to_string()]
+    );
+
+    let highlighted = api.get("/flows?highlight=~c%20500").await.json();
+    let marks: Vec<bool> = highlighted
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|flow| flow["highlighted"].as_bool().unwrap())
+        .collect();
+    assert_eq!(marks, vec![false, false, true, false]);
+    let plain = api.get("/flows").await.json();
+    assert!(
+        plain[0].get("highlighted").is_none(),
+        "no highlight asked for, none given"
+    );
+
+    for bad in [
+        "/flows?sort=colour",
+        "/flows?order=sideways",
+        "/flows?highlight=~zz",
+    ] {
+        let reply = api.get(bad).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(!reply.error().is_empty());
+    }
+}

@@ -3,5 +3,7 @@
 mod actions;
 mod flows;
 mod security;
+mod session;
 mod support;
+mod ui;
 mod updates;

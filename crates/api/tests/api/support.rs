@@ -332,6 +332,10 @@ pub struct Setup {
     pub is_proxy_connection: Option<periscope_api::ProxyConnectionCheck>,
     /// Serves until this completes (`serve_until`) rather than forever (`serve`).
     pub shutdown: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The web UI's files, if any.
+    pub ui: Option<periscope_api::UiAssets>,
+    /// The onboarding files, if any.
+    pub onboarding: Option<periscope_api::OnboardingFiles>,
 }
 
 impl Default for Setup {
@@ -341,6 +345,8 @@ impl Default for Setup {
             exporter: true,
             is_proxy_connection: None,
             shutdown: None,
+            ui: None,
+            onboarding: None,
         }
     }
 }
@@ -369,6 +375,8 @@ impl TestApi {
             state.exporter = Some(Arc::new(FakeExporter));
         }
         state.is_proxy_connection = options.is_proxy_connection;
+        state.ui = options.ui;
+        state.onboarding = options.onboarding;
         let server = match options.shutdown {
             Some(shutdown) => tokio::spawn(periscope_api::serve_until(listener, state, async {
                 let _ = shutdown.await;

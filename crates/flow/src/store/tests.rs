@@ -1232,3 +1232,44 @@ fn a_duplicate_is_a_new_flow_next_to_its_source() {
     assert_eq!(store.duplicate(FlowId::new()).unwrap(), None);
     assert_eq!(store.count(None).unwrap(), 4);
 }
+
+#[test]
+fn sorted_pages_agree_with_and_without_a_filter() {
+    let store = FlowStore::temporary().unwrap();
+    let mut flows = Vec::new();
+    for (i, status) in [404u16, 200, 500, 200, 302].into_iter().enumerate() {
+        let mut flow = flow_at("a.example", &format!("/{i}"), 1_000 + i as i64);
+        flow.response.as_mut().unwrap().status = status;
+        store.insert(&flow).unwrap();
+        flows.push(flow);
+    }
+    let by_status = ListOrder {
+        by: SortBy::Status,
+        descending: false,
+    };
+    let statuses =
+        |page: Vec<FlowSummary>| page.iter().map(|s| s.status.unwrap()).collect::<Vec<_>>();
+    let unfiltered = store.summaries_sorted(None, by_status, 0, 10).unwrap();
+    assert_eq!(statuses(unfiltered), [200, 200, 302, 404, 500]);
+    // Equal statuses stay in time order.
+    let page = store.summaries_sorted(None, by_status, 0, 2).unwrap();
+    assert_eq!(page[0].id, flows[1].id);
+    assert_eq!(page[1].id, flows[3].id);
+    let everything = filter("~d a.example");
+    let filtered = store
+        .summaries_sorted(Some(&everything), by_status, 1, 3)
+        .unwrap();
+    assert_eq!(statuses(filtered), [200, 302, 404]);
+    let descending = ListOrder {
+        by: SortBy::Status,
+        descending: true,
+    };
+    let sql = store.summaries_sorted(None, descending, 0, 10).unwrap();
+    let memory = store
+        .summaries_sorted(Some(&everything), descending, 0, 10)
+        .unwrap();
+    assert_eq!(statuses(sql.clone()), [500, 404, 302, 200, 200]);
+    assert_eq!(sql, memory);
+    assert_eq!(SortBy::parse("size"), Some(SortBy::Size));
+    assert_eq!(SortBy::parse("nope"), None);
+}
