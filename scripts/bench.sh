@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks addons
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
@@ -31,7 +31,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks addons)
 
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -288,13 +288,23 @@ socks_modes() { # socks_modes SCENARIO PORT
     return 0
 }
 
+# The addons scenario runs both proxies with the same no-op `response` script
+# (bench/noop_response.py); Periscope's worker uses the system python3.
+addon_args() { # addon_args SCENARIO periscope|mitmdump
+    if [[ $1 == addons ]]; then
+        echo "-s $BENCH/noop_response.py"
+        [[ $2 == periscope ]] && echo "--scripts-python $(command -v python3)"
+    fi
+    return 0
+}
+
 start_periscope() {
     local log="$RUN/periscope.$1.log"
     # stdout (a line per flow) goes nowhere: printing is not what is measured.
-    # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
+    # shellcheck disable=SC2046 # socks_modes and addon_args print separate words on purpose
     "$PERISCOPE_BIN" dump -p "$PERISCOPE_PORT" --confdir "$RUN/periscope-conf" \
         --upstream-trusted-ca "$RUN/pki/ca.pem" $(socks_modes "$1" "$PERISCOPE_SOCKS_PORT") \
-        >/dev/null 2>"$log" &
+        $(addon_args "$1" periscope) >/dev/null 2>"$log" &
     PERISCOPE_PID=$!
     wait_ready periscope "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA" "$PERISCOPE_PID" "$log"
 }
@@ -304,7 +314,7 @@ start_mitmdump() {
     local log="$RUN/mitmdump.$1.log"
     # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
     "$VENV/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$MITM_PORT" \
-        $(socks_modes "$1" "$MITM_SOCKS_PORT") \
+        $(socks_modes "$1" "$MITM_SOCKS_PORT") $(addon_args "$1" mitmdump) \
         --set confdir="$RUN/mitmproxy-conf" \
         --set ssl_verify_upstream_trusted_ca="$RUN/pki/ca.pem" \
         --set stream_large_bodies=4m >/dev/null 2>"$log" &
@@ -372,7 +382,15 @@ proxy_pid() {
         *) echo "" ;;
     esac
 }
-proc_cpu() { python3 "$BENCH/rss.py" cpu "$1" 2>/dev/null || echo 0; }
+# A proxy's CPU includes its children's (Periscope's addon worker in the addons scenario).
+proc_cpu() {
+    local pid=$1 total child
+    total="$(python3 "$BENCH/rss.py" cpu "$pid" 2>/dev/null || echo 0)"
+    for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        total="$(python3 -c "print($total + $(python3 "$BENCH/rss.py" cpu "$child" 2>/dev/null || echo 0))")"
+    done
+    echo "$total"
+}
 CLK_TCK=$(getconf CLK_TCK)
 # Every core's busy time so far, in seconds (/proc/stat: user nice system idle iowait irq
 # softirq steal; all but idle and iowait). In bash: a python start would land in the window.
@@ -470,6 +488,26 @@ scenario_keepalive() {
         done
     done
     stop_proxies keepalive
+}
+
+# Keep-alive at c=16 with one no-op `response` script in both proxies: the cost of a
+# hook call to the worker and back, per request (compare with ka_c16_* of scenario 1).
+scenario_addons() {
+    say "== 8. keep-alive, 1 KiB responses, c=16, one no-op response script, $RUNS x ${DURATION}s"
+    start_proxies addons
+    local run target out
+    for run in $(seq "$RUNS"); do
+        for target in $(targets); do
+            out="$RUN/oha.addons.$target.$run.json"
+            if oha_run "$target" "$out" -z "${DURATION}s" -c 16; then
+                oha_record "addon_c16" "$target" "$run" "$out" rps p50 cpu
+                say "   run $run c=16 $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+            else
+                failed "$target" "keep-alive with a script run $run ($(oha_why "$out"))"
+            fi
+        done
+    done
+    stop_proxies addons
 }
 
 scenario_newconn() {
