@@ -398,3 +398,61 @@ fn tls_event_sees_the_renegotiation_of_apache_vedauth() {
         WAIT,
     );
 }
+
+#[test]
+fn the_error_hook_sees_a_failed_flow_and_sys_exit_in_a_hook_does_not_stop_the_scripts() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "errors.py",
+        "import logging, sys\n\
+         \n\
+         def request(flow):\n\
+         \x20   if flow.request.path == '/exit':\n\
+         \x20       sys.exit(3)\n\
+         \x20   flow.request.headers['x-alive'] = 'yes'\n\
+         \n\
+         def error(flow):\n\
+         \x20   logging.error('error hook: %s %s', flow.request.pretty_url, flow.error.msg)\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let dead = format!("http://127.0.0.1:{}/nobody", free_port());
+    let failed = Curl::through(&proxy).run(&dead);
+    assert_eq!(failed.status, 502, "{failed:?}");
+    proxy.wait_for_stderr(
+        |line: &str| line.contains("error hook: ") && line.contains("/nobody"),
+        WAIT,
+    );
+    Curl::through(&proxy)
+        .run(&url(&origin, "/exit"))
+        .assert_status(200);
+    proxy.wait_for_stderr("SystemExit: 3", WAIT);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/after-exit"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 2);
+    assert_eq!(header(&seen[0], "x-alive"), None, "{seen:?}");
+    assert_eq!(header(&seen[1], "x-alive"), Some("yes"), "{seen:?}");
+    assert!(
+        !proxy.stderr_text().contains("addon worker exited"),
+        "sys.exit in a hook is the hook's error, not the worker's end"
+    );
+}
+
+#[test]
+fn a_request_script_changes_https_requests_inside_a_connect_tunnel() {
+    let apache = Apache::start();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "https.py",
+        "from mitmproxy import http\n\
+         \n\
+         def request(flow: http.HTTPFlow) -> None:\n\
+         \x20   if flow.request.scheme == 'https' and flow.request.path == '/elsewhere':\n\
+         \x20       flow.request.path = '/hello.txt'\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let result = Curl::through(&proxy).run(&apache.url(Vhost::Tls12, "/elsewhere"));
+    result.assert_status(200);
+    assert_eq!(result.body_text(), HELLO_BODY);
+}
