@@ -456,3 +456,47 @@ fn a_request_script_changes_https_requests_inside_a_connect_tunnel() {
     result.assert_status(200);
     assert_eq!(result.body_text(), HELLO_BODY);
 }
+
+#[test]
+fn lifecycle_hooks_run_load_configure_running_and_done_at_shutdown() {
+    let scripts = Scripts::new();
+    let trace = scripts.path().join("trace.txt");
+    let script = scripts.write(
+        "life.py",
+        &format!(
+            "from mitmproxy import ctx\n\
+             \n\
+             def note(text):\n\
+             \x20   with open({trace:?}, 'a') as f:\n\
+             \x20       f.write(text + '\\n')\n\
+             \n\
+             class Life:\n\
+             \x20   def load(self, loader):\n\
+             \x20       loader.add_option('greeting', str, 'hello', 'a greeting')\n\
+             \x20       note('load')\n\
+             \n\
+             \x20   def configure(self, updated):\n\
+             \x20       if 'greeting' in updated:\n\
+             \x20           note('configure ' + ctx.options.greeting)\n\
+             \n\
+             \x20   def running(self):\n\
+             \x20       note('running')\n\
+             \n\
+             \x20   def done(self):\n\
+             \x20       note('done')\n\
+             \n\
+             addons = [Life()]\n"
+        ),
+    );
+    let mut proxy = proxy_with(&[&script], &[]);
+    assert_eq!(
+        std::fs::read_to_string(&trace).unwrap(),
+        "load\nconfigure hello\nrunning\n"
+    );
+    let status = proxy.terminate(Duration::from_secs(10));
+    assert!(status.is_some(), "the proxy exited");
+    assert_eq!(
+        std::fs::read_to_string(&trace).unwrap(),
+        "load\nconfigure hello\nrunning\ndone\n"
+    );
+}
