@@ -5,6 +5,9 @@ import re
 import shlex
 
 
+TFilter = None  # the type of a parsed filter, for annotations
+
+
 class _F:
     def __init__(self, fn):
         self.fn = fn
@@ -50,6 +53,8 @@ _NOARG = {"~q", "~s", "~e", "~all"}
 
 
 def parse(text):
+    if not text or not text.strip():
+        return None
     lexer = shlex.shlex(text, posix=True, punctuation_chars="!&|()")
     lexer.wordchars += "~.-*/:?=[]^$\\+{},"
     tokens = list(lexer)
@@ -103,6 +108,7 @@ def parse(text):
 
 
 def match(flt, flow):
+    """True when `flow` matches; no filter matches everything (as in mitmproxy)."""
     if isinstance(flt, str):
         flt = parse(flt)
-    return flt(flow)
+    return flt(flow) if flt else True

@@ -576,6 +576,10 @@ class HTTPFlow:
         self._intercept = None
         self.timestamp_created = data.get("timestamp_created")
 
+    def __repr__(self):
+        status = self.response.status_code if self.response is not None else "-"
+        return f"<HTTPFlow {self.request.method} {self.request.pretty_url} {status}>"
+
     @property
     def killable(self):
         return self.live and not self._killed
