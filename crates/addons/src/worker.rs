@@ -288,7 +288,8 @@ struct Supervisor {
     runtime: tempfile::TempDir,
     log: LogSink,
     hooks: Arc<AtomicU32>,
-    pending: HashMap<u64, oneshot::Sender<Reply>>,
+    /// Calls written to the worker and not answered yet, with when they were written.
+    pending: HashMap<u64, (oneshot::Sender<Reply>, Instant)>,
 }
 
 impl Supervisor {
@@ -299,14 +300,20 @@ impl Supervisor {
             let gone = tokio::select! {
                 request = requests.recv() => match request {
                     Some(Request::Call { id, line, reply }) => {
-                        self.pending.insert(id, reply);
+                        self.pending.insert(id, (reply, Instant::now()));
                         let _ = process.stdin.send(line);
                         None
                     }
                     Some(Request::Abandon { id, hook }) => {
                         // Still unanswered: the worker is stuck in that hook (it runs
                         // one at a time), so every flow behind it would wait too.
-                        if self.pending.remove(&id).is_some() {
+                        // A call that waited for a restart before it was written has
+                        // not been in the worker long: it is dropped, the worker kept.
+                        let stuck = self
+                            .pending
+                            .remove(&id)
+                            .is_some_and(|(_, written)| written.elapsed() >= self.config.timeout / 2);
+                        if stuck {
                             let _ = process.child.start_kill();
                             Some(format!(
                                 "a `{hook}` hook ran longer than {:?}; the addon worker was stopped",
@@ -404,7 +411,7 @@ impl Supervisor {
     fn handle(&mut self, line: &str) {
         match WorkerMessage::parse(line) {
             Ok(WorkerMessage::Result { id, changes, errors }) => {
-                if let Some(reply) = self.pending.remove(&id) {
+                if let Some((reply, _)) = self.pending.remove(&id) {
                     let _ = reply.send(Reply {
                         changes: *changes,
                         errors,
