@@ -500,3 +500,61 @@ fn lifecycle_hooks_run_load_configure_running_and_done_at_shutdown() {
         "load\nconfigure hello\nrunning\ndone\n"
     );
 }
+
+/// The control API's URL and token, from the line Periscope prints at start.
+fn api_of(proxy: &Periscope) -> (String, String) {
+    let line = proxy.wait_for_stderr("control API at ", WAIT);
+    let url = line.split("control API at ").nth(1).unwrap().trim();
+    let (base, token) = url.split_once("/?token=").expect("a token in the URL");
+    (base.to_owned(), token.to_owned())
+}
+
+#[test]
+fn flow_intercept_pauses_the_flow_until_the_user_resumes_it_through_the_api() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "hold.py",
+        "def request(flow):\n\
+         \x20   if flow.request.path == '/hold':\n\
+         \x20       flow.intercept()\n",
+    );
+    let proxy = proxy_with(&[&script], &["--api", "--web-port", "0"]);
+    let (base, token) = api_of(&proxy);
+    let api = |method: &str, path: &str| {
+        Curl::new()
+            .header(&format!("Authorization: Bearer {token}"))
+            .method(method)
+            .run(&format!("{base}{path}"))
+    };
+    let held_url = url(&origin, "/hold");
+    let curl = Curl::through(&proxy);
+    let client = std::thread::spawn(move || curl.run(&held_url));
+    let mut paused = None;
+    wait_until(WAIT, || {
+        let flows = api("GET", "/flows").json();
+        paused = flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["intercepted"] == true)
+            .cloned();
+        paused.is_some()
+    });
+    let paused = paused.expect("the flow the script intercepted is paused");
+    assert_eq!(paused["intercept"]["at"], "request", "{paused}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !client.is_finished(),
+        "the client waits while the flow is held"
+    );
+    assert!(
+        recorded(&origin).is_empty(),
+        "nothing reached the origin yet"
+    );
+    let id = paused["id"].as_str().unwrap();
+    api("POST", &format!("/flows/{id}/resume")).assert_status(200);
+    let answer = client.join().unwrap();
+    answer.assert_status(200);
+    assert_eq!(recorded_at_least(&origin, 1).len(), 1);
+}

@@ -82,8 +82,16 @@ fn apply_annotations(flow: &FlowRecorder, changes: &Changes) {
             }
         });
     }
-    if changes.intercept == Some(true) {
-        flow.push_note("addon: flow.intercept() is not supported yet; the flow went on".into());
+    match changes.intercept {
+        Some(true) if !flow.ask_intercept(true) => flow.push_note(
+            "addon: flow.intercept() asked for a pause nobody could resume (no console or --api); \
+             the flow went on"
+                .into(),
+        ),
+        Some(false) => {
+            flow.ask_intercept(false);
+        }
+        _ => {}
     }
 }
 

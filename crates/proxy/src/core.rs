@@ -93,6 +93,10 @@ impl ProxyCore {
                 intercept.set_filter(Some((text.clone(), filter)));
             }
             hooks.insert_first(Arc::clone(&intercept) as Arc<dyn crate::hooks::ExchangeHook>);
+            // After every other hook: pauses the flows a hook asked to pause.
+            hooks.add(Arc::new(crate::intercept::InterceptAsked(Arc::clone(
+                &intercept,
+            ))));
             upstream_settings.certificate_hold = Some(Arc::new(CertificateHolds {
                 on: Arc::clone(&intercept_tls),
                 live: Arc::clone(&live),

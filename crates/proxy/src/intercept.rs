@@ -523,6 +523,72 @@ impl ExchangeHook for Intercept {
             if !self.matches(flow) {
                 return RequestVerdict::Continue;
             }
+            self.pause_request(flow, head, body).await
+        })
+    }
+
+    fn response_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::response::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, ResponseVerdict> {
+        Box::pin(async move {
+            if !self.matches(flow) {
+                return ResponseVerdict::Continue;
+            }
+            self.pause_response(flow, head, body).await
+        })
+    }
+}
+
+/// Pauses the flows a hook asked to pause (`FlowRecorder::ask_intercept`); runs after
+/// every other hook of a point.
+pub(crate) struct InterceptAsked(pub Arc<Intercept>);
+
+impl ExchangeHook for InterceptAsked {
+    fn name(&self) -> &'static str {
+        "intercept"
+    }
+
+    fn request_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::request::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, RequestVerdict> {
+        Box::pin(async move {
+            if !flow.take_intercept_ask() {
+                return RequestVerdict::Continue;
+            }
+            self.0.pause_request(flow, head, body).await
+        })
+    }
+
+    fn response_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::response::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, ResponseVerdict> {
+        Box::pin(async move {
+            if !flow.take_intercept_ask() {
+                return ResponseVerdict::Continue;
+            }
+            self.0.pause_response(flow, head, body).await
+        })
+    }
+}
+
+impl Intercept {
+    /// Holds the flow at its request until the user decides.
+    async fn pause_request(
+        &self,
+        flow: &Arc<FlowRecorder>,
+        head: &mut http::request::Parts,
+        body: &mut StageBody,
+    ) -> RequestVerdict {
+        {
             let whole = body
                 .read_whole(self.body_limit, self.body_idle)
                 .await
@@ -551,19 +617,17 @@ impl ExchangeHook for Intercept {
                 }
                 Err(why) => RequestVerdict::Kill(format!("the edited request is not valid: {why}")),
             }
-        })
+        }
     }
 
-    fn response_head<'a>(
-        &'a self,
-        flow: &'a Arc<FlowRecorder>,
-        head: &'a mut http::response::Parts,
-        body: &'a mut StageBody,
-    ) -> HookFuture<'a, ResponseVerdict> {
-        Box::pin(async move {
-            if !self.matches(flow) {
-                return ResponseVerdict::Continue;
-            }
+    /// Holds the flow at its response until the user decides.
+    async fn pause_response(
+        &self,
+        flow: &Arc<FlowRecorder>,
+        head: &mut http::response::Parts,
+        body: &mut StageBody,
+    ) -> ResponseVerdict {
+        {
             // After a 101 the connection is another protocol's: there is no body to
             // read (and reading would wait for the connection to end).
             let whole = if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -603,7 +667,7 @@ impl ExchangeHook for Intercept {
                     ResponseVerdict::Kill(format!("the edited response is not valid: {why}"))
                 }
             }
-        })
+        }
     }
 }
 
