@@ -291,10 +291,12 @@ socks_modes() { # socks_modes SCENARIO PORT
 # The addons scenario runs both proxies with the same no-op `response` script
 # (bench/noop_response.py); Periscope's worker uses the system python3.
 addon_args() { # addon_args SCENARIO periscope|mitmdump
-    if [[ $1 == addons ]]; then
-        echo "-s $BENCH/noop_response.py"
-        [[ $2 == periscope ]] && echo "--scripts-python $(command -v python3)"
-    fi
+    case $1 in
+        addons) echo "-s $BENCH/noop_response.py" ;;
+        addons_body) echo "-s $BENCH/body_request_response.py" ;;
+        *) return 0 ;;
+    esac
+    [[ $2 == periscope ]] && echo "--scripts-python $(command -v python3)"
     return 0
 }
 
@@ -490,24 +492,29 @@ scenario_keepalive() {
     stop_proxies keepalive
 }
 
-# Keep-alive at c=16 with one no-op `response` script in both proxies: the cost of a
-# hook call to the worker and back, per request (compare with ka_c16_* of scenario 1).
+# Keep-alive at c=16 with one script in both proxies: a no-op `response` (the cost of
+# a hook call to the worker and back, per request; compare with ka_c16_* of scenario
+# 1), then `request` + `response` reading the bodies (both bodies sent to the worker).
 scenario_addons() {
-    say "== 8. keep-alive, 1 KiB responses, c=16, one no-op response script, $RUNS x ${DURATION}s"
-    start_proxies addons
-    local run target out
-    for run in $(seq "$RUNS"); do
-        for target in $(targets); do
-            out="$RUN/oha.addons.$target.$run.json"
-            if oha_run "$target" "$out" -z "${DURATION}s" -c 16; then
-                oha_record "addon_c16" "$target" "$run" "$out" rps p50 cpu
-                say "   run $run c=16 $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
-            else
-                failed "$target" "keep-alive with a script run $run ($(oha_why "$out"))"
-            fi
+    local phase prefix run target out
+    for phase in addons addons_body; do
+        prefix=addon_c16
+        [[ $phase == addons_body ]] && prefix=addon_body_c16
+        say "== 8. keep-alive, 1 KiB responses, c=16, script $(addon_args "$phase" mitmdump | cut -d' ' -f2 | xargs basename), $RUNS x ${DURATION}s"
+        start_proxies "$phase"
+        for run in $(seq "$RUNS"); do
+            for target in $(targets); do
+                out="$RUN/oha.$phase.$target.$run.json"
+                if oha_run "$target" "$out" -z "${DURATION}s" -c 16; then
+                    oha_record "$prefix" "$target" "$run" "$out" rps p50 cpu
+                    say "   run $run c=16 $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+                else
+                    failed "$target" "keep-alive with a script ($phase) run $run ($(oha_why "$out"))"
+                fi
+            done
         done
+        stop_proxies "$phase"
     done
-    stop_proxies addons
 }
 
 scenario_newconn() {

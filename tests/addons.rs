@@ -558,3 +558,35 @@ fn flow_intercept_pauses_the_flow_until_the_user_resumes_it_through_the_api() {
     answer.assert_status(200);
     assert_eq!(recorded_at_least(&origin, 1).len(), 1);
 }
+
+#[test]
+fn header_hooks_see_no_body_and_change_heads_while_request_and_response_see_bodies() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "heads.py",
+        "def requestheaders(flow):\n\
+         \x20   flow.request.headers['x-reqheaders'] = repr(flow.request.content)\n\
+         \n\
+         def request(flow):\n\
+         \x20   flow.request.headers['x-request'] = flow.request.get_text()\n\
+         \n\
+         def responseheaders(flow):\n\
+         \x20   flow.response.headers['x-respheaders'] = repr(flow.response.content)\n\
+         \n\
+         def response(flow):\n\
+         \x20   flow.response.headers['x-response'] = str(len(flow.response.content))\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let result = Curl::through(&proxy)
+        .data("the body")
+        .run(&url(&origin, "/post"));
+    result.assert_status(200);
+    assert_eq!(result.header("x-respheaders"), Some("None"));
+    let expected_length = "origin saw /post".len().to_string();
+    assert_eq!(result.header("x-response"), Some(expected_length.as_str()));
+    let seen = recorded_at_least(&origin, 1);
+    assert_eq!(header(&seen[0], "x-reqheaders"), Some("None"), "{seen:?}");
+    assert_eq!(header(&seen[0], "x-request"), Some("the body"), "{seen:?}");
+    assert_eq!(seen[0]["body"], "the body");
+}
