@@ -590,3 +590,41 @@ fn header_hooks_see_no_body_and_change_heads_while_request_and_response_see_bodi
     assert_eq!(header(&seen[0], "x-request"), Some("the body"), "{seen:?}");
     assert_eq!(seen[0]["body"], "the body");
 }
+
+#[test]
+fn websocket_message_and_websocket_end_observe_a_conversation() {
+    let server = python_websocket_echo_server();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "ws.py",
+        "import logging\n\
+         \n\
+         def websocket_message(flow):\n\
+         \x20   message = flow.websocket.messages[-1]\n\
+         \x20   if message.is_text:\n\
+         \x20       side = 'client' if message.from_client else 'server'\n\
+         \x20       logging.info('ws message from %s: %s', side, message.text)\n\
+         \n\
+         def websocket_end(flow):\n\
+         \x20   logging.info('ws end %s code %s', flow.request.path, flow.websocket.close_code)\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let output = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/websocket_client.py"
+        ))
+        .args(["--proxy", &proxy.addr(), "--url"])
+        .arg(format!("ws://127.0.0.1:{}/chat", server.port))
+        .args(["--big-size", "1000"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    proxy.wait_for_stderr("ws message from client: hello, periscope", WAIT);
+    proxy.wait_for_stderr("ws message from server: hello, periscope", WAIT);
+    proxy.wait_for_stderr("ws end /chat code 4000", WAIT);
+}
