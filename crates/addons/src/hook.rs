@@ -296,12 +296,15 @@ pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) 
             Err(RecvError::Closed) => return,
         };
         let hooks = worker.hooks();
+        // A flow is completed once; it is updated later only when its WebSocket
+        // closes, which is for websocket_end alone.
+        let completed = matches!(event, FlowEvent::Completed(_));
         match event {
             FlowEvent::Completed(flow) | FlowEvent::Updated(flow) => {
                 if flow.tcp.is_some() {
                     continue;
                 }
-                if hooks.contains(FlowHook::TlsEvent) {
+                if completed && hooks.contains(FlowHook::TlsEvent) {
                     for (_, event) in flow.timeline.tls_events() {
                         let json = protocol::flow_json(&flow, false);
                         let extra = ("event", protocol::tls_event_json(event));
@@ -313,7 +316,7 @@ pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) 
                         );
                     }
                 }
-                if hooks.contains(FlowHook::Error) && flow.error.is_some() {
+                if completed && hooks.contains(FlowHook::Error) && flow.error.is_some() {
                     let json = protocol::flow_json(&flow, false);
                     report(
                         &log,
