@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks addons
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
@@ -31,7 +31,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks addons)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons)
 
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -300,13 +300,31 @@ addon_args() { # addon_args SCENARIO periscope|mitmdump
     return 0
 }
 
+# The hooks scenario's variants: 20 rules (10 header, 10 body) whose filters match
+# none of the bench's requests, the way rules scoped to other hosts sit in a config
+# file; or an intercept filter that matches nothing, with the control API serving.
+hook_args() { # hook_args VARIANT
+    local i
+    case $1 in
+        hooks-rules)
+            for i in $(seq 10); do
+                printf -- '--modify-headers\n/~d nomatch%s.invalid/x-rule-%s/%s\n' "$i" "$i" "$i"
+                printf -- '--modify-body\n/~d nomatch%s.invalid/secret%s/public\n' "$i" "$i"
+            done ;;
+        hooks-intercept)
+            printf -- '--intercept\n~d nomatch.invalid\n--web-port\n0\n' ;;
+    esac
+}
+
 start_periscope() {
     local log="$RUN/periscope.$1.log"
+    local extra=()
+    mapfile -t extra < <(hook_args "$1")
     # stdout (a line per flow) goes nowhere: printing is not what is measured.
     # shellcheck disable=SC2046 # socks_modes and addon_args print separate words on purpose
     "$PERISCOPE_BIN" dump -p "$PERISCOPE_PORT" --confdir "$RUN/periscope-conf" \
         --upstream-trusted-ca "$RUN/pki/ca.pem" $(socks_modes "$1" "$PERISCOPE_SOCKS_PORT") \
-        $(addon_args "$1" periscope) >/dev/null 2>"$log" &
+        $(addon_args "$1" periscope) "${extra[@]}" >/dev/null 2>"$log" &
     PERISCOPE_PID=$!
     wait_ready periscope "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA" "$PERISCOPE_PID" "$log"
 }
@@ -658,6 +676,28 @@ scenario_socks() {
         done
     done
     stop_proxies socks
+}
+
+# Hooks that do not apply must cost nothing: Periscope alone, with 20 rules that match
+# nothing, and with an intercept filter that matches nothing (issue: rules within 10%,
+# no intercept costs nothing). Keep-alive c=16, Periscope only, the variants taking
+# turns within each run so that drift on shared cores hits them alike.
+scenario_hooks() {
+    say "== 8. keep-alive c=16 with hooks that match nothing, $RUNS x ${DURATION}s"
+    local run variant out
+    for run in $(seq "$RUNS"); do
+        for variant in hooks-none hooks-rules hooks-intercept; do
+            start_periscope "$variant"
+            out="$RUN/oha.$variant.$run.json"
+            if oha_run periscope "$out" -z "${DURATION}s" -c 16; then
+                oha_record "${variant//-/_}" periscope "$run" "$out" rps cpu
+                say "   run $run $variant: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+            else
+                failed periscope "$variant run $run ($(oha_why "$out"))"
+            fi
+            stop_pid "$PERISCOPE_PID"; PERISCOPE_PID=""
+        done
+    done
 }
 
 scenario_idle() {

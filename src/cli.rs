@@ -18,7 +18,12 @@ use clap::{Args, Parser, Subcommand};
         Without a subcommand it opens the console when stdout is a terminal, and otherwise \
         prints flows as `periscope dump` does.\n\n\
         Set SSLKEYLOGFILE to write TLS secrets of both legs (every handshake, renegotiations \
-        included) in the NSS key log format Wireshark reads."
+        included) in the NSS key log format Wireshark reads.\n\n\
+        Every long option can also be set in CONFDIR/config.yaml (`listen_port: 9090`, \
+        `map_local: [...]`; the command line wins over the file) and with \
+        `--set NAME=VALUE`.",
+    // `--set listen_port=1` after `-p 2`: the later one wins.
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -223,6 +228,20 @@ pub struct ProxyArgs {
     #[arg(long, global = true)]
     pub intercept_tls: bool,
 
+    #[command(flatten)]
+    pub rules: RuleArgs,
+
+    /// Set any long option by its name, as in the config file (`NAME=VALUE`, e.g.
+    /// `--set map_local='|/api|/tmp/api.json'`); applied after the command line's
+    /// options, repeatable (a list option takes one item per --set).
+    #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+
+    /// Where options not given on the command line came from (the config file's
+    /// lines, --set), for error messages.
+    #[arg(skip)]
+    pub origins: std::collections::HashMap<String, crate::settings::Origin>,
+
     /// Address of the control API (and of the web UI).
     #[arg(
         long,
@@ -273,4 +292,133 @@ pub struct ProxyArgs {
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// The rules: mitmproxy's options of the same names, in its syntax. A pattern's first
+/// character is its separator; FILTER is optional (every flow when absent).
+#[derive(Args, Debug, Clone)]
+pub struct RuleArgs {
+    /// Answer matching requests from a file, or from a directory with the rest of the
+    /// URL appended (index.html for a directory; nothing outside it is ever served):
+    /// `|[FILTER|]URL-REGEX|PATH`. Repeatable.
+    #[arg(long, global = true, value_name = "|FILTER|REGEX|PATH")]
+    pub map_local: Vec<String>,
+
+    /// Rewrite the URL before connecting (scheme, host, port, path; `\1` and
+    /// `\g<name>` for the regex's groups): `|[FILTER|]URL-REGEX|REPLACEMENT`.
+    /// Repeatable.
+    #[arg(long, global = true, value_name = "|FILTER|REGEX|URL")]
+    pub map_remote: Vec<String>,
+
+    /// Set a header on requests and responses (`~q`/`~s` in FILTER choose the side);
+    /// an empty VALUE removes it, `@FILE` reads the value from a file:
+    /// `/[FILTER/]NAME/[@]VALUE`. Repeatable.
+    #[arg(long, global = true, value_name = "/FILTER/NAME/VALUE")]
+    pub modify_headers: Vec<String>,
+
+    /// Replace a regex in bodies (decoded first, re-encoded after), `@FILE` for the
+    /// replacement read from a file: `/[FILTER/]REGEX/[@]REPLACEMENT`. Repeatable.
+    #[arg(long, global = true, value_name = "/FILTER/REGEX/REPLACEMENT")]
+    pub modify_body: Vec<String>,
+
+    /// Answer matching requests with this status without asking the server (444:
+    /// close the connection without an answer): `/FILTER/STATUS`. Repeatable.
+    #[arg(long, global = true, value_name = "/FILTER/STATUS")]
+    pub block_list: Vec<String>,
+
+    /// Remove the request headers that let a server answer 304 Not Modified.
+    #[arg(long, global = true)]
+    pub anticache: bool,
+
+    /// Ask servers for uncompressed answers (Accept-Encoding: identity).
+    #[arg(long, global = true)]
+    pub anticomp: bool,
+
+    /// Answer matching requests from the flows of this saved session instead of the
+    /// network. Repeatable.
+    #[arg(long, short = 'S', global = true, value_name = "FILE")]
+    pub server_replay: Vec<std::path::PathBuf>,
+
+    /// What server replay does with a request no recorded flow matches: `forward`
+    /// it, `kill` it, or answer `204`, `400`, `404` or `500`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "forward",
+        value_name = "forward|kill|STATUS"
+    )]
+    pub server_replay_extra: String,
+
+    /// Answer every matching request with its recorded flow again, instead of each
+    /// recorded flow once.
+    #[arg(long, global = true)]
+    pub server_replay_reuse: bool,
+
+    /// Move the dates and cookie expiries of a replayed answer forward by the time
+    /// since it was recorded (`--server-replay-refresh=false` keeps them).
+    #[arg(
+        long,
+        global = true,
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub server_replay_refresh: bool,
+
+    /// A request header that must match too (by default headers do not count).
+    /// Repeatable.
+    #[arg(
+        long = "server-replay-use-header",
+        alias = "server-replay-use-headers",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub server_replay_use_headers: Vec<String>,
+
+    /// Match requests whatever their bodies.
+    #[arg(long, global = true)]
+    pub server_replay_ignore_content: bool,
+
+    /// A query parameter that does not count in matching. Repeatable.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub server_replay_ignore_params: Vec<String>,
+
+    /// A form (urlencoded or multipart) parameter of the body that does not count
+    /// in matching. Repeatable.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub server_replay_ignore_payload_params: Vec<String>,
+
+    /// Match requests whatever their host.
+    #[arg(long, global = true)]
+    pub server_replay_ignore_host: bool,
+
+    /// Match requests whatever their port.
+    #[arg(long, global = true)]
+    pub server_replay_ignore_port: bool,
+}
+
+impl RuleArgs {
+    pub fn options(&self) -> periscope_rules::RuleOptions {
+        periscope_rules::RuleOptions {
+            map_local: self.map_local.clone(),
+            map_remote: self.map_remote.clone(),
+            modify_headers: self.modify_headers.clone(),
+            modify_body: self.modify_body.clone(),
+            block_list: self.block_list.clone(),
+            anticache: self.anticache,
+            anticomp: self.anticomp,
+            server_replay: self.server_replay.clone(),
+            server_replay_extra: self.server_replay_extra.clone(),
+            server_replay_reuse: self.server_replay_reuse,
+            server_replay_refresh: self.server_replay_refresh,
+            server_replay_use_headers: self.server_replay_use_headers.clone(),
+            server_replay_ignore_content: self.server_replay_ignore_content,
+            server_replay_ignore_params: self.server_replay_ignore_params.clone(),
+            server_replay_ignore_payload_params: self.server_replay_ignore_payload_params.clone(),
+            server_replay_ignore_host: self.server_replay_ignore_host,
+            server_replay_ignore_port: self.server_replay_ignore_port,
+        }
+    }
 }

@@ -24,6 +24,12 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     // The console acts on flows (intercept, edit, kill, replay), and so does the
     // control API it serves.
     config.interactive = true;
+    let rules = crate::rules_hook(args, true)?;
+    if let Some(rules) = &rules {
+        config
+            .hooks
+            .add(Arc::clone(rules) as Arc<dyn periscope_proxy::ExchangeHook>);
+    }
     // The console works without the API: another Periscope may hold the port.
     let api_listener = match crate::bind_api(args).await {
         Ok(listener) => {
@@ -50,6 +56,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
         proxy.control().context("the proxy has no control handle")?,
         Arc::clone(&store),
         bus.clone(),
+        rules,
     ));
     if let Some(listener) = api_listener {
         crate::serve_api_on(

@@ -11,16 +11,29 @@ use periscope_control::{
 use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId};
 use periscope_proxy::{FlowBus, ProxyControl};
+use periscope_rules::{RuleOptions, Rules, RulesHook};
 
 pub struct SessionControl {
     proxy: ProxyControl,
     store: Arc<FlowStore>,
     bus: FlowBus,
+    /// The rules in force, changed through the options.
+    rules: Option<Arc<RulesHook>>,
 }
 
 impl SessionControl {
-    pub fn new(proxy: ProxyControl, store: Arc<FlowStore>, bus: FlowBus) -> Self {
-        SessionControl { proxy, store, bus }
+    pub fn new(
+        proxy: ProxyControl,
+        store: Arc<FlowStore>,
+        bus: FlowBus,
+        rules: Option<Arc<RulesHook>>,
+    ) -> Self {
+        SessionControl {
+            proxy,
+            store,
+            bus,
+            rules,
+        }
     }
 
     /// The proxy's half, for what only it does (replaying a recorded flow).
@@ -178,19 +191,81 @@ impl FlowControl for SessionControl {
     }
 
     fn options(&self) -> Options {
+        let settings = match &self.rules {
+            Some(rules) => match serde_json::to_value(rules.options()) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
+            },
+            None => serde_json::Map::new(),
+        };
         Options {
             intercept: self.proxy.intercept(),
             intercept_tls: self.proxy.intercept_tls(),
+            settings,
         }
     }
 
     fn set_options(&self, update: OptionsUpdate) -> Result<Options, ControlError> {
+        // Everything is checked before anything changes.
+        if let Some(filter) = update.intercept.as_deref().filter(|f| !f.trim().is_empty()) {
+            periscope_flow::filter::Filter::parse(filter)
+                .map_err(|e| ControlError::InvalidOption(format!("intercept: {e}")))?;
+        }
+        let rules = if update.settings.is_empty() {
+            None
+        } else {
+            Some(self.rules_with(&update.settings)?)
+        };
         if let Some(filter) = &update.intercept {
             self.proxy.set_intercept(Some(filter))?;
         }
         if let Some(on) = update.intercept_tls {
             self.proxy.set_intercept_tls(on);
         }
+        if let (Some(hook), Some((rules, warnings))) = (&self.rules, rules) {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            hook.replace(rules);
+        }
         Ok(self.options())
+    }
+}
+
+impl SessionControl {
+    /// The rules the current ones become with `changes` (options by their names),
+    /// compiled; a name that is no rule option, a value of the wrong type or a
+    /// pattern that does not compile is refused with the reason.
+    fn rules_with(
+        &self,
+        changes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(Rules, Vec<String>), ControlError> {
+        let unknown = |name: &str| ControlError::InvalidOption(format!("unknown option {name:?}"));
+        let hook = match &self.rules {
+            Some(hook) => hook,
+            None => return Err(unknown(changes.keys().next().map_or("", String::as_str))),
+        };
+        let serde_json::Value::Object(mut merged) = serde_json::to_value(hook.options())
+            .map_err(|e| ControlError::InvalidOption(e.to_string()))?
+        else {
+            return Err(ControlError::InvalidOption(
+                "the rule options are not a map".into(),
+            ));
+        };
+        for (name, value) in changes {
+            if !merged.contains_key(name) {
+                return Err(unknown(name));
+            }
+            // Alone first, so that a wrong type is reported with its option's name.
+            let mut alone = merged.clone();
+            alone.insert(name.clone(), value.clone());
+            serde_json::from_value::<RuleOptions>(serde_json::Value::Object(alone))
+                .map_err(|e| ControlError::InvalidOption(format!("{name}: {e}")))?;
+            merged.insert(name.clone(), value.clone());
+        }
+        let options: RuleOptions = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| ControlError::InvalidOption(e.to_string()))?;
+        Rules::compile(&options, Some(&hook.rules()))
+            .map_err(|e| ControlError::InvalidOption(e.to_string()))
     }
 }

@@ -250,9 +250,10 @@ fn render(flow: &Flow, args: &DumpArgs) -> String {
     }
     match args.flow_detail {
         0 => String::new(),
-        1 | 2 => flow_lines(flow),
+        1 => flow_lines(flow),
+        2 => flow_lines(flow) + &rule_lines(flow),
         _ => {
-            let mut text = flow_lines(flow);
+            let mut text = flow_lines(flow) + &rule_lines(flow);
             push_headers(&mut text, ">", &flow.request.headers);
             if let Some(response) = &flow.response {
                 push_headers(&mut text, "<", &response.headers);
@@ -260,6 +261,19 @@ fn render(flow: &Flow, args: &DumpArgs) -> String {
             text
         }
     }
+}
+
+/// `rule NAME "PATTERN": what it did`, one line per rule that changed the flow.
+fn rule_lines(flow: &Flow) -> String {
+    let mut text = String::new();
+    for applied in &flow.rules {
+        let _ = write!(
+            text,
+            "\n    rule {} {:?}: {}",
+            applied.rule, applied.spec, applied.effect
+        );
+    }
+    text
 }
 
 fn push_headers(text: &mut String, marker: &str, headers: &Headers) {

@@ -8,6 +8,7 @@ mod dump;
 mod export;
 mod recording;
 mod replay;
+mod settings;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -15,13 +16,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::ffi::OsString;
+
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use periscope_flow::filter::Filter;
 use periscope_flow::store::FlowStore;
 use periscope_proxy::{
     FlowBus, ModeSpec, ModesConfig, Proxy, ProxyConfig, ProxyCredentials, ProxyMode, Timeouts,
 };
+use periscope_rules::{Rules, RulesHook};
 use periscope_tls::{
     CertificateAuthority, ClientCertificates, ClientRenegotiation, ClientTlsSettings,
     HandshakeTimeouts, KeyLog, UpstreamTlsSettings,
@@ -36,7 +40,13 @@ use crate::cli::{Cli, Command, DumpArgs, ProxyArgs};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("periscope: error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(cli.proxy.verbose);
     raise_open_file_limit();
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +61,59 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The command line with the config file's options and `--set` added (see
+/// `settings`). Usage errors on the command line itself exit as clap does.
+fn parse_command_line() -> Result<Cli, String> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let matches = command.clone().get_matches_from(&argv);
+    let first = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Without a home directory there is no default config file to read.
+    let config_file = confdir(&first.proxy)
+        .ok()
+        .map(|dir| dir.join(settings::FILE_NAME));
+    let resolved = settings::resolve(&argv, &command, &matches, config_file.as_deref())?;
+    let mut cli = Cli::try_parse_from(&resolved.argv).unwrap_or_else(|e| e.exit());
+    cli.proxy.origins = resolved.origins;
+    Ok(cli)
+}
+
+/// The rules the options ask for, as the proxy's hook: installed when there are
+/// rules, or when a front end can set them while the proxy runs (a proxy with
+/// neither runs no rule code).
+fn rules_hook(args: &ProxyArgs, settable: bool) -> anyhow::Result<Option<Arc<RulesHook>>> {
+    let options = args.rules.options();
+    let (rules, warnings) = Rules::compile(&options, None).map_err(|error| {
+        // An option from the config file or --set is named as it was written there.
+        let origin = args
+            .origins
+            .get(&settings::item_key(error.option, &error.spec))
+            .or_else(|| args.origins.get(error.option));
+        match origin {
+            Some(origin) => {
+                let detail = error.to_string();
+                let detail = detail
+                    .strip_prefix(&error.flag())
+                    .unwrap_or(&detail)
+                    .trim_start();
+                anyhow::anyhow!("{origin}: {} {detail}", error.option)
+            }
+            None => anyhow::anyhow!("{error}"),
+        }
+    })?;
+    for warning in warnings {
+        eprintln!("periscope: warning: {warning}");
+    }
+    if rules.is_empty() && !settable {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(RulesHook::new(
+        rules,
+        usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
+        args.idle_timeout.into(),
+    ))))
 }
 
 /// An error as the one line a user reads: the message and its causes joined with
@@ -137,6 +200,12 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
     // --intercept pauses), or replays are made.
     let serve_api = dump.api || args.intercept.is_some() || args.intercept_tls;
     config.interactive = serve_api || args.client_replay.is_some();
+    let rules = rules_hook(args, serve_api)?;
+    if let Some(rules) = &rules {
+        config
+            .hooks
+            .add(Arc::clone(rules) as Arc<dyn periscope_proxy::ExchangeHook>);
+    }
     let bus = FlowBus::new();
     if serve_api {
         bus.want_requests();
@@ -161,6 +230,7 @@ async fn run_proxy(args: &ProxyArgs, dump: DumpArgs, filter: Option<Filter>) -> 
             proxy,
             Arc::clone(&store),
             bus.clone(),
+            rules.clone(),
         ))
     });
     if let (Some(listener), Some(control)) = (api_listener, &control) {

@@ -4,6 +4,9 @@
 goes wrong. The request path picks the behaviour, once the request has ended:
 
   /ok                  200 "ok\\n"
+  /record...           prints `recorded: {json}` (method, target, headers as [name,
+                       value] pairs without the pseudo-headers, body as text) and
+                       answers 200 "recorded N bytes\\n", as fault_origin.py does
   /trailers            200, a JSON body describing the request ({"method", "te",
                        "body_length", "trailers"}) and the response trailers
                        `grpc-status: 0` and `x-checksum: <sha256 of the body>`, declared
@@ -102,7 +105,18 @@ def respond(conn, stream, exchange):
             first = path not in refused_once
             refused_once.add(path)
         path = "/goaway-refuse" if first else "/ok"
-    if path == "/ok":
+    if path.startswith("/record"):
+        say("recorded: " + json.dumps({
+            "method": exchange.header(":method"),
+            "target": exchange.header(":path"),
+            "headers": [[k, v] for k, v in exchange.headers if not k.startswith(":")],
+            "body": bytes(exchange.body).decode("latin-1"),
+        }))
+        text = f"recorded {len(exchange.body)} bytes\n".encode()
+        conn.send_headers(stream, [(":status", "200"), ("content-type", "text/plain"),
+                                   ("content-length", str(len(text)))])
+        conn.send_data(stream, text, end_stream=True)
+    elif path == "/ok":
         conn.send_headers(stream, [(":status", "200"), ("content-length", "3")])
         conn.send_data(stream, b"ok\n", end_stream=True)
     elif path == "/trailers":

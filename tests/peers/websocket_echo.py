@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """A WebSocket echo server for Periscope's tests (plain, or TLS with --cert/--key).
 
-Prints "listening on PORT" once ready. Echoes every message (text or binary) back.
+Prints "listening on PORT" once ready, and `handshake: [[name, value], ...]` with the
+headers of each opening handshake it accepts. Echoes every message (text or binary)
+back.
 """
 
 import argparse
 import asyncio
+import json
 import ssl
 
 from websockets.asyncio.server import serve
@@ -13,6 +16,8 @@ from websockets.exceptions import ConnectionClosed
 
 
 async def echo(connection):
+    print("handshake: " + json.dumps([list(h) for h in connection.request.headers.raw_items()]),
+          flush=True)
     try:
         async for message in connection:
             await connection.send(message)

@@ -34,7 +34,15 @@ pub async fn put(
     }
     let options = {
         let shared = Arc::clone(&shared);
-        blocking(move || Ok(shared.control.set_options(update)?)).await?
+        blocking(move || {
+            // Only options the proxy has can be set (it says which in `options()`).
+            let known = shared.control.options().settings;
+            if let Some(name) = update.settings.keys().find(|k| !known.contains_key(*k)) {
+                return Err(ApiError::bad_request(format!("unknown option {name:?}")));
+            }
+            Ok(shared.control.set_options(update)?)
+        })
+        .await?
     };
     shared
         .announce(serde_json::json!({ "type": "options/update", "payload": options }).to_string());

@@ -134,15 +134,22 @@ pub struct Options {
     /// Renegotiations and post-handshake authentications pause at the server's
     /// certificate request, for the user to choose the certificate.
     pub intercept_tls: bool,
+    /// The options of the proxy's other parts (the rules: `map_local`,
+    /// `modify_headers`, `server_replay`, …), named as in the config file.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A change of some options; what is absent stays as it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct OptionsUpdate {
     /// An empty string clears the filter.
     pub intercept: Option<String>,
     pub intercept_tls: Option<bool>,
+    /// Other options by name (see [`Options::settings`]); a name the proxy does not
+    /// know is refused.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

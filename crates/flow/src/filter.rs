@@ -33,7 +33,9 @@
 //! | `~marked`     | the user marked the flow                                                 |
 //! | `~mode rx`    | the proxy mode the flow came through, as written (`regular`, `socks5`, `reverse:https://example.com`, ...), matches |
 //! | `~q`          | request has no response (yet)                                            |
-//! | `~replay`, `~replayq` | flow is a replay of another flow's request                       |
+//! | `~replay`     | the request was replayed, or the response came from server replay        |
+//! | `~replayq`    | flow is a replay of another flow's request                               |
+//! | `~replays`    | the response came from server replay (`--server-replay`)                 |
 //! | `~rule rx`    | a rule changed the flow whose name or pattern matches (`map_local`, ...) |
 //! | `~s`          | flow has a response                                                      |
 //! | `~src rx`     | client address `ip:port` matches (IPv6 as `[ip]:port`)                   |
@@ -68,8 +70,6 @@
 //! `~` or a quote (`~u get(a|b)` silently meant `~u get & ~u a|b` there), and
 //! arguments starting with `!`, `&` or `|` (quote them). `~tls` and `~mode` are Periscope's own (`~mode` searches the mode as written, so
 //! `~mode socks5` also matches `upstream:socks5://…`; `~mode ^socks5` does not).
-//! Periscope replays requests only, so mitmproxy's `~replays` (flows whose response
-//! was replayed) is an error that says so, and `~replay` means what `~replayq` does.
 
 use std::fmt;
 use std::str::FromStr;
@@ -188,18 +188,19 @@ enum Flag {
     Http,
     Marked,
     NoResponse,
-    /// mitmproxy's `~replay`: a replayed request or response; Periscope replays
-    /// requests only.
+    /// mitmproxy's `~replay`: a replayed request or response.
     Replay,
     /// mitmproxy's `~replayq`.
     ReplayRequest,
+    /// mitmproxy's `~replays`: the response was answered by server replay.
+    ReplayResponse,
     Response,
     Tcp,
     WebSocket,
 }
 
 impl Flag {
-    const ALL: [Flag; 11] = [
+    const ALL: [Flag; 12] = [
         Flag::All,
         Flag::Asset,
         Flag::Error,
@@ -208,6 +209,7 @@ impl Flag {
         Flag::NoResponse,
         Flag::Replay,
         Flag::ReplayRequest,
+        Flag::ReplayResponse,
         Flag::Response,
         Flag::Tcp,
         Flag::WebSocket,
@@ -223,6 +225,7 @@ impl Flag {
             Flag::NoResponse => "q",
             Flag::Replay => "replay",
             Flag::ReplayRequest => "replayq",
+            Flag::ReplayResponse => "replays",
             Flag::Response => "s",
             Flag::Tcp => "tcp",
             Flag::WebSocket => "websocket",
@@ -319,9 +322,6 @@ impl Field {
 
 const CODE_NAME: &str = "c";
 const TLS_NAME: &str = "tls";
-/// mitmproxy's filter for flows whose response was replayed (server replay), which
-/// Periscope does not do.
-const REPLAYED_RESPONSE_NAME: &str = "replays";
 
 /// What follows `~`: decides how many arguments to read.
 enum Syntax {
@@ -469,7 +469,9 @@ impl Flag {
             Flag::Error => flow.error.is_some(),
             Flag::Marked => flow.marked,
             Flag::NoResponse => flow.response.is_none(),
-            Flag::Replay | Flag::ReplayRequest => flow.annotations.replay_of.is_some(),
+            Flag::ReplayRequest => flow.annotations.replay_of.is_some(),
+            Flag::ReplayResponse => replayed_response(flow),
+            Flag::Replay => flow.annotations.replay_of.is_some() || replayed_response(flow),
             Flag::Response => flow.response.is_some(),
             // A recorded WebSocket session, as mitmproxy's `flow.websocket is not
             // None`; the handshake headers also count, for flows still being set up.
@@ -880,12 +882,6 @@ fn term(input: &mut Input<'_>) -> PResult<Node> {
         return fail(at, "expected a filter name after ~");
     }
     let Some(syntax) = Syntax::lookup(name) else {
-        if name == REPLAYED_RESPONSE_NAME {
-            return fail(
-                at,
-                "~replays: Periscope does not replay responses; ~replay matches replayed requests",
-            );
-        }
         return fail(at, format!("unknown filter ~{name}"));
     };
     match syntax {
@@ -984,6 +980,11 @@ fn quoted(input: &mut Input<'_>, quote: char) -> PResult<String> {
             Some(c) => text.push(c),
         }
     }
+}
+
+/// The response came from server replay (the rule that answered says so).
+fn replayed_response(flow: &Flow) -> bool {
+    flow.rules.iter().any(|rule| rule.rule == "server_replay")
 }
 
 #[cfg(test)]
@@ -1266,11 +1267,17 @@ mod tests {
     }
 
     #[test]
-    fn replays_says_periscope_replays_requests_only() {
-        let (column, message) = error("~q & ~replays");
-        assert_eq!(column, 6);
-        assert!(message.contains("does not replay responses"), "{message}");
-        assert!(message.contains("~replay "), "{message}");
+    fn replays_matches_answers_from_server_replay() {
+        let mut f = with_response(200, &[], b"");
+        assert!(!matches("~replays", &f));
+        f.rules.push(crate::AppliedRule {
+            rule: "server_replay".into(),
+            spec: "session.periscope".into(),
+            effect: "answered from the recorded flow".into(),
+        });
+        assert!(matches("~replays", &f));
+        assert!(matches("~replay", &f));
+        assert!(!matches("~replayq", &f));
     }
 
     #[test]

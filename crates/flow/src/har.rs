@@ -136,6 +136,13 @@ pub struct Entry {
     pub web_socket_messages: Vec<HarWebSocketMessage>,
     #[serde(rename = "_mode", default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// The rules that changed the flow (map_local, modify_headers, …).
+    #[serde(
+        rename = "_periscopeRules",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub rules: Vec<crate::AppliedRule>,
 }
 
 /// A WebSocket message as Chrome DevTools writes it in `_webSocketMessages`.
@@ -425,6 +432,7 @@ pub fn entry(flow: &Flow) -> Entry {
             .as_ref()
             .filter(|listener| listener.mode != "regular")
             .map(|listener| listener.mode.clone()),
+        rules: flow.rules.clone(),
         web_socket_messages: flow
             .websocket
             .iter()

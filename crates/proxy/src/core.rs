@@ -92,11 +92,9 @@ impl ProxyCore {
                     .map_err(|e| CoreError::Intercept(format!("\"{text}\": {e}")))?;
                 intercept.set_filter(Some((text.clone(), filter)));
             }
-            hooks.insert_first(Arc::clone(&intercept) as Arc<dyn crate::hooks::ExchangeHook>);
-            // After every other hook: pauses the flows a hook asked to pause.
-            hooks.add(Arc::new(crate::intercept::InterceptAsked(Arc::clone(
-                &intercept,
-            ))));
+            // Last, as in mitmproxy: a paused flow shows what the rules and scripts
+            // made of it.
+            hooks.add(Arc::clone(&intercept) as Arc<dyn crate::hooks::ExchangeHook>);
             upstream_settings.certificate_hold = Some(Arc::new(CertificateHolds {
                 on: Arc::clone(&intercept_tls),
                 live: Arc::clone(&live),

@@ -117,6 +117,14 @@ pub trait ExchangeHook: Send + Sync {
     /// A short name for the flow's notes ("intercept", "rules").
     fn name(&self) -> &'static str;
 
+    /// Whether this hook may answer requests itself (a file, a recorded answer). A
+    /// CONNECT to a server that cannot be reached is then accepted all the same: each
+    /// request in the tunnel is answered by the hook or told why the server failed.
+    /// (Server replay must work with the servers gone.)
+    fn may_answer_without_server(&self) -> bool {
+        false
+    }
+
     /// The request head, before the destination is chosen and connected: the head and
     /// the body may be changed (the flow's recorded request says what the result is:
     /// a hook that changes it updates the flow), or the request answered.
@@ -150,13 +158,13 @@ impl Hooks {
         self.0.push(hook);
     }
 
-    /// Runs `hook` before every other (the user's intercept comes first).
-    pub fn insert_first(&mut self, hook: Arc<dyn ExchangeHook>) {
-        self.0.insert(0, hook);
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// See [`ExchangeHook::may_answer_without_server`].
+    pub fn may_answer_without_server(&self) -> bool {
+        self.0.iter().any(|hook| hook.may_answer_without_server())
     }
 
     /// Runs every hook on the request head; the first that does not continue decides.

@@ -42,6 +42,9 @@ pub struct KillSwitch {
     /// The user deleted the flow while it was in flight: it ends as killed, and is
     /// not recorded.
     forgotten: AtomicBool,
+    /// Ended on purpose without an answer (a 444 block): the connection closes as
+    /// usual (a FIN the client reads as an empty reply), not with a reset.
+    quiet: AtomicBool,
 }
 
 impl KillSwitch {
@@ -72,6 +75,17 @@ impl KillSwitch {
     pub fn kill_and_forget(&self, reason: impl Into<String>) {
         self.forgotten.store(true, Ordering::Release);
         self.kill(reason);
+    }
+
+    /// Ends what this switch guards (a client connection) with an ordinary close.
+    pub fn close_quietly(&self, reason: impl Into<String>) {
+        self.quiet.store(true, Ordering::Release);
+        self.kill(reason);
+    }
+
+    /// Killed to be closed with a reset (not [`KillSwitch::close_quietly`]).
+    pub fn wants_reset(&self) -> bool {
+        self.is_killed() && !self.quiet.load(Ordering::Acquire)
     }
 
     pub fn is_forgotten(&self) -> bool {
@@ -520,75 +534,11 @@ impl ExchangeHook for Intercept {
         body: &'a mut StageBody,
     ) -> HookFuture<'a, RequestVerdict> {
         Box::pin(async move {
-            if !self.matches(flow) {
+            // A hook before this one (an addon's `flow.intercept()`) may have asked.
+            let asked = flow.take_intercept_ask();
+            if !asked && !self.matches(flow) {
                 return RequestVerdict::Continue;
             }
-            self.pause_request(flow, head, body).await
-        })
-    }
-
-    fn response_head<'a>(
-        &'a self,
-        flow: &'a Arc<FlowRecorder>,
-        head: &'a mut http::response::Parts,
-        body: &'a mut StageBody,
-    ) -> HookFuture<'a, ResponseVerdict> {
-        Box::pin(async move {
-            if !self.matches(flow) {
-                return ResponseVerdict::Continue;
-            }
-            self.pause_response(flow, head, body).await
-        })
-    }
-}
-
-/// Pauses the flows a hook asked to pause (`FlowRecorder::ask_intercept`); runs after
-/// every other hook of a point.
-pub(crate) struct InterceptAsked(pub Arc<Intercept>);
-
-impl ExchangeHook for InterceptAsked {
-    fn name(&self) -> &'static str {
-        "intercept"
-    }
-
-    fn request_head<'a>(
-        &'a self,
-        flow: &'a Arc<FlowRecorder>,
-        head: &'a mut http::request::Parts,
-        body: &'a mut StageBody,
-    ) -> HookFuture<'a, RequestVerdict> {
-        Box::pin(async move {
-            if !flow.take_intercept_ask() {
-                return RequestVerdict::Continue;
-            }
-            self.0.pause_request(flow, head, body).await
-        })
-    }
-
-    fn response_head<'a>(
-        &'a self,
-        flow: &'a Arc<FlowRecorder>,
-        head: &'a mut http::response::Parts,
-        body: &'a mut StageBody,
-    ) -> HookFuture<'a, ResponseVerdict> {
-        Box::pin(async move {
-            if !flow.take_intercept_ask() {
-                return ResponseVerdict::Continue;
-            }
-            self.0.pause_response(flow, head, body).await
-        })
-    }
-}
-
-impl Intercept {
-    /// Holds the flow at its request until the user decides.
-    async fn pause_request(
-        &self,
-        flow: &Arc<FlowRecorder>,
-        head: &mut http::request::Parts,
-        body: &mut StageBody,
-    ) -> RequestVerdict {
-        {
             let whole = body
                 .read_whole(self.body_limit, self.body_idle)
                 .await
@@ -617,17 +567,20 @@ impl Intercept {
                 }
                 Err(why) => RequestVerdict::Kill(format!("the edited request is not valid: {why}")),
             }
-        }
+        })
     }
 
-    /// Holds the flow at its response until the user decides.
-    async fn pause_response(
-        &self,
-        flow: &Arc<FlowRecorder>,
-        head: &mut http::response::Parts,
-        body: &mut StageBody,
-    ) -> ResponseVerdict {
-        {
+    fn response_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::response::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, ResponseVerdict> {
+        Box::pin(async move {
+            let asked = flow.take_intercept_ask();
+            if !asked && !self.matches(flow) {
+                return ResponseVerdict::Continue;
+            }
             // After a 101 the connection is another protocol's: there is no body to
             // read (and reading would wait for the connection to end).
             let whole = if head.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -667,7 +620,7 @@ impl Intercept {
                     ResponseVerdict::Kill(format!("the edited response is not valid: {why}"))
                 }
             }
-        }
+        })
     }
 }
 

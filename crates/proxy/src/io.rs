@@ -297,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Reset + Unpin + Send + 'static> Drop for Linger
         let Some(mut io) = self.inner.take() else {
             return;
         };
-        if self.killed.is_killed() {
+        if self.killed.wants_reset() {
             io.reset();
             return;
         }

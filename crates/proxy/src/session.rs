@@ -115,7 +115,7 @@ impl ClientSession {
 
     /// Closes the client's connection at once, whatever is in flight on it.
     pub fn close_client_connection(&self, reason: &str) {
-        self.client.connection_kill.kill(reason);
+        self.client.connection_kill.close_quietly(reason);
     }
 
     /// Where `request` goes (the proxy mode's stage of the exchange).

@@ -51,7 +51,11 @@ pub async fn handle_connect(
     };
     let via = client.listener.as_ref().and_then(|l| l.via());
     let socket = match connect_tcp(core, via, &key).await {
-        Ok(socket) => socket,
+        Ok(socket) => Ok(socket),
+        // A hook may answer what comes through the tunnel (server replay with the
+        // servers gone): the requests inside say why the server failed, unless
+        // answered.
+        Err(error) if core.hooks.may_answer_without_server() => Err(error),
         Err(error) => return connect_failed(core, client, &request, &key, started, error),
     };
     tokio::spawn(tunnel_task(
@@ -69,7 +73,7 @@ pub async fn handle_connect(
 fn tunnel_task(
     core: Arc<ProxyCore>,
     mut request: Request<IncomingBody>,
-    socket: ConnectedSocket,
+    socket: Result<ConnectedSocket, UpstreamError>,
     key: UpstreamKey,
     client: ClientContext,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -79,17 +83,7 @@ fn tunnel_task(
         let upgrade = PendingUpgrade::of_request(&mut request);
         drop(request);
         match upgrade.await {
-            Ok(upgraded) => {
-                run(
-                    core,
-                    upgraded,
-                    Ok(socket),
-                    key,
-                    client,
-                    ServerLeg::LikeClient,
-                )
-                .await
-            }
+            Ok(upgraded) => run(core, upgraded, socket, key, client, ServerLeg::LikeClient).await,
             Err(error) => tracing::debug!(%error, "CONNECT upgrade failed"),
         }
     })

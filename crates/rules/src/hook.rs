@@ -46,6 +46,12 @@ impl RulesHook {
         Ok(warnings)
     }
 
+    /// Puts `rules` (compiled from the rules in force, see [`Rules::compile`]) in
+    /// their place.
+    pub fn replace(&self, rules: Rules) {
+        self.current.store(Arc::new(rules));
+    }
+
     pub fn rules(&self) -> Arc<Rules> {
         self.current.load_full()
     }
@@ -54,6 +60,10 @@ impl RulesHook {
 impl ExchangeHook for RulesHook {
     fn name(&self) -> &'static str {
         "rules"
+    }
+
+    fn may_answer_without_server(&self) -> bool {
+        self.current.load().answers_requests()
     }
 
     fn request_head<'a>(

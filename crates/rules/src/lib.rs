@@ -310,6 +310,12 @@ impl Rules {
             && !self.options.anticomp
     }
 
+    /// Whether some rule answers requests without the server (map_local, block_list,
+    /// server replay).
+    pub fn answers_requests(&self) -> bool {
+        self.server_replay.is_some() || !self.map_local.is_empty() || !self.block_list.is_empty()
+    }
+
     /// How many recorded answers server replay has left (`None`: no server replay).
     pub fn server_replay_remaining(&self) -> Option<usize> {
         self.server_replay.as_ref().map(|r| r.remaining())

@@ -41,6 +41,22 @@ pub fn render(flow: &Flow) -> Vec<Line<'static>> {
         lines.push(Line::raw(""));
     }
 
+    if !flow.rules.is_empty() {
+        heading(&mut lines, "Rules");
+        for applied in &flow.rules {
+            lines.push(Line::from(vec![
+                Span::styled(
+                    format!("  {} ", applied.rule),
+                    Style::new().fg(Color::Yellow),
+                ),
+                Span::raw(
+                    sanitize(&format!("{:?}: {}", applied.spec, applied.effect)).into_owned(),
+                ),
+            ]));
+        }
+        lines.push(Line::raw(""));
+    }
+
     heading(&mut lines, "TLS events");
     let mut any = false;
     for (at, event) in flow.timeline.tls_events() {

@@ -41,7 +41,11 @@ const FILTERS: &[(&str, &str)] = &[
     ),
     ("~marked", "marked flows"),
     ("~comment rx", "the flow's comment"),
-    ("~replay, ~replayq", "replays of a request"),
+    (
+        "~replay, ~replayq",
+        "replays of a request (~replay: or of a response)",
+    ),
+    ("~replays", "answers from server replay"),
     (
         "~rule rx",
         "flows a rule changed (map_local, modify_headers, …)",

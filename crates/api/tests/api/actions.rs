@@ -252,7 +252,7 @@ async fn options_round_trip_and_a_bad_filter_changes_nothing() {
         .calls()
         .contains(&Call::SetOptions(OptionsUpdate {
             intercept: Some(String::new()),
-            intercept_tls: None,
+            ..OptionsUpdate::default()
         })));
 }
 

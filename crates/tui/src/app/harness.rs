@@ -163,6 +163,7 @@ impl FlowControl for FakeControl {
         Options {
             intercept: self.intercept.lock().unwrap().clone(),
             intercept_tls: false,
+            settings: Default::default(),
         }
     }
 
