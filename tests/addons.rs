@@ -628,3 +628,36 @@ fn websocket_message_and_websocket_end_observe_a_conversation() {
     proxy.wait_for_stderr("ws message from server: hello, periscope", WAIT);
     proxy.wait_for_stderr("ws end /chat code 4000", WAIT);
 }
+
+#[test]
+fn many_flows_in_flight_get_their_own_answers_and_metadata_follows_each_flow() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "meta.py",
+        "def request(flow):\n\
+         \x20   flow.metadata['asked'] = flow.request.path\n\
+         \n\
+         def response(flow):\n\
+         \x20   flow.response.headers['x-asked'] = flow.metadata.get('asked', 'nothing')\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let clients: Vec<_> = (0..24)
+        .map(|i| {
+            let curl = Curl::through(&proxy);
+            let target = url(&origin, &format!("/n/{i}"));
+            std::thread::spawn(move || (i, curl.run(&target)))
+        })
+        .collect();
+    for client in clients {
+        let (i, result) = client.join().unwrap();
+        result.assert_status(200);
+        let expected = format!("/n/{i}");
+        assert_eq!(
+            result.header("x-asked"),
+            Some(expected.as_str()),
+            "{result:?}"
+        );
+        assert_eq!(result.body_text(), format!("origin saw /n/{i}"));
+    }
+}
