@@ -59,6 +59,18 @@ ROWS = [
      None, None),
     ("hooks_intercept_cpu", "keep-alive c=16, intercept matching nothing: CPU per request", "µs",
      0, None, None),
+    ("addon_c16_rps", "keep-alive 1 KiB, c=16, no-op response script: req/s", "req/s", 0, None,
+     None),
+    ("addon_c16_p50", "keep-alive 1 KiB, c=16, no-op response script: p50 latency", "ms", 3,
+     None, None),
+    ("addon_c16_cpu", "keep-alive 1 KiB, c=16, no-op response script: proxy CPU per request",
+     "µs", 0, None, None),
+    ("addon_body_c16_rps", "keep-alive 1 KiB, c=16, request + response script reading bodies: "
+     "req/s", "req/s", 0, None, None),
+    ("addon_body_c16_p50", "keep-alive 1 KiB, c=16, request + response script reading bodies: "
+     "p50 latency", "ms", 3, None, None),
+    ("addon_body_c16_cpu", "keep-alive 1 KiB, c=16, request + response script reading bodies: "
+     "proxy CPU per request", "µs", 0, None, None),
     ("idle_base_rss", "idle connections: proxy RSS before", "MiB", 1, None, None),
     ("idle_rss", "idle connections: proxy RSS with all open", "MiB", 1, "abs_lt", 100),
     ("idle_per_conn", "idle connections: RSS per connection", "KiB", 1, None, None),

@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
@@ -31,7 +31,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons)
 
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -288,6 +288,18 @@ socks_modes() { # socks_modes SCENARIO PORT
     return 0
 }
 
+# The addons scenario runs both proxies with the same no-op `response` script
+# (bench/noop_response.py); Periscope's worker uses the system python3.
+addon_args() { # addon_args SCENARIO periscope|mitmdump
+    case $1 in
+        addons) echo "-s $BENCH/noop_response.py" ;;
+        addons_body) echo "-s $BENCH/body_request_response.py" ;;
+        *) return 0 ;;
+    esac
+    [[ $2 == periscope ]] && echo "--scripts-python $(command -v python3)"
+    return 0
+}
+
 # The hooks scenario's variants: 20 rules (10 header, 10 body) whose filters match
 # none of the bench's requests, the way rules scoped to other hosts sit in a config
 # file; or an intercept filter that matches nothing, with the control API serving.
@@ -309,10 +321,10 @@ start_periscope() {
     local extra=()
     mapfile -t extra < <(hook_args "$1")
     # stdout (a line per flow) goes nowhere: printing is not what is measured.
-    # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
+    # shellcheck disable=SC2046 # socks_modes and addon_args print separate words on purpose
     "$PERISCOPE_BIN" dump -p "$PERISCOPE_PORT" --confdir "$RUN/periscope-conf" \
         --upstream-trusted-ca "$RUN/pki/ca.pem" $(socks_modes "$1" "$PERISCOPE_SOCKS_PORT") \
-        "${extra[@]}" >/dev/null 2>"$log" &
+        $(addon_args "$1" periscope) "${extra[@]}" >/dev/null 2>"$log" &
     PERISCOPE_PID=$!
     wait_ready periscope "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA" "$PERISCOPE_PID" "$log"
 }
@@ -322,7 +334,7 @@ start_mitmdump() {
     local log="$RUN/mitmdump.$1.log"
     # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
     "$VENV/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$MITM_PORT" \
-        $(socks_modes "$1" "$MITM_SOCKS_PORT") \
+        $(socks_modes "$1" "$MITM_SOCKS_PORT") $(addon_args "$1" mitmdump) \
         --set confdir="$RUN/mitmproxy-conf" \
         --set ssl_verify_upstream_trusted_ca="$RUN/pki/ca.pem" \
         --set stream_large_bodies=4m >/dev/null 2>"$log" &
@@ -390,7 +402,15 @@ proxy_pid() {
         *) echo "" ;;
     esac
 }
-proc_cpu() { python3 "$BENCH/rss.py" cpu "$1" 2>/dev/null || echo 0; }
+# A proxy's CPU includes its children's (Periscope's addon worker in the addons scenario).
+proc_cpu() {
+    local pid=$1 total child
+    total="$(python3 "$BENCH/rss.py" cpu "$pid" 2>/dev/null || echo 0)"
+    for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+        total="$(python3 -c "print($total + $(python3 "$BENCH/rss.py" cpu "$child" 2>/dev/null || echo 0))")"
+    done
+    echo "$total"
+}
 CLK_TCK=$(getconf CLK_TCK)
 # Every core's busy time so far, in seconds (/proc/stat: user nice system idle iowait irq
 # softirq steal; all but idle and iowait). In bash: a python start would land in the window.
@@ -488,6 +508,31 @@ scenario_keepalive() {
         done
     done
     stop_proxies keepalive
+}
+
+# Keep-alive at c=16 with one script in both proxies: a no-op `response` (the cost of
+# a hook call to the worker and back, per request; compare with ka_c16_* of scenario
+# 1), then `request` + `response` reading the bodies (both bodies sent to the worker).
+scenario_addons() {
+    local phase prefix run target out
+    for phase in addons addons_body; do
+        prefix=addon_c16
+        [[ $phase == addons_body ]] && prefix=addon_body_c16
+        say "== 8. keep-alive, 1 KiB responses, c=16, script $(addon_args "$phase" mitmdump | cut -d' ' -f2 | xargs basename), $RUNS x ${DURATION}s"
+        start_proxies "$phase"
+        for run in $(seq "$RUNS"); do
+            for target in $(targets); do
+                out="$RUN/oha.$phase.$target.$run.json"
+                if oha_run "$target" "$out" -z "${DURATION}s" -c 16; then
+                    oha_record "$prefix" "$target" "$run" "$out" rps p50 cpu
+                    say "   run $run c=16 $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+                else
+                    failed "$target" "keep-alive with a script ($phase) run $run ($(oha_why "$out"))"
+                fi
+            done
+        done
+        stop_proxies "$phase"
+    done
 }
 
 scenario_newconn() {

@@ -283,6 +283,22 @@ pub struct ProxyArgs {
     #[arg(long, global = true, default_value_t = 1, value_name = "N")]
     pub client_replay_concurrency: usize,
 
+    /// Run a mitmproxy-style addon script (`addons = [...]` or module-level hook
+    /// functions such as `request(flow)`), repeatable. Scripts run in a Python worker
+    /// process, are reloaded when their file changes, and see `from mitmproxy import
+    /// http, ctx` as under mitmproxy (crates/addons/README.md says what is covered).
+    #[arg(short = 's', long = "scripts", global = true, value_name = "FILE")]
+    pub scripts: Vec<PathBuf>,
+
+    /// The Python that runs -s scripts (with the packages they import).
+    #[arg(long, global = true, default_value = "python3", value_name = "PATH")]
+    pub scripts_python: PathBuf,
+
+    /// Limit for one hook of the -s scripts; past it the flow goes on without it (the
+    /// error is recorded on the flow) and the worker is restarted.
+    #[arg(long, global = true, default_value = "5s", value_name = "DURATION")]
+    pub scripts_timeout: humantime::Duration,
+
     /// More log output on stderr (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

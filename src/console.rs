@@ -44,6 +44,10 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     let bus = FlowBus::new();
     // The list shows requests the moment they arrive, marked as waiting.
     bus.want_requests();
+    let addons = crate::start_addons(args, &config, &bus).await?;
+    if let Some(addons) = &addons {
+        config.hooks.add(addons.hook());
+    }
     let events = bus.subscribe();
     let recorder = crate::recording::spawn(Arc::clone(&store), &bus);
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
@@ -84,6 +88,9 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
         control: Some(control),
     };
     let result = periscope_tui::run(options, events).await;
+    if let Some(addons) = &addons {
+        addons.shutdown().await;
+    }
     recorder.finish();
     result.context("the console failed")
 }

@@ -242,6 +242,10 @@ async fn run_proxy_with(
     if serve_api {
         bus.want_requests();
     }
+    let addons = start_addons(args, &config, &bus).await?;
+    if let Some(addons) = &addons {
+        config.hooks.add(addons.hook());
+    }
     let printer_events = bus.subscribe();
     let recorder = recording::spawn(Arc::clone(&store), &bus);
     let api_listener = if serve_api {
@@ -289,8 +293,29 @@ async fn run_proxy_with(
         _ = printer => {}
         () = shutdown_requested() => {}
     }
+    if let Some(addons) = &addons {
+        addons.shutdown().await;
+    }
     recorder.finish();
     Ok(())
+}
+
+/// The -s scripts' worker, when there are scripts (none: no worker, no hook).
+pub(crate) async fn start_addons(
+    args: &ProxyArgs,
+    config: &ProxyConfig,
+    bus: &FlowBus,
+) -> anyhow::Result<Option<periscope_addons::Addons>> {
+    if args.scripts.is_empty() {
+        return Ok(None);
+    }
+    let mut addons = periscope_addons::AddonsConfig::new(args.scripts.clone());
+    addons.python.clone_from(&args.scripts_python);
+    addons.timeout = args.scripts_timeout.into();
+    addons.body_limit = config.body_limit;
+    addons.body_idle = config.timeouts.body_idle;
+    let started = periscope_addons::Addons::start(addons, bus).await?;
+    Ok(Some(started))
 }
 
 /// The control API's socket (`--web-host`/`--web-port`).

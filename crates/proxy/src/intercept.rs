@@ -534,7 +534,9 @@ impl ExchangeHook for Intercept {
         body: &'a mut StageBody,
     ) -> HookFuture<'a, RequestVerdict> {
         Box::pin(async move {
-            if !self.matches(flow) {
+            // A hook before this one (an addon's `flow.intercept()`) may have asked.
+            let asked = flow.take_intercept_ask();
+            if !asked && !self.matches(flow) {
                 return RequestVerdict::Continue;
             }
             let whole = body
@@ -575,7 +577,8 @@ impl ExchangeHook for Intercept {
         body: &'a mut StageBody,
     ) -> HookFuture<'a, ResponseVerdict> {
         Box::pin(async move {
-            if !self.matches(flow) {
+            let asked = flow.take_intercept_ask();
+            if !asked && !self.matches(flow) {
                 return ResponseVerdict::Continue;
             }
             // After a 101 the connection is another protocol's: there is no body to

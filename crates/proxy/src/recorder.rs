@@ -86,6 +86,8 @@ pub struct FlowRecorder {
     request_bytes: AtomicU64,
     /// Response body bytes relayed so far, for the error of a client that left.
     response_bytes: AtomicU64,
+    /// A hook asked to pause the flow for the user at the end of this hook point.
+    intercept_asked: AtomicBool,
 }
 
 impl FlowRecorder {
@@ -206,7 +208,25 @@ impl FlowRecorder {
             published: AtomicBool::new(false),
             request_bytes: AtomicU64::new(0),
             response_bytes: AtomicU64::new(0),
+            intercept_asked: AtomicBool::new(false),
         })
+    }
+
+    /// A hook (an addon script's `flow.intercept()`) asks that the flow pause for the
+    /// user once every hook of this point ran, as the intercept filter pauses it
+    /// (`on: false` withdraws the request). Only a flow someone can resume (a front end
+    /// that acts on flows runs) pauses: returns whether this one can.
+    pub fn ask_intercept(&self, on: bool) -> bool {
+        if self.live.get().is_none() {
+            return false;
+        }
+        self.intercept_asked.store(on, Ordering::Release);
+        true
+    }
+
+    /// Whether a hook asked to pause the flow here; the request is used up.
+    pub(crate) fn take_intercept_ask(&self) -> bool {
+        self.intercept_asked.swap(false, Ordering::AcqRel)
     }
 
     pub fn id(&self) -> FlowId {

@@ -1,0 +1,3 @@
+"""`from mitmproxy import addonmanager` (type hints of `load(loader)`)."""
+
+from periscope_addons.options import Loader  # noqa: F401

@@ -1,0 +1,10 @@
+class MitmproxyException(Exception):
+    pass
+
+
+class OptionsError(MitmproxyException):
+    pass
+
+
+class AddonManagerError(MitmproxyException):
+    pass

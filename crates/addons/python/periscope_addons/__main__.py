@@ -1,0 +1,3 @@
+from periscope_addons.worker import main
+
+main()

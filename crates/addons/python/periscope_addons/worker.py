@@ -1,0 +1,270 @@
+"""The worker's main loop: loads the scripts, reports which hooks they define, runs
+hooks as the proxy asks and answers with what they changed (PROTOCOL.md)."""
+
+import base64
+import importlib.util
+import json
+import logging
+import os
+import sys
+import threading
+import traceback
+from collections import OrderedDict
+
+from periscope_addons import flow as flowmod
+from periscope_addons.options import Loader, Options
+
+# Hooks the proxy can call per flow, and those called once per script.
+FLOW_HOOKS = (
+    "requestheaders", "request", "responseheaders", "response", "error",
+    "websocket_start", "websocket_message", "websocket_end", "tls_event",
+)
+LIFE_HOOKS = ("load", "running", "configure", "done")
+
+_out = None
+_out_lock = threading.Lock()
+
+
+def send(message):
+    line = json.dumps(message, separators=(",", ":")) + "\n"
+    with _out_lock:
+        _out.write(line.encode("utf-8"))
+        _out.flush()
+
+
+def log(level, message):
+    send({"type": "log", "level": level, "message": message})
+
+
+class ProtocolLogHandler(logging.Handler):
+    """`logging` and ctx.log from scripts go to Periscope's event log."""
+
+    LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warn", "ERROR": "error",
+              "CRITICAL": "error"}
+
+    def emit(self, record):
+        try:
+            log(self.LEVELS.get(record.levelname, "info"), self.format(record))
+        except Exception:  # a log line must never break a hook
+            pass
+
+
+class Script:
+    """One -s file: its module, the addons in it (the module and its `addons`,
+    recursively), and the file's mtime for reloads."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+        self.name = os.path.basename(path)
+        self.module = None
+        self.addons = []
+        self.mtime = None
+        self.error = None
+
+    def load(self, options):
+        self.mtime = _mtime(self.path)
+        self.error = None
+        self.addons = []
+        modname = "__periscope_script_" + str(abs(hash(self.path)))
+        spec = importlib.util.spec_from_file_location(modname, self.path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = module
+        sys.path.insert(0, os.path.dirname(self.path))
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as exc:
+            self.module = None
+            self.error = _load_error(self.path, exc)
+            return False
+        finally:
+            try:
+                sys.path.remove(os.path.dirname(self.path))
+            except ValueError:
+                pass
+        self.module = module
+        self.addons = list(_traverse(module))
+        loader = Loader(options)
+        for addon in self.addons:
+            if not self.call_life(addon, "load", loader):
+                self.error = f"{self.path}: its load hook raised (the traceback is in the log)"
+                return False
+        return True
+
+    def call_life(self, addon, hook, *args):
+        fn = getattr(addon, hook, None)
+        if not callable(fn):
+            return True
+        try:
+            fn(*args)
+            return True
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            log("error", f"{self.name}: {hook} raised:\n{_format_tb(exc)}")
+            return False
+
+    def hooks(self):
+        return sorted({h for a in self.addons for h in FLOW_HOOKS if callable(getattr(a, h, None))})
+
+
+def _traverse(addon):
+    yield addon
+    children = getattr(addon, "addons", None)
+    if isinstance(children, (list, tuple)):
+        for child in children:
+            yield from _traverse(child)
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _load_error(path, exc):
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: {type(exc).__name__}: {exc.msg}"
+    tb = traceback.extract_tb(exc.__traceback__)
+    in_script = [f for f in tb if os.path.abspath(f.filename) == path]
+    frame = in_script[-1] if in_script else (tb[-1] if tb else None)
+    where = f"{frame.filename}:{frame.lineno}" if frame else path
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _format_tb(exc):
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+class Worker:
+    def __init__(self, paths):
+        self.options = Options()
+        self.scripts = [Script(p) for p in paths]
+        self.metadata = OrderedDict()  # flow id -> flow.metadata, kept across hooks
+        import mitmproxy.ctx as ctx
+
+        ctx.options = self.options
+        self.ctx = ctx
+
+    def report(self, kind):
+        send({
+            "type": kind,
+            "scripts": [
+                {"path": s.path, "hooks": s.hooks(), "error": s.error} for s in self.scripts
+            ],
+        })
+
+    def start(self):
+        for script in self.scripts:
+            if not script.load(self.options):
+                script.addons = []
+        self.lifecycle_after_load(self.scripts)
+        self.report("ready")
+
+    def lifecycle_after_load(self, scripts):
+        names = self.options.keys()
+        for script in scripts:
+            for addon in script.addons:
+                script.call_life(addon, "configure", names)
+        for script in scripts:
+            for addon in script.addons:
+                script.call_life(addon, "running")
+
+    def check_reload(self):
+        changed = [s for s in self.scripts if _mtime(s.path) != s.mtime]
+        for script in changed:
+            for addon in script.addons:
+                script.call_life(addon, "done")
+            log("info", f"reloading script {script.name}")
+            if not script.load(self.options):
+                script.addons = []
+        if changed:
+            self.lifecycle_after_load(changed)
+            self.report("hooks")
+
+    def flow_metadata(self, flow_id):
+        meta = self.metadata.get(flow_id)
+        if meta is None:
+            meta = self.metadata[flow_id] = {}
+            while len(self.metadata) > 10000:
+                self.metadata.popitem(last=False)
+        else:
+            self.metadata.move_to_end(flow_id)
+        return meta
+
+    def call(self, message):
+        hook = message["hook"]
+        flow = flowmod.HTTPFlow(message["flow"], self.flow_metadata(message["flow"]["id"]))
+        args = [flow]
+        if hook == "tls_event":
+            args.append(message.get("event"))
+        before = flow._snapshot()
+        errors = []
+        for script in self.scripts:
+            for addon in script.addons:
+                fn = getattr(addon, hook, None)
+                if not callable(fn):
+                    continue
+                saved = flow._save()
+                try:
+                    fn(*args)
+                except BaseException as exc:
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    # The script's changes are undone: the flow goes on as it came.
+                    flow._restore(saved)
+                    text = f"{script.name}: {hook} raised:\n{_format_tb(exc)}"
+                    log("error", text)
+                    errors.append(f"{script.name}: {hook} raised {type(exc).__name__}: {exc}")
+        result = {"type": "result", "id": message["id"], "changes": flowmod.diff(before, flow)}
+        if errors:
+            result["errors"] = errors
+        if message.get("last"):
+            self.metadata.pop(message["flow"]["id"], None)
+        send(result)
+
+    def done(self):
+        for script in self.scripts:
+            for addon in script.addons:
+                script.call_life(addon, "done")
+
+
+def main():
+    global _out
+    # The protocol owns the real stdout; what scripts print goes to stderr.
+    _out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    handler = ProtocolLogHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+
+    worker = Worker(sys.argv[1:])
+    worker.start()
+    stdin = sys.stdin.buffer
+    while True:
+        line = stdin.readline()
+        if not line:
+            break
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log("error", f"periscope_addons: not a JSON line: {line[:80]!r}")
+            continue
+        kind = message.get("type")
+        if kind == "hook":
+            worker.check_reload()
+            worker.call(message)
+        elif kind == "reload":
+            worker.check_reload()
+        elif kind == "options":
+            worker.options.update(**message.get("values", {}))
+        elif kind == "shutdown":
+            break
+    worker.done()
+
+
+if __name__ == "__main__":
+    main()

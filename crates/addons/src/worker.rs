@@ -1,0 +1,435 @@
+//! The worker process and its supervisor. One task owns the child: it writes the
+//! calls (through a writer task, so a worker that stops reading never blocks it),
+//! reads the answers and routes them by id to the calls waiting for them, restarts a
+//! worker that died or got stuck past the timeout, and polls the scripts for changes.
+//! Callers only ever await a oneshot: no tokio worker thread blocks on the process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use periscope_flow::LogLevel;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{hooks_of, Changes, FlowHook, HookSet, ScriptReport, WorkerMessage};
+
+/// Where event-log lines go (the proxy's bus).
+pub type LogSink = Arc<dyn Fn(LogLevel, String) + Send + Sync>;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub python: PathBuf,
+    pub scripts: Vec<PathBuf>,
+    /// How long one hook call may take before it is abandoned.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot write the addon runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot start the addon worker {python}: {source}")]
+    Spawn {
+        python: String,
+        source: std::io::Error,
+    },
+    #[error("the addon worker did not start: {0}")]
+    NotReady(String),
+    #[error("cannot load script {0}")]
+    Script(String),
+}
+
+/// Why a call brought no changes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The hook ran longer than the timeout; the worker was restarted.
+    Timeout(Duration),
+    /// The worker died (or was restarted) before it answered.
+    WorkerGone,
+}
+
+/// What a hook call brought back.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub changes: Changes,
+    /// A script's hook raised (`script.py: request raised KeyError: 'x'`); its
+    /// changes were undone.
+    pub errors: Vec<String>,
+}
+
+enum Request {
+    Call {
+        id: u64,
+        line: String,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// The call timed out: the worker is stuck in it.
+    Abandon {
+        id: u64,
+        hook: &'static str,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The running worker, seen from the proxy.
+pub struct Worker {
+    requests: mpsc::UnboundedSender<Request>,
+    hooks: Arc<AtomicU32>,
+    next_id: AtomicU64,
+    timeout: Duration,
+}
+
+/// How often the scripts' files are checked for changes while no hook runs.
+const RELOAD_POLL: Duration = Duration::from_secs(1);
+/// How long a worker may take to load its scripts.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Worker {
+    /// Starts the worker and waits for it to load the scripts. A script that does not
+    /// load is an error naming its file and line.
+    pub async fn start(config: WorkerConfig, log: LogSink) -> Result<Worker, StartError> {
+        let runtime = tempfile::Builder::new()
+            .prefix("periscope-addons-")
+            .tempdir()
+            .map_err(StartError::Runtime)?;
+        crate::runtime::write_runtime(runtime.path()).map_err(StartError::Runtime)?;
+        let mut process = Process::spawn(&config, runtime.path(), &log)?;
+        let scripts = tokio::time::timeout(READY_TIMEOUT, process.ready(&log))
+            .await
+            .map_err(|_| StartError::NotReady(format!("no answer in {READY_TIMEOUT:?}")))??;
+        if let Some(error) = scripts.iter().find_map(|s| s.error.clone()) {
+            return Err(StartError::Script(error));
+        }
+        let hooks = Arc::new(AtomicU32::new(hooks_of(&scripts).0));
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let supervisor = Supervisor {
+            config: config.clone(),
+            runtime,
+            log,
+            hooks: Arc::clone(&hooks),
+            pending: HashMap::new(),
+        };
+        tokio::spawn(supervisor.run(process, receiver));
+        Ok(Worker {
+            requests,
+            hooks,
+            next_id: AtomicU64::new(1),
+            timeout: config.timeout,
+        })
+    }
+
+    /// The flow hooks the scripts define now.
+    pub fn hooks(&self) -> HookSet {
+        HookSet(self.hooks.load(Ordering::Relaxed))
+    }
+
+    /// Calls `hook` of every script that defines it with `flow` (PROTOCOL.md, `hook`),
+    /// `extra` merged into the message.
+    pub async fn call(
+        &self,
+        hook: FlowHook,
+        flow: Value,
+        extra: Option<(&str, Value)>,
+    ) -> Result<Reply, CallError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut message = serde_json::json!({
+            "type": "hook",
+            "id": id,
+            "hook": hook.name(),
+            "flow": flow,
+        });
+        if let Some((key, value)) = extra {
+            message[key] = value;
+        }
+        let (reply, answer) = oneshot::channel();
+        let line = message.to_string();
+        if self
+            .requests
+            .send(Request::Call { id, line, reply })
+            .is_err()
+        {
+            return Err(CallError::WorkerGone);
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(CallError::WorkerGone),
+            Err(_) => {
+                let _ = self.requests.send(Request::Abandon {
+                    id,
+                    hook: hook.name(),
+                });
+                Err(CallError::Timeout(self.timeout))
+            }
+        }
+    }
+
+    /// Runs the scripts' `done` and waits (a little) for the worker to exit.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.requests.send(Request::Shutdown(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), finished).await;
+        }
+    }
+}
+
+/// One worker process: its stdin (through the writer task), stdout lines, the child.
+struct Process {
+    child: Child,
+    stdin: mpsc::UnboundedSender<String>,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Process {
+    fn spawn(
+        config: &WorkerConfig,
+        runtime: &std::path::Path,
+        log: &LogSink,
+    ) -> Result<Process, StartError> {
+        let mut python_path = runtime.as_os_str().to_owned();
+        if let Some(existing) = std::env::var_os("PYTHONPATH") {
+            python_path.push(":");
+            python_path.push(existing);
+        }
+        let mut child = Command::new(&config.python)
+            .arg("-u")
+            .arg("-m")
+            .arg("periscope_addons")
+            .args(&config.scripts)
+            .env("PYTHONPATH", python_path)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| StartError::Spawn {
+                python: config.python.display().to_string(),
+                source,
+            })?;
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(StartError::NotReady("no pipes to the worker".into()));
+        };
+        let (sender, mut outgoing) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(mut line) = outgoing.recv().await {
+                line.push('\n');
+                if stdin.write_all(line.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // What scripts print (and Python's own complaints) goes to the event log, not
+        // to a terminal the console owns.
+        let log = Arc::clone(log);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                log(LogLevel::Info, format!("addon output: {line}"));
+            }
+        });
+        Ok(Process {
+            child,
+            stdin: sender,
+            lines: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// Reads up to the worker's `ready`, passing its log lines on.
+    async fn ready(&mut self, log: &LogSink) -> Result<Vec<ScriptReport>, StartError> {
+        loop {
+            match self.lines.next_line().await {
+                Ok(Some(line)) => match WorkerMessage::parse(&line) {
+                    Ok(WorkerMessage::Ready { scripts }) => return Ok(scripts),
+                    Ok(WorkerMessage::Log { level, message }) => {
+                        // A load error is the start error itself; the rest is logged.
+                        if !message.starts_with("cannot load script ") {
+                            log(log_level(&level), format!("addon: {message}"));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        return Err(StartError::NotReady(format!(
+                            "unexpected output {line:?}: {error}"
+                        )))
+                    }
+                },
+                Ok(None) | Err(_) => {
+                    let status = self.child.wait().await.ok();
+                    return Err(StartError::NotReady(format!(
+                        "the worker exited ({})",
+                        status.map_or("unknown status".into(), |s| s.to_string())
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn log_level(level: &str) -> LogLevel {
+    match level {
+        "debug" => LogLevel::Debug,
+        "warn" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        _ => LogLevel::Info,
+    }
+}
+
+struct Supervisor {
+    config: WorkerConfig,
+    /// The runtime's directory, removed when the supervisor ends.
+    runtime: tempfile::TempDir,
+    log: LogSink,
+    hooks: Arc<AtomicU32>,
+    /// Calls written to the worker and not answered yet, with when they were written.
+    pending: HashMap<u64, (oneshot::Sender<Reply>, Instant)>,
+}
+
+impl Supervisor {
+    async fn run(mut self, mut process: Process, mut requests: mpsc::UnboundedReceiver<Request>) {
+        let mut poll = tokio::time::interval(RELOAD_POLL);
+        let mut restarts: Vec<Instant> = Vec::new();
+        loop {
+            let gone = tokio::select! {
+                request = requests.recv() => match request {
+                    Some(Request::Call { id, line, reply }) => {
+                        self.pending.insert(id, (reply, Instant::now()));
+                        let _ = process.stdin.send(line);
+                        None
+                    }
+                    Some(Request::Abandon { id, hook }) => {
+                        // Still unanswered: the worker is stuck in that hook (it runs
+                        // one at a time), so every flow behind it would wait too.
+                        // A call that waited for a restart before it was written has
+                        // not been in the worker long: it is dropped, the worker kept.
+                        let stuck = self
+                            .pending
+                            .remove(&id)
+                            .is_some_and(|(_, written)| written.elapsed() >= self.config.timeout / 2);
+                        if stuck {
+                            let _ = process.child.start_kill();
+                            Some(format!(
+                                "a `{hook}` hook ran longer than {:?}; the addon worker was stopped",
+                                self.config.timeout
+                            ))
+                        } else {
+                            None
+                        }
+                    }
+                    Some(Request::Shutdown(done)) => {
+                        let _ = process.stdin.send(r#"{"type":"shutdown"}"#.into());
+                        let _ = tokio::time::timeout(Duration::from_secs(2), process.child.wait()).await;
+                        let _ = process.child.start_kill();
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+                line = process.lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        self.handle(&line);
+                        None
+                    }
+                    Ok(None) | Err(_) => {
+                        let status = process.child.wait().await;
+                        Some(format!(
+                            "the addon worker exited ({})",
+                            status.map_or_else(|e| e.to_string(), |s| s.to_string())
+                        ))
+                    }
+                },
+                _ = poll.tick() => {
+                    if self.pending.is_empty() {
+                        let _ = process.stdin.send(r#"{"type":"reload"}"#.into());
+                    }
+                    None
+                }
+            };
+            let Some(why) = gone else { continue };
+            // Calls in flight get no answer: their flows go on unchanged.
+            self.pending.clear();
+            let _ = process.child.start_kill();
+            let _ = process.child.wait().await;
+            restarts.retain(|at| at.elapsed() < Duration::from_secs(60));
+            restarts.push(Instant::now());
+            // A worker that dies at once, again and again, is restarted less often.
+            let pause = Duration::from_millis(200) * (restarts.len() as u32).min(25);
+            (self.log)(
+                LogLevel::Error,
+                format!("addon: {why}; restarting it in {pause:?}"),
+            );
+            tokio::time::sleep(pause).await;
+            process = loop {
+                match self.restart().await {
+                    Ok(process) => break process,
+                    Err(error) => {
+                        (self.log)(
+                            LogLevel::Error,
+                            format!(
+                                "addon: the worker did not restart: {error}; trying again in 5s"
+                            ),
+                        );
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            };
+        }
+    }
+
+    async fn restart(&mut self) -> Result<Process, StartError> {
+        let mut process = Process::spawn(&self.config, self.runtime.path(), &self.log)?;
+        let scripts = tokio::time::timeout(READY_TIMEOUT, process.ready(&self.log))
+            .await
+            .map_err(|_| StartError::NotReady(format!("no answer in {READY_TIMEOUT:?}")))??;
+        self.set_hooks(&scripts);
+        (self.log)(
+            LogLevel::Warn,
+            "addon: the addon worker was restarted".to_string(),
+        );
+        Ok(process)
+    }
+
+    fn set_hooks(&self, scripts: &[ScriptReport]) {
+        for script in scripts {
+            if let Some(error) = &script.error {
+                (self.log)(
+                    LogLevel::Error,
+                    format!("addon: cannot load script {error}"),
+                );
+            }
+        }
+        self.hooks.store(hooks_of(scripts).0, Ordering::Relaxed);
+    }
+
+    fn handle(&mut self, line: &str) {
+        match WorkerMessage::parse(line) {
+            Ok(WorkerMessage::Result { id, changes, errors }) => {
+                if let Some((reply, _)) = self.pending.remove(&id) {
+                    let _ = reply.send(Reply {
+                        changes: *changes,
+                        errors,
+                    });
+                }
+            }
+            Ok(WorkerMessage::Log { level, message }) => {
+                (self.log)(log_level(&level), format!("addon: {message}"));
+            }
+            Ok(WorkerMessage::Hooks { scripts }) => {
+                self.set_hooks(&scripts);
+                (self.log)(LogLevel::Info, "addon: scripts reloaded".to_string());
+            }
+            Ok(WorkerMessage::Ready { scripts }) => self.set_hooks(&scripts),
+            Err(error) => (self.log)(
+                LogLevel::Warn,
+                format!("addon: the worker wrote something that is not the protocol ({error}): {line:.200}"),
+            ),
+        }
+    }
+}

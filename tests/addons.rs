@@ -1,0 +1,663 @@
+//! Addon scripts (`-s`), end to end: the real binary runs mitmproxy-style Python
+//! scripts in its worker (`--scripts-python` is the test venv's interpreter) against a
+//! recording origin on loopback (`tests/peers/addon_origin.py`) and Apache's
+//! renegotiating location, with curl as the client.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn origin() -> PythonPeer {
+    PythonPeer::start("addon_origin.py", &[])
+}
+
+/// What the origin received, once it has printed at least `count` requests.
+#[track_caller]
+fn recorded_at_least(origin: &PythonPeer, count: usize) -> Vec<Value> {
+    wait_until(WAIT, || recorded(origin).len() >= count);
+    recorded(origin)
+}
+
+fn recorded(origin: &PythonPeer) -> Vec<Value> {
+    origin
+        .stdout
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("recorded: "))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
+    recorded["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        .and_then(|h| h[1].as_str())
+}
+
+/// A directory holding the test's scripts.
+struct Scripts(tempfile::TempDir);
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts(
+            tempfile::Builder::new()
+                .prefix("addons-")
+                .tempdir()
+                .unwrap(),
+        )
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn proxy_with(scripts: &[&Path], extra: &[&str]) -> Periscope {
+    let mut builder = PeriscopeBuilder::new()
+        .arg("--upstream-trusted-ca")
+        .arg(&test_pki().ca_cert)
+        .arg("--scripts-python")
+        .arg(python());
+    for script in scripts {
+        builder = builder.arg("-s").arg(script);
+    }
+    builder.args(extra).start()
+}
+
+fn url(origin: &PythonPeer, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", origin.port)
+}
+
+#[test]
+fn a_request_script_adds_a_header_and_a_query_parameter_the_origin_sees() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "add_header.py",
+        "from mitmproxy import http\n\
+         \n\
+         class AddHeader:\n\
+         \x20   def __init__(self):\n\
+         \x20       self.num = 0\n\
+         \n\
+         \x20   def request(self, flow: http.HTTPFlow) -> None:\n\
+         \x20       self.num += 1\n\
+         \x20       flow.request.headers[\"x-count\"] = str(self.num)\n\
+         \x20       flow.request.query[\"added\"] = \"yes\"\n\
+         \n\
+         addons = [AddHeader()]\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    for _ in 0..2 {
+        Curl::through(&proxy)
+            .run(&url(&origin, "/first?a=1"))
+            .assert_status(200);
+    }
+    let seen = recorded_at_least(&origin, 2);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(header(&seen[0], "x-count"), Some("1"), "{seen:?}");
+    assert_eq!(
+        header(&seen[1], "x-count"),
+        Some("2"),
+        "state kept: {seen:?}"
+    );
+    assert_eq!(seen[0]["target"], "/first?a=1&added=yes");
+}
+
+#[test]
+fn a_response_script_rewrites_a_json_field_and_the_client_gets_it_framed_anew() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "rewrite.py",
+        "import json\n\
+         \n\
+         def response(flow):\n\
+         \x20   if flow.request.path.startswith('/json'):\n\
+         \x20       data = flow.response.json()\n\
+         \x20       data['name'] = 'rewritten by a script'\n\
+         \x20       data['items'].append(3)\n\
+         \x20       flow.response.text = json.dumps(data)\n\
+         \x20       flow.response.headers['x-rewritten'] = 'yes'\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let result = Curl::through(&proxy).run(&url(&origin, "/json"));
+    result.assert_status(200);
+    let json = result.json();
+    assert_eq!(json["name"], "rewritten by a script", "{json}");
+    assert_eq!(json["items"], serde_json::json!([1, 2, 3]));
+    assert_eq!(json["count"], 1);
+    assert_eq!(result.header("x-rewritten"), Some("yes"));
+    let length: usize = result.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(length, result.body.len(), "framed from the new body");
+    // A script with only `response` does not hold requests back: the origin got the
+    // request as sent.
+    let seen = recorded_at_least(&origin, 1);
+    assert_eq!(header(&seen[0], "x-rewritten"), None);
+}
+
+#[test]
+fn a_request_hook_answers_with_response_make_and_the_origin_sees_nothing() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "reply.py",
+        "from mitmproxy import http\n\
+         \n\
+         def request(flow: http.HTTPFlow) -> None:\n\
+         \x20   if flow.request.pretty_url.endswith('/path'):\n\
+         \x20       flow.response = http.Response.make(\n\
+         \x20           203, b'Hello World', {'Content-Type': 'text/html'}\n\
+         \x20       )\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let answered = Curl::through(&proxy).run(&url(&origin, "/path"));
+    answered.assert_status(203);
+    assert_eq!(answered.body_text(), "Hello World");
+    assert_eq!(answered.header("content-type"), Some("text/html"));
+    // Another path goes through, so the origin's record is in order.
+    Curl::through(&proxy)
+        .run(&url(&origin, "/other"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 1);
+    let targets: Vec<_> = seen.iter().map(|r| r["target"].clone()).collect();
+    assert_eq!(targets, ["/other"], "the answered request never left");
+}
+
+#[test]
+fn flow_kill_ends_the_exchange_the_origin_sees_nothing_and_the_flow_says_why() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "kill.py",
+        "def request(flow):\n\
+         \x20   if 'kill' in flow.request.path:\n\
+         \x20       flow.kill()\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let killed = Curl::through(&proxy).run(&url(&origin, "/kill-me"));
+    assert_eq!(killed.status, 502, "{killed:?}");
+    Curl::through(&proxy)
+        .run(&url(&origin, "/kept"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 1);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["target"], "/kept");
+    proxy.wait_for_stdout("killed by an addon script", WAIT);
+}
+
+#[test]
+fn a_hook_that_raises_is_logged_with_its_traceback_and_the_flow_goes_on_unchanged() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "raises.py",
+        "def request(flow):\n\
+         \x20   flow.request.headers['x-half-done'] = 'yes'\n\
+         \x20   raise ValueError('script bug ' + flow.request.path)\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/raising"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 1);
+    assert_eq!(
+        header(&seen[0], "x-half-done"),
+        None,
+        "the raising hook's change was undone: {seen:?}"
+    );
+    proxy.wait_for_stderr("raises.py: request raised", WAIT);
+    proxy.wait_for_stderr("Traceback (most recent call last)", WAIT);
+    proxy.wait_for_stderr("ValueError: script bug /raising", WAIT);
+    proxy.wait_for_stdout("note: addon: raises.py: request raised ValueError", WAIT);
+}
+
+#[test]
+fn a_killed_worker_is_restarted_the_log_says_so_and_scripts_run_again() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let pid_file = scripts.path().join("worker.pid");
+    let script = scripts.write(
+        "pid.py",
+        &format!(
+            "import os\n\
+             \n\
+             def load(loader):\n\
+             \x20   with open({pid_file:?}, 'w') as f:\n\
+             \x20       f.write(str(os.getpid()))\n\
+             \n\
+             def request(flow):\n\
+             \x20   flow.request.headers['x-worker'] = str(os.getpid())\n"
+        ),
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/before"))
+        .assert_status(200);
+    let first: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    send_signal(first, libc::SIGKILL);
+    proxy.wait_for_stderr("the addon worker exited", WAIT);
+    proxy.wait_for_stderr("the addon worker was restarted", WAIT);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/after"))
+        .assert_status(200);
+    let second: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_ne!(first, second);
+    let seen = recorded_at_least(&origin, 2);
+    assert_eq!(
+        header(&seen[0], "x-worker"),
+        Some(first.to_string().as_str())
+    );
+    assert_eq!(
+        header(&seen[1], "x-worker"),
+        Some(second.to_string().as_str()),
+        "the new worker runs the script: {seen:?}"
+    );
+}
+
+#[test]
+fn a_hook_slower_than_the_timeout_is_abandoned_the_flow_records_it_and_others_go_on() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "slow.py",
+        "import time\n\
+         \n\
+         def request(flow):\n\
+         \x20   if flow.request.path == '/slow':\n\
+         \x20       time.sleep(30)\n\
+         \x20   flow.request.headers['x-scripted'] = 'yes'\n",
+    );
+    let proxy = proxy_with(&[&script], &["--scripts-timeout", "1s"]);
+    let started = Instant::now();
+    let slow = Curl::through(&proxy).run(&url(&origin, "/slow"));
+    slow.assert_status(200);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(8),
+        "abandoned at the timeout: {took:?}"
+    );
+    proxy.wait_for_stdout("the `request` hook took longer than 1s", WAIT);
+    proxy.wait_for_stderr("the addon worker was restarted", WAIT);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/fast"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 2);
+    assert_eq!(header(&seen[0], "x-scripted"), None, "{seen:?}");
+    assert_eq!(seen[1]["target"], "/fast");
+    assert_eq!(header(&seen[1], "x-scripted"), Some("yes"), "{seen:?}");
+}
+
+#[test]
+fn a_script_is_reloaded_when_its_file_changes() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "version.py",
+        "def request(flow):\n    flow.request.headers['x-version'] = 'one'\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/v1"))
+        .assert_status(200);
+    // A different size too, so the change shows whatever the mtime granularity.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(
+        &script,
+        "def request(flow):\n    flow.request.headers['x-version'] = 'two, reloaded'\n",
+    )
+    .unwrap();
+    proxy.wait_for_stderr("scripts reloaded", WAIT);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/v2"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 2);
+    assert_eq!(header(&seen[0], "x-version"), Some("one"));
+    assert_eq!(header(&seen[1], "x-version"), Some("two, reloaded"));
+}
+
+#[test]
+fn a_script_that_does_not_load_is_an_error_naming_its_file_and_line() {
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "broken.py",
+        "def request(flow):\n    pass\n\nraise RuntimeError('cannot start')\n",
+    );
+    let output = std::process::Command::new(periscope_binary())
+        .args(["dump", "-p", "0", "--confdir"])
+        .arg(scripts.path())
+        .arg("--scripts-python")
+        .arg(python())
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}:4: RuntimeError: cannot start", script.display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!stderr.contains("proxy listening"), "{stderr}");
+}
+
+#[test]
+fn without_scripts_no_worker_runs() {
+    let proxy = PeriscopeBuilder::new().start();
+    let children = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        proxy.pid(),
+        proxy.pid()
+    ))
+    .unwrap_or_default();
+    assert_eq!(children.trim(), "", "no child process");
+    let scripts = Scripts::new();
+    let script = scripts.write("noop.py", "def response(flow):\n    pass\n");
+    let with = proxy_with(&[&script], &[]);
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", with.pid(), with.pid()))
+            .unwrap();
+    assert_eq!(
+        children.split_whitespace().count(),
+        1,
+        "the worker: {children:?}"
+    );
+}
+
+#[test]
+fn tls_event_sees_the_renegotiation_of_apache_vedauth() {
+    let apache = Apache::start();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "tls.py",
+        "import logging\n\
+         \n\
+         def tls_event(flow, event):\n\
+         \x20   logging.info('tls_event %s %s %s', flow.request.path, event['leg'], event['type'])\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let url = apache.url(Vhost::Tls12, "/vedauth/ok.txt");
+    let result = Curl::through(&proxy).run(&url);
+    result.assert_status(200);
+    assert_eq!(result.body_text(), VEDAUTH_BODY);
+    proxy.wait_for_stderr("tls_event /vedauth/ok.txt server hello_request", WAIT);
+    proxy.wait_for_stderr(
+        "tls_event /vedauth/ok.txt server renegotiation_completed",
+        WAIT,
+    );
+}
+
+#[test]
+fn the_error_hook_sees_a_failed_flow_and_sys_exit_in_a_hook_does_not_stop_the_scripts() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "errors.py",
+        "import logging, sys\n\
+         \n\
+         def request(flow):\n\
+         \x20   if flow.request.path == '/exit':\n\
+         \x20       sys.exit(3)\n\
+         \x20   flow.request.headers['x-alive'] = 'yes'\n\
+         \n\
+         def error(flow):\n\
+         \x20   logging.error('error hook: %s %s', flow.request.pretty_url, flow.error.msg)\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let dead = format!("http://127.0.0.1:{}/nobody", free_port());
+    let failed = Curl::through(&proxy).run(&dead);
+    assert_eq!(failed.status, 502, "{failed:?}");
+    proxy.wait_for_stderr(
+        |line: &str| line.contains("error hook: ") && line.contains("/nobody"),
+        WAIT,
+    );
+    Curl::through(&proxy)
+        .run(&url(&origin, "/exit"))
+        .assert_status(200);
+    proxy.wait_for_stderr("SystemExit: 3", WAIT);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/after-exit"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 2);
+    assert_eq!(header(&seen[0], "x-alive"), None, "{seen:?}");
+    assert_eq!(header(&seen[1], "x-alive"), Some("yes"), "{seen:?}");
+    assert!(
+        !proxy.stderr_text().contains("addon worker exited"),
+        "sys.exit in a hook is the hook's error, not the worker's end"
+    );
+}
+
+#[test]
+fn a_request_script_changes_https_requests_inside_a_connect_tunnel() {
+    let apache = Apache::start();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "https.py",
+        "from mitmproxy import http\n\
+         \n\
+         def request(flow: http.HTTPFlow) -> None:\n\
+         \x20   if flow.request.scheme == 'https' and flow.request.path == '/elsewhere':\n\
+         \x20       flow.request.path = '/hello.txt'\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let result = Curl::through(&proxy).run(&apache.url(Vhost::Tls12, "/elsewhere"));
+    result.assert_status(200);
+    assert_eq!(result.body_text(), HELLO_BODY);
+}
+
+#[test]
+fn lifecycle_hooks_run_load_configure_running_and_done_at_shutdown() {
+    let scripts = Scripts::new();
+    let trace = scripts.path().join("trace.txt");
+    let script = scripts.write(
+        "life.py",
+        &format!(
+            "from mitmproxy import ctx\n\
+             \n\
+             def note(text):\n\
+             \x20   with open({trace:?}, 'a') as f:\n\
+             \x20       f.write(text + '\\n')\n\
+             \n\
+             class Life:\n\
+             \x20   def load(self, loader):\n\
+             \x20       loader.add_option('greeting', str, 'hello', 'a greeting')\n\
+             \x20       note('load')\n\
+             \n\
+             \x20   def configure(self, updated):\n\
+             \x20       if 'greeting' in updated:\n\
+             \x20           note('configure ' + ctx.options.greeting)\n\
+             \n\
+             \x20   def running(self):\n\
+             \x20       note('running')\n\
+             \n\
+             \x20   def done(self):\n\
+             \x20       note('done')\n\
+             \n\
+             addons = [Life()]\n"
+        ),
+    );
+    let mut proxy = proxy_with(&[&script], &[]);
+    assert_eq!(
+        std::fs::read_to_string(&trace).unwrap(),
+        "load\nconfigure hello\nrunning\n"
+    );
+    let status = proxy.terminate(Duration::from_secs(10));
+    assert!(status.is_some(), "the proxy exited");
+    assert_eq!(
+        std::fs::read_to_string(&trace).unwrap(),
+        "load\nconfigure hello\nrunning\ndone\n"
+    );
+}
+
+/// The control API's URL and token, from the line Periscope prints at start.
+fn api_of(proxy: &Periscope) -> (String, String) {
+    let line = proxy.wait_for_stderr("control API at ", WAIT);
+    let url = line.split("control API at ").nth(1).unwrap().trim();
+    let (base, token) = url.split_once("/?token=").expect("a token in the URL");
+    (base.to_owned(), token.to_owned())
+}
+
+#[test]
+fn flow_intercept_pauses_the_flow_until_the_user_resumes_it_through_the_api() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "hold.py",
+        "def request(flow):\n\
+         \x20   if flow.request.path == '/hold':\n\
+         \x20       flow.intercept()\n",
+    );
+    let proxy = proxy_with(&[&script], &["--api", "--web-port", "0"]);
+    let (base, token) = api_of(&proxy);
+    let api = |method: &str, path: &str| {
+        Curl::new()
+            .header(&format!("Authorization: Bearer {token}"))
+            .method(method)
+            .run(&format!("{base}{path}"))
+    };
+    let held_url = url(&origin, "/hold");
+    let curl = Curl::through(&proxy);
+    let client = std::thread::spawn(move || curl.run(&held_url));
+    let mut paused = None;
+    wait_until(WAIT, || {
+        let flows = api("GET", "/flows").json();
+        paused = flows
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["intercepted"] == true)
+            .cloned();
+        paused.is_some()
+    });
+    let paused = paused.expect("the flow the script intercepted is paused");
+    assert_eq!(paused["intercept"]["at"], "request", "{paused}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !client.is_finished(),
+        "the client waits while the flow is held"
+    );
+    assert!(
+        recorded(&origin).is_empty(),
+        "nothing reached the origin yet"
+    );
+    let id = paused["id"].as_str().unwrap();
+    api("POST", &format!("/flows/{id}/resume")).assert_status(200);
+    let answer = client.join().unwrap();
+    answer.assert_status(200);
+    assert_eq!(recorded_at_least(&origin, 1).len(), 1);
+}
+
+#[test]
+fn header_hooks_see_no_body_and_change_heads_while_request_and_response_see_bodies() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "heads.py",
+        "def requestheaders(flow):\n\
+         \x20   flow.request.headers['x-reqheaders'] = repr(flow.request.content)\n\
+         \n\
+         def request(flow):\n\
+         \x20   flow.request.headers['x-request'] = flow.request.get_text()\n\
+         \n\
+         def responseheaders(flow):\n\
+         \x20   flow.response.headers['x-respheaders'] = repr(flow.response.content)\n\
+         \n\
+         def response(flow):\n\
+         \x20   flow.response.headers['x-response'] = str(len(flow.response.content))\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let result = Curl::through(&proxy)
+        .data("the body")
+        .run(&url(&origin, "/post"));
+    result.assert_status(200);
+    assert_eq!(result.header("x-respheaders"), Some("None"));
+    let expected_length = "origin saw /post".len().to_string();
+    assert_eq!(result.header("x-response"), Some(expected_length.as_str()));
+    let seen = recorded_at_least(&origin, 1);
+    assert_eq!(header(&seen[0], "x-reqheaders"), Some("None"), "{seen:?}");
+    assert_eq!(header(&seen[0], "x-request"), Some("the body"), "{seen:?}");
+    assert_eq!(seen[0]["body"], "the body");
+}
+
+#[test]
+fn websocket_message_and_websocket_end_observe_a_conversation() {
+    let server = python_websocket_echo_server();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "ws.py",
+        "import logging\n\
+         \n\
+         def websocket_message(flow):\n\
+         \x20   message = flow.websocket.messages[-1]\n\
+         \x20   if message.is_text:\n\
+         \x20       side = 'client' if message.from_client else 'server'\n\
+         \x20       logging.info('ws message from %s: %s', side, message.text)\n\
+         \n\
+         def websocket_end(flow):\n\
+         \x20   logging.info('ws end %s code %s', flow.request.path, flow.websocket.close_code)\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let output = std::process::Command::new(python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/websocket_client.py"
+        ))
+        .args(["--proxy", &proxy.addr(), "--url"])
+        .arg(format!("ws://127.0.0.1:{}/chat", server.port))
+        .args(["--big-size", "1000"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    proxy.wait_for_stderr("ws message from client: hello, periscope", WAIT);
+    proxy.wait_for_stderr("ws message from server: hello, periscope", WAIT);
+    proxy.wait_for_stderr("ws end /chat code 4000", WAIT);
+}
+
+#[test]
+fn many_flows_in_flight_get_their_own_answers_and_metadata_follows_each_flow() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "meta.py",
+        "def request(flow):\n\
+         \x20   flow.metadata['asked'] = flow.request.path\n\
+         \n\
+         def response(flow):\n\
+         \x20   flow.response.headers['x-asked'] = flow.metadata.get('asked', 'nothing')\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let clients: Vec<_> = (0..24)
+        .map(|i| {
+            let curl = Curl::through(&proxy);
+            let target = url(&origin, &format!("/n/{i}"));
+            std::thread::spawn(move || (i, curl.run(&target)))
+        })
+        .collect();
+    for client in clients {
+        let (i, result) = client.join().unwrap();
+        result.assert_status(200);
+        let expected = format!("/n/{i}");
+        assert_eq!(
+            result.header("x-asked"),
+            Some(expected.as_str()),
+            "{result:?}"
+        );
+        assert_eq!(result.body_text(), format!("origin saw /n/{i}"));
+    }
+}
