@@ -322,7 +322,20 @@ def scenario_intercept(ui):
     ui.page.click("#options button[type=submit]")
     wait_js(ui.page, "document.querySelector('#options-result').textContent === 'applied'")
     options = ui.api("/options")[1]
-    check(options == {"intercept": "~m POST", "intercept_tls": True}, f"the options page changes the running proxy ({options})")
+    check(options["intercept"] == "~m POST" and options["intercept_tls"] is True, f"the options page changes the running proxy ({options})")
+    # The rules, one pattern per line, applied to the running proxy.
+    ui.page.fill("[data-setting=modify_headers]", "/~q/x-from-ui/1\n/~s/x-also/2")
+    ui.page.check("[data-setting=anticomp]")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent === 'applied'")
+    options = ui.api("/options")[1]
+    check(options["modify_headers"] == ["/~q/x-from-ui/1", "/~s/x-also/2"] and options["anticomp"] is True,
+          f"the rules set on the options page run ({options})")
+    ui.page.fill("[data-setting=modify_headers]", "/~q/x-from-ui/1\n/~bad(/x/1")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent.includes('--modify-headers')")
+    check(ui.api("/options")[1]["modify_headers"] == ["/~q/x-from-ui/1", "/~s/x-also/2"],
+          "a bad pattern is refused with its position, the rules in force stay")
     check(ui.page.input_value("#intercept") == "~m POST", "and the intercept box follows")
     ui.page.fill("#option-intercept", "~bad")
     ui.page.click("#options button[type=submit]")

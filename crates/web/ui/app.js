@@ -99,10 +99,42 @@ async function start() {
       status(`intercept: ${error.message}`);
     }
   });
+  // The options besides intercept (the rules), as the proxy reports them: one input
+  // per option, shaped by its value's type. Only what the user changed is sent.
+  let shownSettings = {};
   function showOptions(options) {
     $('#intercept').value = options.intercept || '';
     $('#option-intercept').value = options.intercept || '';
     $('#option-intercept-tls').checked = !!options.intercept_tls;
+    const settings = Object.fromEntries(Object.entries(options)
+      .filter(([name]) => name !== 'intercept' && name !== 'intercept_tls'));
+    shownSettings = settings;
+    const box = $('#option-settings');
+    box.hidden = Object.keys(settings).length === 0;
+    box.querySelectorAll('label').forEach((label) => label.remove());
+    for (const name of Object.keys(settings).sort()) {
+      const value = settings[name];
+      if (typeof value === 'boolean') {
+        box.append(el('label', {}, el('input', { type: 'checkbox', 'data-setting': name, checked: value }), ` ${name}`));
+      } else if (Array.isArray(value)) {
+        box.append(el('label', { class: 'setting-list' }, `${name} `,
+          el('textarea', { 'data-setting': name, 'data-kind': 'list', rows: Math.max(1, value.length), spellcheck: 'false', value: value.join('\n') })));
+      } else {
+        box.append(el('label', {}, `${name} `, el('input', { 'data-setting': name, spellcheck: 'false', value: String(value ?? '') })));
+      }
+    }
+  }
+  function changedSettings() {
+    const changed = {};
+    for (const input of $('#option-settings').querySelectorAll('[data-setting]')) {
+      const name = input.dataset.setting;
+      let value;
+      if (input.type === 'checkbox') value = input.checked;
+      else if (input.dataset.kind === 'list') value = input.value.split('\n').map((l) => l.trim()).filter((l) => l);
+      else value = input.value;
+      if (JSON.stringify(value) !== JSON.stringify(shownSettings[name])) changed[name] = value;
+    }
+    return changed;
   }
   showOptions(await api.get('/options'));
   $('#options-button').addEventListener('click', () => { $('#options').hidden = !$('#options').hidden; });
@@ -112,6 +144,7 @@ async function start() {
       const options = await api.send('PUT', '/options', {
         intercept: $('#option-intercept').value.trim(),
         intercept_tls: $('#option-intercept-tls').checked,
+        ...changedSettings(),
       });
       showOptions(options);
       $('#options-result').textContent = 'applied';
