@@ -131,6 +131,35 @@ done
 step_done
 
 # ---------------------------------------------------------------------------
+# 1b. mitmproxy's published example addons (tests/addons_examples.rs runs them
+#     unchanged). Taken from Debian's `mitmproxy` package, unpacked, not installed;
+#     never copied into the repository.
+# ---------------------------------------------------------------------------
+step "mitmproxy examples"
+
+EXAMPLES_CACHE="$REPO/target/peers/mitmproxy-examples"
+EXAMPLES_DIR="$EXAMPLES_CACHE/usr/share/doc/mitmproxy/examples/addons"
+if [[ ! -f "$EXAMPLES_DIR/anatomy.py" ]]; then
+    rm -rf "$EXAMPLES_CACHE"
+    mkdir -p "$EXAMPLES_CACHE/deb"
+    (
+        cd "$EXAMPLES_CACHE/deb"
+        apt-get download mitmproxy 2>/dev/null || {
+            $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            apt-get download mitmproxy
+        }
+    )
+    dpkg-deb -x "$EXAMPLES_CACHE"/deb/mitmproxy_*.deb "$EXAMPLES_CACHE"
+    [[ -f "$EXAMPLES_DIR/anatomy.py" ]] \
+        || { echo "mitmproxy package has no $EXAMPLES_DIR/anatomy.py" >&2; exit 1; }
+    echo "unpacked $(basename "$EXAMPLES_CACHE"/deb/mitmproxy_*.deb) into $EXAMPLES_CACHE"
+else
+    echo "up to date: $EXAMPLES_DIR"
+fi
+export PERISCOPE_TEST_MITMPROXY_EXAMPLES="$EXAMPLES_DIR"
+step_done
+
+# ---------------------------------------------------------------------------
 # 2. Python venv for the scripted test peers
 # ---------------------------------------------------------------------------
 step "python venv"

@@ -44,12 +44,14 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     let bus = FlowBus::new();
     // The list shows requests the moment they arrive, marked as waiting.
     bus.want_requests();
+    // Subscribed before the scripts start, so what their load/configure/running hooks
+    // log is shown and recorded too.
+    let events = bus.subscribe();
+    let recorder = crate::recording::spawn(Arc::clone(&store), &bus);
     let addons = crate::start_addons(args, &config, &bus).await?;
     if let Some(addons) = &addons {
         config.hooks.add(addons.hook());
     }
-    let events = bus.subscribe();
-    let recorder = crate::recording::spawn(Arc::clone(&store), &bus);
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
     let address = proxy.local_addr();
     let control = Arc::new(crate::control::SessionControl::new(

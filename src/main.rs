@@ -242,12 +242,14 @@ async fn run_proxy_with(
     if serve_api {
         bus.want_requests();
     }
+    // Subscribed before the scripts start, so what their load/configure/running hooks
+    // log is printed and recorded too.
+    let printer_events = bus.subscribe();
+    let recorder = recording::spawn(Arc::clone(&store), &bus);
     let addons = start_addons(args, &config, &bus).await?;
     if let Some(addons) = &addons {
         config.hooks.add(addons.hook());
     }
-    let printer_events = bus.subscribe();
-    let recorder = recording::spawn(Arc::clone(&store), &bus);
     let api_listener = if serve_api {
         let listener = bind_api(args).await?;
         config.protected.push(listener.local_addr()?);

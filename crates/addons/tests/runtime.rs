@@ -17,5 +17,5 @@ fn the_python_runtime_passes_its_unit_tests() {
         .expect("python runs");
     let report = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}");
-    assert!(report.contains("Ran 7 tests"), "{report}");
+    assert!(report.contains("Ran 8 tests"), "{report}");
 }

@@ -302,10 +302,29 @@ class Request(Message):
         super().__init__(data)
         self.method = data["method"]
         self.scheme = data["scheme"]
-        self.host = data["host"]
+        self._host = data["host"]
         self.port = data["port"]
         self.path = data["path"]
         self.authority = ""
+
+    @property
+    def host(self):
+        return self._host
+
+    @host.setter
+    def host(self, value):
+        # As mitmproxy: a Host header that is there follows the new host, so the
+        # request says where it now goes (mitmproxy's http-redirect-requests.py).
+        self._host = value.decode("idna") if isinstance(value, bytes) else value
+        self._follow_host()
+
+    def _follow_host(self):
+        if "host" in self.headers:
+            host = self._host
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"
+            default = (self.scheme, self.port) in (("http", 80), ("https", 443))
+            self.headers["host"] = host if default else f"{host}:{self.port}"
 
     @classmethod
     def make(cls, method, url, content=b"", headers=()):
@@ -343,9 +362,10 @@ class Request(Message):
     def url(self, url):
         parsed = urllib.parse.urlsplit(url)
         self.scheme = parsed.scheme
-        self.host = parsed.hostname or ""
+        self._host = parsed.hostname or ""
         self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
         self.path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+        self._follow_host()
 
     @property
     def pretty_url(self):

@@ -26,6 +26,18 @@ def make_flow(**response):
 
 
 class RequestApi(unittest.TestCase):
+    def test_a_new_host_is_followed_by_the_host_header_and_sent_back(self):
+        f = make_flow()
+        before = f._snapshot()
+        f.request.host = "mitmproxy.org"
+        self.assertEqual(f.request.headers["host"], "mitmproxy.org:8443")
+        self.assertEqual(f.request.pretty_host, "mitmproxy.org")
+        changes = flowmod.diff(before, f)["request"]
+        self.assertEqual(changes["host"], "mitmproxy.org")
+        self.assertIn(["Host", "mitmproxy.org:8443"], changes["headers"])
+        f.request.url = "http://other.example/x"
+        self.assertEqual(f.request.headers["host"], "other.example")
+
     def test_url_parts_query_cookies_and_text(self):
         f = make_flow()
         r = f.request
