@@ -195,6 +195,8 @@ def scenario_live(ui):
     ui.tab("response")
     ui.page.wait_for_selector("#detail .body-content pre", timeout=WAIT_MS)
     check("recorded" in ui.page.inner_text("#detail .body-content"), "the response tab shows the body")
+    # Absent parts (no held message, no trailers) leave nothing behind, not "null".
+    check("null" not in ui.page.inner_text("#detail").split(), "no stray null in the detail")
     # A gzip-encoded JSON body: decoded, pretty-printed; hex on demand.
     assert ui.curl("/gzip-json", "-o", "/dev/null").endswith("200")
     ui.type_box("#search", "~u gzip-json")

@@ -68,7 +68,8 @@ export class FlowDetail {
       el('span', { class: 'method' }, flow.request.method), ' ', el('span', { class: 'url' }, url(flow.request)),
       flow.intercepted ? el('span', { class: 'badge intercepted' }, `intercepted at ${flow.intercept ? flow.intercept.at : ''}`) : null);
     const body = el('div', { class: 'tab-body', 'data-tab-body': this.tab });
-    this.root.replaceChildren(title, this.actions(), this.held(), nav, body);
+    // replaceChildren would show a null (no held message) as the text "null".
+    this.root.replaceChildren(...[title, this.actions(), this.held(), nav, body].filter(Boolean));
     const renderers = {
       request: () => this.message(body, 'request'),
       response: () => this.message(body, 'response'),
@@ -185,12 +186,13 @@ export class FlowDetail {
     const first = part === 'request'
       ? `${message.method} ${message.path} ${message.http_version}`
       : `${message.http_version} ${message.status_code} ${message.reason}`;
-    body.append(
+    // (append would show a null as the text "null".)
+    body.append(...[
       el('div', { class: 'toolbar' }, el('button', { 'data-action': `edit-${part}`, onclick: () => { this.editing = part; this.render(); } }, 'Edit')),
       el('div', { class: 'first-line' }, first),
       headerTable(message.headers),
       message.trailers ? el('h4', {}, 'Trailers') : null,
-      message.trailers ? headerTable(message.trailers) : null);
+      message.trailers ? headerTable(message.trailers) : null].filter(Boolean));
     const bodyBox = el('div', { class: 'body' });
     body.append(bodyBox);
     this.bodyView(bodyBox, part, message);
