@@ -17,6 +17,10 @@ use periscope_tls::TlsConnectionState;
 use tokio::sync::Mutex;
 
 use crate::core::ProxyCore;
+
+/// How long a new HTTP/2 connection may take to say (in its SETTINGS) whether it
+/// allows extended CONNECT.
+const SETTINGS_WAIT: Duration = Duration::from_millis(500);
 use crate::error::UpstreamError;
 use crate::mode::UpstreamProxy;
 use crate::upstream::{
@@ -111,6 +115,8 @@ pub fn to_close(pooled: &[Pooled], idle_timeout: Duration, max_idle: usize) -> V
 struct Entry {
     connection: UpstreamConnection,
     since: Instant,
+    /// When the connection joined the pool (`since` moves with each use).
+    opened: Instant,
 }
 
 impl Entry {
@@ -186,9 +192,17 @@ impl UpstreamPool {
         let since = Instant::now();
         match connection {
             Ok(connection) if connection.is_http2() => {
-                pool.shared = Some(Entry { connection, since })
+                pool.shared = Some(Entry {
+                    connection,
+                    since,
+                    opened: since,
+                })
             }
-            Ok(connection) => pool.idle.push(Entry { connection, since }),
+            Ok(connection) => pool.idle.push(Entry {
+                connection,
+                since,
+                opened: since,
+            }),
             Err(error) => pool.failed = Some(Box::new(error)),
         }
         // Nothing else holds the lock before the session starts serving.
@@ -242,6 +256,7 @@ impl UpstreamPool {
             hosts.entry(target.key.clone()).or_default().shared = Some(Entry {
                 connection: shared,
                 since: Instant::now(),
+                opened: Instant::now(),
             });
             drop(hosts);
             self.start_sweeping();
@@ -287,9 +302,11 @@ impl UpstreamPool {
         }
         let mut hosts = self.hosts.lock().await;
         let pool = hosts.entry(key.clone()).or_default();
+        // Only HTTP/2 entries ask how old they are.
         pool.idle.push(Entry {
             connection,
             since: Instant::now(),
+            opened: Instant::now(),
         });
         if pool.idle.len() > MAX_IDLE_PER_HOST {
             pool.sweep(Instant::now(), self.idle_timeout);
@@ -307,15 +324,28 @@ impl UpstreamPool {
 
     /// The host's HTTP/2 connection, when it has one that allows extended CONNECT.
     pub async fn extended_connect(&self, key: &UpstreamKey) -> Option<UpstreamConnection> {
-        let hosts = self.hosts.lock().await;
-        let shared = &hosts.get(key)?.shared.as_ref()?.connection;
-        match &shared.sender {
-            HttpSender::Http2(sender)
-                if !sender.is_closed() && sender.supports_extended_connect() =>
+        // A server allows RFC 8441 in its first SETTINGS, which may still be on its way
+        // on a connection opened a moment ago (a tunnel's, opened before the client's
+        // first request): a young connection is given a moment to hear it.
+        let deadline = Instant::now() + SETTINGS_WAIT;
+        loop {
             {
-                shared.share()
+                let hosts = self.hosts.lock().await;
+                let entry = hosts.get(key)?.shared.as_ref()?;
+                let HttpSender::Http2(sender) = &entry.connection.sender else {
+                    return None;
+                };
+                if sender.is_closed() {
+                    return None;
+                }
+                if sender.supports_extended_connect() {
+                    return entry.connection.share();
+                }
+                if entry.opened.elapsed() >= SETTINGS_WAIT || Instant::now() >= deadline {
+                    return None;
+                }
             }
-            _ => None,
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
