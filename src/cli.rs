@@ -243,7 +243,8 @@ pub struct ProxyArgs {
 
     /// Set any long option by its name, as in the config file (`NAME=VALUE`, e.g.
     /// `--set map_local='|/api|/tmp/api.json'`); applied after the command line's
-    /// options, repeatable (a list option takes one item per --set).
+    /// options, repeatable (a list option takes one item per --set). Names that are
+    /// none of these set the options scripts add (`-s`, `loader.add_option`).
     #[arg(long = "set", global = true, value_name = "NAME=VALUE")]
     pub set: Vec<String>,
 
@@ -251,6 +252,11 @@ pub struct ProxyArgs {
     /// lines, --set), for error messages.
     #[arg(skip)]
     pub origins: std::collections::HashMap<String, crate::settings::Origin>,
+
+    /// Values for the scripts' own options (`loader.add_option`), from `--set` and
+    /// the config file: the keys that are none of Periscope's options.
+    #[arg(skip)]
+    pub script_options: serde_json::Map<String, serde_json::Value>,
 
     /// Address of the control API (and of the web UI).
     #[arg(

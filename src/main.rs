@@ -77,6 +77,17 @@ fn parse_command_line() -> Result<Cli, String> {
     let resolved = settings::resolve(&argv, &command, &matches, config_file.as_deref())?;
     let mut cli = Cli::try_parse_from(&resolved.argv).unwrap_or_else(|e| e.exit());
     cli.proxy.origins = resolved.origins;
+    // Keys Periscope does not know are the scripts' own options — when scripts run.
+    if cli.proxy.scripts.is_empty() {
+        if let Some(unknown) = resolved.unknown.first() {
+            return Err(unknown.error());
+        }
+    }
+    cli.proxy.script_options = resolved
+        .unknown
+        .into_iter()
+        .map(|unknown| (unknown.key, unknown.value))
+        .collect();
     Ok(cli)
 }
 
@@ -316,6 +327,7 @@ pub(crate) async fn start_addons(
     addons.timeout = args.scripts_timeout.into();
     addons.body_limit = config.body_limit;
     addons.body_idle = config.timeouts.body_idle;
+    addons.options.clone_from(&args.script_options);
     let started = periscope_addons::Addons::start(addons, bus).await?;
     Ok(Some(started))
 }

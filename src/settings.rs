@@ -42,6 +42,24 @@ impl fmt::Display for Origin {
 pub struct Resolved {
     pub argv: Vec<OsString>,
     pub origins: HashMap<String, Origin>,
+    /// Keys that are none of Periscope's options, in the order given: the options
+    /// scripts add (`loader.add_option`), or mistakes when no script runs.
+    pub unknown: Vec<Unknown>,
+}
+
+/// A key Periscope does not know, with its value (a string or a list of strings).
+#[derive(Clone, Debug)]
+pub struct Unknown {
+    pub key: String,
+    pub value: serde_json::Value,
+    pub origin: Origin,
+}
+
+impl Unknown {
+    /// The error when no script could take it.
+    pub fn error(&self) -> String {
+        format!("{}: unknown option {:?}", self.origin, self.key)
+    }
 }
 
 /// Where [`Resolved::origins`] keeps the line of one item of a list option.
@@ -97,9 +115,40 @@ pub fn resolve(
     let running = matches.subcommand_name();
     let mut added = Vec::new();
     let mut origins = HashMap::new();
+    let mut unknown: Vec<Unknown> = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        let (arg, subcommand) = find_option(command, &entry.key)
-            .ok_or_else(|| format!("{}: unknown option {:?}", entry.origin, entry.key))?;
+        let Some((arg, subcommand)) = find_option(command, &entry.key) else {
+            let value = match &entry.value {
+                Value::Null => continue,
+                Value::Scalar(text) => serde_json::Value::String(text.clone()),
+                Value::List(items) => items
+                    .iter()
+                    .map(|(item, _)| serde_json::Value::String(item.clone()))
+                    .collect(),
+            };
+            // `--set name=a --set name=b`: a list, as for Periscope's list options.
+            match unknown.iter_mut().find(|u| u.key == entry.key) {
+                Some(earlier) if entry.origin == Origin::Set && earlier.origin == Origin::Set => {
+                    let mut items = match earlier.value.take() {
+                        serde_json::Value::Array(items) => items,
+                        single => vec![single],
+                    };
+                    items.push(value);
+                    earlier.value = serde_json::Value::Array(items);
+                }
+                // The command line (--set) wins over the file.
+                Some(earlier) => {
+                    earlier.value = value;
+                    earlier.origin = entry.origin.clone();
+                }
+                None => unknown.push(Unknown {
+                    key: entry.key.clone(),
+                    value,
+                    origin: entry.origin.clone(),
+                }),
+            }
+            continue;
+        };
         let args = arguments(arg, &entry.value)
             .map_err(|why| format!("{}: {}: {why}", entry.origin, entry.key))?;
         check(command, subcommand, &args)
@@ -131,7 +180,11 @@ pub fn resolve(
     let mut argv = argv.to_vec();
     let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
     argv.splice(at..at, added);
-    Ok(Resolved { argv, origins })
+    Ok(Resolved {
+        argv,
+        origins,
+        unknown,
+    })
 }
 
 /// The option a key names (the long name with `_` or `-`, or an alias) and the
@@ -344,6 +397,9 @@ mod tests {
         let matches = command.clone().try_get_matches_from(&argv).unwrap();
         let resolved = resolve(&argv, &command, &matches, Some(&path))
             .map_err(|e| e.replace(&path.display().to_string(), "FILE"))?;
+        if let Some(unknown) = resolved.unknown.first() {
+            return Err(unknown.error().replace(&path.display().to_string(), "FILE"));
+        }
         Ok(resolved
             .argv
             .into_iter()

@@ -218,46 +218,23 @@ fn log_events_posts_info_warning_and_error_at_load() {
 }
 
 #[test]
-fn options_simple_adds_no_header_with_its_option_at_its_default() {
+fn options_simple_adds_the_count_header_when_its_option_is_set() {
     let origin = origin();
     let proxy = proxy_with("options-simple.py", &[]);
     let result = Curl::through(&proxy).run(&url(&origin, "/o"));
     result.assert_status(200);
     assert_eq!(result.header("count"), None, "addheader defaults to false");
-}
-
-/// Not yet: `--set` reaches Periscope's own options, not a script's
-/// `loader.add_option` ones, so the documented `--set addheader=true` (and
-/// options-configure.py's `--set addheader=N`, filter-flows.py's `--set flowfilter=…`)
-/// is refused at start, clearly.
-#[test]
-fn a_script_option_given_with_set_is_refused_as_unknown() {
-    for (name, set) in [
-        ("options-simple.py", "addheader=true"),
-        ("options-configure.py", "addheader=101"),
-        ("filter-flows.py", "flowfilter=~u /x"),
-    ] {
-        let output = std::process::Command::new(periscope_binary())
-            .args(["dump", "--listen-host", "127.0.0.1", "-p", "0"])
-            .arg("--scripts-python")
-            .arg(python())
-            .arg("-s")
-            .arg(example(name))
-            .args(["--set", set])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{name}: {stderr}");
-        let option = set.split('=').next().unwrap();
-        assert!(
-            stderr.contains(&format!("--set: unknown option \"{option}\"")),
-            "{name}: {stderr}"
-        );
+    // As its docstring says: `--set addheader true` (Periscope writes NAME=VALUE).
+    let proxy = proxy_with("options-simple.py", &["--set", "addheader=true"]);
+    for expected in ["1", "2"] {
+        let result = Curl::through(&proxy).run(&url(&origin, "/o"));
+        result.assert_status(200);
+        assert_eq!(result.header("count"), Some(expected));
     }
 }
 
 #[test]
-fn options_configure_adds_no_header_with_its_option_at_its_default() {
+fn options_configure_sets_its_header_and_refuses_a_value_over_100_at_start() {
     let origin = origin();
     let proxy = proxy_with("options-configure.py", &[]);
     let result = Curl::through(&proxy).run(&url(&origin, "/o"));
@@ -267,4 +244,72 @@ fn options_configure_adds_no_header_with_its_option_at_its_default() {
         None,
         "addheader defaults to None"
     );
+    let proxy = proxy_with("options-configure.py", &["--set", "addheader=42"]);
+    let result = Curl::through(&proxy).run(&url(&origin, "/o"));
+    result.assert_status(200);
+    assert_eq!(result.header("addheader"), Some("42"));
+    // configure raises OptionsError: as in mitmproxy, the start fails with it.
+    let stderr = failed_start("options-configure.py", &["--set", "addheader=101"]);
+    assert!(stderr.contains("addheader must be <= 100"), "{stderr}");
+    let stderr = failed_start("options-configure.py", &["--set", "addheader=many"]);
+    assert!(stderr.contains("'many' is not an integer"), "{stderr}");
+}
+
+#[test]
+fn filter_flows_logs_only_the_flows_its_filter_option_matches() {
+    let origin = origin();
+    let proxy = proxy_with("filter-flows.py", &["--set", "flowfilter=~u /wanted"]);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/unwanted-first"))
+        .assert_status(200);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/wanted"))
+        .assert_status(200);
+    proxy.wait_for_stderr("/wanted", WAIT);
+    assert!(
+        !proxy.stderr_text().contains("/unwanted-first"),
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
+/// A name that is none of Periscope's options and that no script adds is refused
+/// at start, with or without scripts.
+#[test]
+fn an_option_no_script_adds_is_refused_at_start() {
+    let stderr = failed_start("options-simple.py", &["--set", "addheadr=true"]);
+    assert!(
+        stderr.contains("unknown option 'addheadr': no script adds it"),
+        "{stderr}"
+    );
+    let output = std::process::Command::new(periscope_binary())
+        .args(["dump", "--listen-host", "127.0.0.1", "-p", "0"])
+        .args(["--set", "addheader=true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--set: unknown option \"addheader\""),
+        "{stderr}"
+    );
+}
+
+/// Runs `example_name` with `extra` and returns the stderr of a start that must fail.
+fn failed_start(example_name: &str, extra: &[&str]) -> String {
+    let output = std::process::Command::new(periscope_binary())
+        .args(["dump", "--listen-host", "127.0.0.1", "-p", "0"])
+        .arg("--scripts-python")
+        .arg(python())
+        .arg("-s")
+        .arg(example(example_name))
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "{example_name} {extra:?}: {stderr}"
+    );
+    stderr
 }

@@ -40,6 +40,8 @@ pub struct AddonsConfig {
     /// `--body-limit`: a larger body streams on and the hook sees no content).
     pub body_limit: usize,
     pub body_idle: Duration,
+    /// Values for the scripts' own options (see [`WorkerConfig::options`]).
+    pub options: serde_json::Map<String, serde_json::Value>,
 }
 
 impl AddonsConfig {
@@ -50,6 +52,7 @@ impl AddonsConfig {
             timeout: Duration::from_secs(5),
             body_limit: 4 << 20,
             body_idle: Duration::from_secs(60),
+            options: serde_json::Map::new(),
         }
     }
 }
@@ -77,6 +80,7 @@ impl Addons {
                     python: config.python.clone(),
                     scripts,
                     timeout: config.timeout,
+                    options: config.options.clone(),
                 },
                 Arc::clone(&log),
             )

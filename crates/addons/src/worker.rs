@@ -28,6 +28,9 @@ pub struct WorkerConfig {
     pub scripts: Vec<PathBuf>,
     /// How long one hook call may take before it is abandoned.
     pub timeout: Duration,
+    /// Values for the scripts' own options (`loader.add_option`), as the user set
+    /// them (`--set NAME=VALUE`, the config file): strings, or lists of strings.
+    pub options: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +206,10 @@ impl Process {
             .args(&config.scripts)
             .env("PYTHONPATH", python_path)
             .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env(
+                "PERISCOPE_ADDON_OPTIONS",
+                serde_json::Value::Object(config.options.clone()).to_string(),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

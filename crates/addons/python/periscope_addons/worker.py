@@ -60,6 +60,7 @@ class Script:
         self.addons = []
         self.mtime = None
         self.error = None
+        self.last_exception = None
 
     def load(self, options):
         self.mtime = _mtime(self.path)
@@ -86,7 +87,10 @@ class Script:
         loader = Loader(options)
         for addon in self.addons:
             if not self.call_life(addon, "load", loader):
-                self.error = f"{self.path}: its load hook raised (the traceback is in the log)"
+                if _is_options_error(self.last_exception):
+                    self.error = f"{self.path}: OptionsError: {self.last_exception}"
+                else:
+                    self.error = f"{self.path}: its load hook raised (the traceback is in the log)"
                 return False
         return True
 
@@ -100,11 +104,18 @@ class Script:
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
+            self.last_exception = exc
             log("error", f"{self.name}: {hook} raised:\n{_format_tb(exc)}")
             return False
 
     def hooks(self):
         return sorted({h for a in self.addons for h in FLOW_HOOKS if callable(getattr(a, h, None))})
+
+
+def _is_options_error(exc):
+    from mitmproxy.exceptions import OptionsError
+
+    return isinstance(exc, OptionsError)
 
 
 def _traverse(addon):
@@ -138,7 +149,9 @@ def _format_tb(exc):
 
 class Worker:
     def __init__(self, paths):
-        self.options = Options()
+        # The scripts' own options as the user set them (`--set`, the config file).
+        preset = json.loads(os.environ.get("PERISCOPE_ADDON_OPTIONS") or "{}")
+        self.options = Options(preset)
         self.scripts = [Script(p) for p in paths]
         self.metadata = OrderedDict()  # flow id -> flow.metadata, kept across hooks
         import mitmproxy.ctx as ctx
@@ -158,14 +171,23 @@ class Worker:
         for script in self.scripts:
             if not script.load(self.options):
                 script.addons = []
-        self.lifecycle_after_load(self.scripts)
+        unknown = self.options.unknown_presets()
+        if unknown and self.scripts and not any(s.error for s in self.scripts):
+            self.scripts[0].error = (
+                f"{self.scripts[0].path}: unknown option {unknown[0]!r}: no script adds it "
+                "(loader.add_option)"
+            )
+        self.lifecycle_after_load(self.scripts, starting=True)
         self.report("ready")
 
-    def lifecycle_after_load(self, scripts):
+    def lifecycle_after_load(self, scripts, starting=False):
         names = self.options.keys()
         for script in scripts:
             for addon in script.addons:
-                script.call_life(addon, "configure", names)
+                if not script.call_life(addon, "configure", names):
+                    # As in mitmproxy, an option a script refuses stops the start.
+                    if starting and not script.error and _is_options_error(script.last_exception):
+                        script.error = f"{script.path}: OptionsError: {script.last_exception}"
         for script in scripts:
             for addon in script.addons:
                 script.call_life(addon, "running")
