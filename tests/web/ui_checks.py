@@ -328,6 +328,7 @@ def scenario_intercept(ui):
     # The rules, one pattern per line, applied to the running proxy.
     ui.page.fill("[data-setting=modify_headers]", "/~q/x-from-ui/1\n/~s/x-also/2")
     ui.page.check("[data-setting=anticomp]")
+    ui.page.evaluate("document.querySelector('#options-result').textContent = ''")
     ui.page.click("#options button[type=submit]")
     wait_js(ui.page, "document.querySelector('#options-result').textContent === 'applied'")
     options = ui.api("/options")[1]

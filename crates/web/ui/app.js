@@ -66,7 +66,8 @@ async function start() {
       detail.changed(payload.flow);
     } else if (type === 'flows/remove') { list.refreshSoon(); detail.removed(payload); }
     else if (type === 'flows/reset') list.refreshSoon();
-    else if (type === 'options/update') showOptions(payload);
+    // Someone else's change: the user's unsaved edits in the panel stay.
+    else if (type === 'options/update') showOptions(payload, { keepEdits: true });
     else if (type === 'events/add') addEvent(payload);
   }, (ws) => {
     for (const [name, expr] of Object.entries(filters)) if (expr) ws.send(JSON.stringify({ type: 'flows/updateFilter', payload: { name, expr } }));
@@ -102,12 +103,13 @@ async function start() {
   // The options besides intercept (the rules), as the proxy reports them: one input
   // per option, shaped by its value's type. Only what the user changed is sent.
   let shownSettings = {};
-  function showOptions(options) {
+  function showOptions(options, { keepEdits = false } = {}) {
     $('#intercept').value = options.intercept || '';
     $('#option-intercept').value = options.intercept || '';
     $('#option-intercept-tls').checked = !!options.intercept_tls;
     const settings = Object.fromEntries(Object.entries(options)
       .filter(([name]) => name !== 'intercept' && name !== 'intercept_tls'));
+    if (keepEdits && Object.keys(changedSettings()).length) return;
     shownSettings = settings;
     const box = $('#option-settings');
     box.hidden = Object.keys(settings).length === 0;
