@@ -1,26 +1,9 @@
 //! `GET /flows/{id}/export/{format}`: a flow as a curl or HTTPie command line, as
 //! raw HTTP, or as HAR.
 //!
-//! The formats themselves belong in `periscope_flow::export` (being written
-//! alongside this crate); the API reaches them through [`FlowExporter`] so it does not
-//! depend on their exact signatures. Once they are on main, the binary connects them
-//! with a few lines:
-//!
-//! ```ignore
-//! struct FlowCrateExporter;
-//! impl periscope_api::FlowExporter for FlowCrateExporter {
-//!     fn export(&self, flow: &Flow, format: ExportFormat) -> Result<Vec<u8>, String> {
-//!         use periscope_flow::export;
-//!         match format {
-//!             ExportFormat::Curl => Ok(export::curl(flow).into_bytes()),
-//!             ExportFormat::Httpie => Ok(export::httpie(flow).into_bytes()),
-//!             ExportFormat::RawRequest => Ok(export::raw_request(flow)),
-//!             ExportFormat::RawResponse => export::raw_response(flow).ok_or("no response".into()),
-//!             ExportFormat::Raw => /* request, a blank line, response */,
-//!         }
-//!     }
-//! }
-//! ```
+//! The formats themselves live in `periscope_flow::export`; the API reaches them
+//! through [`FlowExporter`], which the binary implements (`src/export.rs`), so this
+//! crate does not depend on their signatures.
 
 use std::sync::Arc;
 
