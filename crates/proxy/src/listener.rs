@@ -124,10 +124,15 @@ pub async fn serve_client(
             // 502 that says why), as in a tunnel whose eager connection failed.
             let socket = connect_tcp(&core, None, &key).await;
             let stream = client_stream(&core, stream, write_stall);
-            crate::tunnel::run(core, stream, socket, key, client, leg).await;
+            Box::pin(crate::tunnel::run(core, stream, socket, key, client, leg)).await;
         }
-        ProxyMode::Transparent => serve_redirected(core, client, stream, write_stall).await,
-        ProxyMode::Socks5 => serve_socks5(core, client, stream, write_stall).await,
+        // Boxed: a task's future is as large as its largest branch, and each of these
+        // holds a whole tunnel (handshakes, relays, a session) inline — every regular
+        // client connection paid for them (+9 KiB per idle connection, measured).
+        ProxyMode::Transparent => {
+            Box::pin(serve_redirected(core, client, stream, write_stall)).await
+        }
+        ProxyMode::Socks5 => Box::pin(serve_socks5(core, client, stream, write_stall)).await,
     }
 }
 

@@ -224,7 +224,10 @@ pub async fn run<C>(
         };
         if let Some(reason) = reason {
             let client_io = Prefixed::new(buffer.freeze(), client_io);
-            relay_bytes(&core, &client, client_io, socket, &key, reason, None).await;
+            Box::pin(relay_bytes(
+                &core, &client, client_io, socket, &key, reason, None,
+            ))
+            .await;
             return;
         }
         // Plain HTTP: inside a tunnel (a ws:// or http:// URL through a proxy that
@@ -276,7 +279,10 @@ pub async fn run<C>(
             _ => TcpReason::NotHttp,
         };
         let client_io = Prefixed::new(buffer.freeze(), client_io);
-        relay_bytes(&core, &client, client_io, socket, &key, reason, None).await;
+        Box::pin(relay_bytes(
+            &core, &client, client_io, socket, &key, reason, None,
+        ))
+        .await;
         return;
     }
     let handshake_timeout = core.config.client_tls.timeouts.handshake;
@@ -313,7 +319,10 @@ pub async fn run<C>(
     if treatment == HostTreatment::PassThrough {
         let client_io = Prefixed::new(buffer.freeze(), client_io);
         let reason = TcpReason::IgnoredHost;
-        relay_bytes(&core, &client, client_io, socket, &key, reason, hello.sni).await;
+        Box::pin(relay_bytes(
+            &core, &client, client_io, socket, &key, reason, hello.sni,
+        ))
+        .await;
         return;
     }
     // The leaf names what the client asked for; the server is asked for the name the
@@ -330,14 +339,14 @@ pub async fn run<C>(
             server_name: &server_name,
             server_tls,
         };
-        relay_tls_as_tcp(
+        Box::pin(relay_tls_as_tcp(
             &core,
             client,
             Prefixed::new(buffer.freeze(), client_io),
             socket,
             &key,
             start,
-        )
+        ))
         .await;
         return;
     }
