@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use periscope_flow::live::{FlowReceiver, RecvError};
 use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, LogLevel};
 use periscope_proxy::{
-    rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture, RequestVerdict,
-    ResponseVerdict, StageBody,
+    answer_from, rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture,
+    RequestVerdict, ResponseVerdict, StageBody,
 };
 use serde_json::Value;
 
@@ -203,7 +202,7 @@ fn apply_request(
     if let Some(response_changes) = &changes.response {
         // `flow.response = http.Response.make(...)` in a request hook: the answer.
         return match protocol::new_response(response_changes) {
-            Ok(response) => RequestVerdict::Answer(to_http(&response)),
+            Ok(response) => RequestVerdict::Answer(answer_from(&response)),
             Err(error) => RequestVerdict::Kill(format!("an addon script's answer: {error}")),
         };
     }
@@ -253,30 +252,6 @@ fn apply_response(
         f.annotations.modified = true;
     });
     ResponseVerdict::Continue
-}
-
-/// A response a script made, as the exchange sends it (framed from its body).
-fn to_http(response: &periscope_flow::Response) -> http::Response<Bytes> {
-    let mut answer = http::Response::new(response.body.content.clone());
-    *answer.status_mut() =
-        http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::OK);
-    let headers = answer.headers_mut();
-    for header in response.headers.iter() {
-        let name = header.name.to_ascii_lowercase();
-        if matches!(
-            name.as_str(),
-            "content-length" | "transfer-encoding" | "connection" | "keep-alive"
-        ) {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(header.name.as_bytes()),
-            http::HeaderValue::from_bytes(&header.value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    answer
 }
 
 /// Follows the live feed for the hooks that observe finished flows: `error`,

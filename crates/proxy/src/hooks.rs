@@ -249,6 +249,40 @@ pub fn rebuild_response(
     Ok(())
 }
 
+/// The answer a hook makes from a response in the model (a file, a recorded answer,
+/// a script's `Response.make`), as [`RequestVerdict::Answer`] carries it: framed
+/// anew from its body, without the hop-by-hop headers a recorded response had for
+/// its own connection, its reason kept when it is not the status's usual one.
+/// Headers that are not valid HTTP are left out.
+pub fn answer_from(response: &periscope_flow::Response) -> http::Response<Bytes> {
+    let mut answer = http::Response::new(response.body.content.clone());
+    *answer.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let headers = answer.headers_mut();
+    for header in response.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(&header.value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    crate::headers::strip_hop_by_hop(
+        headers,
+        crate::headers::NextHop::Http1 {
+            keep_upgrade: false,
+        },
+    );
+    reframe(headers);
+    if answer.status().canonical_reason() != Some(response.reason.as_str()) {
+        if let Ok(reason) =
+            hyper::ext::ReasonPhrase::try_from(Bytes::from(response.reason.clone().into_bytes()))
+        {
+            answer.extensions_mut().insert(reason);
+        }
+    }
+    answer
+}
+
 fn header_map(headers: &periscope_flow::Headers) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for header in headers.iter() {
@@ -327,6 +361,40 @@ mod tests {
             ("http", "example.test".into(), 80),
             Timestamp::now(),
         )
+    }
+
+    #[test]
+    fn an_answer_is_framed_from_its_body_without_the_recorded_connections_headers() {
+        let mut headers = periscope_flow::Headers::default();
+        headers.push("Content-Type", "text/plain");
+        headers.push("Content-Length", "999");
+        headers.push("Transfer-Encoding", "chunked");
+        headers.push("Connection", "keep-alive, x-hop");
+        headers.push("X-Hop", "1");
+        headers.push("Keep-Alive", "timeout=5");
+        headers.push("Bad Name", "dropped");
+        let response = periscope_flow::Response {
+            status: 203,
+            reason: "From The File".into(),
+            http_version: "HTTP/1.1".into(),
+            stream_id: None,
+            headers,
+            body: periscope_flow::Body::complete(Bytes::from_static(b"hello")),
+            trailers: None,
+            generated: false,
+        };
+        let answer = answer_from(&response);
+        assert_eq!(answer.status(), StatusCode::NON_AUTHORITATIVE_INFORMATION);
+        let names: Vec<&str> = answer.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
+        assert_eq!(answer.body().as_ref(), b"hello");
+        assert_eq!(
+            answer
+                .extensions()
+                .get::<hyper::ext::ReasonPhrase>()
+                .map(|r| r.as_bytes()),
+            Some(&b"From The File"[..])
+        );
     }
 
     #[tokio::test]

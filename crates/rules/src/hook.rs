@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use periscope_flow::{Body, Flow};
 use periscope_proxy::{
-    rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture, RequestVerdict,
-    ResponseVerdict, StageBody,
+    answer_from, rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture,
+    RequestVerdict, ResponseVerdict, StageBody,
 };
 
 use crate::engine::RequestOutcome;
@@ -97,7 +96,7 @@ impl ExchangeHook for RulesHook {
             match outcome {
                 RequestOutcome::Continue => {}
                 RequestOutcome::Answer(response) => {
-                    return RequestVerdict::Answer(to_http(&response))
+                    return RequestVerdict::Answer(answer_from(&response))
                 }
                 RequestOutcome::Kill(reason) => return RequestVerdict::Kill(reason),
                 RequestOutcome::Close(reason) => return RequestVerdict::Close(reason),
@@ -167,41 +166,4 @@ impl ExchangeHook for RulesHook {
             ResponseVerdict::Continue
         })
     }
-}
-
-/// A response the rules made, as the exchange sends it.
-fn to_http(response: &periscope_flow::Response) -> http::Response<Bytes> {
-    let mut answer = http::Response::new(response.body.content.clone());
-    *answer.status_mut() =
-        http::StatusCode::from_u16(response.status).unwrap_or(http::StatusCode::OK);
-    let headers = answer.headers_mut();
-    for header in response.headers.iter() {
-        let name = header.name.to_ascii_lowercase();
-        // The answer is framed from its body; hop-by-hop headers of a recorded
-        // response described another connection.
-        if matches!(
-            name.as_str(),
-            "content-length" | "transfer-encoding" | "connection" | "keep-alive"
-        ) {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(header.name.as_bytes()),
-            http::HeaderValue::from_bytes(&header.value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    if response.reason
-        != http::StatusCode::from_u16(response.status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("")
-    {
-        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(Bytes::from(response.reason.clone()))
-        {
-            answer.extensions_mut().insert(reason);
-        }
-    }
-    answer
 }
