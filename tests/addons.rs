@@ -8,38 +8,12 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 fn origin() -> PythonPeer {
     PythonPeer::start("addon_origin.py", &[])
-}
-
-/// What the origin received, once it has printed at least `count` requests.
-#[track_caller]
-fn recorded_at_least(origin: &PythonPeer, count: usize) -> Vec<Value> {
-    wait_until(WAIT, || recorded(origin).len() >= count);
-    recorded(origin)
-}
-
-fn recorded(origin: &PythonPeer) -> Vec<Value> {
-    origin
-        .stdout
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("recorded: "))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
-    recorded["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
 }
 
 /// A directory holding the test's scripts.
@@ -109,9 +83,9 @@ fn a_request_script_adds_a_header_and_a_query_parameter_the_origin_sees() {
     }
     let seen = recorded_at_least(&origin, 2);
     assert_eq!(seen.len(), 2, "{seen:?}");
-    assert_eq!(header(&seen[0], "x-count"), Some("1"), "{seen:?}");
+    assert_eq!(recorded_header(&seen[0], "x-count"), Some("1"), "{seen:?}");
     assert_eq!(
-        header(&seen[1], "x-count"),
+        recorded_header(&seen[1], "x-count"),
         Some("2"),
         "state kept: {seen:?}"
     );
@@ -147,7 +121,7 @@ fn a_response_script_rewrites_a_json_field_and_the_client_gets_it_framed_anew() 
     // A script with only `response` does not hold requests back: the origin got the
     // request as sent.
     let seen = recorded_at_least(&origin, 1);
-    assert_eq!(header(&seen[0], "x-rewritten"), None);
+    assert_eq!(recorded_header(&seen[0], "x-rewritten"), None);
 }
 
 #[test]
@@ -216,7 +190,7 @@ fn a_hook_that_raises_is_logged_with_its_traceback_and_the_flow_goes_on_unchange
         .assert_status(200);
     let seen = recorded_at_least(&origin, 1);
     assert_eq!(
-        header(&seen[0], "x-half-done"),
+        recorded_header(&seen[0], "x-half-done"),
         None,
         "the raising hook's change was undone: {seen:?}"
     );
@@ -259,11 +233,11 @@ fn a_killed_worker_is_restarted_the_log_says_so_and_scripts_run_again() {
     assert_ne!(first, second);
     let seen = recorded_at_least(&origin, 2);
     assert_eq!(
-        header(&seen[0], "x-worker"),
+        recorded_header(&seen[0], "x-worker"),
         Some(first.to_string().as_str())
     );
     assert_eq!(
-        header(&seen[1], "x-worker"),
+        recorded_header(&seen[1], "x-worker"),
         Some(second.to_string().as_str()),
         "the new worker runs the script: {seen:?}"
     );
@@ -297,9 +271,13 @@ fn a_hook_slower_than_the_timeout_is_abandoned_the_flow_records_it_and_others_go
         .run(&url(&origin, "/fast"))
         .assert_status(200);
     let seen = recorded_at_least(&origin, 2);
-    assert_eq!(header(&seen[0], "x-scripted"), None, "{seen:?}");
+    assert_eq!(recorded_header(&seen[0], "x-scripted"), None, "{seen:?}");
     assert_eq!(seen[1]["target"], "/fast");
-    assert_eq!(header(&seen[1], "x-scripted"), Some("yes"), "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[1], "x-scripted"),
+        Some("yes"),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -326,8 +304,11 @@ fn a_script_is_reloaded_when_its_file_changes() {
         .run(&url(&origin, "/v2"))
         .assert_status(200);
     let seen = recorded_at_least(&origin, 2);
-    assert_eq!(header(&seen[0], "x-version"), Some("one"));
-    assert_eq!(header(&seen[1], "x-version"), Some("two, reloaded"));
+    assert_eq!(recorded_header(&seen[0], "x-version"), Some("one"));
+    assert_eq!(
+        recorded_header(&seen[1], "x-version"),
+        Some("two, reloaded")
+    );
 }
 
 #[test]
@@ -431,8 +412,12 @@ fn the_error_hook_sees_a_failed_flow_and_sys_exit_in_a_hook_does_not_stop_the_sc
         .run(&url(&origin, "/after-exit"))
         .assert_status(200);
     let seen = recorded_at_least(&origin, 2);
-    assert_eq!(header(&seen[0], "x-alive"), None, "{seen:?}");
-    assert_eq!(header(&seen[1], "x-alive"), Some("yes"), "{seen:?}");
+    assert_eq!(recorded_header(&seen[0], "x-alive"), None, "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[1], "x-alive"),
+        Some("yes"),
+        "{seen:?}"
+    );
     assert!(
         !proxy.stderr_text().contains("addon worker exited"),
         "sys.exit in a hook is the hook's error, not the worker's end"
@@ -586,8 +571,16 @@ fn header_hooks_see_no_body_and_change_heads_while_request_and_response_see_bodi
     let expected_length = "origin saw /post".len().to_string();
     assert_eq!(result.header("x-response"), Some(expected_length.as_str()));
     let seen = recorded_at_least(&origin, 1);
-    assert_eq!(header(&seen[0], "x-reqheaders"), Some("None"), "{seen:?}");
-    assert_eq!(header(&seen[0], "x-request"), Some("the body"), "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[0], "x-reqheaders"),
+        Some("None"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        recorded_header(&seen[0], "x-request"),
+        Some("the body"),
+        "{seen:?}"
+    );
     assert_eq!(seen[0]["body"], "the body");
 }
 

@@ -9,7 +9,6 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -52,31 +51,6 @@ fn url(origin: &PythonPeer, path: &str) -> String {
     format!("http://127.0.0.1:{}{path}", origin.port)
 }
 
-/// What the origin received, once it has printed at least `count` requests.
-#[track_caller]
-fn recorded_at_least(origin: &PythonPeer, count: usize) -> Vec<Value> {
-    wait_until(WAIT, || recorded(origin).len() >= count);
-    recorded(origin)
-}
-
-fn recorded(origin: &PythonPeer) -> Vec<Value> {
-    origin
-        .stdout
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("recorded: "))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
-    recorded["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
-}
-
 #[test]
 fn anatomy_counts_the_flows_in_the_event_log() {
     let origin = origin();
@@ -99,7 +73,11 @@ fn anatomy2_adds_myheader_to_every_request() {
         .run(&url(&origin, "/a"))
         .assert_status(200);
     let seen = recorded_at_least(&origin, 1);
-    assert_eq!(header(&seen[0], "myheader"), Some("value"), "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[0], "myheader"),
+        Some("value"),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -113,7 +91,11 @@ fn http_add_header_counts_the_responses_in_a_header() {
         assert_eq!(result.body_text(), "origin saw /r");
     }
     let seen = recorded_at_least(&origin, 2);
-    assert_eq!(header(&seen[0], "count"), None, "a response header only");
+    assert_eq!(
+        recorded_header(&seen[0], "count"),
+        None,
+        "a response header only"
+    );
 }
 
 #[test]
@@ -150,11 +132,15 @@ fn http_modify_form_adds_to_a_form_and_sets_one_where_there_is_none() {
     assert_eq!(seen[1]["target"], "/no-form");
     assert_eq!(seen[1]["body"], "foo=bar", "{seen:?}");
     assert_eq!(
-        header(&seen[1], "content-type"),
+        recorded_header(&seen[1], "content-type"),
         Some("application/x-www-form-urlencoded"),
         "{seen:?}"
     );
-    assert_eq!(header(&seen[1], "content-length"), Some("7"), "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[1], "content-length"),
+        Some("7"),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -193,9 +179,17 @@ fn http_redirect_requests_sends_example_org_to_mitmproxy_org() {
         seen[0]["target"], "http://mitmproxy.org/page?x=1",
         "{seen:?}"
     );
-    assert_eq!(header(&seen[0], "host"), Some("mitmproxy.org"), "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[0], "host"),
+        Some("mitmproxy.org"),
+        "{seen:?}"
+    );
     assert_eq!(seen[1]["target"], "http://example.net/other", "{seen:?}");
-    assert_eq!(header(&seen[1], "host"), Some("example.net"), "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[1], "host"),
+        Some("example.net"),
+        "{seen:?}"
+    );
 }
 
 #[test]

@@ -92,33 +92,6 @@ fn origin() -> PythonPeer {
     PythonPeer::start("fault_origin.py", &[])
 }
 
-/// What the recording origin received, once it has printed at least `count` requests
-/// (its output reaches the test a moment after the client has its answer).
-#[track_caller]
-fn recorded_at_least(origin: &PythonPeer, count: usize) -> Vec<Value> {
-    wait_until(WAIT, || recorded(origin).len() >= count);
-    recorded(origin)
-}
-
-/// What the recording origin received, one JSON object per request.
-fn recorded(origin: &PythonPeer) -> Vec<Value> {
-    origin
-        .stdout
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("recorded: "))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
-    recorded["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
-}
-
 fn proxy(extra: &[&str]) -> Periscope {
     let ca = test_pki().ca_cert.to_string_lossy().into_owned();
     PeriscopeBuilder::new()
@@ -186,7 +159,11 @@ fn an_intercepted_request_waits_for_resume_and_goes_on_edited_then_its_response_
     });
     let seen = recorded_at_least(&origin, 1);
     assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(header(&seen[0], "x-edited"), Some("yes"), "{seen:?}");
+    assert_eq!(
+        recorded_header(&seen[0], "x-edited"),
+        Some("yes"),
+        "{seen:?}"
+    );
     assert_eq!(seen[0]["body"], "edited body");
     assert_eq!(at_response["response"]["status_code"], 200);
     let edit = r#"{"response": {"status_code": 203, "content": "edited response"}}"#;
@@ -311,7 +288,7 @@ fn a_replay_sends_the_request_again_as_a_linked_flow() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1]["method"], "POST");
     assert_eq!(seen[1]["body"], "payload");
-    assert_eq!(header(&seen[1], "x-case"), Some("replay"));
+    assert_eq!(recorded_header(&seen[1], "x-case"), Some("replay"));
 }
 
 #[test]
@@ -348,7 +325,7 @@ fn the_exported_curl_line_sends_the_same_request_again() {
     assert_eq!(seen[0]["target"], seen[1]["target"]);
     assert_eq!(seen[0]["body"], seen[1]["body"]);
     assert_eq!(
-        header(&seen[1], "x-quoted"),
+        recorded_header(&seen[1], "x-quoted"),
         Some("a 'single' and \"double\""),
         "{command}"
     );

@@ -51,30 +51,6 @@ fn plain_origin() -> PythonPeer {
     PythonPeer::start("fault_origin.py", &[])
 }
 
-/// What the recording origin received, once it has printed at least `count` requests.
-#[track_caller]
-fn recorded_at_least(origin: &PythonPeer, count: usize) -> Vec<Value> {
-    let recorded = || -> Vec<Value> {
-        origin
-            .stdout
-            .lines()
-            .iter()
-            .filter_map(|l| l.strip_prefix("recorded: "))
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
-    wait_until(WAIT, || recorded().len() >= count);
-    recorded()
-}
-
-fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
-    recorded["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
-}
-
 /// The first flow printed from line `start` on whose path contains `needle`.
 #[track_caller]
 fn flow_after(proxy: &Periscope, start: usize, needle: &str) -> Value {
@@ -141,8 +117,8 @@ fn header_and_body_rules_change_what_each_side_receives_over_http1_and_http2() {
         assert_eq!(result.body_text(), "kept 28 bytes\n");
         let seen = recorded_at_least(origin, 1);
         let seen = &seen[0];
-        assert_eq!(header(seen, "x-added"), Some("yes"), "{seen}");
-        assert_eq!(header(seen, "user-agent"), None, "{seen}");
+        assert_eq!(recorded_header(seen, "x-added"), Some("yes"), "{seen}");
+        assert_eq!(recorded_header(seen, "user-agent"), None, "{seen}");
         assert_eq!(seen["body"], "a REDACTED, another REDACTED");
         let flow = flow_after(&proxy, start, &format!("/record/{round}"));
         if http2 {
@@ -331,7 +307,7 @@ fn map_remote_sends_the_request_to_another_server_verified_as_its_own() {
     let seen = recorded_at_least(&second, 1);
     assert_eq!(seen[0]["target"], "/record/mapped-abc");
     assert_eq!(
-        header(&seen[0], "host"),
+        recorded_header(&seen[0], "host"),
         Some(format!("localhost:{}", second.port).as_str())
     );
     assert!(!first.stdout.text().contains("request: "));
@@ -381,9 +357,12 @@ fn block_list_anticache_and_anticomp() {
         "blocked requests never reach the origin: {seen:?}"
     );
     assert_eq!(seen[0]["target"], "/record/fine");
-    assert_eq!(header(&seen[0], "if-none-match"), None);
-    assert_eq!(header(&seen[0], "if-modified-since"), None);
-    assert_eq!(header(&seen[0], "accept-encoding"), Some("identity"));
+    assert_eq!(recorded_header(&seen[0], "if-none-match"), None);
+    assert_eq!(recorded_header(&seen[0], "if-modified-since"), None);
+    assert_eq!(
+        recorded_header(&seen[0], "accept-encoding"),
+        Some("identity")
+    );
     // HTTP/2: the status as a stream's answer, 444 as a reset of the stream alone.
     let h2 = h2_origin(&[]);
     let h2_base = format!("https://localhost:{}", h2.port);
@@ -519,9 +498,20 @@ fn the_config_file_and_set_configure_rules_and_their_errors_name_file_line_and_k
         .run(&format!("http://127.0.0.1:{}/record/conf", origin.port))
         .assert_status(200);
     let seen = recorded_at_least(&origin, 1);
-    assert_eq!(header(&seen[0], "x-from-file"), Some("1"), "{seen:?}");
-    assert_eq!(header(&seen[0], "x-from-set"), Some("2"), "{seen:?}");
-    assert_eq!(header(&seen[0], "accept-encoding"), Some("identity"));
+    assert_eq!(
+        recorded_header(&seen[0], "x-from-file"),
+        Some("1"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        recorded_header(&seen[0], "x-from-set"),
+        Some("2"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        recorded_header(&seen[0], "accept-encoding"),
+        Some("identity")
+    );
 
     let failing = |file: &str, extra: &[&str]| -> String {
         let dir = tempfile::tempdir().unwrap();
@@ -596,7 +586,7 @@ fn rules_change_at_run_time_through_the_control_api() {
     assert_eq!(set.json()["modify_headers"][0], "/~q/x-live/1");
     Curl::through(&proxy).run(&target).assert_status(200);
     let seen = recorded_at_least(&origin, 1);
-    assert_eq!(header(&seen[0], "x-live"), Some("1"));
+    assert_eq!(recorded_header(&seen[0], "x-live"), Some("1"));
 
     let refused = api(
         "PUT",
@@ -628,11 +618,11 @@ fn rules_change_at_run_time_through_the_control_api() {
     Curl::through(&proxy).run(&target).assert_status(200);
     let seen = recorded_at_least(&origin, 2);
     assert_eq!(
-        header(&seen[1], "x-live"),
+        recorded_header(&seen[1], "x-live"),
         Some("1"),
         "the rules in force stayed"
     );
-    assert_eq!(header(&seen[1], "x-other"), None);
+    assert_eq!(recorded_header(&seen[1], "x-other"), None);
 }
 
 #[test]

@@ -113,25 +113,6 @@ fn origin_url(origin: &PythonPeer) -> String {
     format!("http://127.0.0.1:{}", origin.port)
 }
 
-/// What the recording origin received, one JSON object per request.
-fn recorded(origin: &PythonPeer) -> Vec<Value> {
-    origin
-        .stdout
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("recorded: "))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn header<'a>(recorded: &'a Value, name: &str) -> Option<&'a str> {
-    recorded["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-        .and_then(|h| h[1].as_str())
-}
-
 #[test]
 fn flows_appear_live_and_the_search_is_answered_by_the_server() {
     let origin = origin();
@@ -167,7 +148,7 @@ fn a_request_intercepted_from_the_ui_is_edited_resumed_or_killed() {
         "the origin got the held request once: {received:?}"
     );
     assert_eq!(
-        header(held[0], "x-edited-in-ui"),
+        recorded_header(held[0], "x-edited-in-ui"),
         Some("yes"),
         "the header added in the UI reached the origin: {:?}",
         held[0]

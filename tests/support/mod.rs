@@ -19,6 +19,7 @@
 //! | [`NodePeer`], [`renegotiating_origin`] | Node.js peers (`tests/peers/*.mjs`) |
 //! | [`TlsClient`] | a scripted OpenSSL client that can stall a renegotiation |
 //! | [`TmuxConsole`] | a full-screen program in tmux: keys in, screen out |
+//! | [`recorded`], [`recorded_at_least`], [`recorded_header`] | what a recording origin received |
 //! | [`python`], [`require_tool`] | paths of required peers, or a panic telling how to get them |
 #![allow(dead_code, unused_imports)]
 
@@ -30,6 +31,7 @@ mod output;
 mod periscope;
 mod pki;
 mod python_peer;
+mod recording;
 mod tls_client;
 mod tmux;
 mod tools;
@@ -49,6 +51,7 @@ pub use periscope::{
 };
 pub use pki::{test_pki, TestPki};
 pub use python_peer::{h2_origin, python_websocket_echo_server, PythonPeer};
+pub use recording::{recorded, recorded_at_least, recorded_header};
 pub use tls_client::{HttpResponse, TlsClient, TlsClientBuilder};
 pub use tmux::{TmuxConsole, SCREEN_TIMEOUT};
 pub use tools::{
