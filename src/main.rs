@@ -269,6 +269,7 @@ async fn run_proxy_with(
         None
     };
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
+    let mut shutdown = ShutdownSignal::install();
     announce(&proxy.listeners(), &ca, args, &store);
     let control = proxy.control().map(|proxy| {
         Arc::new(control::SessionControl::new(
@@ -297,14 +298,14 @@ async fn run_proxy_with(
     if let (Some(file), Some(control)) = (&args.client_replay, &control) {
         let replayed = tokio::select! {
             replayed = replay::client_replay(control, &bus, file, filter.as_ref(), args.client_replay_concurrency) => replayed,
-            () = shutdown_requested() => Ok(()),
+            () = shutdown.requested() => Ok(()),
         };
         recorder.finish();
         return replayed;
     }
     tokio::select! {
         _ = printer => {}
-        () = shutdown_requested() => {}
+        () = shutdown.requested() => {}
     }
     if let Some(addons) = &addons {
         addons.shutdown().await;
@@ -424,19 +425,37 @@ fn open_browser(url: &str) {
     }
 }
 
-/// Ctrl-C or SIGTERM (what `kill`, systemd and test harnesses send).
-async fn shutdown_requested() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Ctrl-C or SIGTERM (what `kill`, systemd and test harnesses send). Installed before
+/// the proxy says it is listening: a handler registered only when first awaited left a
+/// window after that line in which SIGTERM killed the process outright, without the
+/// scripts' `done` or the recorder's last flows.
+struct ShutdownSignal {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignal {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+    }
+
+    async fn requested(&mut self) {
+        async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            () = received(&mut self.interrupt) => {}
+            () = received(&mut self.terminate) => {}
+        }
     }
 }
 

@@ -596,13 +596,17 @@ fn an_http2_goaway_refusing_a_request_is_retried_on_a_new_connection() {
             .any(|n| n.contains("answered GOAWAY NO_ERROR without processing the request")),
         "the retry is recorded: {flow}"
     );
-    let connections = origin
-        .stdout
-        .lines()
-        .iter()
-        .filter(|l| l.trim() == "connection")
-        .count();
-    assert_eq!(connections, 2, "{:?}", origin.stdout.lines());
+    // The origin's reader thread may lag behind the response: wait for the second line.
+    let connections = || {
+        origin
+            .stdout
+            .lines()
+            .iter()
+            .filter(|l| l.trim() == "connection")
+            .count()
+    };
+    wait_until(Duration::from_secs(10), || connections() >= 2);
+    assert_eq!(connections(), 2, "{:?}", origin.stdout.lines());
 }
 
 #[test]

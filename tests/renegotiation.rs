@@ -1013,6 +1013,8 @@ mod node {
             assert_eq!(json["client_cert"], CLIENT_CN, "{json}");
         }
         // One upstream connection: three renegotiations, three certificate requests.
+        // The origin's reader thread may not have taken the last line yet: wait for it.
+        renegotiation_report(&server, "/optional/third");
         let reports: Vec<String> = server
             .stdout
             .lines()

@@ -279,3 +279,21 @@ fn har_export_survives_set_cookie_dates_that_are_not_dates() {
         ])
     );
 }
+
+/// SIGTERM as soon as the proxy says it listens (what a supervisor or a script that
+/// starts and stops it does) is a clean shutdown, not death by signal: the handler is
+/// in place before the line is printed.
+#[test]
+fn sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let file = dir.path().join(format!("session-{round}.periscope"));
+        let mut proxy = recording_proxy(&file);
+        let status = proxy.terminate(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "round {round}: {status:?}\n{}",
+            proxy.describe()
+        );
+    }
+}
