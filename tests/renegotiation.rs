@@ -2574,3 +2574,132 @@ mod timeline {
         );
     }
 }
+
+/// Upstream session resumption: a client's new connection resumes the session of the
+/// last connection to the same server, unless that server asked for a certificate,
+/// renegotiated or authenticated after the handshake on it.
+mod resumption {
+    use super::*;
+    use serde_json::Value;
+
+    /// s_server's `-www` page says how the handshake went: `New, TLSv1.3, Cipher is …`
+    /// or `Reused, TLSv1.3, …`.
+    fn handshake_line(page: &str) -> String {
+        page.lines()
+            .find(|l| l.starts_with("New, ") || l.starts_with("Reused, "))
+            .unwrap_or_else(|| panic!("no handshake line in the page:\n{page}"))
+            .to_owned()
+    }
+
+    /// The flows the proxy printed as JSON, waiting for `count`.
+    fn json_flows(proxy: &Periscope, count: usize) -> Vec<Value> {
+        assert!(
+            wait_until(WAIT, || proxy.stdout_lines().len() >= count),
+            "expected {count} flows\n{}",
+            proxy.describe()
+        );
+        proxy
+            .stdout_lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("a JSON flow"))
+            .collect()
+    }
+
+    /// The flow's server connection as `dump --json` prints it.
+    fn upstream_tls(flow: &Value) -> &Value {
+        &flow["server"]["tls"]
+    }
+
+    /// Two requests, each on a new client connection (s_server -www closes after each).
+    fn two_connections(server: &OpensslServer, extra: &[&str]) -> (Vec<String>, Vec<Value>) {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let proxy = periscope(&args);
+        let pages: Vec<String> = (0..2)
+            .map(|_| {
+                let r = Curl::through(&proxy).run(&server.url("/"));
+                r.assert_status(200);
+                handshake_line(&r.body_text())
+            })
+            .collect();
+        (pages, json_flows(&proxy, 2))
+    }
+
+    #[test]
+    fn a_new_client_connection_resumes_the_upstream_session_of_the_last_one() {
+        for (version, name) in [("1.2", "TLSv1.2"), ("1.3", "TLSv1.3")] {
+            let builder = OpensslServer::builder().pki(test_pki()).www();
+            let server = match version {
+                "1.2" => builder.tls1_2(),
+                _ => builder.tls1_3(),
+            }
+            .start();
+            let (pages, flows) = two_connections(&server, &[]);
+            assert!(pages[0].starts_with(&format!("New, {name}")), "{pages:?}");
+            assert!(
+                pages[1].starts_with(&format!("Reused, {name}")),
+                "{pages:?}"
+            );
+            let (first, second) = (upstream_tls(&flows[0]), upstream_tls(&flows[1]));
+            assert_eq!(first["resumed"], false, "{first}");
+            assert_eq!(second["resumed"], true, "{second}");
+            // The resumed connection still shows the server's certificate.
+            assert_eq!(
+                second["peer_certificate"]["subject"], first["peer_certificate"]["subject"],
+                "{second}"
+            );
+        }
+    }
+
+    /// A server that asked for a certificate in the first handshake — answered with
+    /// the `--client-certs` one or with none — never gets that session offered back.
+    #[test]
+    fn a_session_from_a_connection_asked_for_a_certificate_is_never_offered() {
+        let certs = client_certs_file_args();
+        for (version, extra) in [
+            ("1.2", as_strs(&certs)),
+            ("1.3", as_strs(&certs)),
+            ("1.3", vec![]),
+        ] {
+            let builder = OpensslServer::builder().pki(test_pki()).www().verify(1);
+            let server = match version {
+                "1.2" => builder.tls1_2(),
+                _ => builder.tls1_3(),
+            }
+            .start();
+            let (pages, flows) = two_connections(&server, &extra);
+            assert!(
+                pages.iter().all(|page| page.starts_with("New, ")),
+                "TLS {version} {extra:?}: {pages:?}"
+            );
+            let second = upstream_tls(&flows[1]);
+            assert_eq!(second["resumed"], false, "{second}");
+        }
+    }
+
+    /// Node's origin keeps tickets on: the session of a connection without
+    /// renegotiation is resumed; after a connection that renegotiated (for a
+    /// certificate), the next one is a full handshake.
+    #[test]
+    fn a_session_from_a_connection_that_renegotiated_is_never_offered() {
+        let server = renegotiating_origin();
+        let certs = client_certs_file_args();
+        let proxy = periscope(&as_strs(&certs));
+        let get = |path: &str| {
+            let r = Curl::through(&proxy).run(&server.url(path));
+            r.assert_status(200);
+            r.json()
+        };
+        // `close`: the origin ends each connection after its answer. The first
+        // connection renegotiates: neither the session of its first handshake nor the
+        // one its renegotiation made is offered to the next connection.
+        let renegotiated = get("/optional/one?close");
+        assert_eq!(renegotiated["connection_resumed"], false, "{renegotiated}");
+        assert_eq!(renegotiated["client_cert"], CLIENT_CN, "{renegotiated}");
+        let next = get("/plain/two?close");
+        assert_eq!(next["connection_resumed"], false, "{next}");
+        // That connection did not renegotiate: its session is resumed.
+        let resumed = get("/plain/three?close");
+        assert_eq!(resumed["connection_resumed"], true, "{resumed}");
+    }
+}

@@ -13,7 +13,11 @@
 // Other paths are answered without renegotiating.
 //
 // Every answer is JSON: {"path", "method", "body_length", "body_sha256",
-// "renegotiated", "resumed", "client_cert": CN or null, "authorized"}.
+// "renegotiated", "resumed", "client_cert": CN or null, "authorized",
+// "connection_resumed"}: "resumed" is about the renegotiation, "connection_resumed"
+// whether the connection's first handshake resumed a session. A `close` query
+// parameter answers with `Connection: close`, so the next request needs a new
+// connection.
 // Stdout: "listening on PORT" once ready, then one line per renegotiation and per
 // failed connection:
 //   renegotiation path=/optional/x resumed=false client_cert=CN|none
@@ -66,10 +70,14 @@ function clientCertificateName(socket) {
 
 function answer(response, status, report) {
   const body = JSON.stringify(report);
-  response.writeHead(status, {
+  const headers = {
     "Content-Type": "application/json",
     "Content-Length": Buffer.byteLength(body),
-  });
+  };
+  if (report.close) {
+    headers.Connection = "close";
+  }
+  response.writeHead(status, headers);
   response.end(body);
 }
 
@@ -88,9 +96,12 @@ server.on("request", (request, response) => {
   request.on("data", (chunk) => chunks.push(chunk));
   request.on("end", () => {
     const body = Buffer.concat(chunks);
-    const path = new URL(request.url, "https://localhost").pathname;
+    const url = new URL(request.url, "https://localhost");
+    const path = url.pathname;
     const socket = request.socket;
     const report = {
+      connection_resumed: socket.isSessionReused(),
+      close: url.searchParams.has("close"),
       path,
       method: request.method,
       body_length: body.length,

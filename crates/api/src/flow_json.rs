@@ -234,6 +234,8 @@ struct TlsFields<'a> {
     cipher: Option<&'a str>,
     alpn: Option<&'a str>,
     tls_version: Option<&'a str>,
+    /// Periscope's own: the first handshake resumed an earlier session.
+    tls_session_resumed: Option<bool>,
 }
 
 impl<'a> TlsFields<'a> {
@@ -248,6 +250,7 @@ impl<'a> TlsFields<'a> {
             cipher: tls.map(|t| t.cipher.as_str()),
             alpn: tls.and_then(|t| t.alpn.as_deref()),
             tls_version: tls.map(|t| t.version.as_str()),
+            tls_session_resumed: tls.map(|t| t.resumed),
         }
     }
 }

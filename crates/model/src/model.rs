@@ -218,6 +218,10 @@ pub struct TlsInfo {
     pub alpn: Option<String>,
     /// The peer's certificate (upstream: the server's; client leg: the client's, if any).
     pub peer_certificate: Option<CertificateSummary>,
+    /// The first handshake resumed an earlier session (no certificate was sent in it;
+    /// `peer_certificate` is the one the session was made with).
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// One end of a flow: the client's connection to Periscope or Periscope's connection

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use openssl::ssl::{
-    AlpnError, SslAcceptor, SslConnector, SslContext, SslMethod, SslOptions, SslSessionCacheMode,
-    SslVerifyMode, SslVersion,
+    AlpnError, SslAcceptor, SslConnector, SslContext, SslMethod, SslMode, SslOptions,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -21,6 +21,7 @@ use crate::error::TlsError;
 use crate::ffi;
 use crate::hold::CertificateRequestHold;
 use crate::keylog::KeyLog;
+use crate::resumption::{self, SessionCache, SessionKey};
 use crate::state::{ClientRenegotiation, TlsConnectionState};
 use crate::stream::{HandshakeTimeouts, Role, TlsStream};
 
@@ -57,6 +58,7 @@ pub struct UpstreamTarget<'a> {
 pub struct UpstreamTls {
     connector: SslConnector,
     settings: UpstreamTlsSettings,
+    sessions: Arc<SessionCache>,
 }
 
 impl UpstreamTls {
@@ -88,15 +90,24 @@ impl UpstreamTls {
         // Read whole socket buffers, not a record header then its body: half the
         // read calls on a large transfer.
         builder.set_read_ahead(true);
+        release_idle_buffers(&mut builder);
         ffi::enable_post_handshake_auth(&mut builder);
         ffi::install_event_callbacks(&mut builder);
         ffi::install_client_certificate_callback(&mut builder);
         if let Some(keylog) = &settings.keylog {
             keylog.install(&mut builder);
         }
+        let sessions = Arc::new(SessionCache::default());
+        // Sessions are kept in `sessions`, which decides which may be reused; OpenSSL's
+        // own client cache would keep them all.
+        builder
+            .set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+        let kept = Arc::clone(&sessions);
+        builder.set_new_session_callback(move |ssl, session| kept.keep(ssl, session));
         Ok(UpstreamTls {
             connector: builder.build(),
             settings,
+            sessions,
         })
     }
 
@@ -115,14 +126,26 @@ impl UpstreamTls {
             .use_server_name_indication(target.send_sni && !is_ip)
             .verify_hostname(self.settings.verify);
         let mut ssl = config.into_ssl(target.server_name)?;
-        if !target.alpn.is_empty() {
-            ssl.set_alpn_protos(&encode_alpn(target.alpn))?;
+        let alpn = encode_alpn(target.alpn);
+        if !alpn.is_empty() {
+            ssl.set_alpn_protos(&alpn)?;
         }
         let identity = self
             .settings
             .client_certificates
             .as_ref()
             .and_then(|certs| certs.for_host(target.server_name));
+        let session_key = SessionKey::new(
+            target.peer_label,
+            target.server_name,
+            target.send_sni && !is_ip,
+            &alpn,
+            identity.as_ref(),
+        );
+        if let Some(session) = self.sessions.offer(&session_key) {
+            ffi::offer_session(&mut ssl, &session)?;
+        }
+        ssl.set_ex_data(resumption::key_index(), session_key);
         let state = TlsConnectionState::upstream_with_hold(
             identity,
             self.settings.certificate_hold.clone(),
@@ -181,6 +204,7 @@ impl ClientTls {
         }
         builder.set_options(options);
         builder.set_read_ahead(true);
+        release_idle_buffers(&mut builder);
         builder.set_alpn_select_callback(|ssl, client_protocols| {
             let wanted = ssl
                 .ex_data(alpn_choice_index())
@@ -229,6 +253,13 @@ impl ClientTls {
         )
         .await
     }
+}
+
+/// An idle keep-alive connection holds no TLS record buffers (about 34 KiB per leg
+/// with read-ahead): OpenSSL frees them when they are empty and takes them again from
+/// the allocator when the next record comes.
+fn release_idle_buffers(builder: &mut openssl::ssl::SslContextBuilder) {
+    builder.set_mode(SslMode::RELEASE_BUFFERS);
 }
 
 /// ALPN wire format: each protocol prefixed by its length.

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use foreign_types::ForeignTypeRef;
 use openssl::error::ErrorStack;
-use openssl::ssl::{Ssl, SslContextBuilder, SslOptions, SslRef, SslVerifyMode};
+use openssl::ssl::{Ssl, SslContextBuilder, SslOptions, SslRef, SslSessionRef, SslVerifyMode};
 use openssl::stack::StackRef;
 use openssl::x509::X509Name;
 use openssl_sys as sys;
@@ -179,6 +179,16 @@ pub(crate) fn set_verify_mode(ssl: &mut impl ExclusiveSsl, mode: SslVerifyMode) 
 pub(crate) fn clear_certificates(ssl: &mut impl ExclusiveSsl) {
     // SAFETY: valid SSL pointer, exclusively borrowed; frees only what the SSL owns.
     unsafe { SSL_certs_clear(ssl.ssl_ptr()) }
+}
+
+/// Offers `session` in the next handshake of `ssl` (a client connection not yet
+/// started). The session must come from a connection of the same `SslContext`:
+/// `UpstreamTls` keeps one cache per connector, and only its own connections' sessions
+/// go into it.
+pub(crate) fn offer_session(ssl: &mut SslRef, session: &SslSessionRef) -> Result<(), ErrorStack> {
+    // SAFETY: the session was made by a connection of this SSL's context (see above);
+    // SSL_set_session takes its own reference to it.
+    unsafe { ssl.set_session(session) }
 }
 
 /// Schedules a renegotiation; it happens during the next read or write (a server

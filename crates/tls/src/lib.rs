@@ -18,6 +18,7 @@ mod ffi;
 pub mod hold;
 pub mod keylog;
 pub mod post_handshake;
+mod resumption;
 pub mod state;
 pub mod stream;
 

@@ -158,6 +158,8 @@ struct Inner {
     renegotiating: bool,
     hello_request_received: bool,
     post_handshake_auth: bool,
+    /// The peer asked for a certificate, in any handshake (sticky).
+    certificate_requested: bool,
     /// The identity the `SSL` holds now: libssl keeps an installed certificate for
     /// every later handshake, so it is installed once and replaced only when a held
     /// request's answer asks for another (or for none).
@@ -292,6 +294,23 @@ impl TlsConnectionState {
     pub fn handshake_in_progress(&self) -> bool {
         let inner = self.lock();
         inner.renegotiating || inner.post_handshake_auth
+    }
+
+    /// Whether a session this connection received may be offered on another: not
+    /// once the server asked for a certificate (in any handshake), renegotiated or
+    /// started post-handshake authentication on it (see [`crate::resumption`]).
+    pub(crate) fn session_may_be_reused(&self) -> bool {
+        let inner = self.lock();
+        !inner.certificate_requested
+            && !inner.renegotiating
+            && !inner.hello_request_received
+            && !inner.post_handshake_auth
+            && inner.handshakes_completed <= 1
+    }
+
+    #[cfg(test)]
+    pub(crate) fn record_certificate_request_for_tests(&self) {
+        self.lock().certificate_requested = true;
     }
 
     pub fn handshakes_completed(&self) -> u32 {
@@ -459,6 +478,9 @@ impl TlsConnectionState {
                 },
             ),
             HandshakeMessage::CertificateRequest => {
+                if !sent {
+                    inner.certificate_requested = true;
+                }
                 if !sent && inner.tls13 && inner.handshakes_completed > 0 {
                     inner.post_handshake_auth = true;
                 }

@@ -131,6 +131,7 @@ impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
                 .selected_alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
             peer_certificate: ssl.peer_certificate().map(|c| summarize(&c)),
+            resumed: ssl.session_reused(),
         }
     }
 

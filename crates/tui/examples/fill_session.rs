@@ -203,6 +203,7 @@ fn made_up_flow(n: usize, start: i64, random: &mut XorShift) -> Flow {
         sni: Some(sni.into()),
         alpn: Some("http/1.1".into()),
         peer_certificate: certificate,
+        resumed: false,
     };
     let certificate = CertificateSummary {
         subject: format!("CN={host}"),

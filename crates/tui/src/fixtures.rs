@@ -66,6 +66,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
                 sni: Some(host.into()),
                 alpn: Some("http/1.1".into()),
                 peer_certificate: None,
+                resumed: false,
             }),
         },
         server: Some(ConnectionInfo {
@@ -87,6 +88,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
                     serial: "01".into(),
                     sha256_fingerprint: "AB:CD".into(),
                 }),
+                resumed: false,
             }),
         }),
         request: Request {

@@ -236,6 +236,7 @@ pub fn sample_flow(host: &str, path: &str, status: u16, second: i64) -> Flow {
                 sni: Some(host.into()),
                 alpn: Some("http/1.1".into()),
                 peer_certificate: None,
+                resumed: false,
             }),
         }),
         request: FlowRequest {

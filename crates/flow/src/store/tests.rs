@@ -102,6 +102,7 @@ fn rich_flow() -> Flow {
         sni: Some("vedauth.example".into()),
         alpn: Some("http/1.1".into()),
         peer_certificate: None,
+        resumed: false,
     });
     let server = flow.server.as_mut().unwrap();
     server.target = Some("vedauth.example:8443".into());
@@ -120,6 +121,7 @@ fn rich_flow() -> Flow {
             serial: "01".into(),
             sha256_fingerprint: "AA:BB".into(),
         }),
+        resumed: true,
     });
     let response = flow.response.as_mut().unwrap();
     response.status = 403;
