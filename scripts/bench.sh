@@ -86,7 +86,10 @@ else
     SOCKS_REQUESTS=5000
     OUT_MD="$BENCH/RESULTS.md"
 fi
-[[ -n $ONLY ]] && OUT_MD="$WORK/RESULTS.only-$ONLY$([[ $MODE == smoke ]] && echo .smoke || true).md"
+if [[ -n $ONLY ]]; then
+    OUT_MD="$WORK/RESULTS.only-$ONLY.md"
+    [[ $MODE == smoke ]] && OUT_MD="$WORK/RESULTS.only-$ONLY.smoke.md"
+fi
 # Each mode has its own run directory: a smoke run (the test suite) never clobbers a full one.
 RUN="$WORK/run-$MODE${ONLY:+-$ONLY}"
 NEWCONN_CONCURRENCY=16
@@ -236,10 +239,10 @@ SHM=""
 cleanup() {
     local pid
     for pid in "$PERISCOPE_PID" "$MITM_PID" "$NGINX_PID" "$OHA_JOB" "$MITM_JOB"; do
-        [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
+        if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
     done
     for pid in "$PERISCOPE_PID" "$MITM_PID" "$NGINX_PID"; do
-        [[ -n $pid ]] && wait "$pid" 2>/dev/null || true
+        if [[ -n $pid ]]; then wait "$pid" 2>/dev/null || true; fi
     done
     [[ -n $SHM && -d $SHM ]] && rm -rf "$SHM"
     return 0
@@ -406,6 +409,7 @@ proxy_pid() {
 proc_cpu() {
     local pid=$1 total child
     total="$(python3 "$BENCH/rss.py" cpu "$pid" 2>/dev/null || echo 0)"
+    # shellcheck disable=SC2013 # the children files hold space-separated pids, no lines
     for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
         total="$(python3 -c "print($total + $(python3 "$BENCH/rss.py" cpu "$child" 2>/dev/null || echo 0))")"
     done
@@ -415,8 +419,8 @@ CLK_TCK=$(getconf CLK_TCK)
 # Every core's busy time so far, in seconds (/proc/stat: user nice system idle iowait irq
 # softirq steal; all but idle and iowait). In bash: a python start would land in the window.
 machine_cpu() {
-    local _cpu user nice system idle iowait irq softirq steal _rest
-    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    local _cpu user nice system _idle _iowait irq softirq steal _rest
+    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
     echo "$(((user + nice + system + irq + softirq + steal) * 1000 / CLK_TCK))e-3"
 }
 proc_rss_mib() { # VmRSS in MiB, empty when the process is gone
