@@ -22,6 +22,7 @@ TARGETS = ("direct", "periscope", "mitmdump")
 # (key, label, unit, decimals, target kind, target value)
 #   kind "ratio_ge": periscope/direct >= value
 #   kind "abs_lt":   periscope < value (unit of the row)
+#   kind "abs_ge":   periscope >= value (unit of the row)
 #   kind None:       no target, shown for context
 ROWS = [
     ("ka_c1_rps", "keep-alive 1 KiB, c=1: req/s", "req/s", 0, None, None),
@@ -49,6 +50,13 @@ ROWS = [
     ("ul_cpu", "large upload: proxy CPU per GiB", "s", 2, None, None),
     ("ul_peers", "large upload: client + origin CPU per GiB", "s", 2, None, None),
     ("socks_ka_rps", "SOCKS5 keep-alive 1 KiB, one connection: req/s", "req/s", 0, None, None),
+    ("socks_ka_cpu", "SOCKS5 keep-alive 1 KiB, one connection: proxy CPU per request", "µs", 0,
+     None, None),
+    ("socks_regular_rps", "the same through the regular listener (CONNECT): req/s", "req/s", 0,
+     None, None),
+    ("socks_regular_cpu", "the same through the regular listener (CONNECT): proxy CPU per request",
+     "µs", 0, None, None),
+    ("socks_vs_regular", "SOCKS5 req/s ÷ regular listener req/s", "", 2, "abs_ge", 0.95),
     ("hooks_none_rps", "keep-alive c=16, Periscope alone: req/s", "req/s", 0, None, None),
     ("hooks_none_cpu", "keep-alive c=16, Periscope alone: CPU per request", "µs", 0, None, None),
     ("hooks_rules_rps", "keep-alive c=16, 20 rules matching nothing: req/s", "req/s", 0, None,
@@ -131,7 +139,8 @@ BUDGETS = [
 
 
 def derive(values):
-    """Rows computed from others: added latency, session growth, client + origin CPU."""
+    """Rows computed from others: added latency, session growth, client + origin CPU,
+    SOCKS5 against the regular listener."""
     med = {}
     for (key, target), v in values.items():
         med[(key, target)] = statistics.median(v)
@@ -156,6 +165,9 @@ def derive(values):
         a, b = med.get(("sess_rss_1", t)), med.get(("sess_rss_4", t))
         if a is not None and b is not None:
             med[("sess_growth", t)] = b - a
+        socks, regular = med.get(("socks_ka_rps", t)), med.get(("socks_regular_rps", t))
+        if socks is not None and regular:
+            med[("socks_vs_regular", t)] = socks / regular
     return med
 
 
@@ -192,11 +204,17 @@ def build_rows(med, meta):
                 verdict = "pass" if p < goal else "FAIL"
             else:
                 verdict = "n/a"
+        elif kind == "abs_ge":
+            target = f"≥ {goal:g} {unit}".rstrip()
+            if p is not None:
+                verdict = "pass" if p >= goal else "FAIL"
+            else:
+                verdict = "n/a"
         if verdict:
             verdicts.append((label, verdict))
         rows.append(
             [
-                label if label.endswith(unit) else f"{label} ({unit})",
+                label if not unit or label.endswith(unit) else f"{label} ({unit})",
                 fmt(cells["direct"], decimals),
                 fmt(cells["periscope"], decimals),
                 fmt(cells["mitmdump"], decimals),
@@ -281,6 +299,28 @@ def cpu_budget(med, meta):
     ]
 
 
+# The Method items of what meta.py does not describe (the regular-listener half of
+# socks); they go before its last item (the cores).
+EXTRA_METHOD = [
+    "SOCKS5 against the regular listener: one `curl` fetches `/1k` N times on one connection "
+    "(`curl --socks5-hostname 127.0.0.1:PORT --cacert CA URL URL ...`), through the SOCKS5 "
+    "listener each proxy runs beside its regular one, and the same curl through the regular "
+    "listener (`-x http://127.0.0.1:PORT`: one CONNECT tunnel), in the same loop, the order of "
+    "the two alternating from run to run; direct is curl without a proxy, once per run. req/s is "
+    "requests over wall time, curl's start included; the proxy's CPU time per request is its "
+    "/proc/PID/stat time across the curl divided by the requests. \"SOCKS5 req/s ÷ regular "
+    "listener req/s\" is the ratio of the two medians (target for Periscope: ≥ 0.95, SOCKS5 "
+    "within 5% of the regular listener).",
+]
+
+
+def method_items(meta):
+    items = list(meta.get("method", []))
+    at = next((n for n, item in enumerate(items) if item.startswith("This machine has")),
+              len(items))
+    return items[:at] + EXTRA_METHOD + items[at:]
+
+
 def markdown(rows, verdicts, notes, meta, raw=(), med=None):
     m = meta
     lines = []
@@ -346,7 +386,7 @@ def markdown(rows, verdicts, notes, meta, raw=(), med=None):
             lines.append(f"All {len(verdicts)} targets met.\n")
     lines.extend(cpu_budget(med or {}, m))
     lines.append("## Method\n")
-    for item in m.get("method", []):
+    for item in method_items(m):
         lines.append(f"- {item}")
     lines.append("")
     if raw:

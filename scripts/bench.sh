@@ -649,12 +649,15 @@ scenario_transfer() {
 
 # SOCKS5 keep-alive: one curl asks for /1k SOCKS_REQUESTS times on one connection,
 # through each SOCKS5 listener (direct: no proxy); the rate is requests per second of
-# wall time, curl's own start included (the same for every target).
+# wall time, curl's own start included (the same for every target). In the same loop the
+# same curl goes through each proxy's regular listener (-x: one CONNECT tunnel), so that
+# SOCKS5 can be compared with it on the same workload; which of the two goes first
+# alternates from run to run. The proxy's CPU time per request is recorded for both.
 scenario_socks() {
-    say "== 7. SOCKS5 keep-alive, 1 KiB responses, one connection, $SOCKS_REQUESTS requests, $RUNS runs"
+    say "== 7. SOCKS5 and the regular listener (CONNECT), keep-alive, 1 KiB responses, one connection, $SOCKS_REQUESTS requests, $RUNS runs"
     start_proxies socks
-    local run target out socks started elapsed ok
-    local urls=()
+    local run target out socks started elapsed ok via vias metric pid cpu0 cpu
+    local urls=() how=()
     for _ in $(seq "$SOCKS_REQUESTS"); do urls+=("https://localhost:$NGINX_PORT/1k"); done
     for run in $(seq "$RUNS"); do
         for target in $(targets); do
@@ -663,20 +666,40 @@ scenario_socks() {
                 periscope) socks="127.0.0.1:$PERISCOPE_SOCKS_PORT" ;;
                 mitmdump) socks="127.0.0.1:$MITM_SOCKS_PORT" ;;
             esac
-            out="$RUN/socks.$target.$run"
-            started=$(date +%s.%N)
-            # The bodies go to stdout (/dev/null); each status to stderr, one a line.
-            curl -sS --fail --max-time 300 ${socks:+--socks5-hostname "$socks"} \
-                --cacert "$(client_ca "$target")" -w '%{stderr}%{http_code}\n' \
-                "${urls[@]}" >/dev/null 2>"$out" || true
-            elapsed=$(python3 -c "print($(date +%s.%N) - $started)")
-            ok=$(grep -c '^200$' "$out" || true)
-            if [[ $ok -eq $SOCKS_REQUESTS ]]; then
-                record socks_ka_rps "$target" "$run" "$(python3 -c "print($ok / $elapsed)")"
-                say "   run $run $target: $ok requests in ${elapsed}s"
-            else
-                failed "$target" "SOCKS5 keep-alive run $run ($ok of $SOCKS_REQUESTS answered 200; $(grep -v '^200$' "$out" | head -c 300 | tr '\n' ' '))"
-            fi
+            vias=(socks5 regular)
+            ((run % 2 == 0)) && vias=(regular socks5)
+            [[ $target == direct ]] && vias=(socks5) # direct: no proxy, measured once
+            pid="$(proxy_pid "$target")"
+            for via in "${vias[@]}"; do
+                if [[ $via == socks5 ]]; then
+                    metric=socks_ka
+                    how=(${socks:+--socks5-hostname "$socks"})
+                else
+                    metric=socks_regular
+                    how=(-x "$(proxy_url "$target")")
+                fi
+                out="$RUN/socks.$via.$target.$run"
+                cpu0=""
+                [[ -n $pid ]] && cpu0="$(proc_cpu "$pid")"
+                started=$(date +%s.%N)
+                # The bodies go to stdout (/dev/null); each status to stderr, one a line.
+                curl -sS --fail --max-time 300 "${how[@]}" \
+                    --cacert "$(client_ca "$target")" -w '%{stderr}%{http_code}\n' \
+                    "${urls[@]}" >/dev/null 2>"$out" || true
+                elapsed=$(python3 -c "print($(date +%s.%N) - $started)")
+                cpu=""
+                [[ -n $pid ]] && cpu="$(python3 -c "print($(proc_cpu "$pid") - $cpu0)")"
+                ok=$(grep -c '^200$' "$out" || true)
+                if [[ $ok -eq $SOCKS_REQUESTS ]]; then
+                    record "${metric}_rps" "$target" "$run" "$(python3 -c "print($ok / $elapsed)")"
+                    if [[ -n $cpu ]]; then
+                        record "${metric}_cpu" "$target" "$run" "$(python3 -c "print($cpu * 1e6 / $ok)")"
+                    fi
+                    say "   run $run $target ($via): $ok requests in ${elapsed}s"
+                else
+                    failed "$target" "$via keep-alive run $run ($ok of $SOCKS_REQUESTS answered 200; $(grep -v '^200$' "$out" | head -c 300 | tr '\n' ' '))"
+                fi
+            done
         done
     done
     stop_proxies socks
