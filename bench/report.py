@@ -41,6 +41,18 @@ ROWS = [
     ("nc_c16_cpu", "new connection per request, c=16: proxy CPU per request", "µs", 0, None, None),
     ("nc_c16_peers", "new connection per request, c=16: client + origin CPU per request", "µs", 0,
      None, None),
+    ("rsa12_ka_c16_rps", "RSA-2048 TLS 1.2 origin, keep-alive 1 KiB, c=16: req/s", "req/s", 0,
+     None, None),
+    ("rsa12_ka_c16_cpu", "RSA-2048 TLS 1.2 origin, keep-alive 1 KiB, c=16: proxy CPU per request",
+     "µs", 0, None, None),
+    ("rsa12_ka_c16_peers", "RSA-2048 TLS 1.2 origin, keep-alive 1 KiB, c=16: client + origin CPU "
+     "per request", "µs", 0, None, None),
+    ("rsa12_nc_c16_rps", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: req/s",
+     "req/s", 0, None, None),
+    ("rsa12_nc_c16_cpu", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: proxy CPU "
+     "per request", "µs", 0, None, None),
+    ("rsa12_nc_c16_peers", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: client + "
+     "origin CPU per request", "µs", 0, None, None),
     ("dl_mbps", "large download: throughput", "MB/s", 0, "ratio_ge", 0.8),
     ("dl_rss", "large download: proxy peak RSS", "MiB", 1, "abs_lt", 64),
     ("dl_cpu", "large download: proxy CPU per GiB", "s", 2, None, None),
@@ -138,6 +150,11 @@ BUDGETS = [
 ]
 
 
+# Every workload whose client + origin CPU is worked out (prefix_mcpu minus prefix_cpu):
+# those of the ratio targets and the scenarios without a target.
+PEERS = [prefix for _rate, prefix, *_ in BUDGETS] + ["rsa12_ka_c16", "rsa12_nc_c16"]
+
+
 def derive(values):
     """Rows computed from others: added latency, session growth, client + origin CPU,
     SOCKS5 against the regular listener."""
@@ -145,7 +162,7 @@ def derive(values):
     for (key, target), v in values.items():
         med[(key, target)] = statistics.median(v)
     # Client + origin: the whole machine's CPU minus the proxy's, run by run.
-    for _rate, prefix, *_ in BUDGETS:
+    for prefix in PEERS:
         for t in TARGETS:
             machine = values.get((f"{prefix}_mcpu", t))
             if not machine:
@@ -299,8 +316,8 @@ def cpu_budget(med, meta):
     ]
 
 
-# The Method items of what meta.py does not describe (the regular-listener half of
-# socks); they go before its last item (the cores).
+# The Method items of the scenarios that meta.py does not describe (rsa12 and the
+# regular-listener half of socks); they go before its last item (the cores).
 EXTRA_METHOD = [
     "SOCKS5 against the regular listener: one `curl` fetches `/1k` N times on one connection "
     "(`curl --socks5-hostname 127.0.0.1:PORT --cacert CA URL URL ...`), through the SOCKS5 "
@@ -311,6 +328,12 @@ EXTRA_METHOD = [
     "/proc/PID/stat time across the curl divided by the requests. \"SOCKS5 req/s ÷ regular "
     "listener req/s\" is the ratio of the two medians (target for Periscope: ≥ 0.95, SOCKS5 "
     "within 5% of the regular listener).",
+    "RSA-2048 TLS 1.2 origin (scenario rsa12): a second nginx server, the same `/1k`, an RSA-2048 "
+    "leaf from the same throw-away CA and `ssl_protocols TLSv1.2`, no resumption either; the "
+    "keep-alive c=16 and new-connection c=16 cells run the same oha commands against it, same "
+    "duration and number of runs. Only the origin leg is RSA and TLS 1.2: through a proxy the "
+    "client leg is whatever the proxy offers oha (its own leaf, TLS 1.3). What each target "
+    "negotiated with this origin is in \"TLS as the origin saw it\".",
 ]
 
 

@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
@@ -31,7 +31,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12)
 
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -266,11 +266,12 @@ stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
     wait "$pid" 2>/dev/null || true
 }
 
-# probe PROXY_URL CAFILE: GET /proto through the proxy ("" = direct); prints the body.
+# probe PROXY_URL CAFILE [PORT]: GET /proto through the proxy ("" = direct) from the
+# origin on PORT (default: the main one); prints the body.
 probe() {
-    local proxy=$1 ca=$2
+    local proxy=$1 ca=$2 port=${3:-$NGINX_PORT}
     curl -sS --fail --max-time 5 ${proxy:+-x "$proxy"} --cacert "$ca" \
-        "https://localhost:$NGINX_PORT/proto" 2>/dev/null
+        "https://localhost:$port/proto" 2>/dev/null
 }
 
 wait_ready() { # wait_ready NAME PROXY_URL CAFILE PID LOG
@@ -438,7 +439,8 @@ failed() { # failed TARGET WHAT: a measurement gave no number
     [[ $1 == mitmdump ]] || MISSING_CORE+=("$1: $2")
 }
 
-# oha_run TARGET OUT.json ARGS...: one oha run against /1k; 0 when it produced JSON.
+# oha_run TARGET OUT.json ARGS...: one oha run against /1k of the origin on OHA_PORT
+# (default: the main one); 0 when it produced JSON.
 # The proxy's CPU time during the run goes to OUT.json.cpu, the whole machine's (every
 # core's busy time: oha, nginx, the proxy, the kernel) to OUT.json.mcpu (seconds).
 oha_run() {
@@ -452,7 +454,7 @@ oha_run() {
     local limit=$((DURATION + 60))
     timeout -k 5 "$limit" "$OHA" --no-tui --output-format json \
         --cacert "$(client_ca "$target")" ${proxy:+-x "$proxy"} \
-        "$@" "https://localhost:$NGINX_PORT/1k" >"$out" 2>"$out.err" || true
+        "$@" "https://localhost:${OHA_PORT:-$NGINX_PORT}/1k" >"$out" 2>"$out.err" || true
     python3 -c "print($(machine_cpu) - $mcpu0)" >"$out.mcpu"
     rm -f "$out.cpu"
     [[ -n $pid ]] && python3 -c "print($(proc_cpu "$pid") - $cpu0)" >"$out.cpu"
@@ -705,6 +707,39 @@ scenario_socks() {
     stop_proxies socks
 }
 
+# RSA-2048 and TLS 1.2 only on the origin (the second nginx server): keep-alive and a new
+# connection per request at c=16, the same oha runs as scenarios 1 and 2. What each
+# target negotiated with that origin is checked once and goes into RESULTS.md.
+scenario_rsa12() {
+    say "== 9. RSA-2048 origin, TLS 1.2 only: keep-alive and a new connection per request, c=16, $RUNS x ${DURATION}s"
+    start_proxies rsa12
+    local run kind target out seen all=""
+    for target in $(targets); do
+        seen="$(probe "$(proxy_url "$target")" "$(client_ca "$target")" "$NGINX_RSA_PORT")" || seen="no answer"
+        all+="${all:+; }$target: $seen"
+        [[ $seen == "TLSv1.2 ECDHE-RSA-"* ]] ||
+            note "$target: the RSA-2048 TLS 1.2 origin saw \"$seen\", not TLS 1.2 with an ECDHE-RSA cipher"
+    done
+    TLS_SEEN+="; RSA-2048 TLS 1.2 origin (scenario rsa12): $all"
+    say "   RSA-2048 TLS 1.2 origin saw: $all"
+    for run in $(seq "$RUNS"); do
+        for kind in ka nc; do
+            for target in $(targets); do
+                out="$RUN/oha.rsa12.$kind.$target.$run.json"
+                local args=(-z "${DURATION}s" -c 16)
+                [[ $kind == nc ]] && args+=(--disable-keepalive)
+                if OHA_PORT=$NGINX_RSA_PORT oha_run "$target" "$out" "${args[@]}"; then
+                    oha_record "rsa12_${kind}_c16" "$target" "$run" "$out" rps cpu mcpu
+                    say "   run $run $kind c=16 $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+                else
+                    failed "$target" "RSA-2048 TLS 1.2 $kind c=16 run $run ($(oha_why "$out"))"
+                fi
+            done
+        done
+    done
+    stop_proxies rsa12
+}
+
 # Hooks that do not apply must cost nothing: Periscope alone, with 20 rules that match
 # nothing, and with an intercept filter that matches nothing (issue: rules within 10%,
 # no intercept costs nothing). Keep-alive c=16, Periscope only, the variants taking
@@ -903,7 +938,7 @@ main() {
     mkdir -p "$SHM/upload" "$SHM/tmp"
     chmod 755 "$SHM" "$SHM/upload" "$SHM/tmp"
 
-    say "certificates (ECDSA P-256 CA and localhost leaf)"
+    say "certificates (ECDSA P-256 CA; localhost leaves: ECDSA P-256, and RSA-2048 for the rsa12 origin)"
     (
         cd "$RUN/pki"
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
@@ -914,12 +949,18 @@ main() {
         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >origin.ext
         openssl x509 -req -in origin.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out origin.pem \
             -days 30 -extfile origin.ext
+        # The rsa12 origin's leaf: RSA-2048 from the same CA (keyEncipherment as RSA leaves have it).
+        openssl req -newkey rsa:2048 -nodes -keyout origin-rsa.key -out origin-rsa.csr -subj "/CN=localhost"
+        sed 's/digitalSignature/digitalSignature,keyEncipherment/' origin.ext >origin-rsa.ext
+        openssl x509 -req -in origin-rsa.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out origin-rsa.pem \
+            -days 30 -extfile origin-rsa.ext
     ) >"$RUN/pki/openssl.log" 2>&1 || { cat "$RUN/pki/openssl.log" >&2; die "openssl failed"; }
 
     head -c 1024 /dev/urandom >"$RUN/www/1k"
     truncate -s "${BIG_MIB}M" "$RUN/www/big" # sparse: reads cost no disk
 
     NGINX_PORT=$(free_port)
+    NGINX_RSA_PORT=$(free_port)   # RSA-2048, TLS 1.2 only (scenario rsa12)
     PERISCOPE_PORT=$(free_port)
     MITM_PORT=$(free_port)
     PERISCOPE_SOCKS_PORT=$(free_port)
@@ -969,6 +1010,19 @@ main() {
                 client_max_body_size 0;
                 client_body_buffer_size 1m;
             }
+        }
+        # Scenario rsa12: the same /1k behind an RSA-2048 certificate, TLS 1.2 only.
+        server {
+            listen 127.0.0.1:$NGINX_RSA_PORT ssl;
+            server_name localhost;
+            ssl_certificate $RUN/pki/origin-rsa.pem;
+            ssl_certificate_key $RUN/pki/origin-rsa.key;
+            ssl_protocols TLSv1.2;
+            ssl_session_cache off;
+            ssl_session_tickets off;
+            root $RUN/www;
+            location = /1k { }
+            location = /proto { default_type text/plain; return 200 "\$ssl_protocol \$ssl_cipher\n"; }
         }
     }
 EOF
