@@ -53,6 +53,11 @@ ROWS = [
      "per request", "µs", 0, None, None),
     ("rsa12_nc_c16_peers", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: client + "
      "origin CPU per request", "µs", 0, None, None),
+    ("h2_rps", "HTTP/2 1 KiB, 100 streams on 16 connections: req/s", "req/s", 0, None, None),
+    ("h2_cpu", "HTTP/2 1 KiB, 100 streams on 16 connections: proxy CPU per request", "µs", 0,
+     None, None),
+    ("h2_peers", "HTTP/2 1 KiB, 100 streams on 16 connections: client + origin CPU per request",
+     "µs", 0, None, None),
     ("dl_mbps", "large download: throughput", "MB/s", 0, "ratio_ge", 0.8),
     ("dl_rss", "large download: proxy peak RSS", "MiB", 1, "abs_lt", 64),
     ("dl_cpu", "large download: proxy CPU per GiB", "s", 2, None, None),
@@ -152,7 +157,7 @@ BUDGETS = [
 
 # Every workload whose client + origin CPU is worked out (prefix_mcpu minus prefix_cpu):
 # those of the ratio targets and the scenarios without a target.
-PEERS = [prefix for _rate, prefix, *_ in BUDGETS] + ["rsa12_ka_c16", "rsa12_nc_c16"]
+PEERS = [prefix for _rate, prefix, *_ in BUDGETS] + ["rsa12_ka_c16", "rsa12_nc_c16", "h2"]
 
 
 def derive(values):
@@ -316,7 +321,7 @@ def cpu_budget(med, meta):
     ]
 
 
-# The Method items of the scenarios that meta.py does not describe (rsa12 and the
+# The Method items of the scenarios that meta.py does not describe (rsa12, h2, and the
 # regular-listener half of socks); they go before its last item (the cores).
 EXTRA_METHOD = [
     "SOCKS5 against the regular listener: one `curl` fetches `/1k` N times on one connection "
@@ -334,6 +339,20 @@ EXTRA_METHOD = [
     "duration and number of runs. Only the origin leg is RSA and TLS 1.2: through a proxy the "
     "client leg is whatever the proxy offers oha (its own leaf, TLS 1.3). What each target "
     "negotiated with this origin is in \"TLS as the origin saw it\".",
+    "HTTP/2 (scenario h2): a third nginx server, `listen ... ssl http2` (the other scenarios "
+    "stay HTTP/1.1), the ECDSA certificate, the same `/1k`. `h2load -c 16 -m 100 "
+    "--warm-up-time W -D D https://localhost:PORT/1k`: 16 TLS connections (ALPN h2), 100 "
+    "concurrent streams on each; W seconds of warm-up (every connection open, streams in "
+    "flight), then D seconds measured (D the oha duration; the same number of runs). h2load "
+    "cannot use an HTTP proxy, so through a proxy it connects to a reverse-proxy listener in "
+    "front of the HTTP/2 origin: `periscope dump --mode regular --mode "
+    "reverse:https://localhost:ORIGIN@PORT`, `mitmdump --mode regular --mode "
+    "reverse:https://localhost:ORIGIN@PORT`. h2load does not verify the certificate it gets "
+    "(the one client that does not); a `curl --http2` that does verifies each target once and "
+    "reports what both legs spoke (its own leg, and nginx's `$server_protocol`): in \"TLS as "
+    "the origin saw it\"; a run counts only when h2load negotiated h2. req/s counts finished "
+    "requests with a 2xx over the measured D seconds; the proxy's and the machine's CPU time "
+    "are read when h2load starts and ends its measured phase (it prints a line for each).",
 ]
 
 

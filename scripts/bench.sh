@@ -3,20 +3,22 @@
 # nginx origin (the ceiling), through Periscope, through mitmdump — then a table and
 # bench/RESULTS.md (machine, versions, medians, ratios to direct, targets).
 #
-#   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
+#   scripts/bench.sh                 # full run (< 17 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12 h2
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
-# Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
-# install, pinned); mitmproxy (pip, in bench/.venv, with Python >= 3.12 where one exists).
+# Installs what it needs when missing: nginx, curl, openssl, python3, h2load (apt:
+# nghttp2-client); oha (cargo install, pinned); mitmproxy (pip, in bench/.venv, with
+# Python >= 3.12 where one exists).
 # Builds Periscope with `cargo build --release` unless PERISCOPE_BIN names a binary.
 # See bench/README.md for what each scenario measures and how.
 #
-# Environment overrides: PERISCOPE_BIN, BENCH_RUNS, BENCH_DURATION (seconds per oha run),
-# BENCH_OHA_VERSION, BENCH_MITMPROXY_SPEC, BENCH_TOOLS_DIR (cargo install root for oha,
-# default ~/.cargo), BENCH_PYTHON (interpreter for the mitmproxy venv), BENCH_VENV (its
-# directory, default bench/.venv).
+# Environment overrides: PERISCOPE_BIN, BENCH_RUNS, BENCH_DURATION (seconds per oha or
+# h2load run), BENCH_H2_WARMUP (h2load's warm-up, seconds), BENCH_OHA_VERSION,
+# BENCH_MITMPROXY_SPEC, BENCH_TOOLS_DIR (cargo install root for oha, default ~/.cargo),
+# BENCH_PYTHON (interpreter for the mitmproxy venv), BENCH_VENV (its directory, default
+# bench/.venv).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,9 +33,9 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12 h2)
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -69,6 +71,7 @@ if [[ $MODE == smoke ]]; then
     STORE_FLOWS=2000
     STORE_RUNS=1
     SOCKS_REQUESTS=200
+    H2_WARMUP=${BENCH_H2_WARMUP:-3}
     OUT_MD="$WORK/RESULTS.smoke.md"
 else
     RUNS=${BENCH_RUNS:-3}
@@ -84,6 +87,7 @@ else
     STORE_FLOWS=100000        # written in ~20 s; the whole scenario stays under a minute
     STORE_RUNS=2
     SOCKS_REQUESTS=5000
+    H2_WARMUP=${BENCH_H2_WARMUP:-5}   # h2load's warm-up before each measured run (scenario h2)
     OUT_MD="$BENCH/RESULTS.md"
 fi
 if [[ -n $ONLY ]]; then
@@ -286,9 +290,15 @@ wait_ready() { # wait_ready NAME PROXY_URL CAFILE PID LOG
 }
 
 # The socks scenario adds a SOCKS5 listener beside the regular one (which the readiness
-# probe uses); the other scenarios run the proxies as they always did.
-socks_modes() { # socks_modes SCENARIO PORT
-    [[ $1 == socks ]] && echo "--mode regular --mode socks5@$2"
+# probe uses), the h2 scenario a reverse-proxy listener in front of the HTTP/2 origin
+# (h2load cannot use an HTTP proxy); the other scenarios run the proxies as they always did.
+extra_modes() { # extra_modes SCENARIO periscope|mitmdump
+    local socks=$PERISCOPE_SOCKS_PORT h2=$PERISCOPE_H2_PORT
+    [[ $2 == mitmdump ]] && socks=$MITM_SOCKS_PORT h2=$MITM_H2_PORT
+    case $1 in
+        socks) echo "--mode regular --mode socks5@$socks" ;;
+        h2) echo "--mode regular --mode reverse:https://localhost:$NGINX_H2_PORT@$h2" ;;
+    esac
     return 0
 }
 
@@ -325,9 +335,9 @@ start_periscope() {
     local extra=()
     mapfile -t extra < <(hook_args "$1")
     # stdout (a line per flow) goes nowhere: printing is not what is measured.
-    # shellcheck disable=SC2046 # socks_modes and addon_args print separate words on purpose
+    # shellcheck disable=SC2046 # extra_modes and addon_args print separate words on purpose
     "$PERISCOPE_BIN" dump -p "$PERISCOPE_PORT" --confdir "$RUN/periscope-conf" \
-        --upstream-trusted-ca "$RUN/pki/ca.pem" $(socks_modes "$1" "$PERISCOPE_SOCKS_PORT") \
+        --upstream-trusted-ca "$RUN/pki/ca.pem" $(extra_modes "$1" periscope) \
         $(addon_args "$1" periscope) "${extra[@]}" >/dev/null 2>"$log" &
     PERISCOPE_PID=$!
     wait_ready periscope "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA" "$PERISCOPE_PID" "$log"
@@ -336,9 +346,9 @@ start_periscope() {
 start_mitmdump() {
     [[ $MITM_OK -eq 1 ]] || return 0
     local log="$RUN/mitmdump.$1.log"
-    # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
+    # shellcheck disable=SC2046 # extra_modes and addon_args print separate words on purpose
     "$VENV/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$MITM_PORT" \
-        $(socks_modes "$1" "$MITM_SOCKS_PORT") $(addon_args "$1" mitmdump) \
+        $(extra_modes "$1" mitmdump) $(addon_args "$1" mitmdump) \
         --set confdir="$RUN/mitmproxy-conf" \
         --set ssl_verify_upstream_trusted_ca="$RUN/pki/ca.pem" \
         --set stream_large_bodies=4m >/dev/null 2>"$log" &
@@ -740,6 +750,110 @@ scenario_rsa12() {
     stop_proxies rsa12
 }
 
+h2_port() { # where h2load and the probe connect for TARGET: the origin, or the proxy's reverse listener
+    case $1 in
+        direct) echo "$NGINX_H2_PORT" ;;
+        periscope) echo "$PERISCOPE_H2_PORT" ;;
+        mitmdump) echo "$MITM_H2_PORT" ;;
+    esac
+}
+
+# h2_probe TARGET: what both legs spoke, "client HTTP/V, origin saw PROTOCOL TLS CIPHER":
+# curl --http2 (verifying the certificate) asks for /proto, where nginx answers with its
+# $server_protocol; curl reports the version of its own leg.
+h2_probe() {
+    local out
+    out="$(curl -sS --fail --max-time 5 --http2 --cacert "$(client_ca "$1")" \
+        -w 'client HTTP/%{http_version}' "https://localhost:$(h2_port "$1")/proto" 2>&1)" || {
+        echo "no answer: $(echo "$out" | head -c 200 | tr '\n' ' ')"
+        return 0
+    }
+    echo "${out##*$'\n'}, origin saw ${out%%$'\n'*}"
+}
+
+# h2load_run TARGET OUT: one h2load run against /1k, H2_WARMUP seconds of warm-up (every
+# connection open, streams in flight: what is measured is the steady state, not the ramp;
+# at 1,600 streams in flight mitmdump takes seconds to answer the first ones), then
+# DURATION seconds measured. h2load prints a line when the measured phase starts and one
+# when it ends; the proxy's and the machine's CPU time between the two go to OUT.cpu and
+# OUT.mcpu, as oha_run's do. 0 when it produced a result.
+h2load_run() {
+    local target=$1 out=$2 pid cpu0="" mcpu0="" h2pid
+    pid="$(proxy_pid "$target")"
+    rm -f "$out.cpu" "$out.mcpu"
+    timeout -k 5 $((H2_WARMUP + DURATION + 60)) "$H2LOAD" -c 16 -m 100 \
+        --warm-up-time "$H2_WARMUP" -D "$DURATION" \
+        "https://localhost:$(h2_port "$target")/1k" >"$out" 2>"$out.err" &
+    h2pid=$!
+    while kill -0 "$h2pid" 2>/dev/null; do
+        if [[ -z $mcpu0 ]]; then
+            if grep -qs '^Main benchmark duration is started' "$out"; then
+                [[ -n $pid ]] && cpu0="$(proc_cpu "$pid")"
+                mcpu0="$(machine_cpu)"
+                # No polling while most of the measured phase runs.
+                sleep "$((DURATION - 1)).5"
+            fi
+        elif grep -q '^Main benchmark duration is over' "$out"; then
+            break
+        fi
+        sleep 0.02
+    done
+    # Also when h2load exited between two looks: then a little late.
+    if [[ -n $mcpu0 ]]; then
+        python3 -c "print($(machine_cpu) - $mcpu0)" >"$out.mcpu"
+        [[ -n $pid ]] && python3 -c "print($(proc_cpu "$pid") - $cpu0)" >"$out.cpu"
+    fi
+    wait "$h2pid" || true
+    [[ -s $out.mcpu ]] && python3 "$BENCH/h2load_summary.py" "$out" >/dev/null 2>&1
+}
+
+# HTTP/2: h2load with 100 concurrent streams on each of 16 TLS connections (ALPN h2),
+# GET /1k. h2load cannot use an HTTP proxy, so both proxies run a reverse-proxy listener
+# in front of the HTTP/2 origin. Only runs that negotiated h2 count.
+scenario_h2() {
+    say "== 10. HTTP/2, 1 KiB responses, 100 streams on each of 16 connections (h2load), $RUNS x ${DURATION}s after ${H2_WARMUP}s of warm-up"
+    start_proxies h2
+    local run target out seen all="" line rps proto ok non2xx failures errored why
+    for target in $(targets); do
+        seen="$(h2_probe "$target")"
+        all+="${all:+; }$target: $seen"
+        [[ $seen == "client HTTP/2, origin saw HTTP/2.0 "* ]] ||
+            note "$target: HTTP/2 is not spoken on both legs (curl --http2: $seen)"
+    done
+    TLS_SEEN+="; HTTP/2 origin (scenario h2, curl --http2): $all"
+    say "   HTTP/2 legs: $all"
+    for run in $(seq "$RUNS"); do
+        for target in $(targets); do
+            out="$RUN/h2load.$target.$run.txt"
+            if h2load_run "$target" "$out"; then
+                line="$(python3 "$BENCH/h2load_summary.py" "$out")"
+                read -r rps proto ok non2xx failures errored _ <<<"$line"
+                if [[ $proto != h2 ]]; then
+                    failed "$target" "HTTP/2 run $run (h2load negotiated $proto, not h2)"
+                    continue
+                fi
+                record h2_rps "$target" "$run" "$rps"
+                if [[ -s $out.cpu ]]; then
+                    record h2_cpu "$target" "$run" "$(python3 -c "print($(cat "$out.cpu") * 1e6 / $ok)")"
+                fi
+                if [[ -s $out.mcpu ]]; then
+                    record h2_mcpu "$target" "$run" "$(python3 -c "print($(cat "$out.mcpu") * 1e6 / $ok)")"
+                fi
+                if [[ $non2xx != 0 || $failures != 0 || $errored != 0 ]]; then
+                    note "$target h2 run $run: $ok 2xx, $non2xx non-2xx, $failures failed, $errored errored"
+                fi
+                say "   run $run $target: $(python3 "$BENCH/h2load_summary.py" --human "$out")"
+            else
+                # No 2xx in the measured phase (the summary says what there was), or no result.
+                why="$(python3 "$BENCH/h2load_summary.py" --human "$out" 2>/dev/null)" || true
+                [[ -n $why ]] || why="h2load: $(grep -hiE -m3 'error|fail|refused' "$out" "$out.err" | head -c 300 | tr '\n' ' ')"
+                failed "$target" "HTTP/2 run $run ($why)"
+            fi
+        done
+    done
+    stop_proxies h2
+}
+
 # Hooks that do not apply must cost nothing: Periscope alone, with 20 rules that match
 # nothing, and with an intercept filter that matches nothing (issue: rules within 10%,
 # no intercept costs nothing). Keep-alive c=16, Periscope only, the variants taking
@@ -901,9 +1015,11 @@ main() {
     # Setup
     # ---------------------------------------------------------------------------
     say "mode: $MODE; scenarios: ${SCENARIOS[*]}"
-    ensure_apt nginx curl openssl python3 ca-certificates
+    ensure_apt nginx curl openssl python3 ca-certificates nghttp2-client
     NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
     [[ -x $NGINX ]] || die "nginx not found after install"
+    H2LOAD="$(command -v h2load || echo /usr/bin/h2load)"
+    [[ -x $H2LOAD ]] || die "h2load not found after installing nghttp2-client"
     mkdir -p "$WORK"
     start_oha_install
     start_mitmproxy_install
@@ -961,6 +1077,9 @@ main() {
 
     NGINX_PORT=$(free_port)
     NGINX_RSA_PORT=$(free_port)   # RSA-2048, TLS 1.2 only (scenario rsa12)
+    NGINX_H2_PORT=$(free_port)    # HTTP/2 over TLS (scenario h2); the others stay HTTP/1.1
+    PERISCOPE_H2_PORT=$(free_port)
+    MITM_H2_PORT=$(free_port)
     PERISCOPE_PORT=$(free_port)
     MITM_PORT=$(free_port)
     PERISCOPE_SOCKS_PORT=$(free_port)
@@ -1023,6 +1142,19 @@ main() {
             root $RUN/www;
             location = /1k { }
             location = /proto { default_type text/plain; return 200 "\$ssl_protocol \$ssl_cipher\n"; }
+        }
+        # Scenario h2: the same /1k over HTTP/2 (ALPN h2, HTTP/1.1 still offered).
+        server {
+            listen 127.0.0.1:$NGINX_H2_PORT ssl http2;
+            server_name localhost;
+            ssl_certificate $RUN/pki/origin.pem;
+            ssl_certificate_key $RUN/pki/origin.key;
+            ssl_protocols $PROTOCOLS;
+            ssl_session_cache off;
+            ssl_session_tickets off;
+            root $RUN/www;
+            location = /1k { }
+            location = /proto { default_type text/plain; return 200 "\$server_protocol \$ssl_protocol \$ssl_cipher\n"; }
         }
     }
 EOF
