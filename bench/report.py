@@ -22,6 +22,7 @@ TARGETS = ("direct", "periscope", "mitmdump")
 # (key, label, unit, decimals, target kind, target value)
 #   kind "ratio_ge": periscope/direct >= value
 #   kind "abs_lt":   periscope < value (unit of the row)
+#   kind "abs_ge":   periscope >= value (unit of the row)
 #   kind None:       no target, shown for context
 ROWS = [
     ("ka_c1_rps", "keep-alive 1 KiB, c=1: req/s", "req/s", 0, None, None),
@@ -40,6 +41,23 @@ ROWS = [
     ("nc_c16_cpu", "new connection per request, c=16: proxy CPU per request", "µs", 0, None, None),
     ("nc_c16_peers", "new connection per request, c=16: client + origin CPU per request", "µs", 0,
      None, None),
+    ("rsa12_ka_c16_rps", "RSA-2048 TLS 1.2 origin, keep-alive 1 KiB, c=16: req/s", "req/s", 0,
+     None, None),
+    ("rsa12_ka_c16_cpu", "RSA-2048 TLS 1.2 origin, keep-alive 1 KiB, c=16: proxy CPU per request",
+     "µs", 0, None, None),
+    ("rsa12_ka_c16_peers", "RSA-2048 TLS 1.2 origin, keep-alive 1 KiB, c=16: client + origin CPU "
+     "per request", "µs", 0, None, None),
+    ("rsa12_nc_c16_rps", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: req/s",
+     "req/s", 0, None, None),
+    ("rsa12_nc_c16_cpu", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: proxy CPU "
+     "per request", "µs", 0, None, None),
+    ("rsa12_nc_c16_peers", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: client + "
+     "origin CPU per request", "µs", 0, None, None),
+    ("h2_rps", "HTTP/2 1 KiB, 100 streams on 16 connections: req/s", "req/s", 0, None, None),
+    ("h2_cpu", "HTTP/2 1 KiB, 100 streams on 16 connections: proxy CPU per request", "µs", 0,
+     None, None),
+    ("h2_peers", "HTTP/2 1 KiB, 100 streams on 16 connections: client + origin CPU per request",
+     "µs", 0, None, None),
     ("dl_mbps", "large download: throughput", "MB/s", 0, "ratio_ge", 0.8),
     ("dl_rss", "large download: proxy peak RSS", "MiB", 1, "abs_lt", 64),
     ("dl_cpu", "large download: proxy CPU per GiB", "s", 2, None, None),
@@ -49,6 +67,13 @@ ROWS = [
     ("ul_cpu", "large upload: proxy CPU per GiB", "s", 2, None, None),
     ("ul_peers", "large upload: client + origin CPU per GiB", "s", 2, None, None),
     ("socks_ka_rps", "SOCKS5 keep-alive 1 KiB, one connection: req/s", "req/s", 0, None, None),
+    ("socks_ka_cpu", "SOCKS5 keep-alive 1 KiB, one connection: proxy CPU per request", "µs", 0,
+     None, None),
+    ("socks_regular_rps", "the same through the regular listener (CONNECT): req/s", "req/s", 0,
+     None, None),
+    ("socks_regular_cpu", "the same through the regular listener (CONNECT): proxy CPU per request",
+     "µs", 0, None, None),
+    ("socks_vs_regular", "SOCKS5 req/s ÷ regular listener req/s", "", 2, "abs_ge", 0.95),
     ("hooks_none_rps", "keep-alive c=16, Periscope alone: req/s", "req/s", 0, None, None),
     ("hooks_none_cpu", "keep-alive c=16, Periscope alone: CPU per request", "µs", 0, None, None),
     ("hooks_rules_rps", "keep-alive c=16, 20 rules matching nothing: req/s", "req/s", 0, None,
@@ -130,13 +155,19 @@ BUDGETS = [
 ]
 
 
+# Every workload whose client + origin CPU is worked out (prefix_mcpu minus prefix_cpu):
+# those of the ratio targets and the scenarios without a target.
+PEERS = [prefix for _rate, prefix, *_ in BUDGETS] + ["rsa12_ka_c16", "rsa12_nc_c16", "h2"]
+
+
 def derive(values):
-    """Rows computed from others: added latency, session growth, client + origin CPU."""
+    """Rows computed from others: added latency, session growth, client + origin CPU,
+    SOCKS5 against the regular listener."""
     med = {}
     for (key, target), v in values.items():
         med[(key, target)] = statistics.median(v)
     # Client + origin: the whole machine's CPU minus the proxy's, run by run.
-    for _rate, prefix, *_ in BUDGETS:
+    for prefix in PEERS:
         for t in TARGETS:
             machine = values.get((f"{prefix}_mcpu", t))
             if not machine:
@@ -156,6 +187,9 @@ def derive(values):
         a, b = med.get(("sess_rss_1", t)), med.get(("sess_rss_4", t))
         if a is not None and b is not None:
             med[("sess_growth", t)] = b - a
+        socks, regular = med.get(("socks_ka_rps", t)), med.get(("socks_regular_rps", t))
+        if socks is not None and regular:
+            med[("socks_vs_regular", t)] = socks / regular
     return med
 
 
@@ -192,11 +226,17 @@ def build_rows(med, meta):
                 verdict = "pass" if p < goal else "FAIL"
             else:
                 verdict = "n/a"
+        elif kind == "abs_ge":
+            target = f"≥ {goal:g} {unit}".rstrip()
+            if p is not None:
+                verdict = "pass" if p >= goal else "FAIL"
+            else:
+                verdict = "n/a"
         if verdict:
             verdicts.append((label, verdict))
         rows.append(
             [
-                label if label.endswith(unit) else f"{label} ({unit})",
+                label if not unit or label.endswith(unit) else f"{label} ({unit})",
                 fmt(cells["direct"], decimals),
                 fmt(cells["periscope"], decimals),
                 fmt(cells["mitmdump"], decimals),
@@ -281,6 +321,48 @@ def cpu_budget(med, meta):
     ]
 
 
+# The Method items of the scenarios that meta.py does not describe (rsa12, h2, and the
+# regular-listener half of socks); they go before its last item (the cores).
+EXTRA_METHOD = [
+    "SOCKS5 against the regular listener: one `curl` fetches `/1k` N times on one connection "
+    "(`curl --socks5-hostname 127.0.0.1:PORT --cacert CA URL URL ...`), through the SOCKS5 "
+    "listener each proxy runs beside its regular one, and the same curl through the regular "
+    "listener (`-x http://127.0.0.1:PORT`: one CONNECT tunnel), in the same loop, the order of "
+    "the two alternating from run to run; direct is curl without a proxy, once per run. req/s is "
+    "requests over wall time, curl's start included; the proxy's CPU time per request is its "
+    "/proc/PID/stat time across the curl divided by the requests. \"SOCKS5 req/s ÷ regular "
+    "listener req/s\" is the ratio of the two medians (target for Periscope: ≥ 0.95, SOCKS5 "
+    "within 5% of the regular listener).",
+    "RSA-2048 TLS 1.2 origin (scenario rsa12): a second nginx server, the same `/1k`, an RSA-2048 "
+    "leaf from the same throw-away CA and `ssl_protocols TLSv1.2`, no resumption either; the "
+    "keep-alive c=16 and new-connection c=16 cells run the same oha commands against it, same "
+    "duration and number of runs. Only the origin leg is RSA and TLS 1.2: through a proxy the "
+    "client leg is whatever the proxy offers oha (its own leaf, TLS 1.3). What each target "
+    "negotiated with this origin is in \"TLS as the origin saw it\".",
+    "HTTP/2 (scenario h2): a third nginx server, `listen ... ssl http2` (the other scenarios "
+    "stay HTTP/1.1), the ECDSA certificate, the same `/1k`. `h2load -c 16 -m 100 "
+    "--warm-up-time W -D D https://localhost:PORT/1k`: 16 TLS connections (ALPN h2), 100 "
+    "concurrent streams on each; W seconds of warm-up (every connection open, streams in "
+    "flight), then D seconds measured (D the oha duration; the same number of runs). h2load "
+    "cannot use an HTTP proxy, so through a proxy it connects to a reverse-proxy listener in "
+    "front of the HTTP/2 origin: `periscope dump --mode regular --mode "
+    "reverse:https://localhost:ORIGIN@PORT`, `mitmdump --mode regular --mode "
+    "reverse:https://localhost:ORIGIN@PORT`. h2load does not verify the certificate it gets "
+    "(the one client that does not); a `curl --http2` that does verifies each target once and "
+    "reports what both legs spoke (its own leg, and nginx's `$server_protocol`): in \"TLS as "
+    "the origin saw it\"; a run counts only when h2load negotiated h2. req/s counts finished "
+    "requests with a 2xx over the measured D seconds; the proxy's and the machine's CPU time "
+    "are read when h2load starts and ends its measured phase (it prints a line for each).",
+]
+
+
+def method_items(meta):
+    items = list(meta.get("method", []))
+    at = next((n for n, item in enumerate(items) if item.startswith("This machine has")),
+              len(items))
+    return items[:at] + EXTRA_METHOD + items[at:]
+
+
 def markdown(rows, verdicts, notes, meta, raw=(), med=None):
     m = meta
     lines = []
@@ -346,7 +428,7 @@ def markdown(rows, verdicts, notes, meta, raw=(), med=None):
             lines.append(f"All {len(verdicts)} targets met.\n")
     lines.extend(cpu_budget(med or {}, m))
     lines.append("## Method\n")
-    for item in m.get("method", []):
+    for item in method_items(m):
         lines.append(f"- {item}")
     lines.append("")
     if raw:

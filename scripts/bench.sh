@@ -3,20 +3,22 @@
 # nginx origin (the ceiling), through Periscope, through mitmdump — then a table and
 # bench/RESULTS.md (machine, versions, medians, ratios to direct, targets).
 #
-#   scripts/bench.sh                 # full run (< 15 min once the tools are installed)
+#   scripts/bench.sh                 # full run (< 17 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12 h2
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
-# Installs what it needs when missing: nginx, curl, openssl, python3 (apt); oha (cargo
-# install, pinned); mitmproxy (pip, in bench/.venv, with Python >= 3.12 where one exists).
+# Installs what it needs when missing: nginx, curl, openssl, python3, h2load (apt:
+# nghttp2-client); oha (cargo install, pinned); mitmproxy (pip, in bench/.venv, with
+# Python >= 3.12 where one exists).
 # Builds Periscope with `cargo build --release` unless PERISCOPE_BIN names a binary.
 # See bench/README.md for what each scenario measures and how.
 #
-# Environment overrides: PERISCOPE_BIN, BENCH_RUNS, BENCH_DURATION (seconds per oha run),
-# BENCH_OHA_VERSION, BENCH_MITMPROXY_SPEC, BENCH_TOOLS_DIR (cargo install root for oha,
-# default ~/.cargo), BENCH_PYTHON (interpreter for the mitmproxy venv), BENCH_VENV (its
-# directory, default bench/.venv).
+# Environment overrides: PERISCOPE_BIN, BENCH_RUNS, BENCH_DURATION (seconds per oha or
+# h2load run), BENCH_H2_WARMUP (h2load's warm-up, seconds), BENCH_OHA_VERSION,
+# BENCH_MITMPROXY_SPEC, BENCH_TOOLS_DIR (cargo install root for oha, default ~/.cargo),
+# BENCH_PYTHON (interpreter for the mitmproxy venv), BENCH_VENV (its directory, default
+# bench/.venv).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,9 +33,9 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12 h2)
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -69,6 +71,7 @@ if [[ $MODE == smoke ]]; then
     STORE_FLOWS=2000
     STORE_RUNS=1
     SOCKS_REQUESTS=200
+    H2_WARMUP=${BENCH_H2_WARMUP:-3}
     OUT_MD="$WORK/RESULTS.smoke.md"
 else
     RUNS=${BENCH_RUNS:-3}
@@ -84,9 +87,13 @@ else
     STORE_FLOWS=100000        # written in ~20 s; the whole scenario stays under a minute
     STORE_RUNS=2
     SOCKS_REQUESTS=5000
+    H2_WARMUP=${BENCH_H2_WARMUP:-5}   # h2load's warm-up before each measured run (scenario h2)
     OUT_MD="$BENCH/RESULTS.md"
 fi
-[[ -n $ONLY ]] && OUT_MD="$WORK/RESULTS.only-$ONLY$([[ $MODE == smoke ]] && echo .smoke || true).md"
+if [[ -n $ONLY ]]; then
+    OUT_MD="$WORK/RESULTS.only-$ONLY.md"
+    [[ $MODE == smoke ]] && OUT_MD="$WORK/RESULTS.only-$ONLY.smoke.md"
+fi
 # Each mode has its own run directory: a smoke run (the test suite) never clobbers a full one.
 RUN="$WORK/run-$MODE${ONLY:+-$ONLY}"
 NEWCONN_CONCURRENCY=16
@@ -236,10 +243,10 @@ SHM=""
 cleanup() {
     local pid
     for pid in "$PERISCOPE_PID" "$MITM_PID" "$NGINX_PID" "$OHA_JOB" "$MITM_JOB"; do
-        [[ -n $pid ]] && kill "$pid" 2>/dev/null || true
+        if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
     done
     for pid in "$PERISCOPE_PID" "$MITM_PID" "$NGINX_PID"; do
-        [[ -n $pid ]] && wait "$pid" 2>/dev/null || true
+        if [[ -n $pid ]]; then wait "$pid" 2>/dev/null || true; fi
     done
     [[ -n $SHM && -d $SHM ]] && rm -rf "$SHM"
     return 0
@@ -263,11 +270,12 @@ stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
     wait "$pid" 2>/dev/null || true
 }
 
-# probe PROXY_URL CAFILE: GET /proto through the proxy ("" = direct); prints the body.
+# probe PROXY_URL CAFILE [PORT]: GET /proto through the proxy ("" = direct) from the
+# origin on PORT (default: the main one); prints the body.
 probe() {
-    local proxy=$1 ca=$2
+    local proxy=$1 ca=$2 port=${3:-$NGINX_PORT}
     curl -sS --fail --max-time 5 ${proxy:+-x "$proxy"} --cacert "$ca" \
-        "https://localhost:$NGINX_PORT/proto" 2>/dev/null
+        "https://localhost:$port/proto" 2>/dev/null
 }
 
 wait_ready() { # wait_ready NAME PROXY_URL CAFILE PID LOG
@@ -282,9 +290,15 @@ wait_ready() { # wait_ready NAME PROXY_URL CAFILE PID LOG
 }
 
 # The socks scenario adds a SOCKS5 listener beside the regular one (which the readiness
-# probe uses); the other scenarios run the proxies as they always did.
-socks_modes() { # socks_modes SCENARIO PORT
-    [[ $1 == socks ]] && echo "--mode regular --mode socks5@$2"
+# probe uses), the h2 scenario a reverse-proxy listener in front of the HTTP/2 origin
+# (h2load cannot use an HTTP proxy); the other scenarios run the proxies as they always did.
+extra_modes() { # extra_modes SCENARIO periscope|mitmdump
+    local socks=$PERISCOPE_SOCKS_PORT h2=$PERISCOPE_H2_PORT
+    [[ $2 == mitmdump ]] && socks=$MITM_SOCKS_PORT h2=$MITM_H2_PORT
+    case $1 in
+        socks) echo "--mode regular --mode socks5@$socks" ;;
+        h2) echo "--mode regular --mode reverse:https://localhost:$NGINX_H2_PORT@$h2" ;;
+    esac
     return 0
 }
 
@@ -321,9 +335,9 @@ start_periscope() {
     local extra=()
     mapfile -t extra < <(hook_args "$1")
     # stdout (a line per flow) goes nowhere: printing is not what is measured.
-    # shellcheck disable=SC2046 # socks_modes and addon_args print separate words on purpose
+    # shellcheck disable=SC2046 # extra_modes and addon_args print separate words on purpose
     "$PERISCOPE_BIN" dump -p "$PERISCOPE_PORT" --confdir "$RUN/periscope-conf" \
-        --upstream-trusted-ca "$RUN/pki/ca.pem" $(socks_modes "$1" "$PERISCOPE_SOCKS_PORT") \
+        --upstream-trusted-ca "$RUN/pki/ca.pem" $(extra_modes "$1" periscope) \
         $(addon_args "$1" periscope) "${extra[@]}" >/dev/null 2>"$log" &
     PERISCOPE_PID=$!
     wait_ready periscope "http://127.0.0.1:$PERISCOPE_PORT" "$PERISCOPE_CA" "$PERISCOPE_PID" "$log"
@@ -332,9 +346,9 @@ start_periscope() {
 start_mitmdump() {
     [[ $MITM_OK -eq 1 ]] || return 0
     local log="$RUN/mitmdump.$1.log"
-    # shellcheck disable=SC2046 # socks_modes prints separate words on purpose
+    # shellcheck disable=SC2046 # extra_modes and addon_args print separate words on purpose
     "$VENV/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$MITM_PORT" \
-        $(socks_modes "$1" "$MITM_SOCKS_PORT") $(addon_args "$1" mitmdump) \
+        $(extra_modes "$1" mitmdump) $(addon_args "$1" mitmdump) \
         --set confdir="$RUN/mitmproxy-conf" \
         --set ssl_verify_upstream_trusted_ca="$RUN/pki/ca.pem" \
         --set stream_large_bodies=4m >/dev/null 2>"$log" &
@@ -406,6 +420,7 @@ proxy_pid() {
 proc_cpu() {
     local pid=$1 total child
     total="$(python3 "$BENCH/rss.py" cpu "$pid" 2>/dev/null || echo 0)"
+    # shellcheck disable=SC2013 # the children files hold space-separated pids, no lines
     for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
         total="$(python3 -c "print($total + $(python3 "$BENCH/rss.py" cpu "$child" 2>/dev/null || echo 0))")"
     done
@@ -415,8 +430,8 @@ CLK_TCK=$(getconf CLK_TCK)
 # Every core's busy time so far, in seconds (/proc/stat: user nice system idle iowait irq
 # softirq steal; all but idle and iowait). In bash: a python start would land in the window.
 machine_cpu() {
-    local _cpu user nice system idle iowait irq softirq steal _rest
-    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    local _cpu user nice system _idle _iowait irq softirq steal _rest
+    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
     echo "$(((user + nice + system + irq + softirq + steal) * 1000 / CLK_TCK))e-3"
 }
 proc_rss_mib() { # VmRSS in MiB, empty when the process is gone
@@ -434,7 +449,8 @@ failed() { # failed TARGET WHAT: a measurement gave no number
     [[ $1 == mitmdump ]] || MISSING_CORE+=("$1: $2")
 }
 
-# oha_run TARGET OUT.json ARGS...: one oha run against /1k; 0 when it produced JSON.
+# oha_run TARGET OUT.json ARGS...: one oha run against /1k of the origin on OHA_PORT
+# (default: the main one); 0 when it produced JSON.
 # The proxy's CPU time during the run goes to OUT.json.cpu, the whole machine's (every
 # core's busy time: oha, nginx, the proxy, the kernel) to OUT.json.mcpu (seconds).
 oha_run() {
@@ -448,7 +464,7 @@ oha_run() {
     local limit=$((DURATION + 60))
     timeout -k 5 "$limit" "$OHA" --no-tui --output-format json \
         --cacert "$(client_ca "$target")" ${proxy:+-x "$proxy"} \
-        "$@" "https://localhost:$NGINX_PORT/1k" >"$out" 2>"$out.err" || true
+        "$@" "https://localhost:${OHA_PORT:-$NGINX_PORT}/1k" >"$out" 2>"$out.err" || true
     python3 -c "print($(machine_cpu) - $mcpu0)" >"$out.mcpu"
     rm -f "$out.cpu"
     [[ -n $pid ]] && python3 -c "print($(proc_cpu "$pid") - $cpu0)" >"$out.cpu"
@@ -645,12 +661,15 @@ scenario_transfer() {
 
 # SOCKS5 keep-alive: one curl asks for /1k SOCKS_REQUESTS times on one connection,
 # through each SOCKS5 listener (direct: no proxy); the rate is requests per second of
-# wall time, curl's own start included (the same for every target).
+# wall time, curl's own start included (the same for every target). In the same loop the
+# same curl goes through each proxy's regular listener (-x: one CONNECT tunnel), so that
+# SOCKS5 can be compared with it on the same workload; which of the two goes first
+# alternates from run to run. The proxy's CPU time per request is recorded for both.
 scenario_socks() {
-    say "== 7. SOCKS5 keep-alive, 1 KiB responses, one connection, $SOCKS_REQUESTS requests, $RUNS runs"
+    say "== 7. SOCKS5 and the regular listener (CONNECT), keep-alive, 1 KiB responses, one connection, $SOCKS_REQUESTS requests, $RUNS runs"
     start_proxies socks
-    local run target out socks started elapsed ok
-    local urls=()
+    local run target out socks started elapsed ok via vias metric pid cpu0 cpu
+    local urls=() how=()
     for _ in $(seq "$SOCKS_REQUESTS"); do urls+=("https://localhost:$NGINX_PORT/1k"); done
     for run in $(seq "$RUNS"); do
         for target in $(targets); do
@@ -659,23 +678,180 @@ scenario_socks() {
                 periscope) socks="127.0.0.1:$PERISCOPE_SOCKS_PORT" ;;
                 mitmdump) socks="127.0.0.1:$MITM_SOCKS_PORT" ;;
             esac
-            out="$RUN/socks.$target.$run"
-            started=$(date +%s.%N)
-            # The bodies go to stdout (/dev/null); each status to stderr, one a line.
-            curl -sS --fail --max-time 300 ${socks:+--socks5-hostname "$socks"} \
-                --cacert "$(client_ca "$target")" -w '%{stderr}%{http_code}\n' \
-                "${urls[@]}" >/dev/null 2>"$out" || true
-            elapsed=$(python3 -c "print($(date +%s.%N) - $started)")
-            ok=$(grep -c '^200$' "$out" || true)
-            if [[ $ok -eq $SOCKS_REQUESTS ]]; then
-                record socks_ka_rps "$target" "$run" "$(python3 -c "print($ok / $elapsed)")"
-                say "   run $run $target: $ok requests in ${elapsed}s"
-            else
-                failed "$target" "SOCKS5 keep-alive run $run ($ok of $SOCKS_REQUESTS answered 200; $(grep -v '^200$' "$out" | head -c 300 | tr '\n' ' '))"
-            fi
+            vias=(socks5 regular)
+            ((run % 2 == 0)) && vias=(regular socks5)
+            [[ $target == direct ]] && vias=(socks5) # direct: no proxy, measured once
+            pid="$(proxy_pid "$target")"
+            for via in "${vias[@]}"; do
+                if [[ $via == socks5 ]]; then
+                    metric=socks_ka
+                    how=(${socks:+--socks5-hostname "$socks"})
+                else
+                    metric=socks_regular
+                    how=(-x "$(proxy_url "$target")")
+                fi
+                out="$RUN/socks.$via.$target.$run"
+                cpu0=""
+                [[ -n $pid ]] && cpu0="$(proc_cpu "$pid")"
+                started=$(date +%s.%N)
+                # The bodies go to stdout (/dev/null); each status to stderr, one a line.
+                curl -sS --fail --max-time 300 "${how[@]}" \
+                    --cacert "$(client_ca "$target")" -w '%{stderr}%{http_code}\n' \
+                    "${urls[@]}" >/dev/null 2>"$out" || true
+                elapsed=$(python3 -c "print($(date +%s.%N) - $started)")
+                cpu=""
+                [[ -n $pid ]] && cpu="$(python3 -c "print($(proc_cpu "$pid") - $cpu0)")"
+                ok=$(grep -c '^200$' "$out" || true)
+                if [[ $ok -eq $SOCKS_REQUESTS ]]; then
+                    record "${metric}_rps" "$target" "$run" "$(python3 -c "print($ok / $elapsed)")"
+                    if [[ -n $cpu ]]; then
+                        record "${metric}_cpu" "$target" "$run" "$(python3 -c "print($cpu * 1e6 / $ok)")"
+                    fi
+                    say "   run $run $target ($via): $ok requests in ${elapsed}s"
+                else
+                    failed "$target" "$via keep-alive run $run ($ok of $SOCKS_REQUESTS answered 200; $(grep -v '^200$' "$out" | head -c 300 | tr '\n' ' '))"
+                fi
+            done
         done
     done
     stop_proxies socks
+}
+
+# RSA-2048 and TLS 1.2 only on the origin (the second nginx server): keep-alive and a new
+# connection per request at c=16, the same oha runs as scenarios 1 and 2. What each
+# target negotiated with that origin is checked once and goes into RESULTS.md.
+scenario_rsa12() {
+    say "== 9. RSA-2048 origin, TLS 1.2 only: keep-alive and a new connection per request, c=16, $RUNS x ${DURATION}s"
+    start_proxies rsa12
+    local run kind target out seen all=""
+    for target in $(targets); do
+        seen="$(probe "$(proxy_url "$target")" "$(client_ca "$target")" "$NGINX_RSA_PORT")" || seen="no answer"
+        all+="${all:+; }$target: $seen"
+        [[ $seen == "TLSv1.2 ECDHE-RSA-"* ]] ||
+            note "$target: the RSA-2048 TLS 1.2 origin saw \"$seen\", not TLS 1.2 with an ECDHE-RSA cipher"
+    done
+    TLS_SEEN+="; RSA-2048 TLS 1.2 origin (scenario rsa12): $all"
+    say "   RSA-2048 TLS 1.2 origin saw: $all"
+    for run in $(seq "$RUNS"); do
+        for kind in ka nc; do
+            for target in $(targets); do
+                out="$RUN/oha.rsa12.$kind.$target.$run.json"
+                local args=(-z "${DURATION}s" -c 16)
+                [[ $kind == nc ]] && args+=(--disable-keepalive)
+                if OHA_PORT=$NGINX_RSA_PORT oha_run "$target" "$out" "${args[@]}"; then
+                    oha_record "rsa12_${kind}_c16" "$target" "$run" "$out" rps cpu mcpu
+                    say "   run $run $kind c=16 $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+                else
+                    failed "$target" "RSA-2048 TLS 1.2 $kind c=16 run $run ($(oha_why "$out"))"
+                fi
+            done
+        done
+    done
+    stop_proxies rsa12
+}
+
+h2_port() { # where h2load and the probe connect for TARGET: the origin, or the proxy's reverse listener
+    case $1 in
+        direct) echo "$NGINX_H2_PORT" ;;
+        periscope) echo "$PERISCOPE_H2_PORT" ;;
+        mitmdump) echo "$MITM_H2_PORT" ;;
+    esac
+}
+
+# h2_probe TARGET: what both legs spoke, "client HTTP/V, origin saw PROTOCOL TLS CIPHER":
+# curl --http2 (verifying the certificate) asks for /proto, where nginx answers with its
+# $server_protocol; curl reports the version of its own leg.
+h2_probe() {
+    local out
+    out="$(curl -sS --fail --max-time 5 --http2 --cacert "$(client_ca "$1")" \
+        -w 'client HTTP/%{http_version}' "https://localhost:$(h2_port "$1")/proto" 2>&1)" || {
+        echo "no answer: $(echo "$out" | head -c 200 | tr '\n' ' ')"
+        return 0
+    }
+    echo "${out##*$'\n'}, origin saw ${out%%$'\n'*}"
+}
+
+# h2load_run TARGET OUT: one h2load run against /1k, H2_WARMUP seconds of warm-up (every
+# connection open, streams in flight: what is measured is the steady state, not the ramp;
+# at 1,600 streams in flight mitmdump takes seconds to answer the first ones), then
+# DURATION seconds measured. h2load prints a line when the measured phase starts and one
+# when it ends; the proxy's and the machine's CPU time between the two go to OUT.cpu and
+# OUT.mcpu, as oha_run's do. 0 when it produced a result.
+h2load_run() {
+    local target=$1 out=$2 pid cpu0="" mcpu0="" h2pid
+    pid="$(proxy_pid "$target")"
+    rm -f "$out.cpu" "$out.mcpu"
+    timeout -k 5 $((H2_WARMUP + DURATION + 60)) "$H2LOAD" -c 16 -m 100 \
+        --warm-up-time "$H2_WARMUP" -D "$DURATION" \
+        "https://localhost:$(h2_port "$target")/1k" >"$out" 2>"$out.err" &
+    h2pid=$!
+    while kill -0 "$h2pid" 2>/dev/null; do
+        if [[ -z $mcpu0 ]]; then
+            if grep -qs '^Main benchmark duration is started' "$out"; then
+                [[ -n $pid ]] && cpu0="$(proc_cpu "$pid")"
+                mcpu0="$(machine_cpu)"
+                # No polling while most of the measured phase runs.
+                sleep "$((DURATION - 1)).5"
+            fi
+        elif grep -q '^Main benchmark duration is over' "$out"; then
+            break
+        fi
+        sleep 0.02
+    done
+    # Also when h2load exited between two looks: then a little late.
+    if [[ -n $mcpu0 ]]; then
+        python3 -c "print($(machine_cpu) - $mcpu0)" >"$out.mcpu"
+        [[ -n $pid ]] && python3 -c "print($(proc_cpu "$pid") - $cpu0)" >"$out.cpu"
+    fi
+    wait "$h2pid" || true
+    [[ -s $out.mcpu ]] && python3 "$BENCH/h2load_summary.py" "$out" >/dev/null 2>&1
+}
+
+# HTTP/2: h2load with 100 concurrent streams on each of 16 TLS connections (ALPN h2),
+# GET /1k. h2load cannot use an HTTP proxy, so both proxies run a reverse-proxy listener
+# in front of the HTTP/2 origin. Only runs that negotiated h2 count.
+scenario_h2() {
+    say "== 10. HTTP/2, 1 KiB responses, 100 streams on each of 16 connections (h2load), $RUNS x ${DURATION}s after ${H2_WARMUP}s of warm-up"
+    start_proxies h2
+    local run target out seen all="" line rps proto ok non2xx failures errored why
+    for target in $(targets); do
+        seen="$(h2_probe "$target")"
+        all+="${all:+; }$target: $seen"
+        [[ $seen == "client HTTP/2, origin saw HTTP/2.0 "* ]] ||
+            note "$target: HTTP/2 is not spoken on both legs (curl --http2: $seen)"
+    done
+    TLS_SEEN+="; HTTP/2 origin (scenario h2, curl --http2): $all"
+    say "   HTTP/2 legs: $all"
+    for run in $(seq "$RUNS"); do
+        for target in $(targets); do
+            out="$RUN/h2load.$target.$run.txt"
+            if h2load_run "$target" "$out"; then
+                line="$(python3 "$BENCH/h2load_summary.py" "$out")"
+                read -r rps proto ok non2xx failures errored _ <<<"$line"
+                if [[ $proto != h2 ]]; then
+                    failed "$target" "HTTP/2 run $run (h2load negotiated $proto, not h2)"
+                    continue
+                fi
+                record h2_rps "$target" "$run" "$rps"
+                if [[ -s $out.cpu ]]; then
+                    record h2_cpu "$target" "$run" "$(python3 -c "print($(cat "$out.cpu") * 1e6 / $ok)")"
+                fi
+                if [[ -s $out.mcpu ]]; then
+                    record h2_mcpu "$target" "$run" "$(python3 -c "print($(cat "$out.mcpu") * 1e6 / $ok)")"
+                fi
+                if [[ $non2xx != 0 || $failures != 0 || $errored != 0 ]]; then
+                    note "$target h2 run $run: $ok 2xx, $non2xx non-2xx, $failures failed, $errored errored"
+                fi
+                say "   run $run $target: $(python3 "$BENCH/h2load_summary.py" --human "$out")"
+            else
+                # No 2xx in the measured phase (the summary says what there was), or no result.
+                why="$(python3 "$BENCH/h2load_summary.py" --human "$out" 2>/dev/null)" || true
+                [[ -n $why ]] || why="h2load: $(grep -hiE -m3 'error|fail|refused' "$out" "$out.err" | head -c 300 | tr '\n' ' ')"
+                failed "$target" "HTTP/2 run $run ($why)"
+            fi
+        done
+    done
+    stop_proxies h2
 }
 
 # Hooks that do not apply must cost nothing: Periscope alone, with 20 rules that match
@@ -839,9 +1015,11 @@ main() {
     # Setup
     # ---------------------------------------------------------------------------
     say "mode: $MODE; scenarios: ${SCENARIOS[*]}"
-    ensure_apt nginx curl openssl python3 ca-certificates
+    ensure_apt nginx curl openssl python3 ca-certificates nghttp2-client
     NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
     [[ -x $NGINX ]] || die "nginx not found after install"
+    H2LOAD="$(command -v h2load || echo /usr/bin/h2load)"
+    [[ -x $H2LOAD ]] || die "h2load not found after installing nghttp2-client"
     mkdir -p "$WORK"
     start_oha_install
     start_mitmproxy_install
@@ -876,7 +1054,7 @@ main() {
     mkdir -p "$SHM/upload" "$SHM/tmp"
     chmod 755 "$SHM" "$SHM/upload" "$SHM/tmp"
 
-    say "certificates (ECDSA P-256 CA and localhost leaf)"
+    say "certificates (ECDSA P-256 CA; localhost leaves: ECDSA P-256, and RSA-2048 for the rsa12 origin)"
     (
         cd "$RUN/pki"
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
@@ -887,12 +1065,21 @@ main() {
         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' >origin.ext
         openssl x509 -req -in origin.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out origin.pem \
             -days 30 -extfile origin.ext
+        # The rsa12 origin's leaf: RSA-2048 from the same CA (keyEncipherment as RSA leaves have it).
+        openssl req -newkey rsa:2048 -nodes -keyout origin-rsa.key -out origin-rsa.csr -subj "/CN=localhost"
+        sed 's/digitalSignature/digitalSignature,keyEncipherment/' origin.ext >origin-rsa.ext
+        openssl x509 -req -in origin-rsa.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out origin-rsa.pem \
+            -days 30 -extfile origin-rsa.ext
     ) >"$RUN/pki/openssl.log" 2>&1 || { cat "$RUN/pki/openssl.log" >&2; die "openssl failed"; }
 
     head -c 1024 /dev/urandom >"$RUN/www/1k"
     truncate -s "${BIG_MIB}M" "$RUN/www/big" # sparse: reads cost no disk
 
     NGINX_PORT=$(free_port)
+    NGINX_RSA_PORT=$(free_port)   # RSA-2048, TLS 1.2 only (scenario rsa12)
+    NGINX_H2_PORT=$(free_port)    # HTTP/2 over TLS (scenario h2); the others stay HTTP/1.1
+    PERISCOPE_H2_PORT=$(free_port)
+    MITM_H2_PORT=$(free_port)
     PERISCOPE_PORT=$(free_port)
     MITM_PORT=$(free_port)
     PERISCOPE_SOCKS_PORT=$(free_port)
@@ -942,6 +1129,32 @@ main() {
                 client_max_body_size 0;
                 client_body_buffer_size 1m;
             }
+        }
+        # Scenario rsa12: the same /1k behind an RSA-2048 certificate, TLS 1.2 only.
+        server {
+            listen 127.0.0.1:$NGINX_RSA_PORT ssl;
+            server_name localhost;
+            ssl_certificate $RUN/pki/origin-rsa.pem;
+            ssl_certificate_key $RUN/pki/origin-rsa.key;
+            ssl_protocols TLSv1.2;
+            ssl_session_cache off;
+            ssl_session_tickets off;
+            root $RUN/www;
+            location = /1k { }
+            location = /proto { default_type text/plain; return 200 "\$ssl_protocol \$ssl_cipher\n"; }
+        }
+        # Scenario h2: the same /1k over HTTP/2 (ALPN h2, HTTP/1.1 still offered).
+        server {
+            listen 127.0.0.1:$NGINX_H2_PORT ssl http2;
+            server_name localhost;
+            ssl_certificate $RUN/pki/origin.pem;
+            ssl_certificate_key $RUN/pki/origin.key;
+            ssl_protocols $PROTOCOLS;
+            ssl_session_cache off;
+            ssl_session_tickets off;
+            root $RUN/www;
+            location = /1k { }
+            location = /proto { default_type text/plain; return 200 "\$server_protocol \$ssl_protocol \$ssl_cipher\n"; }
         }
     }
 EOF
