@@ -122,6 +122,7 @@ def main():
         "periscope_binary": env("PERISCOPE_BIN"),
         "nginx": env("NGINX"),
         "openssl": env("OPENSSL"),
+        "periscope_openssl": env("PERISCOPE_OPENSSL"),
         "curl": env("CURL"),
         "oha": env("OHA"),
         "mitmproxy": env("MITM"),

@@ -53,6 +53,12 @@ ROWS = [
      "per request", "µs", 0, None, None),
     ("rsa12_nc_c16_peers", "RSA-2048 TLS 1.2 origin, new connection per request, c=16: client + "
      "origin CPU per request", "µs", 0, None, None),
+    ("resume_nc_c16_rps", "new connection per request, origin resumes sessions, c=16: req/s",
+     "req/s", 0, None, None),
+    ("resume_nc_c16_cpu", "new connection per request, origin resumes sessions, c=16: proxy CPU "
+     "per request", "µs", 0, None, None),
+    ("resume_nc_c16_peers", "new connection per request, origin resumes sessions, c=16: client + "
+     "origin CPU per request", "µs", 0, None, None),
     ("h2_rps", "HTTP/2 1 KiB, 100 streams on 16 connections: req/s", "req/s", 0, None, None),
     ("h2_cpu", "HTTP/2 1 KiB, 100 streams on 16 connections: proxy CPU per request", "µs", 0,
      None, None),
@@ -157,7 +163,8 @@ BUDGETS = [
 
 # Every workload whose client + origin CPU is worked out (prefix_mcpu minus prefix_cpu):
 # those of the ratio targets and the scenarios without a target.
-PEERS = [prefix for _rate, prefix, *_ in BUDGETS] + ["rsa12_ka_c16", "rsa12_nc_c16", "h2"]
+PEERS = [prefix for _rate, prefix, *_ in BUDGETS] + [
+    "rsa12_ka_c16", "rsa12_nc_c16", "h2", "resume_nc_c16"]
 
 
 def derive(values):
@@ -333,6 +340,10 @@ EXTRA_METHOD = [
     "/proc/PID/stat time across the curl divided by the requests. \"SOCKS5 req/s ÷ regular "
     "listener req/s\" is the ratio of the two medians (target for Periscope: ≥ 0.95, SOCKS5 "
     "within 5% of the regular listener).",
+    "Resumption (scenario resume): a fourth nginx server, the ECDSA certificate and the same "
+    "`/1k`, with `ssl_session_cache shared` and tickets on; the new-connection c=16 oha command "
+    "against it. oha (rustls) resumes its sessions with the origin directly and with the proxy "
+    "through one; Periscope resumes its upstream sessions per server, mitmproxy as it does.",
     "RSA-2048 TLS 1.2 origin (scenario rsa12): a second nginx server, the same `/1k`, an RSA-2048 "
     "leaf from the same throw-away CA and `ssl_protocols TLSv1.2`, no resumption either; the "
     "keep-alive c=16 and new-connection c=16 cells run the same oha commands against it, same "
@@ -398,7 +409,8 @@ def markdown(rows, verdicts, notes, meta, raw=(), med=None):
         ("periscope", "periscope"),
         ("periscope_binary", "periscope binary"),
         ("nginx", "nginx (origin)"),
-        ("openssl", "OpenSSL (system; nginx, curl and Periscope link it)"),
+        ("openssl", "OpenSSL (system; nginx and curl link it)"),
+        ("periscope_openssl", "OpenSSL Periscope runs on (`periscope --version`)"),
         ("curl", "curl (large transfers)"),
         ("oha", "oha (load generator)"),
         ("mitmproxy", "mitmproxy"),

@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh                 # full run (< 17 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12 h2
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12 h2 resume
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3, h2load (apt:
@@ -33,7 +33,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12 h2)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12 h2 resume)
 
 usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -750,6 +750,27 @@ scenario_rsa12() {
     stop_proxies rsa12
 }
 
+# A new connection per request against an origin that resumes sessions (a session
+# cache and tickets, as most servers have): each client resumes with whatever it keeps
+# (oha's rustls, Periscope's per-server cache, mitmproxy's), on both legs of a proxy.
+scenario_resume() {
+    say "== 11. a new connection per request to an origin that resumes sessions, c=16, $RUNS x ${DURATION}s"
+    start_proxies resume
+    local run target out
+    for run in $(seq "$RUNS"); do
+        for target in $(targets); do
+            out="$RUN/oha.resume.$target.$run.json"
+            if OHA_PORT=$NGINX_RESUME_PORT oha_run "$target" "$out" -z "${DURATION}s" -c 16 --disable-keepalive; then
+                oha_record resume_nc_c16 "$target" "$run" "$out" rps cpu mcpu
+                say "   run $run $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
+            else
+                failed "$target" "resumption new-connection run $run ($(oha_why "$out"))"
+            fi
+        done
+    done
+    stop_proxies resume
+}
+
 h2_port() { # where h2load and the probe connect for TARGET: the origin, or the proxy's reverse listener
     case $1 in
         direct) echo "$NGINX_H2_PORT" ;;
@@ -1078,6 +1099,7 @@ main() {
     NGINX_PORT=$(free_port)
     NGINX_RSA_PORT=$(free_port)   # RSA-2048, TLS 1.2 only (scenario rsa12)
     NGINX_H2_PORT=$(free_port)    # HTTP/2 over TLS (scenario h2); the others stay HTTP/1.1
+    NGINX_RESUME_PORT=$(free_port) # session cache and tickets on (scenario resume)
     PERISCOPE_H2_PORT=$(free_port)
     MITM_H2_PORT=$(free_port)
     PERISCOPE_PORT=$(free_port)
@@ -1142,6 +1164,18 @@ main() {
             root $RUN/www;
             location = /1k { }
             location = /proto { default_type text/plain; return 200 "\$ssl_protocol \$ssl_cipher\n"; }
+        }
+        # Scenario resume: the same /1k, resumption on (session cache and tickets).
+        server {
+            listen 127.0.0.1:$NGINX_RESUME_PORT ssl;
+            server_name localhost;
+            ssl_certificate $RUN/pki/origin.pem;
+            ssl_certificate_key $RUN/pki/origin.key;
+            ssl_protocols $PROTOCOLS;
+            ssl_session_cache shared:resume:10m;
+            ssl_session_tickets on;
+            root $RUN/www;
+            location = /1k { }
         }
         # Scenario h2: the same /1k over HTTP/2 (ALPN h2, HTTP/1.1 still offered).
         server {
@@ -1211,6 +1245,8 @@ EOF
     fi
     BENCH_META_NGINX="$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
     BENCH_META_OPENSSL="$(openssl version)"
+    BENCH_META_PERISCOPE_OPENSSL="$("$PERISCOPE_BIN" --version | sed -n '2p')"
+    export BENCH_META_PERISCOPE_OPENSSL
     BENCH_META_CURL="$(curl --version | head -1)"
     BENCH_META_OHA="$("$OHA" --version) (rustls)"
     export BENCH_META_NGINX BENCH_META_OPENSSL BENCH_META_CURL BENCH_META_OHA

@@ -63,11 +63,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--version`: the version and the OpenSSL it runs on (the system's, or the one built
+/// in with the `vendored-openssl` feature).
+fn long_version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{}\n{}",
+            env!("CARGO_PKG_VERSION"),
+            periscope_tls::openssl_version()
+        )
+    })
+}
+
 /// The command line with the config file's options and `--set` added (see
 /// `settings`). Usage errors on the command line itself exit as clap does.
 fn parse_command_line() -> Result<Cli, String> {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let command = Cli::command();
+    let command = Cli::command().long_version(long_version());
     let matches = command.clone().get_matches_from(&argv);
     let first = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Without a home directory there is no default config file to read.

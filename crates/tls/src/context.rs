@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use openssl::ssl::{
-    AlpnError, SslAcceptor, SslConnector, SslContext, SslMethod, SslMode, SslOptions,
+    AlpnError, SslAcceptor, SslConnector, SslContext, SslMethod, SslOptions,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -90,7 +90,6 @@ impl UpstreamTls {
         // Read whole socket buffers, not a record header then its body: half the
         // read calls on a large transfer.
         builder.set_read_ahead(true);
-        release_idle_buffers(&mut builder);
         ffi::enable_post_handshake_auth(&mut builder);
         ffi::install_event_callbacks(&mut builder);
         ffi::install_client_certificate_callback(&mut builder);
@@ -204,7 +203,6 @@ impl ClientTls {
         }
         builder.set_options(options);
         builder.set_read_ahead(true);
-        release_idle_buffers(&mut builder);
         builder.set_alpn_select_callback(|ssl, client_protocols| {
             let wanted = ssl
                 .ex_data(alpn_choice_index())
@@ -253,13 +251,6 @@ impl ClientTls {
         )
         .await
     }
-}
-
-/// An idle keep-alive connection holds no TLS record buffers (about 34 KiB per leg
-/// with read-ahead): OpenSSL frees them when they are empty and takes them again from
-/// the allocator when the next record comes.
-fn release_idle_buffers(builder: &mut openssl::ssl::SslContextBuilder) {
-    builder.set_mode(SslMode::RELEASE_BUFFERS);
 }
 
 /// ALPN wire format: each protocol prefixed by its length.

@@ -32,3 +32,9 @@ pub use keylog::KeyLog;
 pub use post_handshake::{offer_post_handshake_auth, PostHandshake};
 pub use state::{ClientRenegotiation, FailureContext, HandshakePhase, TlsConnectionState};
 pub use stream::{HandshakeTimeouts, TlsStream};
+
+/// The OpenSSL Periscope runs on ("OpenSSL 3.0.19 27 Jan 2026"): the system's
+/// libssl, or the one built in with the `vendored` feature.
+pub fn openssl_version() -> &'static str {
+    openssl::version::version()
+}
