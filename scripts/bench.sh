@@ -972,10 +972,11 @@ fill_session_bin() {
         echo "$BENCH_FILL_SESSION"
         return 0
     fi
-    local profile=debug flags=(--quiet)
-    if [[ $PERISCOPE_BIN == */release/* ]]; then
-        profile=release
-        flags+=(--release)
+    # The generator is timed too: release, unless Periscope itself is a debug build.
+    local profile=release flags=(--quiet --release)
+    if [[ $PERISCOPE_BIN == */debug/* ]]; then
+        profile=debug
+        flags=(--quiet)
     fi
     (cd "$REPO" && cargo build "${flags[@]}" -p periscope-tui --example fill_session) >&2 || return 1
     echo "${CARGO_TARGET_DIR:-$REPO/target}/$profile/examples/fill_session"

@@ -77,7 +77,8 @@ fi
 # ---------------------------------------------------------------------------
 step "system packages"
 
-APT_PACKAGES=(apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server tinyproxy microsocks dante-server iptables chromium)
+# perl and make build the OpenSSL that Periscope links by default (openssl-src).
+APT_PACKAGES=(perl make apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server tinyproxy microsocks dante-server iptables chromium)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
