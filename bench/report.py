@@ -374,6 +374,58 @@ def method_items(meta):
     return items[:at] + EXTRA_METHOD + items[at:]
 
 
+def cpu_targets(med):
+    """The speed targets stated in CPU per unit of work against the physical limit (a
+    TLS-intercepting proxy does both ends' work, so its CPU per request may approach
+    what client and origin spend together without it), and the rates against mitmdump."""
+    def get(key, target):
+        return med.get((key, target))
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    rows = [
+        ("keep-alive 1 KiB, c=16: proxy CPU per request ÷ (client + origin, direct)",
+         ratio(get("ka_c16_cpu", "periscope"), get("ka_c16_peers", "direct")), 2, "≤ 1.0", "le", 1.0),
+        ("new connection per request, c=16: proxy CPU per request ÷ (client + origin, direct)",
+         ratio(get("nc_c16_cpu", "periscope"), get("nc_c16_peers", "direct")), 2, "≤ 1.0", "le", 1.0),
+        ("RSA-2048 TLS 1.2 origin, new connection: proxy CPU per request ÷ (client + origin, direct)",
+         ratio(get("rsa12_nc_c16_cpu", "periscope"), get("rsa12_nc_c16_peers", "direct")), 2, "—",
+         None, None),
+        ("HTTP/2, 100 streams on 16 connections: proxy CPU per request ÷ (client + origin, direct)",
+         ratio(get("h2_cpu", "periscope"), get("h2_peers", "direct")), 2, "≤ 1.0", "le", 1.0),
+        ("large upload: proxy CPU per GiB (s)", get("ul_cpu", "periscope"), 2, "≤ 1.5", "le", 1.5),
+        ("large download: proxy CPU per GiB (s)", get("dl_cpu", "periscope"), 2, "≤ 1.5", "le", 1.5),
+        ("keep-alive c=16 req/s: Periscope ÷ mitmdump",
+         ratio(get("ka_c16_rps", "periscope"), get("ka_c16_rps", "mitmdump")), 1, "≥ 40", "ge", 40.0),
+        ("new connections/s: Periscope ÷ mitmdump",
+         ratio(get("nc_c16_rps", "periscope"), get("nc_c16_rps", "mitmdump")), 1, "≥ 20", "ge", 20.0),
+        ("RSA-2048 TLS 1.2 origin, new connections/s: Periscope ÷ mitmdump",
+         ratio(get("rsa12_nc_c16_rps", "periscope"), get("rsa12_nc_c16_rps", "mitmdump")), 1, "—",
+         None, None),
+        ("HTTP/2 req/s: Periscope ÷ direct",
+         ratio(get("h2_rps", "periscope"), get("h2_rps", "direct")), 2, "measured", None, None),
+        ("HTTP/2 req/s: Periscope ÷ mitmdump",
+         ratio(get("h2_rps", "periscope"), get("h2_rps", "mitmdump")), 1, "measured", None, None),
+        ("1,000 idle keep-alive connections: proxy RSS (MiB)", get("idle_rss", "periscope"), 1,
+         "≤ 48", "le", 48.0),
+        ("p50 latency added at c=1 (ms)", get("ka_c1_added_p50", "periscope"), 3, "≤ 0.15", "le", 0.15),
+        ("SOCKS5 keep-alive req/s ÷ regular listener req/s", get("socks_vs_regular", "periscope"), 2,
+         "≥ 0.95", "ge", 0.95),
+    ]
+    lines = ["## Targets in CPU per unit of work (speed issue, round two)\n",
+             "| target | Periscope | goal | pass/fail |", "|---|---:|---:|---:|"]
+    for label, value, decimals, goal_text, kind, goal in rows:
+        verdict = "—"
+        if value is not None and kind == "le":
+            verdict = "pass" if value <= goal else "FAIL"
+        elif value is not None and kind == "ge":
+            verdict = "pass" if value >= goal else "FAIL"
+        lines.append(f"| {label} | {fmt(value, decimals)} | {goal_text} | {verdict} |")
+    lines.append("")
+    return lines
+
+
 def markdown(rows, verdicts, notes, meta, raw=(), med=None):
     m = meta
     lines = []
@@ -438,6 +490,7 @@ def markdown(rows, verdicts, notes, meta, raw=(), med=None):
             lines.append(f"Targets missed: {len(failed)} of {len(verdicts)} — " + "; ".join(failed) + ".\n")
         else:
             lines.append(f"All {len(verdicts)} targets met.\n")
+    lines.extend(cpu_targets(med or {}))
     lines.extend(cpu_budget(med or {}, m))
     lines.append("## Method\n")
     for item in method_items(m):

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use openssl::ssl::{
-    AlpnError, SslAcceptor, SslConnector, SslContext, SslMethod, SslOptions,
-    SslSessionCacheMode, SslVerifyMode, SslVersion,
+    AlpnError, SslAcceptor, SslConnector, SslContext, SslMethod, SslOptions, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
