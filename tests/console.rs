@@ -519,11 +519,13 @@ fn console_intercepts_edits_in_the_editor_resumes_replays_and_kills() {
     tmux.wait_for("the filter gone from the status bar", WAIT, |s| {
         s.contains("Intercept filter cleared") && !s.contains("[intercept:")
     });
+    // Counted before the replay: the first request's line is already there.
+    let before_replay = origin.stdout.len();
     tmux.send_keys(&["r"]);
     tmux.wait_for_text("Replaying the request");
     origin
         .stdout
-        .wait_for_after(1, &"recorded: ", WAIT)
+        .wait_for_after(before_replay, &"recorded: ", WAIT)
         .expect("the origin received the replay");
     let seen = recorded(&origin);
     assert_eq!(seen.len(), 2, "{seen:?}");

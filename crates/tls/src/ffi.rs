@@ -35,9 +35,18 @@ const SSL_CB_HANDSHAKE_DONE: c_int = 0x20;
 /// `SSL_CB_CONNECT_LOOP` (`SSL_ST_CONNECT | SSL_CB_LOOP`): a client's state machine is
 /// about to move on.
 const SSL_CB_CONNECT_LOOP: c_int = 0x1000 | 0x01;
-/// `TLS_ST_CR_HELLO_REQ` in libssl's `OSSL_HANDSHAKE_STATE` (a public enum, stable
-/// across OpenSSL 3): a client has just processed a HelloRequest.
-const TLS_ST_CR_HELLO_REQ: c_int = 41;
+/// `TLS_ST_CR_HELLO_REQ` in libssl's `OSSL_HANDSHAKE_STATE`: a client has just
+/// processed a HelloRequest. The enum is public but not stable: OpenSSL 3.2 inserted
+/// four certificate-compression states before it (41 in 3.0 and 3.1, 45 from 3.2 on),
+/// so the value is that of the libssl running, not of the headers built against.
+fn tls_st_cr_hello_req() -> c_int {
+    const OPENSSL_3_2: u64 = 0x3020_0000;
+    if u64::try_from(openssl::version::number()).unwrap_or(0) >= OPENSSL_3_2 {
+        45
+    } else {
+        41
+    }
+}
 const SSL3_RT_HANDSHAKE: c_int = 22;
 const SSL_KEY_UPDATE_NOT_REQUESTED: c_int = 0;
 const SSL_KEY_UPDATE_REQUESTED: c_int = 1;
@@ -213,7 +222,7 @@ pub(crate) fn renegotiation_pending(ssl: &SslRef) -> bool {
 /// because a handshake is already under way; those leave the state alone.)
 pub(crate) fn hello_request_just_processed(ssl: &SslRef) -> bool {
     // SAFETY: valid SSL pointer; a read-only query.
-    unsafe { SSL_get_state(ssl.as_ptr()) == TLS_ST_CR_HELLO_REQ }
+    unsafe { SSL_get_state(ssl.as_ptr()) == tls_st_cr_hello_req() }
 }
 
 /// Schedules a TLS 1.3 KeyUpdate, sent with the next write.
