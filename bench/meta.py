@@ -54,7 +54,8 @@ def main():
     smoke = env("MODE") == "smoke"
     big = env("BIG")
     method = [
-        "Origin: nginx with its own config in bench/work/run-MODE (HTTP/1.1 only, "
+        "Origin: nginx with its own config in bench/work/run-MODE (HTTP/1.1 except the h2 "
+        "scenario's server, "
         f"{env('PROTOCOLS')}, ECDSA P-256 certificate from a throw-away CA, keep-alive without a "
         "request cap, no session cache and no tickets: every new connection to it is a full "
         "handshake; access log off). `/1k` is 1,024 random bytes; `/big` a sparse file; uploads "

@@ -880,7 +880,7 @@ scenario_h2() {
 # no intercept costs nothing). Keep-alive c=16, Periscope only, the variants taking
 # turns within each run so that drift on shared cores hits them alike.
 scenario_hooks() {
-    say "== 8. keep-alive c=16 with hooks that match nothing, $RUNS x ${DURATION}s"
+    say "== 12. keep-alive c=16 with hooks that match nothing, $RUNS x ${DURATION}s"
     local run variant out
     for run in $(seq "$RUNS"); do
         for variant in hooks-none hooks-rules hooks-intercept; do
