@@ -554,19 +554,25 @@ scenario_addons() {
 scenario_newconn() {
     say "== 2. a new connection per request, concurrency $NEWCONN_CONCURRENCY, $RUNS x ${DURATION}s"
     start_proxies newconn
-    local run target out
+    newconn_runs nc "nc_c$NEWCONN_CONCURRENCY" "$NGINX_PORT" "new-connection"
+    stop_proxies newconn
+}
+
+# newconn_runs NAME METRIC PORT WHAT: RUNS rounds of oha with a new connection per request
+# (c=NEWCONN_CONCURRENCY) to the origin on PORT, the targets taking turns in each round.
+newconn_runs() {
+    local name=$1 metric=$2 port=$3 what=$4 run target out
     for run in $(seq "$RUNS"); do
         for target in $(targets); do
-            out="$RUN/oha.nc.$target.$run.json"
-            if oha_run "$target" "$out" -z "${DURATION}s" -c "$NEWCONN_CONCURRENCY" --disable-keepalive; then
-                oha_record "nc_c$NEWCONN_CONCURRENCY" "$target" "$run" "$out" rps cpu mcpu
+            out="$RUN/oha.$name.$target.$run.json"
+            if OHA_PORT=$port oha_run "$target" "$out" -z "${DURATION}s" -c "$NEWCONN_CONCURRENCY" --disable-keepalive; then
+                oha_record "$metric" "$target" "$run" "$out" rps cpu mcpu
                 say "   run $run $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
             else
-                failed "$target" "new-connection run $run ($(oha_why "$out"))"
+                failed "$target" "$what run $run ($(oha_why "$out"))"
             fi
         done
     done
-    stop_proxies newconn
 }
 
 # transfer_one KIND TARGET RUN: KIND download|upload; records MB/s and the proxy's peak RSS.
@@ -754,20 +760,9 @@ scenario_rsa12() {
 # cache and tickets, as most servers have): each client resumes with whatever it keeps
 # (oha's rustls, Periscope's per-server cache, mitmproxy's), on both legs of a proxy.
 scenario_resume() {
-    say "== 11. a new connection per request to an origin that resumes sessions, c=16, $RUNS x ${DURATION}s"
+    say "== 11. a new connection per request to an origin that resumes sessions, c=$NEWCONN_CONCURRENCY, $RUNS x ${DURATION}s"
     start_proxies resume
-    local run target out
-    for run in $(seq "$RUNS"); do
-        for target in $(targets); do
-            out="$RUN/oha.resume.$target.$run.json"
-            if OHA_PORT=$NGINX_RESUME_PORT oha_run "$target" "$out" -z "${DURATION}s" -c 16 --disable-keepalive; then
-                oha_record resume_nc_c16 "$target" "$run" "$out" rps cpu mcpu
-                say "   run $run $target: $(python3 "$BENCH/oha_summary.py" --human "$out")"
-            else
-                failed "$target" "resumption new-connection run $run ($(oha_why "$out"))"
-            fi
-        done
-    done
+    newconn_runs resume "resume_nc_c$NEWCONN_CONCURRENCY" "$NGINX_RESUME_PORT" "resumption new-connection"
     stop_proxies resume
 }
 
