@@ -30,17 +30,7 @@ fn json_proxy(extra: &[&str]) -> Periscope {
 }
 
 fn flows(proxy: &Periscope, at_least: usize) -> Vec<Value> {
-    assert!(
-        wait_until(Duration::from_secs(15), || proxy.stdout_lines().len()
-            >= at_least),
-        "expected {at_least} flows, got {}",
-        proxy.stdout_lines().len()
-    );
-    proxy
-        .stdout_lines()
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    proxy.json_flows(at_least, Duration::from_secs(15))
 }
 
 #[test]

@@ -2591,20 +2591,6 @@ mod resumption {
             .to_owned()
     }
 
-    /// The flows the proxy printed as JSON, waiting for `count`.
-    fn json_flows(proxy: &Periscope, count: usize) -> Vec<Value> {
-        assert!(
-            wait_until(WAIT, || proxy.stdout_lines().len() >= count),
-            "expected {count} flows\n{}",
-            proxy.describe()
-        );
-        proxy
-            .stdout_lines()
-            .iter()
-            .map(|line| serde_json::from_str(line).expect("a JSON flow"))
-            .collect()
-    }
-
     /// The flow's server connection as `dump --json` prints it.
     fn upstream_tls(flow: &Value) -> &Value {
         &flow["server"]["tls"]
@@ -2622,7 +2608,7 @@ mod resumption {
                 handshake_line(&r.body_text())
             })
             .collect();
-        (pages, json_flows(&proxy, 2))
+        (pages, proxy.json_flows(2, WAIT))
     }
 
     #[test]

@@ -385,6 +385,20 @@ impl Periscope {
         self.stderr.text()
     }
 
+    /// The flows printed by `dump --json`, one JSON object a stdout line, once at least
+    /// `at_least` are there (panics with everything collected after `timeout`).
+    pub fn json_flows(&self, at_least: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        assert!(
+            super::tools::wait_until(timeout, || self.stdout.len() >= at_least),
+            "expected {at_least} flows\n{}",
+            self.describe()
+        );
+        self.stdout_lines()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("a JSON flow"))
+            .collect()
+    }
+
     /// The first stdout line (from the start) that matches a substring or predicate;
     /// panics with everything collected on timeout or when stdout closes.
     pub fn wait_for_stdout(&self, matcher: impl LineMatcher, timeout: Duration) -> String {
