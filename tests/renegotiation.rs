@@ -1435,12 +1435,11 @@ mod s_server {
     use super::*;
 
     fn server(version: &str) -> OpensslServer {
-        let builder = OpensslServer::builder().no_ticket_no_cache().arg("-state");
-        match version {
-            "1.2" => builder.tls1_2(),
-            _ => builder.tls1_3(),
-        }
-        .start()
+        OpensslServer::builder()
+            .no_ticket_no_cache()
+            .arg("-state")
+            .tls_version(version)
+            .start()
     }
 
     /// Waits for s_server to print the request line it received from the proxy.
@@ -1676,14 +1675,11 @@ mod s_server {
 
     /// s_server asking for (and requiring) a client certificate in the first handshake.
     fn requiring_server(version: &str) -> OpensslServer {
-        let builder = OpensslServer::builder()
+        OpensslServer::builder()
             .no_ticket_no_cache()
-            .verify_required(2);
-        match version {
-            "1.2" => builder.tls1_2(),
-            _ => builder.tls1_3(),
-        }
-        .start()
+            .verify_required(2)
+            .tls_version(version)
+            .start()
     }
 
     #[test]
@@ -2614,12 +2610,11 @@ mod resumption {
     #[test]
     fn a_new_client_connection_resumes_the_upstream_session_of_the_last_one() {
         for (version, name) in [("1.2", "TLSv1.2"), ("1.3", "TLSv1.3")] {
-            let builder = OpensslServer::builder().pki(test_pki()).www();
-            let server = match version {
-                "1.2" => builder.tls1_2(),
-                _ => builder.tls1_3(),
-            }
-            .start();
+            let server = OpensslServer::builder()
+                .pki(test_pki())
+                .www()
+                .tls_version(version)
+                .start();
             let (pages, flows) = two_connections(&server, &[]);
             assert!(pages[0].starts_with(&format!("New, {name}")), "{pages:?}");
             assert!(
@@ -2647,12 +2642,12 @@ mod resumption {
             ("1.3", as_strs(&certs)),
             ("1.3", vec![]),
         ] {
-            let builder = OpensslServer::builder().pki(test_pki()).www().verify(1);
-            let server = match version {
-                "1.2" => builder.tls1_2(),
-                _ => builder.tls1_3(),
-            }
-            .start();
+            let server = OpensslServer::builder()
+                .pki(test_pki())
+                .www()
+                .verify(1)
+                .tls_version(version)
+                .start();
             let (pages, flows) = two_connections(&server, &extra);
             assert!(
                 pages.iter().all(|page| page.starts_with("New, ")),

@@ -61,6 +61,15 @@ impl OpensslServerBuilder {
         self.arg("-tls1_3")
     }
 
+    /// TLS `version` only: `"1.2"` or `"1.3"`.
+    pub fn tls_version(self, version: &str) -> Self {
+        match version {
+            "1.2" => self.tls1_2(),
+            "1.3" => self.tls1_3(),
+            other => panic!("no s_server flag for TLS {other}"),
+        }
+    }
+
     /// `-www`: answer every GET with s_server's status page (commands are not read).
     pub fn www(self) -> Self {
         self.arg("-www")
