@@ -558,22 +558,7 @@ impl FlowStore {
         }
         if filter.is_none() {
             // Let SQLite skip the offset on the index, without reading rows.
-            return self.with_reader(OPERATION, |conn| {
-                let sql = format!(
-                    "SELECT {SCAN_COLUMNS} FROM flows f ORDER BY f.sort_key, f.seq LIMIT ?1 OFFSET ?2"
-                );
-                let mut stmt = conn
-                    .prepare_cached(&sql)
-                    .map_err(|e| self.error(OPERATION, e))?;
-                let rows = stmt
-                    .query_map(
-                        params![saturating_i64(limit), saturating_i64(offset)],
-                        read_summary,
-                    )
-                    .map_err(|e| self.error(OPERATION, e))?;
-                rows.map(|row| row.map_err(|e| self.error(OPERATION, e)))
-                    .collect()
-            });
+            return self.summary_page(OPERATION, "f.sort_key, f.seq", offset, limit);
         }
         let mut skip = offset;
         self.scan(OPERATION, filter, Need::Columns, |row, _| {
@@ -612,24 +597,9 @@ impl FlowStore {
         if filter.is_none() {
             let direction = if order.descending { "DESC" } else { "ASC" };
             let column = order.by.column();
-            return self.with_reader(OPERATION, |conn| {
-                let sql = format!(
-                    "SELECT {SCAN_COLUMNS} FROM flows f
-                     ORDER BY {column} {direction}, f.sort_key {direction}, f.seq {direction}
-                     LIMIT ?1 OFFSET ?2"
-                );
-                let mut stmt = conn
-                    .prepare_cached(&sql)
-                    .map_err(|e| self.error(OPERATION, e))?;
-                let rows = stmt
-                    .query_map(
-                        params![saturating_i64(limit), saturating_i64(offset)],
-                        read_summary,
-                    )
-                    .map_err(|e| self.error(OPERATION, e))?;
-                rows.map(|row| row.map_err(|e| self.error(OPERATION, e)))
-                    .collect()
-            });
+            let order_by =
+                format!("{column} {direction}, f.sort_key {direction}, f.seq {direction}");
+            return self.summary_page(OPERATION, &order_by, offset, limit);
         }
         let mut all = self.summaries(filter, 0, usize::MAX)?;
         // Stable: equal keys keep time order.
@@ -904,6 +874,33 @@ impl FlowStore {
         // A panic while holding the lock left no transaction open: rusqlite rolls
         // back on drop. The connection is still good.
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One page of summaries read straight from the flows table (no filter), in the
+    /// order `order_by` (an SQL ORDER BY list) says.
+    fn summary_page(
+        &self,
+        operation: &'static str,
+        order_by: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<FlowSummary>, StoreError> {
+        self.with_reader(operation, |conn| {
+            let sql = format!(
+                "SELECT {SCAN_COLUMNS} FROM flows f ORDER BY {order_by} LIMIT ?1 OFFSET ?2"
+            );
+            let mut stmt = conn
+                .prepare_cached(&sql)
+                .map_err(|e| self.error(operation, e))?;
+            let rows = stmt
+                .query_map(
+                    params![saturating_i64(limit), saturating_i64(offset)],
+                    read_summary,
+                )
+                .map_err(|e| self.error(operation, e))?;
+            rows.map(|row| row.map_err(|e| self.error(operation, e)))
+                .collect()
+        })
     }
 
     fn with_reader<T>(
