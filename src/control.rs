@@ -2,6 +2,7 @@
 //! proxy's handle, recorded flows through the session store. Front ends (the console,
 //! the control API) get this and nothing else of the proxy.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use periscope_control::{
@@ -59,14 +60,31 @@ fn store_error(error: impl std::fmt::Display) -> ControlError {
 
 impl FlowControl for SessionControl {
     fn flow(&self, id: FlowId) -> Result<Flow, ControlError> {
-        match self.proxy.live_flow(id) {
-            Some(flow) => Ok(flow),
+        if let Some(flow) = self.proxy.live_flow(id) {
+            return Ok(flow);
+        }
+        match self.bus.unsaved(id) {
+            Some(flow) => Ok(Flow::clone(&flow)),
             None => self.stored(id),
         }
     }
 
+    /// The proxy's flows in flight and the finished ones on their way to the store:
+    /// a flow is in one of these or in the store at every moment, never in none.
     fn flows_in_flight(&self) -> Vec<Flow> {
-        self.proxy.live_flows()
+        let mut flows = self.proxy.live_flows();
+        let unsaved = self.bus.unsaved_flows();
+        if !unsaved.is_empty() {
+            let live: HashSet<FlowId> = flows.iter().map(|flow| flow.id).collect();
+            flows.extend(
+                unsaved
+                    .iter()
+                    .filter(|flow| !live.contains(&flow.id))
+                    .map(|flow| Flow::clone(flow)),
+            );
+            flows.sort_by_key(|flow| flow.id);
+        }
+        flows
     }
 
     fn resume(&self, id: FlowId) -> Result<(), ControlError> {
@@ -166,8 +184,9 @@ impl FlowControl for SessionControl {
         // may still be on its way to the store, which deletes it again when the
         // removal reaches it (after the flow, in the bus's order).
         let was_live = self.is_live(id) && self.proxy.delete(id).is_ok();
+        let was_unsaved = self.bus.unsaved(id).is_some();
         let deleted = self.store.delete(id).map_err(store_error)?;
-        if !deleted && !was_live {
+        if !deleted && !was_live && !was_unsaved {
             return Err(ControlError::NotFound(id));
         }
         self.bus.publish(FlowEvent::Removed(id));

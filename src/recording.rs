@@ -75,6 +75,9 @@ pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
                         Ok(()) => reported_failure = false,
                         Err(error) => report(&error, &mut reported_failure),
                     }
+                    // Saved or failed, either way no longer waiting: a failed write
+                    // was reported, and keeping the flows would grow without bound.
+                    bus.saved(&flows);
                     flows.clear();
                 }
                 for id in removed.drain(..) {

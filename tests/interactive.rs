@@ -176,6 +176,59 @@ fn an_intercepted_request_waits_for_resume_and_goes_on_edited_then_its_response_
     assert_eq!(answer.body_text(), "edited response");
 }
 
+/// One HTTP/1.1 exchange on a fresh connection, read to the end: fast enough to
+/// ask the API within a millisecond of a response (curl's start-up is slower than
+/// the store's commit, and would hide what this checks).
+fn http_exchange(port: u16, head: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("read the answer");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[test]
+fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
+    // A flow leaves the flows in flight when it finishes and reaches the store when
+    // the store's writer commits its batch; a front end that asks in between (the web
+    // UI reloads its list right after the last event) used to find it nowhere, and
+    // kept showing an empty list. Each count is read right after a response.
+    let origin = origin();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let api_port: u16 = api.base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut short = Vec::new();
+    for number in 1..=40 {
+        let answer = http_exchange(
+            proxy.port(),
+            &format!(
+                "GET http://127.0.0.1:{port}/record/listed-{number} HTTP/1.1\r\n\
+                 Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+                port = origin.port
+            ),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let counted = http_exchange(
+            api_port,
+            &format!(
+                "GET /flows/count HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
+                api.token
+            ),
+        );
+        let body = counted.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let count: Value = serde_json::from_str(body).expect("the count as JSON");
+        if count["count"].as_u64() != Some(number) {
+            short.push(format!("after {number} responses: {count}"));
+        }
+    }
+    assert!(short.is_empty(), "flows missing from the count: {short:?}");
+    let listed = api.get("/flows?limit=100");
+    assert_eq!(listed.as_array().unwrap().len(), 40, "{listed}");
+}
+
 #[test]
 fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told() {
     let origin = origin();

@@ -207,8 +207,14 @@ pub async fn count(
 ) -> Result<Json<Value>, ApiError> {
     let filter = parse_filter(query(params)?.filter.as_deref())?;
     let (stored, in_flight) = blocking(move || {
-        let stored = shared.store.count(filter.as_ref())?;
-        Ok((stored, in_flight_matching(&shared, filter.as_ref()).len()))
+        // In flight first: a flow that is saved after this read is then in the store,
+        // counted once (as in flight) since the count leaves the flows in flight out.
+        let in_flight: HashSet<FlowId> = in_flight_matching(&shared, filter.as_ref())
+            .iter()
+            .map(|flow| flow.id)
+            .collect();
+        let stored = shared.store.count_except(filter.as_ref(), &in_flight)?;
+        Ok((stored, in_flight.len()))
     })
     .await?;
     Ok(Json(serde_json::json!({

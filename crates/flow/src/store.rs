@@ -45,6 +45,7 @@ mod plan;
 mod schema;
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::ops::ControlFlow;
@@ -623,6 +624,43 @@ impl FlowStore {
         let mut count = 0;
         self.scan(OPERATION, filter, Need::Columns, |_, _| {
             count += 1;
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(count)
+    }
+
+    /// [`FlowStore::count`] without the flows in `except` (the flows a caller counts
+    /// on its own, such as those in flight), read in one statement so that a flow
+    /// saved meanwhile is counted once, by one side or the other.
+    pub fn count_except(
+        &self,
+        filter: Option<&Filter>,
+        except: &HashSet<FlowId>,
+    ) -> Result<usize, StoreError> {
+        const OPERATION: &str = "count flows";
+        if except.is_empty() {
+            return self.count(filter);
+        }
+        if filter.is_none() {
+            return self.with_reader(OPERATION, |conn| {
+                let marks = vec!["?"; except.len()].join(", ");
+                let sql = format!(
+                    "SELECT (SELECT count(*) FROM flows)
+                          - (SELECT count(*) FROM flows WHERE id IN ({marks}))"
+                );
+                let ids: Vec<[u8; 16]> = except.iter().map(|id| *id.0.as_bytes()).collect();
+                conn.query_row(&sql, rusqlite::params_from_iter(ids), |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n as usize)
+                .map_err(|e| self.error(OPERATION, e))
+            });
+        }
+        let mut count = 0;
+        self.scan(OPERATION, filter, Need::Columns, |row, _| {
+            if !except.contains(&read_id(row).map_err(|e| self.error(OPERATION, e))?) {
+                count += 1;
+            }
             Ok(ControlFlow::Continue(()))
         })?;
         Ok(count)

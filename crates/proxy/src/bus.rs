@@ -2,9 +2,10 @@
 //! printer, the store and the user interfaces subscribe to.
 
 use periscope_flow::live::{FlowFeed, FlowReceiver};
-use periscope_flow::{FlowEvent, LogEntry, LogLevel};
+use periscope_flow::{Flow, FlowEvent, FlowId, LogEntry, LogLevel};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify};
 
@@ -24,6 +25,17 @@ struct Backlog {
     room: Notify,
 }
 
+/// The subscribers that must see every event, and the flows handed to them that they
+/// have not saved yet.
+#[derive(Default)]
+struct Reliable {
+    subscribers: Vec<mpsc::UnboundedSender<FlowEvent>>,
+    /// A flow leaves the proxy's flows in flight when it is published and reaches the
+    /// session store when the store's writer commits it, a few milliseconds to a
+    /// batch later. A front end asking in between must still find it: it is here.
+    unsaved: HashMap<FlowId, Arc<Flow>>,
+}
+
 #[derive(Clone)]
 pub struct FlowBus {
     /// Front ends: each reads at its own pace; one that falls far behind (by count or
@@ -31,7 +43,7 @@ pub struct FlowBus {
     feed: FlowFeed,
     /// Subscribers that must see every event (the session store): unbounded queues,
     /// since dropping a flow is worse than holding it in memory for a moment.
-    reliable: Arc<Mutex<Vec<mpsc::UnboundedSender<FlowEvent>>>>,
+    reliable: Arc<Mutex<Reliable>>,
     /// Whether anyone shows requests before their response arrives.
     requests_wanted: Arc<AtomicBool>,
     backlog: Arc<Backlog>,
@@ -66,20 +78,44 @@ impl FlowBus {
     /// Ends every reliable subscription: each receiver gets the events already sent,
     /// then the end of its channel (how the store is told to finish at exit).
     pub fn close_reliable(&self) {
-        self.reliable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.lock_reliable().subscribers.clear();
     }
 
-    /// A subscription that never skips events.
+    fn lock_reliable(&self) -> MutexGuard<'_, Reliable> {
+        self.reliable.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A subscription that never skips events. Its owner calls [`FlowBus::saved`] for
+    /// the flows it has saved.
     pub fn subscribe_reliable(&self) -> mpsc::UnboundedReceiver<FlowEvent> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.reliable
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(sender);
+        self.lock_reliable().subscribers.push(sender);
         receiver
+    }
+
+    /// The reliable subscriber saved these flows: they are no longer kept as unsaved
+    /// (unless a newer version of one was published since).
+    pub fn saved(&self, flows: &[Arc<Flow>]) {
+        let mut reliable = self.lock_reliable();
+        for flow in flows {
+            if reliable
+                .unsaved
+                .get(&flow.id)
+                .is_some_and(|kept| Arc::ptr_eq(kept, flow))
+            {
+                reliable.unsaved.remove(&flow.id);
+            }
+        }
+    }
+
+    /// A flow published for the store and not saved yet.
+    pub fn unsaved(&self, id: FlowId) -> Option<Arc<Flow>> {
+        self.lock_reliable().unsaved.get(&id).cloned()
+    }
+
+    /// Every flow published for the store and not saved yet, in no order.
+    pub fn unsaved_flows(&self) -> Vec<Arc<Flow>> {
+        self.lock_reliable().unsaved.values().cloned().collect()
     }
 
     pub fn subscribe(&self) -> FlowReceiver {
@@ -94,16 +130,27 @@ impl FlowBus {
 
     pub fn publish(&self, event: FlowEvent) {
         {
-            let mut reliable = self.reliable.lock().unwrap_or_else(|p| p.into_inner());
-            if !reliable.is_empty() {
+            let mut reliable = self.lock_reliable();
+            if !reliable.subscribers.is_empty() {
                 let cost = Self::cost_of(&event);
-                reliable.retain(|subscriber| {
+                reliable.subscribers.retain(|subscriber| {
                     let sent = subscriber.send(event.clone()).is_ok();
                     if sent {
                         self.backlog.bytes.fetch_add(cost, Ordering::Relaxed);
                     }
                     sent
                 });
+                match &event {
+                    FlowEvent::Completed(flow) | FlowEvent::Updated(flow)
+                        if !reliable.subscribers.is_empty() =>
+                    {
+                        reliable.unsaved.insert(flow.id, Arc::clone(flow));
+                    }
+                    FlowEvent::Removed(id) => {
+                        reliable.unsaved.remove(id);
+                    }
+                    _ => {}
+                }
             }
         }
         self.feed.send(event);

@@ -617,6 +617,59 @@ mod tests {
     }
 
     #[test]
+    fn a_finished_flow_is_kept_as_unsaved_until_the_store_says_it_saved_that_version() {
+        let bus = FlowBus::new();
+        let mut store = bus.subscribe_reliable();
+        let start = |path: &str| {
+            FlowRecorder::begin(
+                bus.clone(),
+                &client(),
+                &get(path),
+                ("http", "example.test".into(), 80),
+                Timestamp::now(),
+            )
+        };
+        let recorder = start("/a");
+        let id = recorder.id();
+        recorder.finish();
+        assert!(bus.unsaved(id).is_some(), "published, not saved yet");
+        let FlowEvent::Completed(first) = store.try_recv().unwrap() else {
+            panic!("the store gets the finished flow")
+        };
+
+        // A newer version published before the store saved the first stays kept.
+        let mut newer = Flow::clone(&first);
+        newer.annotations.comment = "newer".into();
+        bus.publish(FlowEvent::Updated(Arc::new(newer)));
+        bus.saved(std::slice::from_ref(&first));
+        assert_eq!(
+            bus.unsaved(id)
+                .expect("the newer version")
+                .annotations
+                .comment,
+            "newer"
+        );
+        let FlowEvent::Updated(second) = store.try_recv().unwrap() else {
+            panic!("the store gets the update")
+        };
+        bus.saved(&[second]);
+        assert!(bus.unsaved(id).is_none(), "saved: the store has it now");
+
+        // A flow removed before it was saved is not kept.
+        let removed = start("/b");
+        let removed_id = removed.id();
+        removed.finish();
+        bus.publish(FlowEvent::Removed(removed_id));
+        assert!(bus.unsaved_flows().is_empty());
+
+        // Without a store nothing is kept.
+        drop(store);
+        let unrecorded = start("/c");
+        unrecorded.finish();
+        assert!(bus.unsaved_flows().is_empty());
+    }
+
+    #[test]
     fn an_abandoned_exchange_is_published_with_the_client_disconnect() {
         let bus = FlowBus::new();
         let mut events = bus.subscribe();

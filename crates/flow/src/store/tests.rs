@@ -349,6 +349,28 @@ fn summaries_match_the_flows() {
 }
 
 #[test]
+fn count_except_leaves_out_the_flows_counted_elsewhere_with_and_without_a_filter() {
+    let store = FlowStore::temporary().unwrap();
+    let flows = [
+        flow_at("a.example", "/", 1_000),
+        flow_at("b.example", "/", 2_000),
+        flow_at("a.example", "/x", 3_000),
+    ];
+    for flow in &flows {
+        store.insert(flow).unwrap();
+    }
+    let in_flight: HashSet<FlowId> = [flows[0].id, FlowId::new()].into_iter().collect();
+    assert_eq!(store.count_except(None, &HashSet::new()).unwrap(), 3);
+    assert_eq!(store.count_except(None, &in_flight).unwrap(), 2);
+    let host_a = filter("~d a.example");
+    assert_eq!(store.count_except(Some(&host_a), &in_flight).unwrap(), 1);
+    assert_eq!(
+        store.count_except(Some(&host_a), &HashSet::new()).unwrap(),
+        2
+    );
+}
+
+#[test]
 fn upsert_replaces_the_flow_and_keeps_its_place() {
     let store = FlowStore::temporary().unwrap();
     let first = flow_at("a.example", "/", 1_000);
