@@ -636,3 +636,81 @@ fn downloads_stream_with_bounded_memory() {
     );
     assert!(peak_kib < 64 * 1024, "peak RSS {peak_kib} KiB");
 }
+
+/// The key-exchange groups in the first ClientHello that arrives at a listener (which
+/// then closes: only the hello matters), as IANA numbers.
+fn offered_groups(listener: TcpListener) -> std::thread::JoinHandle<Vec<u16>> {
+    std::thread::spawn(move || {
+        let (mut server, _) = listener.accept().expect("the proxy connects");
+        server
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut data = Vec::new();
+        let mut buffer = [0u8; 16384];
+        // The record header's length says when the hello is whole (one record).
+        while data.len() < 5 || data.len() < 5 + usize::from(u16::from_be_bytes([data[3], data[4]]))
+        {
+            let n = server.read(&mut buffer).expect("the ClientHello");
+            assert!(n > 0, "closed before a whole ClientHello: {data:?}");
+            data.extend_from_slice(&buffer[..n]);
+        }
+        let hello = &data[5 + 4..];
+        let u16_at = |at: usize| usize::from(u16::from_be_bytes([hello[at], hello[at + 1]]));
+        let mut at = 2 + 32; // version, random
+        at += 1 + usize::from(hello[at]); // session id
+        at += 2 + u16_at(at); // cipher suites
+        at += 1 + usize::from(hello[at]); // compression methods
+        let end = at + 2 + u16_at(at);
+        at += 2;
+        while at < end {
+            let (kind, length) = (u16_at(at), u16_at(at + 2));
+            if kind == 0x000a {
+                let list = &hello[at + 6..at + 4 + length];
+                return list
+                    .chunks(2)
+                    .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+                    .collect();
+            }
+            at += 4 + length;
+        }
+        panic!("no supported_groups extension");
+    })
+}
+
+#[test]
+fn the_server_is_offered_post_quantum_key_exchange_only_when_the_client_offered_it() {
+    const X25519_MLKEM768: u16 = 0x11ec;
+    let proxy = text_proxy(&[]);
+
+    // curl on this system's OpenSSL 3.0 offers classic groups only: so does Periscope,
+    // though its own OpenSSL would offer X25519MLKEM768 by default.
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = origin.local_addr().unwrap().port();
+    let seen = offered_groups(origin);
+    let _ = Curl::through(&proxy)
+        .max_time(Duration::from_secs(20))
+        .run(&format!("https://localhost:{port}/"));
+    let groups = seen.join().unwrap();
+    assert!(
+        !groups.is_empty() && !groups.contains(&X25519_MLKEM768),
+        "{groups:x?}"
+    );
+
+    // A client whose OpenSSL offers X25519MLKEM768 (3.5 on, the default build's) gets
+    // it offered to the server too, when Periscope's OpenSSL has it (the same library).
+    let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = origin.local_addr().unwrap().port();
+    let seen = offered_groups(origin);
+    let _ = TlsClient::builder()
+        .cafile(proxy.ca_cert_path())
+        .via_proxy(&proxy.addr())
+        .try_connect(&format!("localhost:{port}"));
+    let groups = seen.join().unwrap();
+    let library_has_it = openssl::version::number() >= 0x3050_0000;
+    assert_eq!(
+        groups.contains(&X25519_MLKEM768),
+        library_has_it,
+        "{groups:x?} (OpenSSL {})",
+        openssl::version::version()
+    );
+}

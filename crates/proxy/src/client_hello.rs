@@ -1,6 +1,7 @@
 //! Reading the client's ClientHello before answering it: its SNI decides which leaf
-//! certificate to mint and which server name to verify upstream, and its ALPN list is
-//! what we offer the server.
+//! certificate to mint and which server name to verify upstream, its ALPN list is
+//! what we offer the server, and its groups say whether to offer post-quantum key
+//! exchange.
 
 use bytes::BytesMut;
 use tls_parser::{
@@ -20,7 +21,13 @@ const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 pub struct ClientHello {
     pub sni: Option<String>,
     pub alpn: Vec<Vec<u8>>,
+    /// The client offered a hybrid post-quantum key-exchange group.
+    pub post_quantum: bool,
 }
+
+/// The hybrid post-quantum groups clients offer: X25519MLKEM768, SecP256r1MLKEM768,
+/// SecP384r1MLKEM1024 (IANA), and the X25519Kyber768 draft that Chrome sent in 2024.
+const POST_QUANTUM_GROUPS: [u16; 4] = [0x11EC, 0x11EB, 0x11ED, 0x6399];
 
 #[derive(thiserror::Error, Debug, PartialEq, Eq)]
 pub enum ClientHelloError {
@@ -140,6 +147,11 @@ fn interpret(message: &[u8]) -> Result<ClientHello, ClientHelloError> {
             TlsExtension::ALPN(protocols) => {
                 result.alpn = protocols.iter().map(|p| p.to_vec()).collect();
             }
+            TlsExtension::EllipticCurves(groups) => {
+                result.post_quantum = groups
+                    .iter()
+                    .any(|group| POST_QUANTUM_GROUPS.contains(&group.0));
+            }
             _ => {}
         }
     }
@@ -153,6 +165,10 @@ mod tests {
     /// A real ClientHello, produced by OpenSSL for SNI "example.com" and ALPN h2 +
     /// http/1.1, split and mangled below.
     fn openssl_client_hello() -> Vec<u8> {
+        openssl_client_hello_with_groups("X25519:P-256")
+    }
+
+    fn openssl_client_hello_with_groups(groups: &'static str) -> Vec<u8> {
         use openssl::ssl::{SslConnector, SslMethod};
         use std::io::{Read, Write};
         use std::net::{TcpListener, TcpStream};
@@ -162,6 +178,7 @@ mod tests {
         let client = std::thread::spawn(move || {
             let mut builder = SslConnector::builder(SslMethod::tls_client()).unwrap();
             builder.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+            builder.set_groups_list(groups).unwrap();
             let connector = builder.build();
             let stream = TcpStream::connect(address).unwrap();
             // The handshake fails once the server side closes; only the hello matters.
@@ -182,6 +199,22 @@ mod tests {
         client.join().unwrap();
         data.truncate(filled);
         data
+    }
+
+    #[test]
+    fn a_post_quantum_group_among_the_supported_groups_is_noticed() {
+        let classic = openssl_client_hello_with_groups("X25519:P-256");
+        assert!(!parse_client_hello(&classic).unwrap().unwrap().post_quantum);
+        // The same hello with X25519 (0x001d) in supported_groups renamed
+        // X25519MLKEM768 (0x11ec): same length, whatever this OpenSSL can offer.
+        let groups = [0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17];
+        let at = classic
+            .windows(groups.len())
+            .position(|w| w == groups)
+            .expect("supported_groups: X25519, P-256");
+        let mut hybrid = classic.clone();
+        hybrid[at + 6..at + 8].copy_from_slice(&[0x11, 0xec]);
+        assert!(parse_client_hello(&hybrid).unwrap().unwrap().post_quantum);
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl Destination {
                         || vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
                         |t| t.alpn.clone(),
                     ),
+                    post_quantum: self.pool.tls.as_ref().is_none_or(|t| t.post_quantum),
                 }),
                 concurrent: self.pool.concurrent,
             },
@@ -136,6 +137,7 @@ pub fn destination_of(
         server_name: host.clone(),
         send_sni: true,
         alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+        post_quantum: true,
     });
     Ok(Destination {
         pool: PoolTarget {

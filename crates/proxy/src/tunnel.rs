@@ -238,6 +238,7 @@ pub async fn run<C>(
                 server_name: key.host.clone(),
                 send_sni: true,
                 alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+                post_quantum: true,
             }),
             _ => None,
         };
@@ -370,6 +371,7 @@ pub async fn run<C>(
         server_name: server_name.clone(),
         send_sni: true,
         alpn,
+        post_quantum: hello.post_quantum,
     };
     let key = UpstreamKey {
         tls: server_tls,
@@ -539,6 +541,7 @@ async fn relay_tls_as_tcp<C>(
                     server_name: start.server_name,
                     send_sni: true,
                     alpn: &alpn,
+                    post_quantum: start.hello.post_quantum,
                     peer_label: &label,
                 },
             )

@@ -54,6 +54,8 @@ pub struct TlsParameters {
     pub send_sni: bool,
     /// ALPN protocols to offer, in order (the client's own list, for a tunnel).
     pub alpn: Vec<Vec<u8>>,
+    /// Offer post-quantum key exchange (unless the client's own ClientHello did not).
+    pub post_quantum: bool,
 }
 
 pub const ALPN_H2: &[u8] = b"h2";
@@ -250,6 +252,7 @@ pub async fn connect_tcp(
                     server_name: &proxy.host,
                     send_sni: true,
                     alpn: &[ALPN_HTTP11],
+                    post_quantum: true,
                     peer_label: &proxy_label,
                 },
             )
@@ -352,6 +355,7 @@ pub async fn establish(
                 server_name: &parameters.server_name,
                 send_sni: parameters.send_sni,
                 alpn: &alpn,
+                post_quantum: parameters.post_quantum,
                 peer_label: &target,
             },
         )

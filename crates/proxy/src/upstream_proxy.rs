@@ -172,6 +172,7 @@ pub async fn tunnel_through(
                         server_name: &proxy.host,
                         send_sni: true,
                         alpn: &[ALPN_HTTP11],
+                        post_quantum: true,
                         peer_label: &label,
                     },
                 )

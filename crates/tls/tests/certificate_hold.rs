@@ -223,6 +223,7 @@ async fn connect(upstream: &UpstreamTls, port: u16) -> TlsStream<TcpStream> {
         server_name: "localhost",
         send_sni: true,
         alpn: &[],
+        post_quantum: true,
         peer_label: "test-server",
     };
     upstream.connect(tcp, &target).await.unwrap()

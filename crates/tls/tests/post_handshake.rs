@@ -136,6 +136,7 @@ async fn exchange(
                 server_name: "localhost",
                 send_sni: true,
                 alpn: &[],
+                post_quantum: true,
                 peer_label: "test-server",
             },
         )
@@ -357,6 +358,7 @@ async fn a_renegotiation_the_server_asks_for_is_a_full_handshake_even_where_it_c
         server_name: "localhost",
         send_sni: true,
         alpn: &[],
+        post_quantum: true,
         peer_label: "test-server",
     };
     let mut tls = upstream.connect(tcp, &target).await.unwrap();
@@ -445,6 +447,7 @@ async fn each_exchange_on_a_kept_alive_connection_gets_the_events_of_its_own_tim
         server_name: "localhost",
         send_sni: true,
         alpn: &[],
+        post_quantum: true,
         peer_label: "test-server",
     };
     let mut tls = upstream.connect(tcp, &target).await.unwrap();
@@ -560,6 +563,7 @@ async fn key_update_from_the_server_is_recorded_and_answered() {
         server_name: "localhost",
         send_sni: true,
         alpn: &[],
+        post_quantum: true,
         peer_label: "test-server",
     };
     let mut tls = upstream.connect(tcp, &target).await.unwrap();
