@@ -18,25 +18,60 @@ use periscope_model::units::{format_duration_ms, format_size};
 
 use crate::cli::DumpArgs;
 
-/// Prints flows as the proxy finishes them, and the proxy's log on stderr.
+/// Prints flows as the proxy finishes them, and the proxy's log on stderr, on a thread
+/// of its own; the receiver resolves when the live feed has ended and everything in it
+/// was printed.
 ///
-/// The lines of every event already queued go out in one write: under load that is
-/// one system call for many flows instead of one per line, and an idle proxy still
+/// A thread, not a task: stdout may be a pipe that nobody reads for a while (a paused
+/// `periscope dump | less`), and tokio's stdout hands every write to its blocking
+/// pool, which cost a thread hand-over (two futex calls and a context switch) per
+/// printed batch — about one per flow under load, the proxy's most frequent futex
+/// call (perf, keep-alive bench). Here a write blocks only this thread.
+pub fn spawn_printer(
+    events: Receiver,
+    filter: Option<Filter>,
+    args: DumpArgs,
+) -> tokio::sync::oneshot::Receiver<()> {
+    let runtime = tokio::runtime::Handle::current();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("dump-printer".into())
+        .spawn(move || {
+            print_live(&runtime, events, filter, args);
+            let _ = done.send(());
+        })
+        .expect("cannot start the printer thread");
+    finished
+}
+
+/// How long the printer lets events gather after a busy batch: under load one write
+/// then carries many flows, and the thread is not woken for each; an idle proxy still
 /// prints each flow the moment it ends.
-pub async fn print_live(mut events: Receiver, filter: Option<Filter>, args: DumpArgs) {
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
+fn print_live(
+    runtime: &tokio::runtime::Handle,
+    mut events: Receiver,
+    filter: Option<Filter>,
+    args: DumpArgs,
+) {
     // WebSocket flows whose line was printed: their messages follow it.
     let mut shown: HashSet<FlowId> = HashSet::new();
     let mut out = String::new();
     loop {
-        let mut next = events.recv().await;
+        let mut next = runtime.block_on(events.recv());
+        let mut handled = 0;
         loop {
             match next {
-                Ok(event) => handle_event(event, &filter, &args, &mut shown, &mut out),
+                Ok(event) => {
+                    handle_event(event, &filter, &args, &mut shown, &mut out);
+                    handled += 1;
+                }
                 Err(RecvError::Lagged(missed)) => {
                     eprintln!("periscope: the printer fell behind; {missed} events not shown");
                 }
                 Err(RecvError::Closed) => {
-                    write_out_async(&mut out).await;
+                    write_out(&mut out);
                     return;
                 }
             }
@@ -47,10 +82,13 @@ pub async fn print_live(mut events: Receiver, filter: Option<Filter>, args: Dump
                 Err(TryRecvError::Empty) => break,
             };
             if out.len() >= FLUSH_AT {
-                write_out_async(&mut out).await;
+                write_out(&mut out);
             }
         }
-        write_out_async(&mut out).await;
+        write_out(&mut out);
+        if handled > 1 {
+            std::thread::sleep(GATHER);
+        }
     }
 }
 
@@ -109,21 +147,6 @@ fn push_line(out: &mut String, text: &str) {
 }
 
 /// Writes what `out` holds to stdout, in one call, and empties it.
-/// Writes the printed lines without holding a runtime worker: stdout may be a pipe
-/// that nobody reads for a while (a paused `periscope dump | less`), and the proxy
-/// must go on meanwhile on every worker.
-async fn write_out_async(out: &mut String) {
-    use tokio::io::AsyncWriteExt;
-    if out.is_empty() {
-        return;
-    }
-    let mut stdout = tokio::io::stdout();
-    let _ = stdout.write_all(out.as_bytes()).await;
-    let _ = stdout.flush().await;
-    out.clear();
-    out.shrink_to(FLUSH_AT);
-}
-
 fn write_out(out: &mut String) {
     if out.is_empty() {
         return;

@@ -304,10 +304,7 @@ async fn run_proxy_with(
         )?;
     }
     tokio::spawn(proxy.run());
-    // The printer runs on a worker, not on this thread: a flow that ends on a worker
-    // then queues it there, where waking this thread cost a futex call and a
-    // context switch per flow.
-    let printer = tokio::spawn(dump::print_live(printer_events, filter.clone(), dump));
+    let printer = dump::spawn_printer(printer_events, filter.clone(), dump);
     if let (Some(file), Some(control)) = (&args.client_replay, &control) {
         let replayed = tokio::select! {
             replayed = replay::client_replay(control, &bus, file, filter.as_ref(), args.client_replay_concurrency) => replayed,
