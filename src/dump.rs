@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use periscope_flow::filter::Filter;
@@ -15,42 +16,63 @@ use periscope_flow::live::{FlowReceiver as Receiver, RecvError, TryRecvError};
 use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId, Headers, LogLevel, TcpSession, WebSocketMessage};
 use periscope_model::units::{format_duration_ms, format_size};
+use tokio::sync::{oneshot, Notify};
 
 use crate::cli::DumpArgs;
 
-/// Prints flows as the proxy finishes them, and the proxy's log on stderr, on a thread
-/// of its own; the receiver resolves when the live feed has ended and everything in it
-/// was printed.
-///
-/// A thread, not a task: stdout may be a pipe that nobody reads for a while (a paused
-/// `periscope dump | less`), and tokio's stdout hands every write to its blocking
-/// pool, which cost a thread hand-over (two futex calls and a context switch) per
-/// printed batch — about one per flow under load, the proxy's most frequent futex
-/// call (perf, keep-alive bench). Here a write blocks only this thread.
-pub fn spawn_printer(
-    events: Receiver,
-    filter: Option<Filter>,
-    args: DumpArgs,
-) -> tokio::sync::oneshot::Receiver<()> {
-    let runtime = tokio::runtime::Handle::current();
-    let (done, finished) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("dump-printer".into())
-        .spawn(move || {
-            print_live(&runtime, events, filter, args);
-            let _ = done.send(());
-        })
-        .expect("cannot start the printer thread");
-    finished
+/// The printer thread of `periscope dump`.
+pub struct Printer {
+    stop: Arc<Notify>,
+    finished: oneshot::Receiver<()>,
+}
+
+impl Printer {
+    /// Prints flows as the proxy finishes them, and the proxy's log on stderr, on a
+    /// thread of its own.
+    ///
+    /// A thread, not a task: stdout may be a pipe that nobody reads for a while (a
+    /// paused `periscope dump | less`), and tokio's stdout hands every write to its
+    /// blocking pool, which cost a thread hand-over (two futex calls and a context
+    /// switch) per printed batch — about one per flow under load, the proxy's most
+    /// frequent futex call (perf, keep-alive bench). Here a write blocks only this
+    /// thread.
+    pub fn spawn(events: Receiver, filter: Option<Filter>, args: DumpArgs) -> Printer {
+        let runtime = tokio::runtime::Handle::current();
+        let stop = Arc::new(Notify::new());
+        let (done, finished) = oneshot::channel();
+        let stop_here = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("dump-printer".into())
+            .spawn(move || {
+                print_live(&runtime, &stop_here, events, filter, args);
+                let _ = done.send(());
+            })
+            .expect("cannot start the printer thread");
+        Printer { stop, finished }
+    }
+
+    /// Resolves when the live feed has ended and everything in it was printed.
+    pub async fn ended(&mut self) {
+        let _ = (&mut self.finished).await;
+    }
+
+    /// Prints the events already queued and stops, waiting for that at most
+    /// `limit` (stdout may be a pipe nobody reads): at exit, the last flows of a
+    /// replay or of a proxy stopped under load are printed, not left in the queue.
+    pub async fn finish(self, limit: Duration) {
+        self.stop.notify_one();
+        let _ = tokio::time::timeout(limit, self.finished).await;
+    }
 }
 
 /// How long the printer lets events gather after a busy batch: under load one write
 /// then carries many flows, and the thread is not woken for each; an idle proxy still
 /// prints each flow the moment it ends.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+const GATHER: Duration = Duration::from_millis(5);
 
 fn print_live(
     runtime: &tokio::runtime::Handle,
+    stop: &Notify,
     mut events: Receiver,
     filter: Option<Filter>,
     args: DumpArgs,
@@ -58,8 +80,32 @@ fn print_live(
     // WebSocket flows whose line was printed: their messages follow it.
     let mut shown: HashSet<FlowId> = HashSet::new();
     let mut out = String::new();
+    let mut stopping = false;
     loop {
-        let mut next = runtime.block_on(events.recv());
+        let mut next = if stopping {
+            // Whatever is queued, then the end.
+            match events.try_recv() {
+                Err(TryRecvError::Empty) => Err(RecvError::Closed),
+                other => other.map_err(|error| match error {
+                    TryRecvError::Lagged(missed) => RecvError::Lagged(missed),
+                    _ => RecvError::Closed,
+                }),
+            }
+        } else {
+            let woken = runtime.block_on(async {
+                tokio::select! {
+                    event = events.recv() => Some(event),
+                    () = stop.notified() => None,
+                }
+            });
+            match woken {
+                Some(event) => event,
+                None => {
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
         let mut handled = 0;
         loop {
             match next {
@@ -79,6 +125,7 @@ fn print_live(
                 Ok(event) => Ok(event),
                 Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
                 Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) if stopping => Err(RecvError::Closed),
                 Err(TryRecvError::Empty) => break,
             };
             if out.len() >= FLUSH_AT {
@@ -86,8 +133,11 @@ fn print_live(
             }
         }
         write_out(&mut out);
-        if handled > 1 {
-            std::thread::sleep(GATHER);
+        if handled > 1 && !stopping {
+            // Built inside the runtime's context: a timer needs it.
+            stopping = runtime
+                .block_on(async { tokio::time::timeout(GATHER, stop.notified()).await })
+                .is_ok();
         }
     }
 }

@@ -39,6 +39,9 @@ use crate::cli::{Cli, Command, DumpArgs, ProxyArgs};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// How long the exit waits for `dump` to print the flows already finished.
+const PRINTER_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() -> ExitCode {
     let cli = match parse_command_line() {
         Ok(cli) => cli,
@@ -304,19 +307,21 @@ async fn run_proxy_with(
         )?;
     }
     tokio::spawn(proxy.run());
-    let printer = dump::spawn_printer(printer_events, filter.clone(), dump);
+    let mut printer = dump::Printer::spawn(printer_events, filter.clone(), dump);
     if let (Some(file), Some(control)) = (&args.client_replay, &control) {
         let replayed = tokio::select! {
             replayed = replay::client_replay(control, &bus, file, filter.as_ref(), args.client_replay_concurrency) => replayed,
             () = shutdown.requested() => Ok(()),
         };
+        printer.finish(PRINTER_DRAIN).await;
         recorder.finish();
         return replayed;
     }
     tokio::select! {
-        _ = printer => {}
+        () = printer.ended() => {}
         () = shutdown.requested() => {}
     }
+    printer.finish(PRINTER_DRAIN).await;
     if let Some(addons) = &addons {
         addons.shutdown().await;
     }

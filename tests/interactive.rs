@@ -385,6 +385,45 @@ fn the_exported_curl_line_sends_the_same_request_again() {
 }
 
 #[test]
+fn every_flow_of_a_concurrent_client_replay_is_printed_before_the_process_exits() {
+    // The printer gathers a few milliseconds of flows per write under load; the exit
+    // must not leave the last of them unprinted. (The exit also waits for the session
+    // store's last batch, which so far has always given the printer time enough: this
+    // passes without `Printer::finish` too; it guards the outcome, not the mechanism.)
+    const FLOWS: usize = 40;
+    let origin = origin();
+    let dir = tempfile::tempdir().unwrap();
+    let session = dir.path().join("saved.db");
+    {
+        let mut recording = PeriscopeBuilder::new().arg("-w").arg(&session).start();
+        for n in 1..=FLOWS {
+            Curl::through(&recording)
+                .run(&format!("http://127.0.0.1:{}/record/c{n}", origin.port))
+                .assert_status(200);
+        }
+        let last = format!("/record/c{FLOWS}");
+        recording.wait_for_stdout(last.as_str(), WAIT);
+        recording.terminate(Duration::from_secs(5));
+    }
+    for _ in 0..3 {
+        let replay = Command::new(periscope_binary())
+            .args(["dump", "--listen-host", "127.0.0.1", "-p", "0", "--confdir"])
+            .arg(dir.path().join("conf"))
+            .args(["--client-replay-concurrency", "16", "--client-replay"])
+            .arg(&session)
+            .output()
+            .unwrap();
+        assert!(replay.status.success(), "{replay:?}");
+        let printed = String::from_utf8_lossy(&replay.stdout);
+        assert_eq!(
+            printed.lines().filter(|l| l.contains("/record/c")).count(),
+            FLOWS,
+            "{printed}"
+        );
+    }
+}
+
+#[test]
 fn client_replay_of_a_saved_session_reproduces_its_requests_in_order_and_exits() {
     let origin = origin();
     let dir = tempfile::tempdir().unwrap();
