@@ -230,6 +230,56 @@ fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
 }
 
 #[test]
+fn pages_of_the_flow_list_show_an_open_websocket_once_and_skip_nothing() {
+    // An open WebSocket flow is stored (its handshake is done) and still in flight
+    // (killable): it used to be dropped from the store's page and not added back, so
+    // the first page came short and the WebSocket was on no page at all.
+    let echo = python_websocket_echo_server();
+    let origin = origin();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_chat.py");
+    let mut chat = Command::new(python())
+        .arg("-u")
+        .arg(script)
+        .arg("--proxy")
+        .arg(proxy.addr())
+        .arg("--url")
+        .arg(format!("ws://127.0.0.1:{}/chat", echo.port))
+        .args(["--wait", "8", "--send", "hello"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = OutputLines::spawn(chat.stdout.take().unwrap(), "ws_chat", true);
+    lines
+        .wait_for(&"received: hello", WAIT)
+        .expect("the echo answered");
+    let websocket = api.wait_flow("~websocket", |f| f["response"]["status_code"] == 101);
+    for n in 1..=5 {
+        Curl::through(&proxy)
+            .run(&format!("http://127.0.0.1:{}/record/p{n}", origin.port))
+            .assert_status(200);
+    }
+    api.wait_flow("~u /record/p5", |f| f["response"]["status_code"] == 200);
+    assert_eq!(api.get("/flows/count")["count"], 6);
+    let mut listed = Vec::new();
+    for offset in [0, 2, 4] {
+        let page = api.get(&format!("/flows?offset={offset}&limit=2"));
+        let page = page.as_array().unwrap();
+        assert_eq!(page.len(), 2, "page at {offset}: {page:?}");
+        listed.extend(page.iter().map(|f| f["id"].as_str().unwrap().to_owned()));
+    }
+    let distinct: std::collections::HashSet<&String> = listed.iter().collect();
+    assert_eq!(distinct.len(), 6, "{listed:?}");
+    assert!(
+        listed.contains(&websocket["id"].as_str().unwrap().to_owned()),
+        "the open WebSocket is listed: {listed:?}"
+    );
+    let _ = chat.kill();
+    let _ = chat.wait();
+}
+
+#[test]
 fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told() {
     let origin = origin();
     let proxy = proxy(&["--intercept", "~u /record/never"]);

@@ -160,16 +160,15 @@ fn page(
     let filter = view.filter;
     let in_flight = in_flight_matching(shared, filter);
     let in_flight_ids: HashSet<FlowId> = in_flight.iter().map(|flow| flow.id).collect();
-    let summaries = shared
-        .store
-        .summaries_sorted(filter, view.order, offset, limit)?;
+    // A flow stored and still in flight (a WebSocket, or a flow being saved) is listed
+    // once, with the flows in flight: the store's page leaves it out before it is
+    // cut, as `count` does, so pages neither skip nor repeat a row.
+    let summaries =
+        shared
+            .store
+            .summaries_sorted(filter, view.order, offset, limit, &in_flight_ids)?;
     let mut page = Vec::with_capacity(summaries.len());
     for summary in &summaries {
-        // A flow being saved can be in both for a moment: it is shown once, with the
-        // flows in flight.
-        if in_flight_ids.contains(&summary.id) {
-            continue;
-        }
         // Deleted since the summaries were read: skipped.
         if let Some(flow) = shared.store.get(summary.id)? {
             page.push(view.json(&flow));
@@ -180,7 +179,7 @@ fn page(
         let stored = if !summaries.is_empty() || offset == 0 {
             offset + summaries.len()
         } else {
-            shared.store.count(filter)?
+            shared.store.count_except(filter, &in_flight_ids)?
         };
         let skip = offset.saturating_sub(stored);
         let room = limit - summaries.len();

@@ -559,7 +559,8 @@ impl FlowStore {
         }
         if filter.is_none() {
             // Let SQLite skip the offset on the index, without reading rows.
-            return self.summary_page(OPERATION, "f.sort_key, f.seq", offset, limit);
+            let none = HashSet::new();
+            return self.summary_page(OPERATION, "f.sort_key, f.seq", offset, limit, &none);
         }
         let mut skip = offset;
         self.scan(OPERATION, filter, Need::Columns, |row, _| {
@@ -578,35 +579,45 @@ impl FlowStore {
     }
 
     /// One page of the flows that match `filter`, in the order `order` says (ties in
-    /// time order). Time ascending is [`FlowStore::summaries`]; another order reads
-    /// every match: without a filter SQLite sorts the index columns, with one the
-    /// matches are sorted in memory (a summary is a few hundred bytes).
+    /// time order), leaving out the flows in `except` (those a caller lists on its own,
+    /// such as the flows in flight) before the page is cut, so that pages neither skip
+    /// nor repeat a flow. Time ascending without exclusions is
+    /// [`FlowStore::summaries`]; another order reads every match: without a filter
+    /// SQLite sorts the index columns, with one the matches are sorted in memory (a
+    /// summary is a few hundred bytes).
     pub fn summaries_sorted(
         &self,
         filter: Option<&Filter>,
         order: ListOrder,
         offset: usize,
         limit: usize,
+        except: &HashSet<FlowId>,
     ) -> Result<Vec<FlowSummary>, StoreError> {
         const OPERATION: &str = "list sorted flows";
-        if order == ListOrder::default() {
+        if order == ListOrder::default() && except.is_empty() {
             return self.summaries(filter, offset, limit);
         }
         if limit == 0 {
             return Ok(Vec::new());
         }
         if filter.is_none() {
-            let direction = if order.descending { "DESC" } else { "ASC" };
-            let column = order.by.column();
-            let order_by =
-                format!("{column} {direction}, f.sort_key {direction}, f.seq {direction}");
-            return self.summary_page(OPERATION, &order_by, offset, limit);
+            let order_by = if order == ListOrder::default() {
+                "f.sort_key, f.seq".to_owned()
+            } else {
+                let direction = if order.descending { "DESC" } else { "ASC" };
+                let column = order.by.column();
+                format!("{column} {direction}, f.sort_key {direction}, f.seq {direction}")
+            };
+            return self.summary_page(OPERATION, &order_by, offset, limit, except);
         }
         let mut all = self.summaries(filter, 0, usize::MAX)?;
-        // Stable: equal keys keep time order.
-        all.sort_by(|a, b| order.by.compare(a, b));
-        if order.descending {
-            all.reverse();
+        all.retain(|summary| !except.contains(&summary.id));
+        if order != ListOrder::default() {
+            // Stable: equal keys keep time order.
+            all.sort_by(|a, b| order.by.compare(a, b));
+            if order.descending {
+                all.reverse();
+            }
         }
         Ok(all.into_iter().skip(offset).take(limit).collect())
     }
@@ -922,19 +933,28 @@ impl FlowStore {
         order_by: &str,
         offset: usize,
         limit: usize,
+        except: &HashSet<FlowId>,
     ) -> Result<Vec<FlowSummary>, StoreError> {
         self.with_reader(operation, |conn| {
+            let excluded = if except.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE f.id NOT IN ({})", vec!["?"; except.len()].join(", "))
+            };
             let sql = format!(
-                "SELECT {SCAN_COLUMNS} FROM flows f ORDER BY {order_by} LIMIT ?1 OFFSET ?2"
+                "SELECT {SCAN_COLUMNS} FROM flows f {excluded} ORDER BY {order_by} LIMIT ? OFFSET ?"
             );
             let mut stmt = conn
                 .prepare_cached(&sql)
                 .map_err(|e| self.error(operation, e))?;
+            let mut values: Vec<rusqlite::types::Value> = except
+                .iter()
+                .map(|id| rusqlite::types::Value::Blob(id.0.as_bytes().to_vec()))
+                .collect();
+            values.push(rusqlite::types::Value::Integer(saturating_i64(limit)));
+            values.push(rusqlite::types::Value::Integer(saturating_i64(offset)));
             let rows = stmt
-                .query_map(
-                    params![saturating_i64(limit), saturating_i64(offset)],
-                    read_summary,
-                )
+                .query_map(rusqlite::params_from_iter(values), read_summary)
                 .map_err(|e| self.error(operation, e))?;
             rows.map(|row| row.map_err(|e| self.error(operation, e)))
                 .collect()
