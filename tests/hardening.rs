@@ -247,7 +247,7 @@ fn an_upload_in_one_byte_chunks_costs_memory_by_bytes_not_by_chunks() {
     // The last write returns while megabytes of one-byte chunks still sit in the
     // socket buffers; a debug build on two busy cores has taken over 20 s to parse
     // them (the flow completed, the test had stopped waiting).
-    let (raw, _) = read_until_complete_within(&mut stream, Duration::from_secs(120));
+    let (raw, _) = read_until_complete(&mut stream, Duration::from_secs(120));
     assert_eq!(
         status_of(&raw),
         Some(200),
@@ -269,12 +269,9 @@ fn an_upload_in_one_byte_chunks_costs_memory_by_bytes_not_by_chunks() {
     );
 }
 
-fn read_until_complete(stream: &mut TcpStream) -> (Vec<u8>, Option<String>) {
-    read_until_complete_within(stream, WAIT)
-}
-
-/// [`read_until_complete`], waiting up to `wait` for each read.
-fn read_until_complete_within(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, Option<String>) {
+/// The bytes of one response (its head and `Content-Length` body), waiting up to
+/// `wait` for each read.
+fn read_until_complete(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, Option<String>) {
     stream.set_read_timeout(Some(wait)).unwrap();
     let mut raw = Vec::new();
     let mut buf = [0u8; 65536];
