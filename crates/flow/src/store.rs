@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rusqlite::types::ToSql;
+use rusqlite::types::{ToSql, Value};
 use rusqlite::{
     params, CachedStatement, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction,
 };
@@ -552,6 +552,18 @@ impl FlowStore {
         offset: usize,
         limit: usize,
     ) -> Result<Vec<FlowSummary>, StoreError> {
+        self.summaries_in_time_order(filter, offset, limit, &HashSet::new())
+    }
+
+    /// [`FlowStore::summaries`] without the flows in `except`, left out before the
+    /// page is cut.
+    fn summaries_in_time_order(
+        &self,
+        filter: Option<&Filter>,
+        offset: usize,
+        limit: usize,
+        except: &HashSet<FlowId>,
+    ) -> Result<Vec<FlowSummary>, StoreError> {
         const OPERATION: &str = "list flows";
         let mut page = Vec::with_capacity(limit.min(1024));
         if limit == 0 {
@@ -559,11 +571,15 @@ impl FlowStore {
         }
         if filter.is_none() {
             // Let SQLite skip the offset on the index, without reading rows.
-            let none = HashSet::new();
-            return self.summary_page(OPERATION, "f.sort_key, f.seq", offset, limit, &none);
+            return self.summary_page(OPERATION, "f.sort_key, f.seq", offset, limit, except);
         }
         let mut skip = offset;
         self.scan(OPERATION, filter, Need::Columns, |row, _| {
+            if !except.is_empty()
+                && except.contains(&read_id(row).map_err(|e| self.error(OPERATION, e))?)
+            {
+                return Ok(ControlFlow::Continue(()));
+            }
             if skip > 0 {
                 skip -= 1;
                 return Ok(ControlFlow::Continue(()));
@@ -581,10 +597,9 @@ impl FlowStore {
     /// One page of the flows that match `filter`, in the order `order` says (ties in
     /// time order), leaving out the flows in `except` (those a caller lists on its own,
     /// such as the flows in flight) before the page is cut, so that pages neither skip
-    /// nor repeat a flow. Time ascending without exclusions is
-    /// [`FlowStore::summaries`]; another order reads every match: without a filter
-    /// SQLite sorts the index columns, with one the matches are sorted in memory (a
-    /// summary is a few hundred bytes).
+    /// nor repeat a flow. Time ascending reads only up to the page; another order reads
+    /// every match: without a filter SQLite sorts the index columns, with one the
+    /// matches are sorted in memory (a summary is a few hundred bytes).
     pub fn summaries_sorted(
         &self,
         filter: Option<&Filter>,
@@ -594,30 +609,24 @@ impl FlowStore {
         except: &HashSet<FlowId>,
     ) -> Result<Vec<FlowSummary>, StoreError> {
         const OPERATION: &str = "list sorted flows";
-        if order == ListOrder::default() && except.is_empty() {
-            return self.summaries(filter, offset, limit);
+        if order == ListOrder::default() {
+            return self.summaries_in_time_order(filter, offset, limit, except);
         }
         if limit == 0 {
             return Ok(Vec::new());
         }
         if filter.is_none() {
-            let order_by = if order == ListOrder::default() {
-                "f.sort_key, f.seq".to_owned()
-            } else {
-                let direction = if order.descending { "DESC" } else { "ASC" };
-                let column = order.by.column();
-                format!("{column} {direction}, f.sort_key {direction}, f.seq {direction}")
-            };
+            let direction = if order.descending { "DESC" } else { "ASC" };
+            let column = order.by.column();
+            let order_by =
+                format!("{column} {direction}, f.sort_key {direction}, f.seq {direction}");
             return self.summary_page(OPERATION, &order_by, offset, limit, except);
         }
-        let mut all = self.summaries(filter, 0, usize::MAX)?;
-        all.retain(|summary| !except.contains(&summary.id));
-        if order != ListOrder::default() {
-            // Stable: equal keys keep time order.
-            all.sort_by(|a, b| order.by.compare(a, b));
-            if order.descending {
-                all.reverse();
-            }
+        let mut all = self.summaries_in_time_order(filter, 0, usize::MAX, except)?;
+        // Stable: equal keys keep time order.
+        all.sort_by(|a, b| order.by.compare(a, b));
+        if order.descending {
+            all.reverse();
         }
         Ok(all.into_iter().skip(offset).take(limit).collect())
     }
@@ -654,12 +663,8 @@ impl FlowStore {
         }
         if filter.is_none() {
             return self.with_reader(OPERATION, |conn| {
-                let marks = vec!["?"; except.len()].join(", ");
-                let sql = format!(
-                    "SELECT (SELECT count(*) FROM flows)
-                          - (SELECT count(*) FROM flows WHERE id IN ({marks}))"
-                );
-                let ids: Vec<[u8; 16]> = except.iter().map(|id| *id.0.as_bytes()).collect();
+                let (excluded, ids) = excluding(except);
+                let sql = format!("SELECT count(*) FROM flows f {excluded}");
                 conn.query_row(&sql, rusqlite::params_from_iter(ids), |r| {
                     r.get::<_, i64>(0)
                 })
@@ -936,23 +941,15 @@ impl FlowStore {
         except: &HashSet<FlowId>,
     ) -> Result<Vec<FlowSummary>, StoreError> {
         self.with_reader(operation, |conn| {
-            let excluded = if except.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE f.id NOT IN ({})", vec!["?"; except.len()].join(", "))
-            };
+            let (excluded, mut values) = excluding(except);
             let sql = format!(
                 "SELECT {SCAN_COLUMNS} FROM flows f {excluded} ORDER BY {order_by} LIMIT ? OFFSET ?"
             );
             let mut stmt = conn
                 .prepare_cached(&sql)
                 .map_err(|e| self.error(operation, e))?;
-            let mut values: Vec<rusqlite::types::Value> = except
-                .iter()
-                .map(|id| rusqlite::types::Value::Blob(id.0.as_bytes().to_vec()))
-                .collect();
-            values.push(rusqlite::types::Value::Integer(saturating_i64(limit)));
-            values.push(rusqlite::types::Value::Integer(saturating_i64(offset)));
+            values.push(Value::Integer(saturating_i64(limit)));
+            values.push(Value::Integer(saturating_i64(offset)));
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(values), read_summary)
                 .map_err(|e| self.error(operation, e))?;
@@ -1157,6 +1154,20 @@ const SCAN_MARKED: usize = 13;
 const SCAN_COMMENT: usize = 18;
 const SCAN_SEQ: usize = 22;
 const SCAN_COLUMN_COUNT: usize = 23;
+
+/// A `WHERE` clause on the flows table (aliased `f`) that leaves out `except`, and its
+/// parameters; nothing for an empty set.
+fn excluding(except: &HashSet<FlowId>) -> (String, Vec<Value>) {
+    if except.is_empty() {
+        return (String::new(), Vec::new());
+    }
+    let marks = vec!["?"; except.len()].join(", ");
+    let ids = except
+        .iter()
+        .map(|id| Value::Blob(id.0.as_bytes().to_vec()))
+        .collect();
+    (format!("WHERE f.id NOT IN ({marks})"), ids)
+}
 
 fn read_id(row: &Row<'_>) -> rusqlite::Result<FlowId> {
     let bytes: [u8; 16] = row.get(0)?;
