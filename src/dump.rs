@@ -82,33 +82,22 @@ fn print_live(
     let mut out = String::new();
     let mut stopping = false;
     loop {
-        let mut next = if stopping {
-            // Whatever is queued, then the end.
-            match events.try_recv() {
-                Err(TryRecvError::Empty) => Err(RecvError::Closed),
-                other => other.map_err(|error| match error {
-                    TryRecvError::Lagged(missed) => RecvError::Lagged(missed),
-                    _ => RecvError::Closed,
-                }),
-            }
+        let first = if stopping {
+            None
         } else {
-            let woken = runtime.block_on(async {
+            runtime.block_on(async {
                 tokio::select! {
                     event = events.recv() => Some(event),
                     () = stop.notified() => None,
                 }
-            });
-            match woken {
-                Some(event) => event,
-                None => {
-                    stopping = true;
-                    continue;
-                }
-            }
+            })
         };
+        // Told to stop: whatever is queued, then the end.
+        stopping |= first.is_none();
+        let mut next = first.or_else(|| queued(&mut events));
         let mut handled = 0;
-        loop {
-            match next {
+        while let Some(event) = next {
+            match event {
                 Ok(event) => {
                     handle_event(event, &filter, &args, &mut shown, &mut out);
                     handled += 1;
@@ -121,24 +110,31 @@ fn print_live(
                     return;
                 }
             }
-            next = match events.try_recv() {
-                Ok(event) => Ok(event),
-                Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
-                Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                Err(TryRecvError::Empty) if stopping => Err(RecvError::Closed),
-                Err(TryRecvError::Empty) => break,
-            };
+            next = queued(&mut events);
             if out.len() >= FLUSH_AT {
                 write_out(&mut out);
             }
         }
         write_out(&mut out);
-        if handled > 1 && !stopping {
+        if stopping {
+            return;
+        }
+        if handled > 1 {
             // Built inside the runtime's context: a timer needs it.
             stopping = runtime
                 .block_on(async { tokio::time::timeout(GATHER, stop.notified()).await })
                 .is_ok();
         }
+    }
+}
+
+/// The next event already queued, without waiting; `None` when there is none.
+fn queued(events: &mut Receiver) -> Option<Result<FlowEvent, RecvError>> {
+    match events.try_recv() {
+        Ok(event) => Some(Ok(event)),
+        Err(TryRecvError::Empty) => None,
+        Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+        Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
     }
 }
 
