@@ -14,7 +14,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -229,6 +229,26 @@ fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
     assert_eq!(listed.as_array().unwrap().len(), 40, "{listed}");
 }
 
+/// `tests/peers/ws_chat.py` through the proxy to the echo server's `/chat`: sends each
+/// of `send`, waiting up to `wait` seconds for answers after each; its stdout lines.
+fn ws_chat(proxy: &Periscope, echo_port: u16, wait: &str, send: &[&str]) -> (Child, OutputLines) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_chat.py");
+    let mut chat = Command::new(python())
+        .arg("-u")
+        .arg(script)
+        .arg("--proxy")
+        .arg(proxy.addr())
+        .arg("--url")
+        .arg(format!("ws://127.0.0.1:{echo_port}/chat"))
+        .args(["--wait", wait, "--send"])
+        .args(send)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = OutputLines::spawn(chat.stdout.take().unwrap(), "ws_chat", true);
+    (chat, lines)
+}
+
 #[test]
 fn pages_of_the_flow_list_show_an_open_websocket_once_and_skip_nothing() {
     // An open WebSocket flow is stored (its handshake is done) and still in flight
@@ -238,19 +258,7 @@ fn pages_of_the_flow_list_show_an_open_websocket_once_and_skip_nothing() {
     let origin = origin();
     let proxy = proxy(&[]);
     let api = Api::of(&proxy);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_chat.py");
-    let mut chat = Command::new(python())
-        .arg("-u")
-        .arg(script)
-        .arg("--proxy")
-        .arg(proxy.addr())
-        .arg("--url")
-        .arg(format!("ws://127.0.0.1:{}/chat", echo.port))
-        .args(["--wait", "8", "--send", "hello"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = OutputLines::spawn(chat.stdout.take().unwrap(), "ws_chat", true);
+    let (mut chat, lines) = ws_chat(&proxy, echo.port, "8", &["hello"]);
     lines
         .wait_for(&"received: hello", WAIT)
         .expect("the echo answered");
@@ -524,21 +532,7 @@ fn websocket_messages_are_held_one_by_one_edited_and_dropped() {
     let echo = python_websocket_echo_server();
     let proxy = proxy(&["--intercept", "~websocket"]);
     let api = Api::of(&proxy);
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ws_chat.py");
-    let mut chat = Command::new(python())
-        .arg("-u")
-        .arg(script)
-        .arg("--proxy")
-        .arg(proxy.addr())
-        .arg("--url")
-        .arg(format!("ws://127.0.0.1:{}/chat", echo.port))
-        .arg("--wait")
-        .arg("4")
-        .args(["--send", "one", "two", "three"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = OutputLines::spawn(chat.stdout.take().unwrap(), "ws_chat", true);
+    let (mut chat, lines) = ws_chat(&proxy, echo.port, "4", &["one", "two", "three"]);
     // The handshake itself is a flow matching ~websocket: let its request and its
     // response go.
     let handshake = api.wait_flow("~websocket", |f| f["intercept"]["at"] == "request");
