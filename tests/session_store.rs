@@ -10,6 +10,8 @@
 //! - `periscope export` of a flow whose server set cookies with dates that are not
 //!   dates (`Expires=a\xff`, bytes that are not UTF-8, and a multi-byte character)
 //!   writes the archive, the cookies without an expiry.
+//! - the temporary session of a proxy killed with SIGKILL (no `-w`) is removed by
+//!   the next proxy that starts with the same `TMPDIR`, which says so.
 
 mod support;
 
@@ -296,4 +298,59 @@ fn sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
             proxy.describe()
         );
     }
+}
+
+/// The `periscope-session-*` directories in `dir`.
+fn temporary_sessions(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("periscope-session-"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_killed_proxys_temporary_session_is_removed_by_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let temporary_proxy = || {
+        PeriscopeBuilder::new()
+            .arg("-v")
+            .env("TMPDIR", tmp.path())
+            .start()
+    };
+
+    let mut killed = temporary_proxy();
+    let left = temporary_sessions(tmp.path());
+    assert_eq!(left.len(), 1, "one session while running: {left:?}");
+    killed.kill();
+    assert!(left[0].exists(), "SIGKILL leaves the session behind");
+
+    let mut next = temporary_proxy();
+    let deadline = Instant::now() + WAIT;
+    while left[0].exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed proxy's session is still there after {WAIT:?}\n{}",
+            next.describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    next.stderr()
+        .wait_for(&"removed 1 temporary session(s)", WAIT)
+        .unwrap_or_else(|e| panic!("no line on the removal ({e:?})\n{}", next.describe()));
+    let own = temporary_sessions(tmp.path());
+    assert_eq!(own.len(), 1, "its own session is kept: {own:?}");
+    assert_ne!(own, left);
+
+    let status = next.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{}", next.describe());
+    assert_eq!(
+        temporary_sessions(tmp.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
 }

@@ -183,8 +183,15 @@ impl PeriscopeBuilder {
             }
         };
         let args = self.command_args(&confdir);
+        // The proxy's temporary session goes in a directory of its own, removed after
+        // the process is killed: a SIGKILLed proxy cannot remove its session itself.
+        let tmpdir = tempfile::Builder::new()
+            .prefix("periscope-tmpdir-")
+            .tempdir()
+            .expect("TMPDIR temp dir");
         let mut cmd = Command::new(&self.program);
         cmd.args(&args)
+            .env("TMPDIR", tmpdir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -219,6 +226,7 @@ impl PeriscopeBuilder {
             listen_host: self.listen_host.clone(),
             confdir,
             _owned_confdir: owned_confdir,
+            _owned_tmpdir: tmpdir,
             stdout,
             stderr,
             command_line,
@@ -294,6 +302,8 @@ pub struct Periscope {
     listen_host: String,
     confdir: PathBuf,
     _owned_confdir: Option<tempfile::TempDir>,
+    /// `TMPDIR` of the process (a test's own `env("TMPDIR", ..)` overrides it).
+    _owned_tmpdir: tempfile::TempDir,
     stdout: OutputLines,
     stderr: OutputLines,
     command_line: String,

@@ -9,6 +9,7 @@ use crate::model::{
     Request, Response, TlsInfo,
 };
 use crate::timeline::{Direction, Initiator, Leg, Milestone, Timeline, TlsEvent, TlsEventKind};
+use tempfile::TempDir;
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
