@@ -341,7 +341,7 @@ fn a_killed_proxys_temporary_session_is_removed_by_the_next_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
     next.stderr()
-        .wait_for(&"removed 1 temporary session(s)", WAIT)
+        .wait_for(&"removed 1 abandoned periscope-session-* directory", WAIT)
         .unwrap_or_else(|e| panic!("no line on the removal ({e:?})\n{}", next.describe()));
     let own = temporary_sessions(tmp.path());
     assert_eq!(own.len(), 1, "its own session is kept: {own:?}");

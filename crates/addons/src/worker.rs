@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use periscope_flow::scratch::ScratchDir;
 use periscope_flow::LogLevel;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -97,10 +98,7 @@ impl Worker {
     /// Starts the worker and waits for it to load the scripts. A script that does not
     /// load is an error naming its file and line.
     pub async fn start(config: WorkerConfig, log: LogSink) -> Result<Worker, StartError> {
-        let runtime = tempfile::Builder::new()
-            .prefix("periscope-addons-")
-            .tempdir()
-            .map_err(StartError::Runtime)?;
+        let runtime = ScratchDir::create("periscope-addons-").map_err(StartError::Runtime)?;
         crate::runtime::write_runtime(runtime.path()).map_err(StartError::Runtime)?;
         let mut process = Process::spawn(&config, runtime.path(), &log)?;
         let scripts = tokio::time::timeout(READY_TIMEOUT, process.ready(&log))
@@ -292,7 +290,7 @@ fn log_level(level: &str) -> LogLevel {
 struct Supervisor {
     config: WorkerConfig,
     /// The runtime's directory, removed when the supervisor ends.
-    runtime: tempfile::TempDir,
+    runtime: ScratchDir,
     log: LogSink,
     hooks: Arc<AtomicU32>,
     /// Calls written to the worker and not answered yet, with when they were written.

@@ -6,7 +6,6 @@
 //! private temporary directory, whose file is read only after the store's last
 //! connection closed, so that nothing is left in its write-ahead log.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,6 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use periscope_flow::scratch::ScratchDir;
 use periscope_flow::store::FlowStore;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -31,23 +31,11 @@ pub struct DumpQuery {
     filter: Option<String>,
 }
 
-/// A directory only this process uses, removed with what is in it when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch, ApiError> {
-        let name = format!("periscope-session-{}", crate::random_token());
-        let dir = std::env::temp_dir().join(name);
-        std::fs::create_dir(&dir)
-            .map_err(|e| ApiError::internal(format!("cannot make a temporary directory: {e}")))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory for a session being saved or opened, removed with what is in it when
+/// dropped (or by the next Periscope if this one is killed meanwhile).
+fn scratch() -> Result<ScratchDir, ApiError> {
+    ScratchDir::create("periscope-transfer-")
+        .map_err(|e| ApiError::internal(format!("cannot make a temporary directory: {e}")))
 }
 
 /// `GET /flows/dump?filter=`: the matching flows as a session file.
@@ -60,8 +48,8 @@ pub async fn save(
         .map_err(|e| ApiError::bad_request(e.body_text()))?;
     let filter = parse_filter(params.filter.as_deref())?;
     let bytes = blocking(move || {
-        let scratch = Scratch::new()?;
-        let path = scratch.0.join("session.periscope");
+        let scratch = scratch()?;
+        let path = scratch.path().join("session.periscope");
         {
             let copy = FlowStore::open(&path)?;
             let mut failure = None;
@@ -116,8 +104,8 @@ pub async fn open(
     }
     let session = Arc::clone(&shared);
     let added = blocking(move || {
-        let scratch = Scratch::new()?;
-        let path = scratch.0.join("upload.periscope");
+        let scratch = scratch()?;
+        let path = scratch.path().join("upload.periscope");
         std::fs::write(&path, &body)
             .map_err(|e| ApiError::internal(format!("cannot keep the upload: {e}")))?;
         let upload = FlowStore::open_existing(&path)

@@ -21,6 +21,7 @@ pub mod export;
 pub mod filter;
 pub mod har;
 pub mod live;
+pub mod scratch;
 pub mod store;
 
 pub use periscope_model::{events, model, tcp, timeline, websocket};

@@ -43,9 +43,6 @@
 mod head;
 mod plan;
 mod schema;
-mod temporary;
-
-pub use temporary::{reclaim_abandoned, Reclaimed};
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -66,8 +63,8 @@ use serde::{Deserialize, Serialize};
 use crate::events::{LogEntry, LogLevel};
 use crate::filter::Filter;
 use crate::model::{Annotations, Flow, FlowId, Timestamp};
+use crate::scratch::ScratchDir;
 use plan::{Columns, Need};
-use temporary::TemporaryDir;
 
 /// How long a statement waits for another connection's lock (another Periscope
 /// process on the same file, or a checkpoint) before it fails.
@@ -275,7 +272,7 @@ pub struct FlowStore {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
-    _temporary: Option<TemporaryDir>,
+    _temporary: Option<ScratchDir>,
 }
 
 impl fmt::Debug for FlowStore {
@@ -286,6 +283,9 @@ impl fmt::Debug for FlowStore {
             .finish()
     }
 }
+
+/// What the directory of a temporary session is called, before its random part.
+const TEMPORARY_PREFIX: &str = "periscope-session-";
 
 impl FlowStore {
     /// Opens the session at `path`, creating it (mode 0600) if it does not exist and
@@ -303,31 +303,11 @@ impl FlowStore {
 
     /// A session in a new temporary directory, removed with everything in it when
     /// the store is dropped: the session Periscope records to when no file is given.
-    /// The directory is under `$TMPDIR` (or `/tmp`). A thread of its own then removes
-    /// the temporary sessions that processes of the same user left there when they
-    /// were killed (see [`reclaim_abandoned`]), and logs what it freed.
+    /// The directory is under `$TMPDIR` (or `/tmp`); the temporary sessions that
+    /// killed processes left there are removed (see [`crate::scratch`]).
     pub fn temporary() -> Result<Self, StoreError> {
-        let parent = std::env::temp_dir();
-        let dir = TemporaryDir::create(&parent).map_err(|source| open_error(&parent, source))?;
-        if let Ok(uid) = dir.owner_uid() {
-            let spawned = std::thread::Builder::new()
-                .name("reclaim-sessions".into())
-                .spawn(move || match reclaim_abandoned(&parent, uid) {
-                    Ok(Reclaimed { directories: 0, .. }) => {}
-                    Ok(Reclaimed { directories, bytes }) => tracing::info!(
-                        "removed {directories} temporary session(s), {:.1} MiB, left in {} by \
-                         Periscope processes that were killed",
-                        bytes as f64 / (1024.0 * 1024.0),
-                        parent.display()
-                    ),
-                    Err(e) => tracing::debug!(
-                        "cannot look for abandoned sessions in {}: {e}",
-                        parent.display()
-                    ),
-                });
-            // Only housekeeping: a process without a thread to spare still records.
-            drop(spawned);
-        }
+        let dir = ScratchDir::create(TEMPORARY_PREFIX)
+            .map_err(|source| open_error(&std::env::temp_dir(), source))?;
         let path = dir.path().join("session.periscope");
         Self::open_with(&path, schema::MIGRATIONS, Some(dir))
     }
@@ -335,7 +315,7 @@ impl FlowStore {
     fn open_with(
         path: &Path,
         migrations: &[schema::Migration],
-        temporary: Option<TemporaryDir>,
+        temporary: Option<ScratchDir>,
     ) -> Result<Self, StoreError> {
         create_private_file(path).map_err(|source| open_error(path, source))?;
         let opening = |operation, source| classify(path, operation, source);
