@@ -55,16 +55,32 @@ fn serialization(c: &mut Criterion) {
 }
 
 fn store(c: &mut Criterion) {
-    const BATCH: usize = 100;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = FlowStore::open(&dir.path().join("bench.periscope")).expect("a session file");
-    let template = sample_flow();
+    let saved = FlowStore::open(&dir.path().join("bench.periscope")).expect("a session file");
+    let temporary = FlowStore::temporary().expect("a temporary session");
     let mut group = c.benchmark_group("store");
-    group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("insert a batch of 100 flows", |b| {
+    group.throughput(Throughput::Elements(INSERT_BATCH as u64));
+    insert_batches(&mut group, "insert a batch of 100 flows", &saved);
+    insert_batches(
+        &mut group,
+        "insert a batch of 100 flows, temporary session",
+        &temporary,
+    );
+    group.finish();
+}
+
+const INSERT_BATCH: usize = 100;
+
+fn insert_batches(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    store: &FlowStore,
+) {
+    let template = sample_flow();
+    group.bench_function(name, |b| {
         b.iter_batched(
             || {
-                (0..BATCH)
+                (0..INSERT_BATCH)
                     .map(|_| {
                         let mut flow = template.clone();
                         flow.id = FlowId::new();
@@ -76,7 +92,6 @@ fn store(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    group.finish();
 }
 
 criterion_group!(benches, filters, serialization, store);

@@ -358,6 +358,14 @@ impl FlowStore {
                 source: rusqlite::Error::InvalidQuery,
             });
         }
+        if temporary.is_some() {
+            // A temporary session ends with its process and nothing reads it after a
+            // power cut (the next start removes it), so the fsyncs of its
+            // checkpoints buy nothing; a process crash still loses no commit.
+            writer
+                .pragma_update(None, "synchronous", "OFF")
+                .map_err(|e| opening("set the sync mode", e))?;
+        }
         Ok(FlowStore {
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
