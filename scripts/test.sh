@@ -210,6 +210,14 @@ step_done
 # ---------------------------------------------------------------------------
 # 4. Checks, in order, stopping at the first failure
 # ---------------------------------------------------------------------------
+# A build from scratch takes about 6.5 GB (target/ 3.8, fuzz/target 2.6); a full
+# disk shows up as a linker error deep in cargo's output, so say it first.
+free_kib="$(df -Pk "$REPO" | awk 'NR == 2 {print $4}')"
+if [[ -n $free_kib ]] && ((free_kib < 8 * 1024 * 1024)); then
+    echo "scripts/test.sh: warning: $((free_kib / 1024)) MiB free on the disk of $REPO;" \
+        "a build from scratch needs about 6.5 GB" >&2
+fi
+
 step "fmt"
 cargo fmt --all --check
 step_done
