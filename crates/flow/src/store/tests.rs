@@ -1345,3 +1345,16 @@ fn sorted_pages_agree_with_and_without_a_filter() {
     assert_eq!(SortBy::parse("size"), Some(SortBy::Size));
     assert_eq!(SortBy::parse("nope"), None);
 }
+
+#[test]
+fn only_a_temporary_session_skips_the_fsyncs() {
+    let synchronous = |store: &FlowStore| -> i64 {
+        store
+            .writer()
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    };
+    let (_dir, path) = temp_path();
+    assert_eq!(synchronous(&FlowStore::open(&path).unwrap()), 1, "NORMAL");
+    assert_eq!(synchronous(&FlowStore::temporary().unwrap()), 0, "OFF");
+}
