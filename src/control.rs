@@ -193,6 +193,19 @@ impl FlowControl for SessionControl {
         Ok(())
     }
 
+    fn clear(&self) -> Result<(), ControlError> {
+        // Taken first: a flow that ends while the store is cleared is kept, as one
+        // ending just after would be.
+        let unsaved = self.bus.unsaved_flows();
+        self.store.clear().map_err(store_error)?;
+        // Queued for the store before the clear; their removal reaches the writer
+        // after them, in the bus's order, and deletes them again.
+        for flow in unsaved {
+            self.bus.publish(FlowEvent::Removed(flow.id));
+        }
+        Ok(())
+    }
+
     fn choose_client_certificate(
         &self,
         id: FlowId,

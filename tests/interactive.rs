@@ -229,6 +229,55 @@ fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
     assert_eq!(listed.as_array().unwrap().len(), 40, "{listed}");
 }
 
+#[test]
+fn clear_removes_the_flows_not_yet_in_the_session_store_too() {
+    // A flow that just ended waits for the store's writer (its gather and commit);
+    // `POST /clear` emptied the store under it, and the writer saved it afterwards:
+    // cleared flows came back a few milliseconds later.
+    let origin = origin();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let api_port: u16 = api.base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut came_back = Vec::new();
+    for round in 1..=5 {
+        let answer = http_exchange(
+            proxy.port(),
+            &format!(
+                "GET http://127.0.0.1:{port}/record/cleared-{round} HTTP/1.1\r\n\
+                 Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+                port = origin.port
+            ),
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Straight after the response, on a socket: curl takes longer to start than
+        // the writer to commit.
+        let cleared = http_exchange(
+            api_port,
+            &format!(
+                "POST /clear HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
+                 Content-Length: 0\r\nConnection: close\r\n\r\n",
+                api.token
+            ),
+        );
+        assert!(cleared.starts_with("HTTP/1.1 200"), "{cleared}");
+        // Longer than the writer's gather and commit.
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            let count = api.get("/flows/count")["count"].as_u64();
+            if count != Some(0) {
+                came_back.push(format!("round {round}: {count:?}"));
+                break;
+            }
+        }
+    }
+    assert!(
+        came_back.is_empty(),
+        "cleared flows came back: {came_back:?}"
+    );
+    let listed = api.get("/flows?limit=100");
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+}
+
 /// `tests/peers/ws_chat.py` through the proxy to the echo server's `/chat`: sends each
 /// of `send`, waiting up to `wait` seconds for answers after each; its stdout lines.
 fn ws_chat(proxy: &Periscope, echo_port: u16, wait: &str, send: &[&str]) -> (Child, OutputLines) {

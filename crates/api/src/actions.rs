@@ -187,11 +187,12 @@ pub async fn websocket_inject(
     Ok(done())
 }
 
-/// `POST /clear` (mitmweb's): deletes every recorded flow; flows in flight go on and
-/// are recorded when they end. Every `/updates` WebSocket gets `flows/reset`.
+/// `POST /clear` (mitmweb's): deletes every flow that has ended, those not yet in
+/// the session store included; flows in flight go on and are recorded when they end.
+/// Every `/updates` WebSocket gets `flows/reset`.
 pub async fn clear(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
-    let store = Arc::clone(&shared.store);
-    blocking(move || Ok(store.clear()?)).await?;
+    let control = Arc::clone(&shared.control);
+    blocking(move || Ok(control.clear()?)).await?;
     shared.announce(json!({"type": "flows/reset"}).to_string());
     Ok(done())
 }

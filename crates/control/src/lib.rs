@@ -205,6 +205,9 @@ pub trait FlowControl: Send + Sync {
     fn revert(&self, id: FlowId) -> Result<Flow, ControlError>;
     /// Removes a recorded flow from the session (a flow in flight is killed first).
     fn delete(&self, id: FlowId) -> Result<(), ControlError>;
+    /// Removes every flow that has ended, those still on their way to the session
+    /// store included; flows in flight go on and are recorded when they end.
+    fn clear(&self) -> Result<(), ControlError>;
 
     /// Answers an intercepted certificate request.
     fn choose_client_certificate(

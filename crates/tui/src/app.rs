@@ -405,8 +405,11 @@ impl App {
             }
             Question::ClearAll => {
                 if answer == "y" {
-                    match self.list.clear() {
-                        Ok(()) => self.say("All flows deleted."),
+                    match self.control.clear() {
+                        Ok(()) => {
+                            self.list.forget_all();
+                            self.say("All flows deleted.");
+                        }
                         Err(error) => self.fail(format!("cannot clear the session: {error}")),
                     }
                 }

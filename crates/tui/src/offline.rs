@@ -123,6 +123,10 @@ impl FlowControl for StoreControl {
         }
     }
 
+    fn clear(&self) -> Result<(), ControlError> {
+        self.store.clear().map_err(store_error)
+    }
+
     fn choose_client_certificate(
         &self,
         id: FlowId,

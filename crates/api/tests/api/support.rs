@@ -38,6 +38,7 @@ pub enum Call {
     Duplicate(FlowId),
     Revert(FlowId),
     Delete(FlowId),
+    Clear,
     Certificate(FlowId, CertificateChoice),
     Decide(FlowId, MessageDecision),
     Inject(FlowId, Injection),
@@ -55,6 +56,8 @@ pub struct FakeControl {
     /// What the next call on a flow fails with, if set.
     pub fail_with: Mutex<Option<ControlError>>,
     pub new_id: FlowId,
+    /// The session a real control clears.
+    pub store: Option<Arc<FlowStore>>,
 }
 
 impl FakeControl {
@@ -133,6 +136,16 @@ impl FlowControl for FakeControl {
 
     fn delete(&self, id: FlowId) -> Result<(), ControlError> {
         self.record(Call::Delete(id))
+    }
+
+    fn clear(&self) -> Result<(), ControlError> {
+        self.record(Call::Clear)?;
+        if let Some(store) = &self.store {
+            store
+                .clear()
+                .map_err(|e| ControlError::Store(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn choose_client_certificate(
@@ -360,11 +373,12 @@ impl TestApi {
     pub async fn start_with(options: Setup) -> TestApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let store = Arc::new(FlowStore::temporary().unwrap());
         let control = Arc::new(FakeControl {
             new_id: FlowId::new(),
+            store: Some(Arc::clone(&store)),
             ..FakeControl::default()
         });
-        let store = Arc::new(FlowStore::temporary().unwrap());
         let token = periscope_api::random_token();
         let mut state = ApiState::new(
             Arc::clone(&control) as Arc<dyn FlowControl>,

@@ -137,6 +137,11 @@ impl FlowControl for FakeControl {
         self.store.delete(id)
     }
 
+    fn clear(&self) -> Result<(), ControlError> {
+        self.call("clear".to_owned());
+        self.store.clear()
+    }
+
     fn choose_client_certificate(
         &self,
         id: FlowId,
