@@ -655,20 +655,6 @@ fn many_flows_in_flight_get_their_own_answers_and_metadata_follows_each_flow() {
     }
 }
 
-/// The directories in `dir` whose names start with `prefix`.
-fn directories_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            path.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 #[test]
 fn a_killed_proxys_addon_runtime_is_removed_by_the_next_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -685,26 +671,22 @@ fn a_killed_proxys_addon_runtime_is_removed_by_the_next_one() {
     };
 
     let mut killed = start();
-    let left = directories_named(tmp.path(), "periscope-addons-");
+    let left = entries_named(tmp.path(), "periscope-addons-");
     assert_eq!(left.len(), 1, "one runtime while running: {left:?}");
     killed.kill();
 
     let mut next = start();
-    let deadline = Instant::now() + WAIT;
-    while left[0].exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the killed proxy's addon runtime is still there after {WAIT:?}\n{}",
-            next.describe()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(directories_named(tmp.path(), "periscope-addons-").len(), 1);
+    assert!(
+        wait_until(WAIT, || !left[0].exists()),
+        "the killed proxy's addon runtime is still there after {WAIT:?}\n{}",
+        next.describe()
+    );
+    assert_eq!(entries_named(tmp.path(), "periscope-addons-").len(), 1);
 
     let status = next.terminate(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{}", next.describe());
     assert_eq!(
-        directories_named(tmp.path(), "periscope-"),
+        entries_named(tmp.path(), "periscope-"),
         Vec::<PathBuf>::new(),
         "a proxy that exits removes its directories"
     );

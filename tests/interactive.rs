@@ -63,6 +63,21 @@ impl Api {
         curl.run(&format!("{}{path}", self.base))
     }
 
+    /// `METHOD PATH` on a socket of its own, without a body; the whole answer. For
+    /// what must follow a proxied response at once: curl takes longer to start than
+    /// the session store's writer to commit.
+    fn exchange_at_once(&self, method: &str, path: &str) -> String {
+        let port: u16 = self.base.rsplit(':').next().unwrap().parse().unwrap();
+        http_exchange(
+            port,
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Authorization: Bearer {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.token
+            ),
+        )
+    }
+
     /// The first flow matching `filter` for which `ready` holds, polling the API.
     #[track_caller]
     fn wait_flow(&self, filter: &str, ready: impl Fn(&Value) -> bool) -> Value {
@@ -189,6 +204,19 @@ fn http_exchange(port: u16, head: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// A GET of the origin's `/record/NAME` through the proxy, on a connection of its own
+/// that closes with the response.
+fn record_through(proxy: &Periscope, origin_port: u16, name: &str) {
+    let answer = http_exchange(
+        proxy.port(),
+        &format!(
+            "GET http://127.0.0.1:{origin_port}/record/{name} HTTP/1.1\r\n\
+             Host: 127.0.0.1:{origin_port}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 #[test]
 fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
     // A flow leaves the flows in flight when it finishes and reaches the store when
@@ -198,26 +226,10 @@ fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
     let origin = origin();
     let proxy = proxy(&[]);
     let api = Api::of(&proxy);
-    let api_port: u16 = api.base.rsplit(':').next().unwrap().parse().unwrap();
     let mut short = Vec::new();
     for number in 1..=40 {
-        let answer = http_exchange(
-            proxy.port(),
-            &format!(
-                "GET http://127.0.0.1:{port}/record/listed-{number} HTTP/1.1\r\n\
-                 Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
-                port = origin.port
-            ),
-        );
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        let counted = http_exchange(
-            api_port,
-            &format!(
-                "GET /flows/count HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-                 Authorization: Bearer {}\r\nConnection: close\r\n\r\n",
-                api.token
-            ),
-        );
+        record_through(&proxy, origin.port, &format!("listed-{number}"));
+        let counted = api.exchange_at_once("GET", "/flows/count");
         let body = counted.split("\r\n\r\n").nth(1).unwrap_or_default();
         let count: Value = serde_json::from_str(body).expect("the count as JSON");
         if count["count"].as_u64() != Some(number) {
@@ -237,28 +249,10 @@ fn clear_removes_the_flows_not_yet_in_the_session_store_too() {
     let origin = origin();
     let proxy = proxy(&[]);
     let api = Api::of(&proxy);
-    let api_port: u16 = api.base.rsplit(':').next().unwrap().parse().unwrap();
     let mut came_back = Vec::new();
     for round in 1..=5 {
-        let answer = http_exchange(
-            proxy.port(),
-            &format!(
-                "GET http://127.0.0.1:{port}/record/cleared-{round} HTTP/1.1\r\n\
-                 Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
-                port = origin.port
-            ),
-        );
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-        // Straight after the response, on a socket: curl takes longer to start than
-        // the writer to commit.
-        let cleared = http_exchange(
-            api_port,
-            &format!(
-                "POST /clear HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\
-                 Content-Length: 0\r\nConnection: close\r\n\r\n",
-                api.token
-            ),
-        );
+        record_through(&proxy, origin.port, &format!("cleared-{round}"));
+        let cleared = api.exchange_at_once("POST", "/clear");
         assert!(cleared.starts_with("HTTP/1.1 200"), "{cleared}");
         // Longer than the writer's gather and commit.
         let until = Instant::now() + Duration::from_millis(500);

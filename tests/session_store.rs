@@ -300,20 +300,6 @@ fn sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
     }
 }
 
-/// The `periscope-session-*` directories in `dir`.
-fn temporary_sessions(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| {
-            path.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("periscope-session-"))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 #[test]
 fn a_killed_proxys_temporary_session_is_removed_by_the_next_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -325,32 +311,28 @@ fn a_killed_proxys_temporary_session_is_removed_by_the_next_one() {
     };
 
     let mut killed = temporary_proxy();
-    let left = temporary_sessions(tmp.path());
+    let left = entries_named(tmp.path(), "periscope-session-");
     assert_eq!(left.len(), 1, "one session while running: {left:?}");
     killed.kill();
     assert!(left[0].exists(), "SIGKILL leaves the session behind");
 
     let mut next = temporary_proxy();
-    let deadline = Instant::now() + WAIT;
-    while left[0].exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the killed proxy's session is still there after {WAIT:?}\n{}",
-            next.describe()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        wait_until(WAIT, || !left[0].exists()),
+        "the killed proxy's session is still there after {WAIT:?}\n{}",
+        next.describe()
+    );
     next.stderr()
         .wait_for(&"removed 1 abandoned periscope-session-* directory", WAIT)
         .unwrap_or_else(|e| panic!("no line on the removal ({e:?})\n{}", next.describe()));
-    let own = temporary_sessions(tmp.path());
+    let own = entries_named(tmp.path(), "periscope-session-");
     assert_eq!(own.len(), 1, "its own session is kept: {own:?}");
     assert_ne!(own, left);
 
     let status = next.terminate(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{}", next.describe());
     assert_eq!(
-        temporary_sessions(tmp.path()),
+        entries_named(tmp.path(), "periscope-session-"),
         Vec::<std::path::PathBuf>::new()
     );
 }

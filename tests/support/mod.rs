@@ -55,5 +55,6 @@ pub use recording::{recorded, recorded_at_least, recorded_header};
 pub use tls_client::{HttpResponse, TlsClient, TlsClientBuilder};
 pub use tmux::{TmuxConsole, SCREEN_TIMEOUT};
 pub use tools::{
-    free_port, python, require_tool, send_signal, sha256_hex, wait_until, world_readable_tempdir,
+    entries_named, free_port, python, require_tool, send_signal, sha256_hex, wait_until,
+    world_readable_tempdir,
 };
