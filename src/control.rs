@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use periscope_control::{
     apply_edit, CertificateChoice, ControlError, FlowControl, FlowEdit, Injection, MessageDecision,
@@ -13,6 +14,10 @@ use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId};
 use periscope_proxy::{FlowBus, ProxyControl};
 use periscope_rules::{RuleOptions, Rules, RulesHook};
+
+/// How long a clear may wait for the session store's writer (its batch in progress,
+/// then the delete).
+const CLEAR_WAIT: Duration = Duration::from_secs(30);
 
 pub struct SessionControl {
     proxy: ProxyControl,
@@ -194,16 +199,19 @@ impl FlowControl for SessionControl {
     }
 
     fn clear(&self) -> Result<(), ControlError> {
-        // Taken first: a flow that ends while the store is cleared is kept, as one
-        // ending just after would be.
-        let unsaved = self.bus.unsaved_flows();
-        self.store.clear().map_err(store_error)?;
-        // Queued for the store before the clear; their removal reaches the writer
-        // after them, in the bus's order, and deletes them again.
-        for flow in unsaved {
-            self.bus.publish(FlowEvent::Removed(flow.id));
+        // Done by the store's writer, in order with the flows it is saving: one
+        // published before the clear is dropped, one published after it is kept.
+        match self.bus.publish_clear() {
+            Some(generation) => self
+                .bus
+                .wait_cleared(generation, CLEAR_WAIT)
+                .map_err(ControlError::Store),
+            None => {
+                self.store.clear().map_err(store_error)?;
+                self.bus.cleared(0, None);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn choose_client_certificate(

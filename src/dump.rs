@@ -180,7 +180,7 @@ fn handle_event(
                 eprintln!("periscope: {}", entry.message);
             }
         }
-        FlowEvent::RequestReceived(_) | FlowEvent::Removed(_) => {}
+        FlowEvent::RequestReceived(_) | FlowEvent::Removed(_) | FlowEvent::Cleared { .. } => {}
     }
 }
 

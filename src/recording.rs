@@ -57,6 +57,17 @@ pub fn spawn(store: Arc<FlowStore>, bus: &FlowBus) -> Recording {
                         // Deleted already by whoever removed it; again here, in case
                         // the flow was still queued then.
                         FlowEvent::Removed(id) => removed.push(id),
+                        FlowEvent::Cleared { generation } => {
+                            // Everything gathered so far was published before the
+                            // clear: dropped unsaved, never visible again.
+                            flows.clear();
+                            removed.clear();
+                            let failure = store.clear().err().map(|error| {
+                                report(&error, &mut reported_failure);
+                                error.to_string()
+                            });
+                            bus.cleared(generation, failure);
+                        }
                         FlowEvent::RequestReceived(_) | FlowEvent::WebSocketMessage { .. } => {}
                     }
                     if flows.len() < BATCH {

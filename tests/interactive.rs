@@ -78,6 +78,13 @@ impl Api {
         )
     }
 
+    /// `GET /flows/count` at once (see `exchange_at_once`): the answer as JSON.
+    fn count_at_once(&self) -> Value {
+        let counted = self.exchange_at_once("GET", "/flows/count");
+        let body = counted.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {counted}"))
+    }
+
     /// The first flow matching `filter` for which `ready` holds, polling the API.
     #[track_caller]
     fn wait_flow(&self, filter: &str, ready: impl Fn(&Value) -> bool) -> Value {
@@ -229,9 +236,7 @@ fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
     let mut short = Vec::new();
     for number in 1..=40 {
         record_through(&proxy, origin.port, &format!("listed-{number}"));
-        let counted = api.exchange_at_once("GET", "/flows/count");
-        let body = counted.split("\r\n\r\n").nth(1).unwrap_or_default();
-        let count: Value = serde_json::from_str(body).expect("the count as JSON");
+        let count = api.count_at_once();
         if count["count"].as_u64() != Some(number) {
             short.push(format!("after {number} responses: {count}"));
         }
@@ -257,7 +262,7 @@ fn clear_removes_the_flows_not_yet_in_the_session_store_too() {
         // Longer than the writer's gather and commit.
         let until = Instant::now() + Duration::from_millis(500);
         while Instant::now() < until {
-            let count = api.get("/flows/count")["count"].as_u64();
+            let count = api.count_at_once()["count"].as_u64();
             if count != Some(0) {
                 came_back.push(format!("round {round}: {count:?}"));
                 break;

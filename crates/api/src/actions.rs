@@ -189,10 +189,10 @@ pub async fn websocket_inject(
 
 /// `POST /clear` (mitmweb's): deletes every flow that has ended, those not yet in
 /// the session store included; flows in flight go on and are recorded when they end.
-/// Every `/updates` WebSocket gets `flows/reset`.
+/// Answers once the store is empty; every `/updates` WebSocket gets `flows/reset`
+/// from the live feed then.
 pub async fn clear(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
     let control = Arc::clone(&shared.control);
     blocking(move || Ok(control.clear()?)).await?;
-    shared.announce(json!({"type": "flows/reset"}).to_string());
     Ok(done())
 }

@@ -7,6 +7,7 @@
 //! | `RequestReceived` (again), `Updated` | `flows/update` |
 //! | `Completed` | `flows/update` if this socket announced the flow, else `flows/add` |
 //! | `Removed(id)` | `flows/remove` (payload: the id) |
+//! | `Cleared` (the session store is empty now) | `flows/reset` |
 //! | `Log` | `events/add` |
 //! | `WebSocketMessage` | `flows/websocketMessage` (Periscope's own) |
 //! | missed events (this socket fell behind) | `flows/reset` and `events/reset`: reload |
@@ -183,6 +184,10 @@ impl Updates {
             FlowEvent::Removed(id) => {
                 self.announced.remove(&id);
                 json!({ "type": "flows/remove", "payload": id })
+            }
+            FlowEvent::Cleared { .. } => {
+                self.announced.clear();
+                json!({ "type": "flows/reset" })
             }
             FlowEvent::Log(entry) => json!({
                 "type": "events/add",

@@ -43,7 +43,7 @@ pub fn cost_of(event: &FlowEvent) -> usize {
         | FlowEvent::RequestReceived(flow) => flow_cost(flow),
         FlowEvent::WebSocketMessage { message, .. } => 64 + message.content.len(),
         FlowEvent::Log(entry) => 64 + entry.message.len(),
-        FlowEvent::Removed(_) => 64,
+        FlowEvent::Removed(_) | FlowEvent::Cleared { .. } => 64,
     }
 }
 

@@ -8,7 +8,8 @@
 //! benchmark that kills proxies leaves thousands. So each directory carries a lock
 //! file its process holds (`flock`, released by the kernel however the process
 //! ends), and [`ScratchDir::create`] removes, in the background, the directories
-//! of the same kind and user whose lock no process holds.
+//! of the same kind and user whose lock no process holds. Opening a session file
+//! that sits in such a directory ([`hold_shared`], `periscope -r`) keeps it too.
 
 use std::fs::{self, File, TryLockError};
 use std::io;
@@ -26,7 +27,9 @@ const OWNER_LOCK: &str = "owner.lock";
 pub struct ScratchDir {
     // Field order is drop order: the directory goes before the lock is released.
     dir: TempDir,
-    _owner: File,
+    /// `None` where the file system has no `flock` (some network and FUSE file
+    /// systems): the directory is then never reclaimed, rather than not made.
+    _owner: Option<File>,
 }
 
 impl ScratchDir {
@@ -55,17 +58,40 @@ impl ScratchDir {
             .write(true)
             .create_new(true)
             .open(&locking)?;
-        owner.try_lock().map_err(|e| match e {
-            TryLockError::Error(e) => e,
-            TryLockError::WouldBlock => io::Error::other("a new lock file is locked"),
-        })?;
+        match owner.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(io::Error::other("a new lock file is locked"));
+            }
+            Err(TryLockError::Error(e)) => {
+                tracing::debug!(
+                    "no lock in {} ({e}): it will not be reclaimed if this process is killed",
+                    dir.path().display()
+                );
+                drop(owner);
+                fs::remove_file(&locking)?;
+                return Ok(ScratchDir { dir, _owner: None });
+            }
+        }
         fs::rename(&locking, dir.path().join(OWNER_LOCK))?;
-        Ok(ScratchDir { dir, _owner: owner })
+        Ok(ScratchDir {
+            dir,
+            _owner: Some(owner),
+        })
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// When `file` is in a scratch directory (a killed proxy's temporary session being
+/// read), a shared hold on its lock, so that no other process reclaims the directory
+/// while the returned file is open; `None` elsewhere.
+pub fn hold_shared(file: &Path) -> Option<File> {
+    let lock = File::open(file.parent()?.join(OWNER_LOCK)).ok()?;
+    lock.try_lock_shared().ok()?;
+    Some(lock)
 }
 
 /// What [`reclaim_abandoned`] removed.
@@ -103,7 +129,7 @@ pub fn reclaim_abandoned(parent: &Path, prefix: &str, uid: u32) -> io::Result<Re
             continue;
         }
         let bytes = size_of_files(&dir);
-        if fs::remove_dir_all(&dir).is_ok() {
+        if remove_lock_last(&dir).is_ok() {
             reclaimed.directories += 1;
             reclaimed.bytes += bytes;
         }
@@ -111,12 +137,31 @@ pub fn reclaim_abandoned(parent: &Path, prefix: &str, uid: u32) -> io::Result<Re
     Ok(reclaimed)
 }
 
+/// Removes `dir`, its lock file last: a removal that fails half-way leaves a
+/// directory that is still recognised, and reclaimed next time.
+fn remove_lock_last(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_name() == OWNER_LOCK {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(entry.path())?;
+        } else {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    fs::remove_file(dir.join(OWNER_LOCK))?;
+    fs::remove_dir(dir)
+}
+
 fn log_reclaimed(parent: &Path, prefix: &str, reclaimed: io::Result<Reclaimed>) {
     match reclaimed {
         Ok(Reclaimed { directories: 0, .. }) => {}
-        Ok(Reclaimed { directories, bytes }) => tracing::info!(
+        Ok(Reclaimed { directories, bytes }) => tracing::warn!(
             "removed {directories} abandoned {prefix}* director{} ({:.1} MiB) from {}: \
-             left by Periscope processes that were killed",
+             left by Periscope processes that were killed (to keep a session, record \
+             with -w FILE)",
             if directories == 1 { "y" } else { "ies" },
             bytes as f64 / (1024.0 * 1024.0),
             parent.display()
@@ -161,6 +206,7 @@ mod tests {
         fs::write(held.path().join("inner/session"), vec![0u8; 4096]).unwrap();
         // Keeping the directory while releasing the lock, as a SIGKILL would.
         let ScratchDir { dir, _owner } = held;
+        assert!(_owner.is_some(), "this file system has flock");
         drop(_owner);
         dir.keep()
     }
@@ -197,8 +243,11 @@ mod tests {
             dir.keep()
         };
         let other_user = abandoned(parent.path());
+        // Its target elsewhere, abandoned: followed, it would be removed.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = abandoned(elsewhere.path());
         let symlink = parent.path().join(format!("{PREFIX}link"));
-        std::os::unix::fs::symlink(&other_user, &symlink).unwrap();
+        std::os::unix::fs::symlink(&target, &symlink).unwrap();
 
         let reclaimed = reclaim_abandoned(parent.path(), PREFIX, uid.wrapping_add(1)).unwrap();
         assert_eq!(reclaimed, Reclaimed::default());
@@ -207,10 +256,26 @@ mod tests {
         let reclaimed = reclaim_abandoned(parent.path(), PREFIX, uid).unwrap();
         assert_eq!(reclaimed.directories, 1, "only the abandoned directory");
         assert!(unlocked.exists() && other_prefix.exists() && !other_user.exists());
-        assert!(
-            symlink.symlink_metadata().is_ok(),
-            "a symlink is not followed"
+        assert!(target.exists(), "a symlink is not followed");
+    }
+
+    #[test]
+    fn a_session_being_read_is_not_reclaimed() {
+        let parent = tempfile::tempdir().unwrap();
+        let left = abandoned(parent.path());
+        let held = hold_shared(&left.join("session.periscope")).expect("a scratch directory");
+        let uid = uid_of(parent.path());
+        assert_eq!(
+            reclaim_abandoned(parent.path(), PREFIX, uid).unwrap(),
+            Reclaimed::default()
         );
+        drop(held);
+        assert!(
+            hold_shared(&left.join("inner/session")).is_none(),
+            "not beside the lock"
+        );
+        let reclaimed = reclaim_abandoned(parent.path(), PREFIX, uid).unwrap();
+        assert_eq!(reclaimed.directories, 1);
     }
 
     #[test]

@@ -17,7 +17,9 @@
 //! The file is SQLite in WAL mode with `synchronous=NORMAL`: a commit is in the
 //! write-ahead log before [`FlowStore::insert_many`] returns, so a crash or a
 //! `kill -9` of Periscope loses nothing committed (only an OS crash or power loss
-//! can lose the last commits). Each flow is three rows:
+//! can lose the last commits). A temporary session runs `synchronous=OFF`: it ends
+//! with its process, and the next Periscope removes it if that was a kill (see
+//! [`crate::scratch`]). Each flow is three rows:
 //!
 //! - `flows`: what the flow list shows and what cheap filters read (method, host,
 //!   status, addresses, flags, the user's annotations), indexed by time;
@@ -273,6 +275,8 @@ pub struct FlowStore {
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     _temporary: Option<ScratchDir>,
+    /// The shared hold on the scratch directory of a session opened to be read.
+    _reading: Option<std::fs::File>,
 }
 
 impl fmt::Debug for FlowStore {
@@ -296,9 +300,13 @@ impl FlowStore {
 
     /// Opens a saved session (`dump -r`, `export`): as [`FlowStore::open`], but a
     /// file that does not exist is an error rather than a new, empty session.
+    /// A killed proxy's temporary session opened this way is not reclaimed while
+    /// the store is open.
     pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
         std::fs::File::open(path).map_err(|source| open_error(path, source))?;
-        Self::open(path)
+        let mut store = Self::open(path)?;
+        store._reading = crate::scratch::hold_shared(path);
+        Ok(store)
     }
 
     /// A session in a new temporary directory, removed with everything in it when
@@ -371,6 +379,7 @@ impl FlowStore {
             readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
             _temporary: temporary,
+            _reading: None,
         })
     }
 

@@ -28,6 +28,11 @@ pub enum FlowEvent {
     Log(LogEntry),
     /// A flow was removed from the session.
     Removed(FlowId),
+    /// Every flow that had ended was removed from the session; flows in flight go
+    /// on. `generation` numbers the clears of this process: the session store's
+    /// writer gets the event in order with the flows (it drops what was published
+    /// before it), and front ends get it once the store is empty.
+    Cleared { generation: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

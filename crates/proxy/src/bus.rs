@@ -5,7 +5,8 @@ use periscope_flow::live::{FlowFeed, FlowReceiver};
 use periscope_flow::{Flow, FlowEvent, FlowId, LogEntry, LogLevel};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
@@ -34,6 +35,16 @@ struct Reliable {
     /// session store when the store's writer commits it, a few milliseconds to a
     /// batch later. A front end asking in between must still find it: it is here.
     unsaved: HashMap<FlowId, Arc<Flow>>,
+    /// The generation of the last clear asked for.
+    clears_requested: u64,
+}
+
+/// What the session store's writer reports of the clears it was asked for.
+#[derive(Default)]
+struct ClearsDone {
+    generation: u64,
+    /// The last clear that failed, and why.
+    failure: Option<(u64, String)>,
 }
 
 #[derive(Clone)]
@@ -47,6 +58,7 @@ pub struct FlowBus {
     /// Whether anyone shows requests before their response arrives.
     requests_wanted: Arc<AtomicBool>,
     backlog: Arc<Backlog>,
+    clears_done: Arc<(Mutex<ClearsDone>, Condvar)>,
 }
 
 impl Default for FlowBus {
@@ -62,6 +74,7 @@ impl FlowBus {
             reliable: Arc::default(),
             requests_wanted: Arc::default(),
             backlog: Arc::default(),
+            clears_done: Arc::default(),
         }
     }
 
@@ -129,31 +142,81 @@ impl FlowBus {
     }
 
     pub fn publish(&self, event: FlowEvent) {
+        self.send_reliable(&mut self.lock_reliable(), &event);
+        self.feed.send(event);
+    }
+
+    fn send_reliable(&self, reliable: &mut Reliable, event: &FlowEvent) {
+        if reliable.subscribers.is_empty() {
+            return;
+        }
+        let cost = Self::cost_of(event);
+        reliable.subscribers.retain(|subscriber| {
+            let sent = subscriber.send(event.clone()).is_ok();
+            if sent {
+                self.backlog.bytes.fetch_add(cost, Ordering::Relaxed);
+            }
+            sent
+        });
+        match event {
+            FlowEvent::Completed(flow) | FlowEvent::Updated(flow)
+                if !reliable.subscribers.is_empty() =>
+            {
+                reliable.unsaved.insert(flow.id, Arc::clone(flow));
+            }
+            FlowEvent::Removed(id) => {
+                reliable.unsaved.remove(id);
+            }
+            FlowEvent::Cleared { .. } => reliable.unsaved.clear(),
+            _ => {}
+        }
+    }
+
+    /// Asks the session store's writer to remove every flow that has ended: it gets
+    /// [`FlowEvent::Cleared`] after every flow published so far, drops those it has
+    /// not saved, empties the store and reports with [`FlowBus::cleared`]. The
+    /// generation to wait for ([`FlowBus::wait_cleared`]); `None` when there is no
+    /// writer (the caller clears the store itself).
+    pub fn publish_clear(&self) -> Option<u64> {
+        let mut reliable = self.lock_reliable();
+        if reliable.subscribers.is_empty() {
+            return None;
+        }
+        reliable.clears_requested += 1;
+        let generation = reliable.clears_requested;
+        self.send_reliable(&mut reliable, &FlowEvent::Cleared { generation });
+        Some(generation)
+    }
+
+    /// The writer did the clear `generation` (or failed to: `failure`); front ends
+    /// are told now, when the store is empty.
+    pub fn cleared(&self, generation: u64, failure: Option<String>) {
+        let (done, changed) = &*self.clears_done;
         {
-            let mut reliable = self.lock_reliable();
-            if !reliable.subscribers.is_empty() {
-                let cost = Self::cost_of(&event);
-                reliable.subscribers.retain(|subscriber| {
-                    let sent = subscriber.send(event.clone()).is_ok();
-                    if sent {
-                        self.backlog.bytes.fetch_add(cost, Ordering::Relaxed);
-                    }
-                    sent
-                });
-                match &event {
-                    FlowEvent::Completed(flow) | FlowEvent::Updated(flow)
-                        if !reliable.subscribers.is_empty() =>
-                    {
-                        reliable.unsaved.insert(flow.id, Arc::clone(flow));
-                    }
-                    FlowEvent::Removed(id) => {
-                        reliable.unsaved.remove(id);
-                    }
-                    _ => {}
-                }
+            let mut done = done.lock().unwrap_or_else(|p| p.into_inner());
+            done.generation = done.generation.max(generation);
+            if let Some(why) = failure {
+                done.failure = Some((generation, why));
             }
         }
-        self.feed.send(event);
+        changed.notify_all();
+        self.feed.send(FlowEvent::Cleared { generation });
+    }
+
+    /// Waits up to `wait` for the writer to do the clear `generation`.
+    pub fn wait_cleared(&self, generation: u64, wait: Duration) -> Result<(), String> {
+        let (done, changed) = &*self.clears_done;
+        let done = done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, timeout) = changed
+            .wait_timeout_while(done, wait, |done| done.generation < generation)
+            .unwrap_or_else(|p| p.into_inner());
+        if timeout.timed_out() {
+            return Err(format!("the session store did not clear within {wait:?}"));
+        }
+        match &done.failure {
+            Some((failed, why)) if *failed == generation => Err(why.clone()),
+            _ => Ok(()),
+        }
     }
 
     /// Tells the live feed only: for a change already in the session store (a user's

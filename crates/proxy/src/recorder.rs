@@ -616,6 +616,77 @@ mod tests {
         recorder.finish();
     }
 
+    /// A finished flow, as the recorder publishes it (not published here).
+    fn finished_flow() -> Arc<Flow> {
+        let recorder = FlowRecorder::begin(
+            FlowBus::new(),
+            &client(),
+            &get("/"),
+            ("http", "example.test".into(), 80),
+            Timestamp::now(),
+        );
+        let flow = Arc::new(recorder.read(Flow::clone).unwrap());
+        recorder.finish();
+        flow
+    }
+
+    #[test]
+    fn a_clear_reaches_the_store_after_the_flows_before_it_and_front_ends_when_done() {
+        let bus = FlowBus::new();
+        assert_eq!(bus.publish_clear(), None, "no writer: the caller clears");
+
+        let mut store = bus.subscribe_reliable();
+        let mut front_end = bus.subscribe();
+        let before = finished_flow();
+        bus.publish(FlowEvent::Completed(Arc::clone(&before)));
+        let generation = bus.publish_clear().expect("a writer");
+        assert!(bus.unsaved(before.id).is_none(), "cleared from the shelf");
+        let after = finished_flow();
+        bus.publish(FlowEvent::Completed(Arc::clone(&after)));
+
+        let order: Vec<String> = std::iter::from_fn(|| store.try_recv().ok())
+            .map(|event| match event {
+                FlowEvent::Completed(flow) if flow.id == before.id => "before".to_owned(),
+                FlowEvent::Completed(flow) if flow.id == after.id => "after".to_owned(),
+                FlowEvent::Cleared { generation } => format!("cleared {generation}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(order, ["before", "cleared 1", "after"]);
+        assert!(bus.unsaved(after.id).is_some());
+
+        let waiting = {
+            let bus = bus.clone();
+            std::thread::spawn(move || {
+                bus.wait_cleared(generation, std::time::Duration::from_secs(10))
+            })
+        };
+        bus.cleared(generation, None);
+        assert_eq!(waiting.join().unwrap(), Ok(()));
+        let told: Vec<FlowEvent> = std::iter::from_fn(|| front_end.try_recv().ok()).collect();
+        assert!(
+            matches!(told.last(), Some(FlowEvent::Cleared { generation: 1 })),
+            "front ends hear of it once done: {told:?}"
+        );
+    }
+
+    #[test]
+    fn waiting_for_a_clear_ends_with_its_failure_or_a_timeout() {
+        let bus = FlowBus::new();
+        let _store = bus.subscribe_reliable();
+        let first = bus.publish_clear().unwrap();
+        bus.cleared(first, Some("disk full".into()));
+        assert_eq!(
+            bus.wait_cleared(first, std::time::Duration::ZERO),
+            Err("disk full".into())
+        );
+        let second = bus.publish_clear().unwrap();
+        let waited = bus.wait_cleared(second, std::time::Duration::from_millis(50));
+        assert!(waited.unwrap_err().contains("did not clear"));
+        bus.cleared(second, None);
+        assert_eq!(bus.wait_cleared(second, std::time::Duration::ZERO), Ok(()));
+    }
+
     #[test]
     fn a_finished_flow_is_kept_as_unsaved_until_the_store_says_it_saved_that_version() {
         let bus = FlowBus::new();

@@ -508,6 +508,7 @@ impl App {
             FlowEvent::Log(entry) => self.log.push(entry),
             // Removed here or by another front end.
             FlowEvent::Removed(id) => self.list.on_removed(id),
+            FlowEvent::Cleared { .. } => self.list.forget_all(),
         }
     }
 

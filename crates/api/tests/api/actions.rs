@@ -301,6 +301,10 @@ async fn clear_deletes_every_recorded_flow() {
     let reply = api.post("/clear").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json(), serde_json::json!({}));
+    assert!(
+        matches!(api.control.calls()[..], [Call::Clear]),
+        "cleared through the control, which also drops the flows not yet stored"
+    );
     assert_eq!(api.get("/flows/count").await.json()["count"], 0);
     assert_eq!(api.store.count(None).unwrap(), 0);
     let read_only = api.get("/clear").await;

@@ -146,6 +146,14 @@ async fn a_flow_in_flight_when_the_socket_opened_completes_as_an_update() {
 }
 
 #[tokio::test]
+async fn a_cleared_session_is_a_reset() {
+    let api = TestApi::start().await;
+    let mut socket = connect(&api).await;
+    api.feed.send(FlowEvent::Cleared { generation: 1 });
+    assert_eq!(next_json(&mut socket).await, json!({"type": "flows/reset"}));
+}
+
+#[tokio::test]
 async fn a_socket_that_fell_behind_is_told_to_reload() {
     let api = TestApi::start_with(Setup {
         feed: FlowFeed::with_limits(4, usize::MAX),
