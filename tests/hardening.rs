@@ -522,12 +522,32 @@ fn twenty_clients_sending_a_megabyte_of_headers_each_read_their_431() {
     let origin = fault_origin();
     let proxy = json_proxy(&[]);
     let target = format!("http://127.0.0.1:{}/ok", origin.port);
+    assert_twenty_clients_read_their_431(&proxy.addr(), &target);
+    Curl::through(&proxy).run(&target).assert_status(200);
+}
+
+/// The lingering close is the client socket's, whatever the listener's mode: a reverse
+/// listener's clients read their 431 as the regular listener's do.
+#[test]
+fn a_reverse_listeners_clients_sending_a_megabyte_of_headers_read_their_431() {
+    let origin = fault_origin();
+    let mode = format!("reverse:http://127.0.0.1:{}@0", origin.port);
+    let proxy = json_proxy(&["--mode", &mode]);
+    let listener = proxy.listener("reverse:");
+    assert_twenty_clients_read_their_431(&listener.to_string(), "/ok");
+    Curl::new()
+        .run(&format!("http://127.0.0.1:{}/ok", listener.port()))
+        .assert_status(200);
+}
+
+/// Twenty clients at once each send `GET target` with a megabyte of headers to
+/// `address`; every one must have written it all and read a 431.
+fn assert_twenty_clients_read_their_431(address: &str, target: &str) {
     let clients: Vec<_> = (0..20)
         .map(|_| {
-            let address = proxy.addr();
-            let target = target.clone();
+            let (address, target) = (address.to_owned(), target.to_owned());
             std::thread::spawn(move || {
-                let mut stream = TcpStream::connect(address).unwrap();
+                let mut stream = TcpStream::connect(&address).unwrap();
                 stream
                     .set_write_timeout(Some(Duration::from_secs(10)))
                     .unwrap();
@@ -556,7 +576,6 @@ fn twenty_clients_sending_a_megabyte_of_headers_each_read_their_431() {
         .filter(|(written, status, _)| written.is_ok() && *status == Some(431))
         .count();
     assert_eq!(answered, 20, "{outcomes:?}");
-    Curl::through(&proxy).run(&target).assert_status(200);
 }
 
 // ---------------------------------------------------------------------------------

@@ -667,11 +667,16 @@ const CLIENT_IP: &str = "10.199.1.2";
 const GATEWAY_CLIENT_SIDE: &str = "10.199.1.1";
 const GATEWAY_SERVER_SIDE: &str = "10.199.2.1";
 const SERVER_IP: &str = "10.199.2.2";
+const CLIENT_IP6: &str = "fd99:1::2";
+const GATEWAY_CLIENT_SIDE6: &str = "fd99:1::1";
+const GATEWAY_SERVER_SIDE6: &str = "fd99:2::1";
+const SERVER_IP6: &str = "fd99:2::2";
 
 impl Namespaces {
     fn create(redirect_port: u16) -> Namespaces {
         let ip = require_tool("ip");
         require_tool("iptables");
+        require_tool("ip6tables");
         let tag = std::process::id() % 100_000;
         let names = [
             format!("psc{tag}c"),
@@ -710,15 +715,48 @@ impl Namespaces {
             "link", "add", &ms, "netns", middle, "type", "veth", "peer", "name", &s, "netns",
             server,
         ]);
-        for (ns, dev, address) in [
-            (client, &c, format!("{CLIENT_IP}/24")),
-            (middle, &mc, format!("{GATEWAY_CLIENT_SIDE}/24")),
-            (middle, &ms, format!("{GATEWAY_SERVER_SIDE}/24")),
-            (server, &s, format!("{SERVER_IP}/24")),
+        for (ns, dev, address, address6) in [
+            (client, &c, CLIENT_IP, CLIENT_IP6),
+            (middle, &mc, GATEWAY_CLIENT_SIDE, GATEWAY_CLIENT_SIDE6),
+            (middle, &ms, GATEWAY_SERVER_SIDE, GATEWAY_SERVER_SIDE6),
+            (server, &s, SERVER_IP, SERVER_IP6),
         ] {
-            run(&["-n", ns, "addr", "add", &address, "dev", dev]);
+            run(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                dev,
+            ]);
+            // nodad: usable at once, not after duplicate address detection.
+            let address6 = format!("{address6}/64");
+            run(&[
+                "-n", ns, "-6", "addr", "add", &address6, "dev", dev, "nodad",
+            ]);
             run(&["-n", ns, "link", "set", dev, "up"]);
         }
+        run(&[
+            "-n",
+            client,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            GATEWAY_CLIENT_SIDE6,
+        ]);
+        run(&[
+            "-n",
+            server,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            GATEWAY_SERVER_SIDE6,
+        ]);
         run(&[
             "-n",
             client,
@@ -737,25 +775,36 @@ impl Namespaces {
             "via",
             GATEWAY_SERVER_SIDE,
         ]);
-        namespaces.exec(middle, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
         namespaces.exec(
             middle,
             &[
-                "iptables",
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-i",
-                &mc,
-                "-p",
-                "tcp",
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                &redirect_port.to_string(),
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
             ],
         );
+        for iptables in ["iptables", "ip6tables"] {
+            namespaces.exec(
+                middle,
+                &[
+                    iptables,
+                    "-t",
+                    "nat",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    &mc,
+                    "-p",
+                    "tcp",
+                    "-j",
+                    "REDIRECT",
+                    "--to-ports",
+                    &redirect_port.to_string(),
+                ],
+            );
+        }
         namespaces
     }
 
@@ -826,7 +875,8 @@ fn transparent_mode_intercepts_redirected_http_and_https_and_records_the_origina
     );
     namespaces.spawn(
         &server_ns,
-        &["python3", "-m", "http.server", "80", "--bind", SERVER_IP],
+        // `::`: one dual-stack socket for the IPv4 and the IPv6 client.
+        &["python3", "-m", "http.server", "80", "--bind", "::"],
     );
     let confdir = tempfile::tempdir().unwrap();
     let ca = pki.ca_cert.display().to_string();
@@ -839,7 +889,9 @@ fn transparent_mode_intercepts_redirected_http_and_https_and_records_the_origina
         .args(["dump", "--json", "--confdir"])
         .arg(confdir.path())
         .args(["--upstream-trusted-ca", &ca])
-        .args(["--mode", &format!("transparent@0.0.0.0:{PORT}")])
+        // One dual-stack listener: IPv4 clients arrive at IPv4-mapped addresses, whose
+        // original destination the kernel keeps as IPv4.
+        .args(["--mode", &format!("transparent@[::]:{PORT}")])
         .start();
     // The servers start in their own time: wait until both answer through Periscope.
     let server_up = wait_until(WAIT, || {
@@ -860,7 +912,9 @@ fn transparent_mode_intercepts_redirected_http_and_https_and_records_the_origina
                 .status()
                 .is_ok_and(|s| s.success())
         };
-        probe(&format!("http://{SERVER_IP}/")) && probe("https://localhost/")
+        probe(&format!("http://{SERVER_IP}/"))
+            && probe("https://localhost/")
+            && probe(&format!("http://[{SERVER_IP6}]/"))
     });
     assert!(
         server_up,
@@ -908,4 +962,20 @@ fn transparent_mode_intercepts_redirected_http_and_https_and_records_the_origina
     assert_eq!(flow["client"]["tls"]["sni"], "localhost");
     let flow = flow_after(&proxy, printed, &format!("http://{SERVER_IP}:80/"));
     assert_eq!(flow["server"]["peer"], format!("{SERVER_IP}:80"), "{flow}");
+    assert_eq!(
+        flow["client"]["peer"]
+            .as_str()
+            .map(|p| p.split(':').next().unwrap()),
+        Some(CLIENT_IP),
+        "{flow}"
+    );
+    // IPv6: the same listener, the original destination from IP6T_SO_ORIGINAL_DST.
+    assert_eq!(curl(&["-g", &format!("http://[{SERVER_IP6}]/v6")]), "404");
+    let flow = flow_after(&proxy, printed, "/v6");
+    assert_eq!(
+        flow["server"]["peer"],
+        format!("[{SERVER_IP6}]:80"),
+        "{flow}"
+    );
+    assert_eq!(flow["listener"]["mode"], "transparent");
 }

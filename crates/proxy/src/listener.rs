@@ -60,6 +60,9 @@ pub async fn serve_client(
     peer: SocketAddr,
 ) {
     let connected = Timestamp::now();
+    // A dual-stack listener sees IPv4 clients at IPv4-mapped addresses: flows show
+    // them as the IPv4 addresses they are.
+    let peer = crate::transparent::canonical(peer);
     crate::io::configure_socket(&stream);
     let idle = core.config.timeouts.client_idle;
     let write_stall = Arc::new(WriteStall::default());
@@ -68,7 +71,7 @@ pub async fn serve_client(
         info: ConnectionInfo {
             id: next_connection_id(),
             peer: Some(peer),
-            local: stream.local_addr().ok(),
+            local: stream.local_addr().ok().map(crate::transparent::canonical),
             target: None,
             tls: None,
         },
@@ -98,15 +101,7 @@ pub async fn serve_client(
                     return;
                 }
             }
-            let stream = LingeringClose::new(
-                WriteDeadline::new(
-                    stream,
-                    core.config.timeouts.body_idle,
-                    "the client",
-                    Some(write_stall),
-                ),
-                connection_kill,
-            );
+            let stream = client_stream(&core, stream, write_stall, connection_kill);
             let session = Arc::new(ClientSession::new(core, client, None));
             session.serve(stream, ClientProtocol::Detect).await;
         }
@@ -123,7 +118,12 @@ pub async fn serve_client(
             // A server that cannot be reached is reported by the first request (a
             // 502 that says why), as in a tunnel whose eager connection failed.
             let socket = connect_tcp(&core, None, &key).await;
-            let stream = client_stream(&core, stream, write_stall);
+            let stream = client_stream(
+                &core,
+                stream,
+                write_stall,
+                Arc::clone(&client.connection_kill),
+            );
             Box::pin(crate::tunnel::run(core, stream, socket, key, client, leg)).await;
         }
         // Boxed: a task's future is as large as its largest branch, and each of these
@@ -136,14 +136,20 @@ pub async fn serve_client(
     }
 }
 
-/// The client's socket with the write deadline every socket of both legs has.
+/// The client's socket with the write deadline every socket of both legs has, closed
+/// as nginx closes (lingering) so that an error answer sent while the client is still
+/// sending is read rather than lost to a reset, whatever the listener's mode.
 fn client_stream(
     core: &ProxyCore,
     stream: TcpStream,
     write_stall: Arc<WriteStall>,
-) -> WriteDeadline<TcpStream> {
+    connection_kill: Arc<KillSwitch>,
+) -> LingeringClose<WriteDeadline<TcpStream>> {
     let idle = core.config.timeouts.body_idle;
-    WriteDeadline::new(stream, idle, "the client", Some(write_stall))
+    LingeringClose::new(
+        WriteDeadline::new(stream, idle, "the client", Some(write_stall)),
+        connection_kill,
+    )
 }
 
 /// The transparent mode: the server is where the client was going.
@@ -167,7 +173,7 @@ async fn serve_redirected(
             return;
         }
     };
-    if stream.local_addr().ok() == Some(destination)
+    if stream.local_addr().ok().map(crate::transparent::canonical) == Some(destination)
         || targets_self(
             core.config.listen,
             &destination.ip().to_string(),
@@ -188,7 +194,12 @@ async fn serve_redirected(
         port: destination.port(),
     };
     let socket = connect_tcp(&core, None, &key).await;
-    let stream = client_stream(&core, stream, write_stall);
+    let stream = client_stream(
+        &core,
+        stream,
+        write_stall,
+        Arc::clone(&client.connection_kill),
+    );
     crate::tunnel::run(core, stream, socket, key, client, ServerLeg::LikeClient).await;
 }
 
@@ -202,7 +213,12 @@ async fn serve_socks5(
 ) {
     let peer = client.peer_label();
     let timeout = core.config.timeouts.client_idle;
-    let stream = client_stream(&core, stream, write_stall);
+    let stream = client_stream(
+        &core,
+        stream,
+        write_stall,
+        Arc::clone(&client.connection_kill),
+    );
     let credentials = core.config.credentials.as_ref();
     let request = match crate::socks5::accept(stream, credentials, timeout).await {
         Ok(request) => request,
