@@ -92,6 +92,36 @@ fn a_request_script_adds_a_header_and_a_query_parameter_the_origin_sees() {
     assert_eq!(seen[0]["target"], "/first?a=1&added=yes");
 }
 
+/// mitmproxy awaits hooks written as `async def` (its nonblocking example); a
+/// coroutine that was never awaited would change nothing.
+#[test]
+fn async_hooks_are_awaited_and_their_changes_apply() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "async_hooks.py",
+        "import asyncio\n\
+         \n\
+         async def request(flow):\n\
+         \x20   await asyncio.sleep(0.01)\n\
+         \x20   flow.request.headers[\"x-awaited\"] = \"request\"\n\
+         \n\
+         async def response(flow):\n\
+         \x20   await asyncio.sleep(0.01)\n\
+         \x20   flow.response.headers[\"x-awaited\"] = \"response\"\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let result = Curl::through(&proxy).run(&url(&origin, "/async"));
+    result.assert_status(200);
+    assert_eq!(result.header("x-awaited"), Some("response"), "{result:?}");
+    let seen = recorded_at_least(&origin, 1);
+    assert_eq!(
+        recorded_header(&seen[0], "x-awaited"),
+        Some("request"),
+        "{seen:?}"
+    );
+}
+
 #[test]
 fn a_response_script_rewrites_a_json_field_and_the_client_gets_it_framed_anew() {
     let origin = origin();
@@ -585,12 +615,15 @@ fn header_hooks_see_no_body_and_change_heads_while_request_and_response_see_bodi
 }
 
 #[test]
-fn websocket_message_and_websocket_end_observe_a_conversation() {
+fn websocket_start_message_and_end_observe_a_conversation() {
     let server = python_websocket_echo_server();
     let scripts = Scripts::new();
     let script = scripts.write(
         "ws.py",
         "import logging\n\
+         \n\
+         def websocket_start(flow):\n\
+         \x20   logging.info('ws start %s', flow.request.path)\n\
          \n\
          def websocket_message(flow):\n\
          \x20   message = flow.websocket.messages[-1]\n\
@@ -617,6 +650,7 @@ fn websocket_message_and_websocket_end_observe_a_conversation() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    proxy.wait_for_stderr("ws start /chat", WAIT);
     proxy.wait_for_stderr("ws message from client: hello, periscope", WAIT);
     proxy.wait_for_stderr("ws message from server: hello, periscope", WAIT);
     proxy.wait_for_stderr("ws end /chat code 4000", WAIT);

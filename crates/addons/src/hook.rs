@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use periscope_flow::live::{FlowReceiver, RecvError};
-use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, LogLevel};
+use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, FlowId, LogLevel};
 use periscope_proxy::{
     answer_from, rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture,
     RequestVerdict, ResponseVerdict, StageBody,
@@ -254,10 +254,37 @@ fn apply_response(
     ResponseVerdict::Continue
 }
 
+/// The WebSocket flows whose end the scripts were told of, the latest 10,000: enough
+/// for any update of a flow to come after its end while it is still remembered.
+#[derive(Default)]
+struct EndedWebSockets {
+    ids: std::collections::HashSet<FlowId>,
+    order: std::collections::VecDeque<FlowId>,
+}
+
+impl EndedWebSockets {
+    const REMEMBERED: usize = 10_000;
+
+    /// True the first time `id` is given.
+    fn first_time(&mut self, id: FlowId) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
 /// Follows the live feed for the hooks that observe finished flows: `error`,
-/// `tls_event` (one call per TLS event on the flow's timeline), `websocket_message`
-/// and `websocket_end`. Runs until the feed closes.
+/// `tls_event` (one call per TLS event on the flow's timeline), `websocket_start`,
+/// `websocket_message` and `websocket_end`. Runs until the feed closes.
 pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) {
+    let mut ended = EndedWebSockets::default();
     loop {
         let event = match feed.recv().await {
             Ok(event) => event,
@@ -291,6 +318,17 @@ pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) 
                         );
                     }
                 }
+                // The opening handshake completed: the conversation begins.
+                if completed && hooks.contains(FlowHook::WebSocketStart) && flow.websocket.is_some()
+                {
+                    let json = protocol::flow_json(&flow, false);
+                    report(
+                        &log,
+                        &flow,
+                        FlowHook::WebSocketStart,
+                        worker.call(FlowHook::WebSocketStart, json, None).await,
+                    );
+                }
                 if completed && hooks.contains(FlowHook::Error) && flow.error.is_some() {
                     let json = protocol::flow_json(&flow, false);
                     report(
@@ -304,7 +342,14 @@ pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) 
                     .websocket
                     .as_ref()
                     .is_some_and(|ws| ws.closed_at.is_some());
-                if hooks.contains(FlowHook::WebSocketEnd) && ws_closed {
+                // A closed WebSocket flow is updated again by the user's edits, marks
+                // and reverts, and copied by a duplicate: its end is called once, for
+                // the conversation that really happened.
+                if hooks.contains(FlowHook::WebSocketEnd)
+                    && ws_closed
+                    && flow.annotations.duplicate_of.is_none()
+                    && ended.first_time(flow.id)
+                {
                     let json = protocol::flow_json(&flow, false);
                     report(
                         &log,
@@ -361,5 +406,27 @@ fn report(log: &LogSink, flow: &Flow, hook: FlowHook, reply: Result<Reply, CallE
                 flow.id
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EndedWebSockets;
+    use periscope_flow::FlowId;
+
+    #[test]
+    fn a_websocket_ends_once_and_the_oldest_ends_are_forgotten_past_the_bound() {
+        let mut ended = EndedWebSockets::default();
+        let first = FlowId::new();
+        assert!(ended.first_time(first));
+        assert!(!ended.first_time(first), "an update after the end");
+        for _ in 0..EndedWebSockets::REMEMBERED {
+            assert!(ended.first_time(FlowId::new()));
+        }
+        assert_eq!(ended.ids.len(), EndedWebSockets::REMEMBERED);
+        assert!(
+            ended.first_time(first),
+            "forgotten once 10,000 newer ones ended"
+        );
     }
 }

@@ -1,8 +1,10 @@
 """The worker's main loop: loads the scripts, reports which hooks they define, runs
 hooks as the proxy asks and answers with what they changed (PROTOCOL.md)."""
 
+import asyncio
 import base64
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -99,7 +101,7 @@ class Script:
         if not callable(fn):
             return True
         try:
-            fn(*args)
+            run_to_end(fn(*args))
             return True
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
@@ -110,6 +112,21 @@ class Script:
 
     def hooks(self):
         return sorted({h for a in self.addons for h in FLOW_HOOKS if callable(getattr(a, h, None))})
+
+
+_loop = None
+
+
+def run_to_end(value):
+    """mitmproxy awaits a hook written as `async def`; here it runs to its end before
+    the answer goes back (the worker runs one hook at a time). One event loop serves
+    every call, so what a script schedules on it lives on between calls."""
+    global _loop
+    if not inspect.isawaitable(value):
+        return value
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    return _loop.run_until_complete(value)
 
 
 def _is_options_error(exc):
@@ -229,7 +246,7 @@ class Worker:
                     continue
                 saved = flow._save()
                 try:
-                    fn(*args)
+                    run_to_end(fn(*args))
                 except BaseException as exc:
                     if isinstance(exc, KeyboardInterrupt):
                         raise
