@@ -162,6 +162,7 @@ def scenario_live(ui):
     ok("a bad filter is reported with the server's reason")
     ui.type_box("#search", "")
     ui.wait_rows(lambda rows: len(rows) == 5, "clearing the search shows every flow")
+    ui.page.screenshot(path=os.path.join(ui.args.shots, "list.png"))
 
     ui.type_box("#highlight", "~u beta-2")
     ui.wait_rows(lambda rows: len(rows) == 5
@@ -209,6 +210,25 @@ def scenario_live(ui):
     check("decoded from gzip" in ui.page.inner_text("#detail .body-bar"), "and says it was decoded")
     ui.page.select_option("#detail select[data-body-view=response]", "hex")
     check(ui.page.inner_text("#detail .body-content pre.hex").startswith("00000000  7b 22"), "the hex view shows the bytes")
+    # Editing a header of that response keeps its compressed body as recorded: the
+    # editor cannot show gzip as text, so it must not send text back.
+    gzip_id = ui.rows()[0][0]
+    recorded = ui.api(f"/flows/{gzip_id}")[1]["response"]
+    ui.page.click("#detail [data-action=edit-response]")
+    editor = "#detail [data-editor=response]"
+    ui.page.wait_for_selector(f"{editor} textarea.body-editor", timeout=WAIT_MS)
+    check("gzip-encoded" in ui.page.inner_text(f"{editor} .body-note"), "the editor says a gzip body is kept as recorded")
+    check(ui.page.locator(f"{editor} textarea.body-editor").get_attribute("readonly") is not None,
+          "and does not let it be typed into")
+    ui.page.click(f"{editor} [data-action=add-header]")
+    ui.page.fill(f"{editor} tbody tr:last-child .header-name", "x-edited")
+    ui.page.fill(f"{editor} tbody tr:last-child .header-value", "yes")
+    ui.page.click("#detail [data-action=save-edit]")
+    ui.page.wait_for_selector("#detail [data-action=revert]", timeout=WAIT_MS)
+    edited = ui.api(f"/flows/{gzip_id}")[1]["response"]
+    check(["x-edited", "yes"] in edited["headers"], "the header edit is saved")
+    check(edited["contentHash"] == recorded["contentHash"] and edited["contentLength"] == recorded["contentLength"],
+          f"the gzip body is the recorded one after a header edit ({recorded['contentLength']} -> {edited['contentLength']} bytes)")
     ui.type_box("#search", "")
     ui.open_flow("/record/beta-2")
     ui.tab("timing")
@@ -225,7 +245,7 @@ def scenario_tls(ui):
     check(out.endswith("200"), f"the renegotiating location answers through the proxy ({out[-40:]!r})")
     ui.wait_rows(lambda rows: any("renegotiated-only" in r[1] for r in rows), "the renegotiated flow appears")
     marker = ui.row("renegotiated-only").locator(".col-events").inner_text()
-    check(marker == "R", f"the list marks the flow with R (renegotiation): {marker!r}")
+    check(marker == "RC", f"the list marks the flow with R (renegotiation) and C (certificate request): {marker!r}")
     ui.open_flow("renegotiated-only")
     ui.tab("tls")
     body = ui.page.locator("#detail .tab-body")
@@ -249,7 +269,7 @@ def scenario_tls(ui):
     ui.tab("timing")
     reneg = ui.page.locator("#detail .wf-renegotiation").count()
     check(reneg == 1, f"the waterfall draws the renegotiation where it happened ({reneg})")
-    ui.page.screenshot(path=os.path.join(ui.args.shots, "list.png"))
+    ui.page.screenshot(path=os.path.join(ui.args.shots, "timing-tab.png"))
 
 
 def scenario_intercept(ui):

@@ -243,11 +243,29 @@ export class FlowDetail {
     for (const [name, value] of message.headers) addRow(name, value);
     form.append(el('table', { class: 'headers edit' }, el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', {}, 'Value'), el('th'))), rows),
       el('button', { 'data-action': 'add-header', onclick: () => addRow() }, 'Add header'));
-    const textarea = el('textarea', { class: 'body-editor', spellcheck: 'false', placeholder: 'body' });
-    form.append(textarea);
-    api.bytes(`/flows/${flow.id}/${part}/content.data`).then(({ data }) => {
-      textarea.value = new TextDecoder().decode(data);
-    }).catch(() => {});
+    // The body is sent back only when its text was changed: a body that is not
+    // UTF-8 text, still compressed or cut by the body limit would be corrupted by a
+    // round trip through a textarea, so it stays as recorded and cannot be edited here.
+    const textarea = el('textarea', { class: 'body-editor', spellcheck: 'false', placeholder: 'body', readonly: '' });
+    const bodyNote = el('p', { class: 'body-note', 'data-body-note': '' });
+    form.append(textarea, bodyNote);
+    let loadedText = null;
+    const encoding = header(message.headers, 'content-encoding');
+    if (message.truncated) {
+      bodyNote.textContent = 'The body was cut by the body limit: it is kept as recorded.';
+    } else if (encoding && encoding.trim().toLowerCase() !== 'identity') {
+      bodyNote.textContent = `The body is ${encoding}-encoded: it is kept as recorded (edit it with the API's content field).`;
+    } else {
+      api.bytes(`/flows/${flow.id}/${part}/content.data`).then(({ data }) => {
+        try {
+          loadedText = new TextDecoder('utf-8', { fatal: true }).decode(data);
+          textarea.value = loadedText;
+          textarea.removeAttribute('readonly');
+        } catch {
+          bodyNote.textContent = `The body is binary (${data.length} bytes): it is kept as recorded.`;
+        }
+      }).catch((error) => { bodyNote.textContent = `The body could not be loaded (${error.message}): it is kept as recorded.`; });
+    }
     const save = async () => {
       const edit = {};
       for (const [name] of fields) {
@@ -257,7 +275,7 @@ export class FlowDetail {
       edit.headers = Array.from(rows.querySelectorAll('tr'))
         .map((tr) => [tr.querySelector('.header-name').value, tr.querySelector('.header-value').value])
         .filter(([name]) => name.trim() !== '');
-      edit.content = textarea.value;
+      if (loadedText !== null && textarea.value !== loadedText) edit.content = textarea.value;
       const answer = await this.act(`edit ${part}`, 'PUT', `/flows/${flow.id}`, { [part]: edit });
       if (answer) { this.editing = null; this.flow = answer; this.render(); }
     };

@@ -37,12 +37,20 @@ export function flowDuration(flow) {
   return end - flow.request.timestamp_start;
 }
 
-// The TLS-event marker of the list: R a renegotiation, T another post-handshake event.
+// The TLS-event marker of the list, a letter for each kind of event after the
+// handshake that the flow saw: R renegotiation, C certificate request (in a
+// renegotiation or post-handshake), K KeyUpdate, A alert; T for any other event.
+const TLS_MARKERS = [
+  ['R', (type) => type === 'hello_request' || type.startsWith('renegotiation')],
+  ['C', (type) => type.startsWith('certificate_request')],
+  ['K', (type) => type === 'key_update'],
+  ['A', (type) => type === 'alert'],
+];
+
 export function tlsMarker(flow) {
-  const events = (flow.timeline || []).filter((entry) => entry.entry === 'tls');
-  if (events.some((e) => e.type && e.type.startsWith('renegotiation'))) return 'R';
-  if (events.length) return 'T';
-  return '';
+  const types = (flow.timeline || []).filter((entry) => entry.entry === 'tls').map((e) => e.type || '');
+  const marker = TLS_MARKERS.filter(([, kind]) => types.some(kind)).map(([letter]) => letter).join('');
+  return marker || (types.length ? 'T' : '');
 }
 
 export function icon(flow) {
