@@ -258,6 +258,12 @@ fn map_local_serves_files_and_never_leaves_its_directory() {
             "{escape} leaked: {}",
             answer.body_text()
         );
+        let local = site.parent().unwrap().display().to_string();
+        assert!(
+            !answer.body_text().contains(&local),
+            "{escape}: the answer names local paths: {}",
+            answer.body_text()
+        );
     }
     assert!(
         !origin.stdout.text().contains("request: "),

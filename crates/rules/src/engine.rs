@@ -203,7 +203,11 @@ impl Rules {
             response
                 .headers
                 .push("content-type", b"text/plain; charset=utf-8".to_vec());
-            response.body = Body::complete(Bytes::from(format!("Periscope map_local: {why}\n")));
+            // The reason names local paths: it stays on the flow (the note above), for
+            // the user; the client, possibly another machine, learns only the outcome.
+            response.body = Body::complete(Bytes::from_static(
+                b"Periscope map_local: no local file for this URL (the flow's rules say why)\n",
+            ));
             return RequestOutcome::Answer(response);
         }
 
