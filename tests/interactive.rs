@@ -358,6 +358,33 @@ fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told(
     assert!(recorded(&origin).is_empty(), "the server never saw it");
 }
 
+/// HTTP/2 has no 502 for one stream that must not go on: the stream is reset.
+#[test]
+fn an_http2_flow_killed_at_the_request_is_reset_and_never_reaches_the_server() {
+    let h2 = h2_origin(&[]);
+    let proxy = proxy(&["--intercept", "~u /h2-never"]);
+    let api = Api::of(&proxy);
+    let curl = Curl::through(&proxy).cacert(proxy.ca_cert_path()).http2();
+    let client = spawn_curl(curl, format!("https://localhost:{}/h2-never", h2.port));
+    let paused = api.wait_flow("~u /h2-never", |f| f["intercepted"] == true);
+    let id = paused["id"].as_str().unwrap();
+    api.send("POST", &format!("/flows/{id}/kill"), None)
+        .assert_status(200);
+    let answer = client.join().unwrap();
+    // curl: 92 is "stream error in the HTTP/2 framing layer" (the RST_STREAM).
+    assert_eq!(answer.exit_code, 92, "{answer:?}");
+    assert_eq!(answer.status, 0, "no response, only the reset: {answer:?}");
+    let flow = api.wait_flow("~u /h2-never", |f| !f["error"].is_null());
+    assert_eq!(flow["error"]["kind"], "killed", "{flow}");
+    assert_eq!(flow["request"]["http_version"], "HTTP/2.0", "{flow}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !h2.stdout.text().contains("/h2-never"),
+        "the server never saw it:\n{}",
+        h2.stdout.text()
+    );
+}
+
 #[test]
 fn a_flow_deleted_while_paused_is_killed_and_stays_out_of_the_session() {
     let origin = origin();
@@ -622,6 +649,42 @@ fn websocket_messages_are_held_one_by_one_edited_and_dropped() {
         .collect();
     assert_eq!(received, ["ONE", "three"]);
     let _ = chat.wait();
+}
+
+/// A message written by the user into an open WebSocket, to either side.
+#[test]
+fn a_message_injected_into_a_websocket_reaches_the_side_it_was_written_to() {
+    let echo = python_websocket_echo_server();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let (mut chat, lines) = ws_chat(&proxy, echo.port, "6", &["one"]);
+    lines
+        .wait_for(&"received: one", WAIT)
+        .expect("the echo of the chat's own message");
+    let flow = api.wait_flow("~websocket", |f| !f["websocket"].is_null());
+    let id = flow["id"].as_str().unwrap().to_owned();
+    let inject = |body: &str| {
+        api.send("POST", &format!("/flows/{id}/websocket/inject"), Some(body))
+            .assert_status(200);
+    };
+    inject(r#"{"to_client": true, "content": "from-periscope"}"#);
+    lines
+        .wait_for(&"received: from-periscope", WAIT)
+        .expect("the client got the message written to it");
+    // Written to the server: the echo server sends it back, so the client sees it.
+    inject(r#"{"to_client": false, "content": "to-the-server"}"#);
+    lines
+        .wait_for(&"received: to-the-server", WAIT)
+        .expect("the server got the message written to it (and echoed it)");
+    lines.wait_for(&"closed", WAIT).expect("the chat ended");
+    let _ = chat.wait();
+    let received: Vec<String> = lines
+        .lines()
+        .iter()
+        .filter_map(|l| l.strip_prefix("received: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(received, ["one", "from-periscope", "to-the-server"]);
 }
 
 #[test]
