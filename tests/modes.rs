@@ -202,6 +202,34 @@ fn reverse_mode_serves_plain_http_clients_and_reports_a_dead_server() {
     assert!(result.body_text().contains("connect"), "{result:?}");
 }
 
+/// The server sees its own name in Host, or the name the client used with
+/// `--keep-host-header` (a virtual host behind the reverse proxy).
+#[test]
+fn reverse_mode_rewrites_host_unless_keep_host_header_is_given() {
+    let origin = PythonPeer::start("fault_origin.py", &[]);
+    let mode = format!("reverse:http://127.0.0.1:{}@0", origin.port);
+    for (extra, expected) in [
+        (None, format!("127.0.0.1:{}", origin.port)),
+        (Some("--keep-host-header"), "app.example:8443".to_owned()),
+    ] {
+        let mut args = vec!["--mode", mode.as_str()];
+        args.extend(extra);
+        let proxy = json_proxy(&args);
+        let listener = proxy.listener("reverse:");
+        let before = recorded(&origin).len();
+        Curl::new()
+            .header("Host: app.example:8443")
+            .run(&format!("http://127.0.0.1:{}/record/host", listener.port()))
+            .assert_status(200);
+        let seen = recorded_at_least(&origin, before + 1);
+        assert_eq!(
+            recorded_header(&seen[before], "host"),
+            Some(expected.as_str()),
+            "{extra:?}: {seen:?}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // upstream
 // ---------------------------------------------------------------------------------
