@@ -485,6 +485,68 @@ fn server_replay_answers_from_a_recorded_session_with_the_origin_gone() {
     assert_eq!(form.body_text(), "recorded 11 bytes\n");
     let killed = Curl::through(&lenient).run(&format!("{base}/record/a?x=1&keep=2"));
     assert_eq!(killed.status, 502, "kill: {killed:?}");
+
+    // The other extra behaviours for a request that was never recorded; forward goes
+    // to the network, where the origin is gone now.
+    for (extra, status) in [("204", 204), ("400", 400), ("500", 500), ("forward", 502)] {
+        let proxy = json_proxy(&[
+            "--server-replay",
+            &session_arg,
+            "--server-replay-extra",
+            extra,
+        ]);
+        let answer = Curl::through(&proxy).run(&format!("{base}/record/never"));
+        assert_eq!(answer.status, status, "{extra}: {answer:?}");
+        if extra == "forward" {
+            assert!(answer.body_text().contains("connect"), "{answer:?}");
+        }
+    }
+    // Host, port and body can be left out of the match; a chosen header is part of it.
+    let loose = json_proxy(&[
+        "--server-replay",
+        &session_arg,
+        "--server-replay-ignore-host",
+        "--server-replay-ignore-port",
+        "--server-replay-ignore-content",
+        "--server-replay-extra",
+        "404",
+    ]);
+    Curl::through(&loose)
+        .run(&format!("http://localhost:{}/record/b", free_port()))
+        .assert_status(200);
+    Curl::through(&loose)
+        .data("entirely=different")
+        .run(&format!("{base}/record/form"))
+        .assert_status(200);
+    let by_header = json_proxy(&[
+        "--server-replay",
+        &session_arg,
+        "--server-replay-use-header",
+        "x-user",
+        "--server-replay-extra",
+        "404",
+    ]);
+    Curl::through(&by_header)
+        .header("x-user: someone")
+        .run(&format!("{base}/record/b"))
+        .assert_status(404);
+    Curl::through(&by_header)
+        .run(&format!("{base}/record/b"))
+        .assert_status(200);
+    // Without the ignore options the other host and body are other requests.
+    let strict = json_proxy(&[
+        "--server-replay",
+        &session_arg,
+        "--server-replay-extra",
+        "404",
+    ]);
+    Curl::through(&strict)
+        .run(&format!("http://localhost:{}/record/b", free_port()))
+        .assert_status(404);
+    Curl::through(&strict)
+        .data("entirely=different")
+        .run(&format!("{base}/record/form"))
+        .assert_status(404);
 }
 
 #[test]
