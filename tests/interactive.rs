@@ -451,6 +451,60 @@ fn killing_a_large_download_closes_both_connections_within_a_second() {
 }
 
 #[test]
+fn killing_a_large_upload_closes_both_connections_within_a_second() {
+    let origin = origin();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let dir = tempfile::tempdir().unwrap();
+    let upload = dir.path().join("upload.bin");
+    std::fs::File::create(&upload)
+        .unwrap()
+        .set_len(200_000_000)
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/record/upload", origin.port);
+    let curl = Curl::through(&proxy)
+        .arg("-T")
+        .arg(upload.to_str().unwrap())
+        .arg("--limit-rate")
+        .arg("2M");
+    let client = spawn_curl(curl, url);
+    let flow = api.wait_flow("~u /record/upload", |f| f["response"].is_null());
+    let id = flow["id"].as_str().unwrap();
+    // Some of the body is on its way before the kill.
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    api.send("POST", &format!("/flows/{id}/kill"), None)
+        .assert_status(200);
+    let proxy_port = proxy.port();
+    assert!(
+        wait_until(Duration::from_secs(1), || connections(
+            proxy_port,
+            origin.port
+        ) == 0),
+        "{} connections left {:?} after the kill",
+        connections(proxy_port, origin.port),
+        killed.elapsed()
+    );
+    let answer = client.join().unwrap();
+    assert!(
+        answer.status != 200,
+        "the upload did not complete: {answer:?}"
+    );
+    let ended = api.wait_flow("~u /record/upload", |f| !f["error"].is_null());
+    assert_eq!(ended["error"]["kind"], "killed", "{ended}");
+    let sent = ended["request"]["size"].as_u64().unwrap_or(0);
+    assert!(
+        sent > 0 && sent < 200_000_000,
+        "killed while the body streamed ({sent} bytes of it had passed): {ended}"
+    );
+    assert!(
+        recorded(&origin).is_empty(),
+        "the server never got a whole request: {:?}",
+        recorded(&origin)
+    );
+}
+
+#[test]
 fn a_replay_sends_the_request_again_as_a_linked_flow() {
     let origin = origin();
     let proxy = proxy(&[]);
@@ -475,6 +529,49 @@ fn a_replay_sends_the_request_again_as_a_linked_flow() {
     assert_eq!(seen[1]["method"], "POST");
     assert_eq!(seen[1]["body"], "payload");
     assert_eq!(recorded_header(&seen[1], "x-case"), Some("replay"));
+}
+
+/// A replay is an exchange like any other: Apache renegotiates for the client
+/// certificate again, and `--client-certs` answers it again.
+#[test]
+fn a_replayed_request_goes_through_the_servers_renegotiation_as_the_live_one_did() {
+    let apache = Apache::start();
+    let pki = test_pki();
+    let proxy = proxy(&["--client-certs", pki.client_pem.to_str().unwrap()]);
+    let api = Api::of(&proxy);
+    let before = apache.renegotiation_count();
+    Curl::through(&proxy)
+        .cacert(proxy.ca_cert_path())
+        .run(&apache.url(Vhost::Tls12, "/vedauth/ok.txt"))
+        .assert_status(200);
+    let first = api.wait_flow("~u /vedauth/ok.txt", |f| !f["response"].is_null());
+    let id = first["id"].as_str().unwrap();
+    let replayed = api.send("POST", &format!("/flows/{id}/replay"), None);
+    replayed.assert_status(200);
+    let new_id = replayed.json()["id"].as_str().unwrap().to_owned();
+    let copy = api.wait_flow("~u /vedauth/ok.txt", |f| {
+        f["id"] == new_id.as_str() && !f["response"].is_null()
+    });
+    assert_eq!(copy["response"]["status_code"], 200, "{copy}");
+    assert_eq!(copy["replay_of"], id, "{copy}");
+    let cn = copy["response"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h[0].as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("x-client-cert-cn")
+        })
+        .map(|h| h[1].clone());
+    assert_eq!(
+        cn.as_ref().and_then(Value::as_str),
+        Some(CLIENT_CN),
+        "{copy}"
+    );
+    let timeline = copy["timeline"].to_string();
+    assert!(timeline.contains("renegotiation"), "{timeline}");
+    assert_eq!(apache.renegotiation_count(), before + 2, "live and replay");
 }
 
 #[test]
