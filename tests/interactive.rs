@@ -462,15 +462,21 @@ fn killing_a_large_upload_closes_both_connections_within_a_second() {
         .set_len(200_000_000)
         .unwrap();
     let url = format!("http://127.0.0.1:{}/record/upload", origin.port);
+    // No Expect: 100-continue, so the body follows the head at once.
     let curl = Curl::through(&proxy)
         .arg("-T")
         .arg(upload.to_str().unwrap())
+        .header("Expect:")
         .arg("--limit-rate")
         .arg("2M");
     let client = spawn_curl(curl, url);
     let flow = api.wait_flow("~u /record/upload", |f| f["response"].is_null());
     let id = flow["id"].as_str().unwrap();
-    // Some of the body is on its way before the kill.
+    // The head reached the server and the body is on its way before the kill.
+    origin
+        .stdout
+        .wait_for(&"request: PUT /record/upload", WAIT)
+        .expect("the request head reached the server");
     std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     api.send("POST", &format!("/flows/{id}/kill"), None)
@@ -496,6 +502,11 @@ fn killing_a_large_upload_closes_both_connections_within_a_second() {
     assert!(
         sent > 0 && sent < 200_000_000,
         "killed while the body streamed ({sent} bytes of it had passed): {ended}"
+    );
+    let message = ended["error"]["msg"].as_str().unwrap_or("");
+    assert!(
+        message.contains("bytes of the request body"),
+        "the error says how far the upload got: {message}"
     );
     assert!(
         recorded(&origin).is_empty(),

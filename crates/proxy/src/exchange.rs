@@ -246,7 +246,7 @@ pub async fn deliver(
             None => await_response(recorder, sent, response_timeout, held).await,
             Some(kill) => tokio::select! {
                 waited = await_response(recorder, sent, response_timeout, held) => waited,
-                () = kill.killed() => return Err(killed(recorder, &kill.reason())),
+                () = kill.killed() => return Err(killed(recorder, &kill_reason(recorder, kill))),
             },
         };
         let mut failure = match waited {
@@ -261,7 +261,7 @@ pub async fn deliver(
             Ok(Err(failure)) => failure,
         };
         if let Some(kill) = recorder.kill_switch().filter(|kill| kill.is_killed()) {
-            return Err(killed(recorder, &kill.reason()));
+            return Err(killed(recorder, &kill_reason(recorder, kill)));
         }
         let unsent = failure.take_message();
         let what_happened =
@@ -494,6 +494,17 @@ pub fn answered_by_hook(
     recorder.set_body(Side::Response, Body::complete(content), None);
     recorder.finish();
     response
+}
+
+/// Why the user's kill ended the exchange, with how far the request body had got
+/// when it was still on its way (an upload killed in transit).
+fn kill_reason(recorder: &FlowRecorder, kill: &crate::intercept::KillSwitch) -> String {
+    let sent = recorder.request_bytes();
+    if sent > 0 && recorder.request_complete_at().is_none() {
+        format!("{} after {sent} bytes of the request body", kill.reason())
+    } else {
+        kill.reason()
+    }
 }
 
 /// A hook (or the user) killed the exchange: an HTTP/1.1 client gets a 502 that says

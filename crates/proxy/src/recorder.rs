@@ -444,6 +444,9 @@ impl FlowRecorder {
         self.collect_tls_events();
         let snapshot = {
             let mut flow = self.lock();
+            if let Some(current) = flow.as_mut() {
+                self.count_bodies_still_streaming(current);
+            }
             if flow.as_ref().is_some_and(|f| f.websocket.is_none()) {
                 self.detach_tls_events();
             }
@@ -461,6 +464,25 @@ impl FlowRecorder {
         // A WebSocket stays in flight (killable) until its relay ends.
         if !websocket {
             self.leave_live();
+        }
+    }
+
+    /// A body still on its way when the flow ends (killed, or failed on the other
+    /// leg) reports to the flow only when it is dropped, after the flow was published:
+    /// the counters say how much of it passed, and the flow keeps that.
+    fn count_bodies_still_streaming(&self, flow: &mut Flow) {
+        fn count(body: &mut Body, passed: u64) {
+            if passed > body.size {
+                body.size = passed;
+                body.truncated = (body.content.len() as u64) < passed;
+            }
+        }
+        count(&mut flow.request.body, self.request_bytes());
+        if let Some(response) = flow.response.as_mut() {
+            count(
+                &mut response.body,
+                self.response_bytes.load(Ordering::Relaxed),
+            );
         }
     }
 
