@@ -122,6 +122,48 @@ fn async_hooks_are_awaited_and_their_changes_apply() {
     );
 }
 
+/// mitmproxy's `tls_clienthello`: a script sees what the client asked for and may
+/// leave the connection alone; the client then sees the server's own certificate.
+#[test]
+fn tls_clienthello_sees_the_hello_and_ignore_connection_passes_it_through() {
+    let apache = Apache::start();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "hello.py",
+        "import logging\n\
+         from mitmproxy import tls\n\
+         \n\
+         def tls_clienthello(data: tls.ClientHelloData):\n\
+         \x20   hello = data.client_hello\n\
+         \x20   logging.info('hello sni=%s alpn=%s server=%s', hello.sni, hello.alpn_protocols, data.context.server.address)\n\
+         \x20   if hello.sni == 'localhost':\n\
+         \x20       data.ignore_connection = True\n",
+    );
+    let proxy = proxy_with(&[&script], &["--json"]);
+    // localhost: passed through, so the origin's CA verifies and Periscope's does not.
+    let ignored = apache.url(Vhost::Tls13, "/hello.txt");
+    Curl::new()
+        .proxy(proxy.proxy_url())
+        .cacert(&test_pki().ca_cert)
+        .run(&ignored)
+        .assert_status(200);
+    let result = Curl::through(&proxy).run(&ignored);
+    assert_ne!(
+        result.exit_code, 0,
+        "Periscope's CA must not verify: {result:?}"
+    );
+    let port = apache.port(Vhost::Tls13);
+    let logged =
+        format!("hello sni=localhost alpn=[b'h2', b'http/1.1'] server=('localhost', {port})");
+    proxy.wait_for_stderr(logged.as_str(), WAIT);
+    proxy.wait_for_stdout("ignored_by_script", WAIT);
+    // By IP (no SNI): intercepted as usual.
+    Curl::through(&proxy)
+        .run(&apache.url_ip(Vhost::Tls13, "/hello.txt"))
+        .assert_status(200);
+    proxy.wait_for_stderr("hello sni=None", WAIT);
+}
+
 #[test]
 fn a_response_script_rewrites_a_json_field_and_the_client_gets_it_framed_anew() {
     let origin = origin();

@@ -9,8 +9,8 @@ use std::time::Duration;
 use periscope_flow::live::{FlowReceiver, RecvError};
 use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, FlowId, LogLevel};
 use periscope_proxy::{
-    answer_from, rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture,
-    RequestVerdict, ResponseVerdict, StageBody,
+    answer_from, rebuild_request, rebuild_response, ClientHelloInfo, ExchangeHook, FlowRecorder,
+    HelloVerdict, HookFuture, RequestVerdict, ResponseVerdict, StageBody,
 };
 use serde_json::Value;
 
@@ -97,6 +97,29 @@ fn apply_annotations(flow: &FlowRecorder, changes: &Changes) {
 impl ExchangeHook for AddonsHook {
     fn name(&self) -> &'static str {
         "addons"
+    }
+
+    fn client_hello<'a>(&'a self, hello: &'a ClientHelloInfo) -> HookFuture<'a, HelloVerdict> {
+        Box::pin(async move {
+            if !self.worker.hooks().contains(FlowHook::TlsClientHello) {
+                return HelloVerdict::Intercept;
+            }
+            let data = protocol::client_hello_json(hello);
+            match self
+                .worker
+                .call(
+                    FlowHook::TlsClientHello,
+                    Value::Null,
+                    Some(("client_hello", data)),
+                )
+                .await
+            {
+                Ok(reply) if reply.changes.ignore_connection => HelloVerdict::PassThrough,
+                // A hook that raised, timed out or lost its worker: Periscope intercepts
+                // as it would without scripts (the worker logged why).
+                _ => HelloVerdict::Intercept,
+            }
+        })
     }
 
     fn request_head<'a>(

@@ -20,10 +20,11 @@ pub enum FlowHook {
     WebSocketMessage,
     WebSocketEnd,
     TlsEvent,
+    TlsClientHello,
 }
 
 impl FlowHook {
-    pub const ALL: [FlowHook; 9] = [
+    pub const ALL: [FlowHook; 10] = [
         FlowHook::RequestHeaders,
         FlowHook::Request,
         FlowHook::ResponseHeaders,
@@ -33,6 +34,7 @@ impl FlowHook {
         FlowHook::WebSocketMessage,
         FlowHook::WebSocketEnd,
         FlowHook::TlsEvent,
+        FlowHook::TlsClientHello,
     ];
 
     /// mitmproxy's name of the hook (Periscope's for `tls_event`).
@@ -47,6 +49,7 @@ impl FlowHook {
             FlowHook::WebSocketMessage => "websocket_message",
             FlowHook::WebSocketEnd => "websocket_end",
             FlowHook::TlsEvent => "tls_event",
+            FlowHook::TlsClientHello => "tls_clienthello",
         }
     }
 
@@ -150,6 +153,9 @@ pub struct Changes {
     pub marked: Option<bool>,
     #[serde(default)]
     pub comment: Option<String>,
+    /// `tls_clienthello`: leave the connection alone (`data.ignore_connection`).
+    #[serde(default)]
+    pub ignore_connection: bool,
 }
 
 impl Changes {
@@ -273,6 +279,17 @@ pub fn flow_json(flow: &Flow, with_body: bool) -> Value {
 /// and the kind's fields).
 pub fn tls_event_json(event: &TlsEvent) -> Value {
     serde_json::to_value(event).unwrap_or(Value::Null)
+}
+
+/// A ClientHello as `tls_clienthello(data)` gets it: the client's address, the
+/// server the connection goes to, and what the client asked for.
+pub fn client_hello_json(hello: &periscope_proxy::ClientHelloInfo) -> Value {
+    serde_json::json!({
+        "client": hello.client.map(|a| serde_json::json!([a.ip().to_string(), a.port()])),
+        "server": [hello.server_host, hello.server_port],
+        "sni": hello.sni,
+        "alpn_protocols": hello.alpn,
+    })
 }
 
 fn apply_message_headers(headers: &mut Headers, changed: &Option<Vec<(String, String)>>) -> bool {

@@ -54,6 +54,10 @@ const FILES: &[(&str, &str)] = &[
         "mitmproxy/flowfilter.py",
         include_str!("../python/mitmproxy/flowfilter.py"),
     ),
+    (
+        "mitmproxy/tls.py",
+        include_str!("../python/mitmproxy/tls.py"),
+    ),
 ];
 
 /// Writes the runtime under `dir` (which goes on the worker's PYTHONPATH).

@@ -34,6 +34,9 @@ pub enum TcpReason {
     IgnoredHost,
     /// `--tcp-hosts`: TLS (if any) intercepted, the bytes inside relayed as they are.
     TcpHost,
+    /// A script's `tls_clienthello` set `ignore_connection`: passed through untouched,
+    /// TLS included, as an ignored host is.
+    IgnoredByScript,
     /// Neither TLS nor HTTP (or the server spoke first, as SMTP and SSH do).
     NotHttp,
 }
@@ -43,6 +46,9 @@ impl TcpReason {
         match self {
             TcpReason::IgnoredHost => "ignored host, passed through untouched",
             TcpReason::TcpHost => "--tcp-hosts, relayed as TCP",
+            TcpReason::IgnoredByScript => {
+                "ignored by a script's tls_clienthello, passed through untouched"
+            }
             TcpReason::NotHttp => "neither TLS nor HTTP",
         }
     }

@@ -112,7 +112,30 @@ pub enum ResponseVerdict {
     Kill(String),
 }
 
-/// One feature acting on exchanges. Both points default to doing nothing.
+/// What a client's TLS ClientHello asked for, as a hook sees it before Periscope
+/// decides to intercept the connection (mitmproxy's `tls_clienthello`).
+#[derive(Clone, Debug)]
+pub struct ClientHelloInfo {
+    /// The client's address.
+    pub client: Option<std::net::SocketAddr>,
+    /// Where the tunnel goes: the CONNECT target, the SOCKS5 request, the original
+    /// destination or the reverse proxy's server.
+    pub server_host: String,
+    pub server_port: u16,
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+}
+
+/// What a hook decided about a ClientHello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelloVerdict {
+    /// Intercept the TLS connection, as Periscope would.
+    Intercept,
+    /// Leave it alone: relay it untouched, as `--ignore-hosts` does.
+    PassThrough,
+}
+
+/// One feature acting on exchanges. Every point defaults to doing nothing.
 pub trait ExchangeHook: Send + Sync {
     /// A short name for the flow's notes ("intercept", "rules").
     fn name(&self) -> &'static str;
@@ -123,6 +146,12 @@ pub trait ExchangeHook: Send + Sync {
     /// (Server replay must work with the servers gone.)
     fn may_answer_without_server(&self) -> bool {
         false
+    }
+
+    /// A client's ClientHello in a tunnel that Periscope would intercept: the hook
+    /// may have the connection passed through untouched instead.
+    fn client_hello<'a>(&'a self, _hello: &'a ClientHelloInfo) -> HookFuture<'a, HelloVerdict> {
+        Box::pin(std::future::ready(HelloVerdict::Intercept))
     }
 
     /// The request head, before the destination is chosen and connected: the head and
@@ -165,6 +194,16 @@ impl Hooks {
     /// See [`ExchangeHook::may_answer_without_server`].
     pub fn may_answer_without_server(&self) -> bool {
         self.0.iter().any(|hook| hook.may_answer_without_server())
+    }
+
+    /// Asks every hook about a ClientHello; the first that passes it through decides.
+    pub async fn client_hello(&self, hello: &ClientHelloInfo) -> HelloVerdict {
+        for hook in &self.0 {
+            if hook.client_hello(hello).await == HelloVerdict::PassThrough {
+                return HelloVerdict::PassThrough;
+            }
+        }
+        HelloVerdict::Intercept
     }
 
     /// Runs every hook on the request head; the first that does not continue decides.

@@ -67,8 +67,8 @@ pub use crate::control::ProxyControl;
 pub use crate::error::UpstreamError;
 pub use crate::guard::ProxyCredentials;
 pub use crate::hooks::{
-    answer_from, rebuild_request, rebuild_response, ExchangeHook, HookFuture, Hooks,
-    RequestVerdict, ResponseVerdict, StageBody,
+    answer_from, rebuild_request, rebuild_response, ClientHelloInfo, ExchangeHook, HelloVerdict,
+    HookFuture, Hooks, RequestVerdict, ResponseVerdict, StageBody,
 };
 pub use crate::hosts::{HostRules, HostRulesError, HostTreatment};
 pub use crate::mode::{

@@ -48,7 +48,11 @@ pub async fn relay<C, S>(
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let keep = if start.reason == TcpReason::IgnoredHost {
+    // A connection passed through untouched is ciphertext: nothing worth keeping.
+    let keep = if matches!(
+        start.reason,
+        TcpReason::IgnoredHost | TcpReason::IgnoredByScript
+    ) {
         0
     } else {
         core.config.body_limit

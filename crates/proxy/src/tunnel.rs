@@ -18,6 +18,7 @@ use crate::client_hello::{looks_like_tls, read_client_hello};
 use crate::core::ProxyCore;
 use crate::destination::Tunnel;
 use crate::error::UpstreamError;
+use crate::hooks::{ClientHelloInfo, HelloVerdict};
 use crate::hosts::HostTreatment;
 use crate::io::{Prefixed, WriteDeadline};
 use crate::pages::{error_response, error_text, recorded_response};
@@ -316,10 +317,27 @@ pub async fn run<C>(
     if let Some(sni) = &hello.sni {
         names.push(format!("{}:{}", sni.to_ascii_lowercase(), key.port));
     }
-    let treatment = core.hosts.treatment(&names);
+    let mut treatment = core.hosts.treatment(&names);
+    let mut reason = TcpReason::IgnoredHost;
+    if treatment == HostTreatment::Intercept && !core.hooks.is_empty() {
+        let info = ClientHelloInfo {
+            client: client.info.peer,
+            server_host: key.host.clone(),
+            server_port: key.port,
+            sni: hello.sni.clone(),
+            alpn: hello
+                .alpn
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+        };
+        if core.hooks.client_hello(&info).await == HelloVerdict::PassThrough {
+            treatment = HostTreatment::PassThrough;
+            reason = TcpReason::IgnoredByScript;
+        }
+    }
     if treatment == HostTreatment::PassThrough {
         let client_io = Prefixed::new(buffer.freeze(), client_io);
-        let reason = TcpReason::IgnoredHost;
         Box::pin(relay_bytes(
             &core, &client, client_io, socket, &key, reason, hello.sni,
         ))

@@ -20,6 +20,7 @@ from periscope_addons.options import Loader, Options
 FLOW_HOOKS = (
     "requestheaders", "request", "responseheaders", "response", "error",
     "websocket_start", "websocket_message", "websocket_end", "tls_event",
+    "tls_clienthello",
 )
 LIFE_HOOKS = ("load", "running", "configure", "done")
 
@@ -233,6 +234,8 @@ class Worker:
 
     def call(self, message):
         hook = message["hook"]
+        if hook == "tls_clienthello":
+            return self.call_client_hello(message)
         flow = flowmod.HTTPFlow(message["flow"], self.flow_metadata(message["flow"]["id"]))
         args = [flow]
         if hook == "tls_event":
@@ -260,6 +263,31 @@ class Worker:
             result["errors"] = errors
         if message.get("last"):
             self.metadata.pop(message["flow"]["id"], None)
+        send(result)
+
+    def call_client_hello(self, message):
+        """A connection, not a flow: every script sees the ClientHello; one that sets
+        `ignore_connection` has the connection passed through."""
+        from mitmproxy import tls
+
+        data = tls.ClientHelloData(message.get("client_hello") or {})
+        errors = []
+        for script in self.scripts:
+            for addon in script.addons:
+                fn = getattr(addon, "tls_clienthello", None)
+                if not callable(fn):
+                    continue
+                try:
+                    run_to_end(fn(data))
+                except BaseException as exc:
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    log("error", f"{script.name}: tls_clienthello raised:\n{_format_tb(exc)}")
+                    errors.append(f"{script.name}: tls_clienthello raised {type(exc).__name__}: {exc}")
+        changes = {"ignore_connection": True} if data.ignore_connection else {}
+        result = {"type": "result", "id": message["id"], "changes": changes}
+        if errors:
+            result["errors"] = errors
         send(result)
 
     def done(self):
