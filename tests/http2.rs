@@ -563,6 +563,27 @@ fn an_http2_stream_reset_mid_body_is_a_flow_error_and_reaches_the_client() {
     assert_eq!(flow_error(&flows, "/ok"), &Value::Null);
 }
 
+/// A retried request is sent twice but recorded once: its body is the one the
+/// client sent, whole, not the bytes of both attempts.
+#[test]
+fn a_post_retried_after_a_goaway_is_recorded_with_its_body_once() {
+    let origin = h2_origin(&[]);
+    let proxy = json_proxy(&[]);
+    let result = Curl::through(&proxy)
+        .http2()
+        .data("twelve bytes")
+        .run(&localhost_url(origin.port, "/goaway-refuse-once"));
+    result.assert_status(200);
+    let flow = &flows(&proxy, 1)[0];
+    assert_eq!(flow["request"]["body"]["size"], 12, "{flow}");
+    assert_eq!(flow["request"]["body"]["truncated"], false, "{flow}");
+    // base64 of "twelve bytes"
+    assert_eq!(
+        flow["request"]["body"]["content"], "dHdlbHZlIGJ5dGVz",
+        "{flow}"
+    );
+}
+
 #[test]
 fn an_http2_goaway_refusing_a_request_is_retried_on_a_new_connection() {
     let origin = h2_origin(&[]);

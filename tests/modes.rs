@@ -811,6 +811,8 @@ impl Namespaces {
                 "-w",
                 "net.ipv4.ip_forward=1",
                 "net.ipv6.conf.all.forwarding=1",
+                // Periscope's [::] listener must take IPv4 too without the default.
+                "net.ipv6.bindv6only=1",
             ],
         );
         for iptables in ["iptables", "ip6tables"] {

@@ -123,6 +123,7 @@ pub struct ClientHelloInfo {
     pub server_host: String,
     pub server_port: u16,
     pub sni: Option<String>,
+    /// The protocol names, one char per byte (Latin-1), so none is lost.
     pub alpn: Vec<String>,
 }
 
@@ -148,7 +149,8 @@ pub trait ExchangeHook: Send + Sync {
         false
     }
 
-    /// A client's ClientHello in a tunnel that Periscope would intercept: the hook
+    /// A client's ClientHello in a tunnel that Periscope would intercept (at TLS, so
+    /// also a `--tcp-hosts` one): the hook
     /// may have the connection passed through untouched instead.
     fn client_hello<'a>(&'a self, _hello: &'a ClientHelloInfo) -> HookFuture<'a, HelloVerdict> {
         Box::pin(std::future::ready(HelloVerdict::Intercept))

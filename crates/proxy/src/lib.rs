@@ -125,9 +125,8 @@ impl Proxy {
         };
         let mut bound = Vec::with_capacity(wanted.len());
         for (mode, address) in wanted {
-            let listener = TcpListener::bind(address)
-                .await
-                .map_err(|source| ProxyError::Bind { address, source })?;
+            let listener =
+                bind_listener(address).map_err(|source| ProxyError::Bind { address, source })?;
             // With port 0 the system picks one; the loop check must know which.
             let address = listener.local_addr().unwrap_or(address);
             bound.push((mode, address, listener));
@@ -206,4 +205,28 @@ async fn accept_loop(core: Arc<ProxyCore>, listener: Arc<Listener>, socket: TcpL
             }
         }
     }
+}
+
+/// A listening socket on `address`. The unspecified IPv6 address (`[::]`) takes IPv4
+/// connections too whatever `net.ipv6.bindv6only` says (one listener for both
+/// families, as the transparent recipe needs); a specific IPv6 address only IPv6.
+fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(v6) => {
+            let socket = tokio::net::TcpSocket::new_v6()?;
+            let dual_stack = v6.ip().is_unspecified();
+            nix::sys::socket::setsockopt(
+                &socket,
+                nix::sys::socket::sockopt::Ipv6V6Only,
+                &!dual_stack,
+            )
+            .map_err(std::io::Error::from)?;
+            socket
+        }
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    // As std's listeners on Linux: the kernel's limit (somaxconn, 4096 by default).
+    socket.listen(4096)
 }

@@ -477,12 +477,20 @@ impl FlowRecorder {
                 body.truncated = (body.content.len() as u64) < passed;
             }
         }
-        count(&mut flow.request.body, self.request_bytes());
-        if let Some(response) = flow.response.as_mut() {
-            count(
-                &mut response.body,
-                self.response_bytes.load(Ordering::Relaxed),
-            );
+        // Only a side whose body never completed: a request resent after a refusal
+        // (HTTP_1_1_REQUIRED, REFUSED_STREAM, a GOAWAY race) is counted once per
+        // attempt, so the counter is no measure of a body that completed.
+        let completed = |flow: &Flow, milestone| flow.timeline.milestone(milestone).is_some();
+        if !completed(flow, Milestone::RequestComplete) {
+            count(&mut flow.request.body, self.request_bytes());
+        }
+        if !completed(flow, Milestone::ResponseComplete) {
+            if let Some(response) = flow.response.as_mut() {
+                count(
+                    &mut response.body,
+                    self.response_bytes.load(Ordering::Relaxed),
+                );
+            }
         }
     }
 

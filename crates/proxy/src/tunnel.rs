@@ -319,16 +319,19 @@ pub async fn run<C>(
     }
     let mut treatment = core.hosts.treatment(&names);
     let mut reason = TcpReason::IgnoredHost;
-    if treatment == HostTreatment::Intercept && !core.hooks.is_empty() {
+    // `--tcp-hosts` connections are intercepted at TLS too: the hooks are asked.
+    if treatment != HostTreatment::PassThrough && !core.hooks.is_empty() {
         let info = ClientHelloInfo {
             client: client.info.peer,
             server_host: key.host.clone(),
             server_port: key.port,
             sni: hello.sni.clone(),
+            // One char per byte (Latin-1): any protocol name survives the trip as it
+            // was sent, UTF-8 or not.
             alpn: hello
                 .alpn
                 .iter()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .map(|p| p.iter().map(|&b| char::from(b)).collect())
                 .collect(),
         };
         if core.hooks.client_hello(&info).await == HelloVerdict::PassThrough {

@@ -257,13 +257,22 @@ export class FlowDetail {
       bodyNote.textContent = `The body is ${encoding}-encoded: it is kept as recorded (edit it with the API's content field).`;
     } else {
       api.bytes(`/flows/${flow.id}/${part}/content.data`).then(({ data }) => {
+        let text;
         try {
-          loadedText = new TextDecoder('utf-8', { fatal: true }).decode(data);
-          textarea.value = loadedText;
-          textarea.removeAttribute('readonly');
+          text = new TextDecoder('utf-8', { fatal: true }).decode(data);
         } catch {
           bodyNote.textContent = `The body is binary (${data.length} bytes): it is kept as recorded.`;
+          return;
         }
+        // A text box turns CR LF into LF (multipart bodies, HTTP-style text): such a
+        // body would change by being shown.
+        if (text.includes('\r')) {
+          bodyNote.textContent = 'The body has CR line ends, which a text box cannot keep: it is kept as recorded (edit it with the API\'s content field).';
+          return;
+        }
+        textarea.value = text;
+        loadedText = textarea.value;
+        textarea.removeAttribute('readonly');
       }).catch((error) => { bodyNote.textContent = `The body could not be loaded (${error.message}): it is kept as recorded.`; });
     }
     const save = async () => {

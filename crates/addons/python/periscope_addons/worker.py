@@ -270,8 +270,15 @@ class Worker:
         `ignore_connection` has the connection passed through."""
         from mitmproxy import tls
 
-        data = tls.ClientHelloData(message.get("client_hello") or {})
         errors = []
+        try:
+            data = tls.ClientHelloData(message.get("client_hello") or {})
+        except Exception as exc:
+            # A hello the runtime cannot read is intercepted as usual, never a crash.
+            log("error", f"tls_clienthello: unreadable ClientHello:\n{_format_tb(exc)}")
+            send({"type": "result", "id": message["id"], "changes": {},
+                  "errors": [f"tls_clienthello: {type(exc).__name__}: {exc}"]})
+            return
         for script in self.scripts:
             for addon in script.addons:
                 fn = getattr(addon, "tls_clienthello", None)
@@ -323,7 +330,14 @@ def main():
         kind = message.get("type")
         if kind == "hook":
             worker.check_reload()
-            worker.call(message)
+            try:
+                worker.call(message)
+            except Exception as exc:
+                # Whatever the runtime could not handle ends this call, not the worker
+                # (and with it every script's state): the flow goes on unchanged.
+                log("error", f"periscope_addons: {message.get('hook')} failed:\n{_format_tb(exc)}")
+                send({"type": "result", "id": message.get("id"), "changes": {},
+                      "errors": [f"periscope_addons: {type(exc).__name__}: {exc}"]})
         elif kind == "reload":
             worker.check_reload()
         elif kind == "options":
