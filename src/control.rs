@@ -28,6 +28,11 @@ pub struct SessionControl {
 }
 
 impl SessionControl {
+    /// See [`ProxyControl::proxy_address`].
+    pub fn proxy_address(&self) -> std::net::SocketAddr {
+        self.proxy.proxy_address()
+    }
+
     pub fn new(
         proxy: ProxyControl,
         store: Arc<FlowStore>,

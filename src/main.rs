@@ -394,13 +394,14 @@ fn serve_api_on(
             listen.ip()
         );
     }
+    let proxy_address = control.proxy_address();
     let mut state = periscope_api::ApiState::new(control, store, bus.feed(), token);
     state.exporter = Some(Arc::new(export::Exporter));
     // The web UI is served wherever the API is: same origin, same security.
     state.ui = Some(periscope_web::asset);
     let ca = Arc::clone(ca);
     state.onboarding = Some(Arc::new(move |path: &str| {
-        let file = periscope_proxy::onboarding_file(&ca, path);
+        let file = periscope_proxy::onboarding_file(&ca, path, proxy_address);
         (
             file.content_type.to_owned(),
             file.download_name.map(str::to_owned),

@@ -223,6 +223,13 @@ fn without_the_token_the_page_is_a_login_and_writes_from_elsewhere_are_refused()
     let page = Curl::through(&proxy).run("http://periscope/");
     page.assert_status(200);
     assert!(page.body_text().contains("keytool"), "{page:?}");
+    // Its commands name this proxy's address, not a default port.
+    let address = format!("http://{}", proxy.addr());
+    assert!(
+        page.body_text().contains(&format!("curl -x {address} ")),
+        "the page names {address}: {}",
+        page.body_text()
+    );
     let pem = Curl::through(&proxy).run("http://periscope/cert/pem");
     pem.assert_status(200);
     let ca = std::fs::read_to_string(proxy.ca_cert_path()).expect("the CA file");

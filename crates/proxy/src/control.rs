@@ -34,6 +34,12 @@ pub struct ProxyControl {
 }
 
 impl ProxyControl {
+    /// The address of the first HTTP proxy listener (the first listener when none
+    /// is one): where the onboarding page tells clients to point.
+    pub fn proxy_address(&self) -> std::net::SocketAddr {
+        self.core.config.listen
+    }
+
     /// `None` unless the proxy was configured `interactive`.
     pub(crate) fn new(core: &Arc<ProxyCore>) -> Option<Self> {
         Some(ProxyControl {

@@ -111,12 +111,20 @@ pub fn destination_of(
     let uri = request.uri();
     let Some(host) = uri.host() else {
         // Not a proxy request: somebody pointed a browser at the proxy itself.
-        return Err(Box::new(proxy_info_page(&core.ca, uri.path())));
+        return Err(Box::new(proxy_info_page(
+            &core.ca,
+            uri.path(),
+            core.config.listen,
+        )));
     };
     if host.eq_ignore_ascii_case("periscope") && uri.scheme_str() == Some("http") {
         // `http://periscope/` through the proxy: the onboarding page (mitmproxy's
         // mitm.it), before the client trusts the CA.
-        return Err(Box::new(proxy_info_page(&core.ca, uri.path())));
+        return Err(Box::new(proxy_info_page(
+            &core.ca,
+            uri.path(),
+            core.config.listen,
+        )));
     }
     let (tls, scheme, default_port) = match uri.scheme_str() {
         Some("https") => (true, "https", 443),

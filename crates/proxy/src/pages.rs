@@ -69,8 +69,13 @@ pub struct OnboardingFile {
 /// The onboarding file at `path`: `/cert/pem`, `/cert/cer`, `/cert/p12` (also as
 /// `/periscope-ca-cert.{pem,cer,p12}`) are the CA certificate as PEM, DER and
 /// key-less PKCS#12; anything else is the page that says how to install it, per
-/// platform. Served by the proxy (below) and, through the binary, by the web UI.
-pub fn onboarding_file(ca: &CertificateAuthority, path: &str) -> OnboardingFile {
+/// platform, with the commands naming `proxy`, the address clients use. Served by the
+/// proxy (below) and, through the binary, by the web UI.
+pub fn onboarding_file(
+    ca: &CertificateAuthority,
+    path: &str,
+    proxy: std::net::SocketAddr,
+) -> OnboardingFile {
     let certificate = match path.trim_end_matches('/') {
         "/periscope-ca-cert.pem" | "/cert/pem" => Some((
             CertificateForm::Pem,
@@ -100,17 +105,32 @@ pub fn onboarding_file(ca: &CertificateAuthority, path: &str) -> OnboardingFile 
             };
         }
     }
+    // A proxy listening on every address is reached on this machine at loopback.
+    let host = match proxy.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "::1".to_owned(),
+        ip => ip.to_string(),
+    };
+    let address = std::net::SocketAddr::new(host.parse().expect("an address"), proxy.port());
+    let page = ONBOARDING_PAGE
+        .replace("{{PROXY}}", &address.to_string())
+        .replace("{{PROXY_HOST}}", &host)
+        .replace("{{PROXY_PORT}}", &proxy.port().to_string());
     OnboardingFile {
         content_type: "text/html; charset=utf-8",
         download_name: None,
-        body: ONBOARDING_PAGE.as_bytes().to_vec(),
+        body: page.into_bytes(),
     }
 }
 
 /// What a browser pointed at the proxy itself (or at `http://periscope/` through it,
 /// as mitmproxy's `mitm.it`) sees: [`onboarding_file`].
-pub fn proxy_info_page<B>(ca: &CertificateAuthority, path: &str) -> Response<ProxyBody<B>> {
-    let file = onboarding_file(ca, path);
+pub fn proxy_info_page<B>(
+    ca: &CertificateAuthority,
+    path: &str,
+    proxy: std::net::SocketAddr,
+) -> Response<ProxyBody<B>> {
+    let file = onboarding_file(ca, path, proxy);
     let mut response = Response::new(ProxyBody::generated(Bytes::from(file.body)));
     let headers = response.headers_mut();
     headers.insert(
