@@ -78,7 +78,7 @@ fi
 step "system packages"
 
 # perl and make build the OpenSSL that Periscope links by default (openssl-src).
-APT_PACKAGES=(perl make apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server tinyproxy microsocks dante-server iptables chromium)
+APT_PACKAGES=(perl make apache2 curl openssl tshark tmux python3-venv python3-openssl jq gnutls-bin iproute2 nodejs nghttp2-server tinyproxy microsocks dante-server stunnel4 iptables chromium)
 
 pkg_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -122,7 +122,7 @@ else
     echo "all present: ${APT_PACKAGES[*]}"
 fi
 
-for tool in curl openssl tshark tmux jq node ss tinyproxy microsocks iptables unshare chromium; do
+for tool in curl openssl tshark tmux jq node ss tinyproxy microsocks stunnel4 iptables unshare chromium; do
     command -v "$tool" >/dev/null || { echo "$tool still missing after install" >&2; exit 1; }
 done
 for tool in apache2 nghttpd; do

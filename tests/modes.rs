@@ -317,6 +317,59 @@ fn upstream_http_mode_without_the_proxys_credentials_fails_with_its_answer() {
     assert!(error.contains("--upstream-auth"), "{flow}");
 }
 
+/// stunnel in front of `port`: a proxy spoken to over TLS (the test PKI's
+/// localhost certificate), as an `upstream:https://` proxy is.
+fn stunnel_in_front_of(port: u16) -> (Daemon, u16) {
+    let pki = test_pki();
+    let tls_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("stunnel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "foreground = yes\npid =\n[proxy]\naccept = 127.0.0.1:{tls_port}\n\
+             connect = 127.0.0.1:{port}\ncert = {}\nkey = {}\n",
+            pki.server_cert.display(),
+            pki.server_key.display()
+        ),
+    )
+    .unwrap();
+    let args = vec![conf.display().to_string()];
+    let daemon = Daemon::start("stunnel4", &args, PEER_HOSTS, tls_port);
+    std::fs::rename(dir.path(), daemon.dir().join("config")).unwrap();
+    (daemon, tls_port)
+}
+
+#[test]
+fn upstream_https_mode_speaks_tls_to_the_upstream_proxy() {
+    let apache = Apache::start();
+    let (tinyproxy, tiny_port) = tinyproxy(None);
+    let (_stunnel, tls_port) = stunnel_in_front_of(tiny_port);
+    let mode = format!("upstream:https://localhost:{tls_port}");
+    let proxy = json_proxy(&["--mode", &mode]);
+    let result = Curl::through(&proxy).run(&apache.url(Vhost::Tls13, "/hello.txt"));
+    result.assert_status(200);
+    assert_eq!(result.body_text(), HELLO_BODY);
+    let log = tinyproxy_log(&tinyproxy);
+    assert!(
+        log.contains(&format!(
+            "CONNECT localhost:{} HTTP/1.1",
+            apache.port(Vhost::Tls13)
+        )),
+        "the CONNECT reached the proxy behind the TLS listener:\n{log}"
+    );
+    let flow = flow_after(&proxy, 0, "localhost");
+    assert_eq!(
+        flow["server"]["peer"],
+        format!("127.0.0.1:{tls_port}"),
+        "{flow}"
+    );
+    // Plain TCP to the TLS port is no proxy: nothing gets through without TLS.
+    let plain = json_proxy(&["--mode", &format!("upstream:http://localhost:{tls_port}")]);
+    let refused = Curl::through(&plain).run(&apache.url(Vhost::Tls13, "/hello.txt"));
+    assert_ne!(refused.status, 200, "{refused:?}");
+}
+
 fn microsocks(credentials: Option<(&str, &str)>) -> (Daemon, u16) {
     let port = free_port();
     let mut args = vec![
