@@ -275,6 +275,51 @@ fn the_timeline_has_every_milestone_in_order() {
     assert!(times[5] <= times[7] && times[7] <= times[8], "{times:?}");
 }
 
+/// The certificates a server sends with its own are on the flow, in order (here the
+/// test root, which `s_server -cert_chain` sends after the leaf).
+#[test]
+fn the_certificates_a_server_sends_with_its_own_are_recorded_as_its_chain() {
+    let pki = test_pki();
+    let ca = pki.ca_cert.to_string_lossy().into_owned();
+    let with_chain = OpensslServer::builder()
+        .www()
+        .arg("-cert_chain")
+        .arg(&ca)
+        .start();
+    let alone = OpensslServer::builder().www().start();
+    let proxy = json_proxy(&[]);
+    Curl::through(&proxy)
+        .run(&with_chain.url("/chain"))
+        .assert_status(200);
+    let flow = flow_for(&proxy, "/chain");
+    let tls = &flow["server"]["tls"];
+    assert_eq!(
+        tls["peer_certificate"]["subject"]
+            .as_str()
+            .map(|s| s.contains("localhost")),
+        Some(true),
+        "{flow}"
+    );
+    let chain = tls["peer_chain"].as_array().cloned().unwrap_or_default();
+    assert_eq!(chain.len(), 1, "{flow}");
+    assert!(
+        chain[0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("Periscope Test Root"),
+        "{flow}"
+    );
+    let printed = proxy.stdout().len();
+    Curl::through(&proxy)
+        .run(&alone.url("/alone"))
+        .assert_status(200);
+    let flow = flow_after(&proxy, printed, "/alone");
+    assert!(
+        flow["server"]["tls"]["peer_chain"].is_null(),
+        "only its own certificate: {flow}"
+    );
+}
+
 #[test]
 fn an_untrusted_server_certificate_is_a_502_that_names_the_problem() {
     let pki = test_pki();

@@ -218,6 +218,10 @@ pub struct TlsInfo {
     pub alpn: Option<String>,
     /// The peer's certificate (upstream: the server's; client leg: the client's, if any).
     pub peer_certificate: Option<CertificateSummary>,
+    /// The other certificates the peer sent with its own (intermediates, a root if it
+    /// sent one), in the order sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_chain: Vec<CertificateSummary>,
     /// The first handshake resumed an earlier session (no certificate was sent in it;
     /// `peer_certificate` is the one the session was made with).
     #[serde(default)]

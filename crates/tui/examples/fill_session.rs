@@ -202,6 +202,7 @@ fn made_up_flow(n: usize, start: i64, random: &mut XorShift) -> Flow {
         cipher: "TLS_AES_256_GCM_SHA384".into(),
         sni: Some(sni.into()),
         alpn: Some("http/1.1".into()),
+        peer_chain: Vec::new(),
         peer_certificate: certificate,
         resumed: false,
     };

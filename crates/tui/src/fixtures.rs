@@ -65,6 +65,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
                 cipher: "TLS_AES_128_GCM_SHA256".into(),
                 sni: Some(host.into()),
                 alpn: Some("http/1.1".into()),
+                peer_chain: Vec::new(),
                 peer_certificate: None,
                 resumed: false,
             }),
@@ -79,6 +80,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
                 cipher: "TLS_AES_128_GCM_SHA256".into(),
                 sni: Some(host.into()),
                 alpn: Some("http/1.1".into()),
+                peer_chain: Vec::new(),
                 peer_certificate: Some(CertificateSummary {
                     subject: format!("CN={host}"),
                     issuer: "CN=Test CA".into(),

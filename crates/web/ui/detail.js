@@ -322,7 +322,8 @@ export class FlowDetail {
       return el('div', { class: 'leg', 'data-leg': name.toLowerCase() }, el('h4', {}, name), keyValues([
         ['Version', conn.tls_version], ['Cipher', conn.cipher], ['ALPN', conn.alpn], ['SNI', conn.sni],
         ['Handshake done', conn.timestamp_tls_setup ? offset(conn.timestamp_tls_setup, flow.request.timestamp_start) : ''],
-      ]), conn.cert ? certificate(conn.cert) : el('p', { class: 'empty' }, name === 'Client leg' ? 'no client certificate' : 'no certificate'));
+      ]), conn.cert ? certificate(conn.cert) : el('p', { class: 'empty' }, name === 'Client leg' ? 'no client certificate' : 'no certificate'),
+        (conn.cert_chain || []).length ? el('div', { class: 'cert-chain' }, el('h4', {}, `Chain sent with it (${conn.cert_chain.length})`), conn.cert_chain.map(certificate)) : null);
     };
     body.append(el('div', { class: 'legs' }, leg('Client leg', flow.client_conn), leg('Server leg', flow.server_conn)));
     const origin = flow.request.timestamp_start;

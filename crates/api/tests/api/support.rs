@@ -248,6 +248,7 @@ pub fn sample_flow(host: &str, path: &str, status: u16, second: i64) -> Flow {
                 cipher: "ECDHE-RSA-AES128-GCM-SHA256".into(),
                 sni: Some(host.into()),
                 alpn: Some("http/1.1".into()),
+                peer_chain: Vec::new(),
                 peer_certificate: None,
                 resumed: false,
             }),

@@ -102,6 +102,7 @@ fn rich_flow() -> Flow {
         cipher: "TLS_AES_128_GCM_SHA256".into(),
         sni: Some("vedauth.example".into()),
         alpn: Some("http/1.1".into()),
+        peer_chain: Vec::new(),
         peer_certificate: None,
         resumed: false,
     });
@@ -113,6 +114,7 @@ fn rich_flow() -> Flow {
         cipher: "ECDHE-RSA-AES128-GCM-SHA256".into(),
         sni: Some("vedauth.example".into()),
         alpn: None,
+        peer_chain: Vec::new(),
         peer_certificate: Some(CertificateSummary {
             subject: "CN=vedauth.example".into(),
             issuer: "CN=Test CA".into(),
