@@ -143,6 +143,24 @@ fn connections(proxy_port: u16, origin_port: u16) -> usize {
         .count()
 }
 
+/// Kills flow `id` through the API; within a second the proxy must have closed its
+/// connections to both peers (the client may still be reading what its kernel had
+/// buffered).
+fn kill_and_see_both_connections_close(api: &Api, id: &str, proxy_port: u16, origin_port: u16) {
+    let killed = Instant::now();
+    api.send("POST", &format!("/flows/{id}/kill"), None)
+        .assert_status(200);
+    assert!(
+        wait_until(Duration::from_secs(1), || connections(
+            proxy_port,
+            origin_port
+        ) == 0),
+        "{} connections left {:?} after the kill",
+        connections(proxy_port, origin_port),
+        killed.elapsed()
+    );
+}
+
 fn spawn_curl(curl: Curl, url: String) -> JoinHandle<CurlResult> {
     std::thread::spawn(move || curl.run(&url))
 }
@@ -422,21 +440,7 @@ fn killing_a_large_download_closes_both_connections_within_a_second() {
     let client = spawn_curl(Curl::through(&proxy).arg("--limit-rate").arg("2M"), url);
     let flow = api.wait_flow("~u /big", |f| f["response"]["status_code"] == 200);
     let id = flow["id"].as_str().unwrap();
-    let killed = Instant::now();
-    api.send("POST", &format!("/flows/{id}/kill"), None)
-        .assert_status(200);
-    // Closed by the proxy: no established connection left between it and either
-    // peer (the client may still be reading what its kernel had buffered).
-    let proxy_port = proxy.port();
-    assert!(
-        wait_until(Duration::from_secs(1), || connections(
-            proxy_port,
-            origin.port
-        ) == 0),
-        "{} connections left {:?} after the kill",
-        connections(proxy_port, origin.port),
-        killed.elapsed()
-    );
+    kill_and_see_both_connections_close(&api, id, proxy.port(), origin.port);
     origin
         .stdout
         .wait_for(&"send failed after", Duration::from_secs(1))
@@ -478,19 +482,7 @@ fn killing_a_large_upload_closes_both_connections_within_a_second() {
         .wait_for(&"request: PUT /record/upload", WAIT)
         .expect("the request head reached the server");
     std::thread::sleep(Duration::from_millis(300));
-    let killed = Instant::now();
-    api.send("POST", &format!("/flows/{id}/kill"), None)
-        .assert_status(200);
-    let proxy_port = proxy.port();
-    assert!(
-        wait_until(Duration::from_secs(1), || connections(
-            proxy_port,
-            origin.port
-        ) == 0),
-        "{} connections left {:?} after the kill",
-        connections(proxy_port, origin.port),
-        killed.elapsed()
-    );
+    kill_and_see_both_connections_close(&api, id, proxy.port(), origin.port);
     let answer = client.join().unwrap();
     assert!(
         answer.status != 200,

@@ -259,6 +259,16 @@ fn tinyproxy_log(daemon: &Daemon) -> String {
     std::fs::read_to_string(daemon.dir().join("config/tinyproxy.log")).unwrap_or_default()
 }
 
+/// tinyproxy's log, once it shows a CONNECT to localhost:`port`.
+fn assert_tinyproxy_saw_connect(daemon: &Daemon, port: u16) -> String {
+    let log = tinyproxy_log(daemon);
+    assert!(
+        log.contains(&format!("CONNECT localhost:{port} HTTP/1.1")),
+        "tinyproxy saw no CONNECT to localhost:{port}:\n{log}"
+    );
+    log
+}
+
 #[test]
 fn upstream_http_mode_sends_connect_and_absolute_form_through_tinyproxy_with_credentials() {
     let apache = Apache::start();
@@ -279,14 +289,7 @@ fn upstream_http_mode_sends_connect_and_absolute_form_through_tinyproxy_with_cre
     result.assert_status(200);
     assert_eq!(result.body_text(), HELLO_BODY);
 
-    let log = tinyproxy_log(&tinyproxy);
-    assert!(
-        log.contains(&format!(
-            "CONNECT localhost:{} HTTP/1.1",
-            apache.port(Vhost::Tls13)
-        )),
-        "tinyproxy saw no CONNECT:\n{log}"
-    );
+    let log = assert_tinyproxy_saw_connect(&tinyproxy, apache.port(Vhost::Tls13));
     assert!(
         log.contains(&format!("GET {plain} HTTP/1.1")),
         "tinyproxy saw no absolute-form GET:\n{log}"
@@ -350,14 +353,8 @@ fn upstream_https_mode_speaks_tls_to_the_upstream_proxy() {
     let result = Curl::through(&proxy).run(&apache.url(Vhost::Tls13, "/hello.txt"));
     result.assert_status(200);
     assert_eq!(result.body_text(), HELLO_BODY);
-    let log = tinyproxy_log(&tinyproxy);
-    assert!(
-        log.contains(&format!(
-            "CONNECT localhost:{} HTTP/1.1",
-            apache.port(Vhost::Tls13)
-        )),
-        "the CONNECT reached the proxy behind the TLS listener:\n{log}"
-    );
+    // The CONNECT reached the proxy behind the TLS listener.
+    assert_tinyproxy_saw_connect(&tinyproxy, apache.port(Vhost::Tls13));
     let flow = flow_after(&proxy, 0, "localhost");
     assert_eq!(
         flow["server"]["peer"],
