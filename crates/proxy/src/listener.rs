@@ -173,7 +173,7 @@ async fn serve_redirected(
             return;
         }
     };
-    if stream.local_addr().ok().map(crate::transparent::canonical) == Some(destination)
+    if client.info.local == Some(destination)
         || targets_self(
             core.config.listen,
             &destination.ip().to_string(),

@@ -106,15 +106,17 @@ pub fn onboarding_file(
         }
     }
     // A proxy listening on every address is reached on this machine at loopback.
-    let host = match proxy.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-        ip if ip.is_unspecified() => "::1".to_owned(),
-        ip => ip.to_string(),
+    let ip = match proxy.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
     };
-    let address = std::net::SocketAddr::new(host.parse().expect("an address"), proxy.port());
     let page = ONBOARDING_PAGE
-        .replace("{{PROXY}}", &address.to_string())
-        .replace("{{PROXY_HOST}}", &host)
+        .replace(
+            "{{PROXY}}",
+            &std::net::SocketAddr::new(ip, proxy.port()).to_string(),
+        )
+        .replace("{{PROXY_HOST}}", &ip.to_string())
         .replace("{{PROXY_PORT}}", &proxy.port().to_string());
     OnboardingFile {
         content_type: "text/html; charset=utf-8",

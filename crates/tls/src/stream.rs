@@ -120,18 +120,15 @@ impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
     /// Version, cipher, SNI, ALPN and the peer's certificate, as negotiated now.
     pub fn info(&self) -> TlsInfo {
         let ssl = self.inner.ssl();
-        let peer_certificate = ssl.peer_certificate().map(|c| summarize(&c));
+        let leaf = ssl.peer_certificate();
         // A client's view of the chain starts with the leaf; a server's does not.
         let peer_chain = ssl
             .peer_cert_chain()
             .map(|chain| {
                 chain
                     .iter()
+                    .filter(|c| leaf.as_deref() != Some(*c))
                     .map(summarize)
-                    .filter(|c| {
-                        Some(&c.sha256_fingerprint)
-                            != peer_certificate.as_ref().map(|p| &p.sha256_fingerprint)
-                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -145,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
             alpn: ssl
                 .selected_alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-            peer_certificate,
+            peer_certificate: leaf.as_deref().map(summarize),
             peer_chain,
             resumed: ssl.session_reused(),
         }

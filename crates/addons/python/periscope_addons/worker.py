@@ -241,23 +241,8 @@ class Worker:
         if hook == "tls_event":
             args.append(message.get("event"))
         before = flow._snapshot()
-        errors = []
-        for script in self.scripts:
-            for addon in script.addons:
-                fn = getattr(addon, hook, None)
-                if not callable(fn):
-                    continue
-                saved = flow._save()
-                try:
-                    run_to_end(fn(*args))
-                except BaseException as exc:
-                    if isinstance(exc, KeyboardInterrupt):
-                        raise
-                    # The script's changes are undone: the flow goes on as it came.
-                    flow._restore(saved)
-                    text = f"{script.name}: {hook} raised:\n{_format_tb(exc)}"
-                    log("error", text)
-                    errors.append(f"{script.name}: {hook} raised {type(exc).__name__}: {exc}")
+        # A script whose hook raises has its changes undone: the flow goes on as it came.
+        errors = self.run_hook(hook, args, flow._save, flow._restore)
         result = {"type": "result", "id": message["id"], "changes": flowmod.diff(before, flow)}
         if errors:
             result["errors"] = errors
@@ -265,32 +250,36 @@ class Worker:
             self.metadata.pop(message["flow"]["id"], None)
         send(result)
 
-    def call_client_hello(self, message):
-        """A connection, not a flow: every script sees the ClientHello; one that sets
-        `ignore_connection` has the connection passed through."""
-        from mitmproxy import tls
-
+    def run_hook(self, hook, args, save=None, restore=None):
+        """Runs `hook` of every addon that defines it, in script order. One that raises
+        is logged with its traceback and, given `save`/`restore`, what it changed is put
+        back. Returns the errors, a line each."""
         errors = []
-        try:
-            data = tls.ClientHelloData(message.get("client_hello") or {})
-        except Exception as exc:
-            # A hello the runtime cannot read is intercepted as usual, never a crash.
-            log("error", f"tls_clienthello: unreadable ClientHello:\n{_format_tb(exc)}")
-            send({"type": "result", "id": message["id"], "changes": {},
-                  "errors": [f"tls_clienthello: {type(exc).__name__}: {exc}"]})
-            return
         for script in self.scripts:
             for addon in script.addons:
-                fn = getattr(addon, "tls_clienthello", None)
+                fn = getattr(addon, hook, None)
                 if not callable(fn):
                     continue
+                saved = save() if save else None
                 try:
-                    run_to_end(fn(data))
+                    run_to_end(fn(*args))
                 except BaseException as exc:
                     if isinstance(exc, KeyboardInterrupt):
                         raise
-                    log("error", f"{script.name}: tls_clienthello raised:\n{_format_tb(exc)}")
-                    errors.append(f"{script.name}: tls_clienthello raised {type(exc).__name__}: {exc}")
+                    if restore:
+                        restore(saved)
+                    log("error", f"{script.name}: {hook} raised:\n{_format_tb(exc)}")
+                    errors.append(f"{script.name}: {hook} raised {type(exc).__name__}: {exc}")
+        return errors
+
+    def call_client_hello(self, message):
+        """A connection, not a flow: every script sees the ClientHello; one that sets
+        `ignore_connection` has the connection passed through. (A hello the runtime
+        cannot read fails this call in `main`, and the connection is intercepted.)"""
+        from mitmproxy import tls
+
+        data = tls.ClientHelloData(message.get("client_hello") or {})
+        errors = self.run_hook("tls_clienthello", [data])
         changes = {"ignore_connection": True} if data.ignore_connection else {}
         result = {"type": "result", "id": message["id"], "changes": changes}
         if errors:
