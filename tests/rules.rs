@@ -322,6 +322,26 @@ fn map_remote_sends_the_request_to_another_server_verified_as_its_own() {
     assert_eq!(flow["request"]["port"], second.port);
     assert_eq!(rules_of(&flow), [("map_remote".to_owned(), rule.clone())]);
 
+    // HTTP/2 on both legs: a request to one HTTP/2 server goes to another.
+    let (h2_first, h2_second) = (h2_origin(&[]), h2_origin(&[]));
+    let h2_rule = format!(
+        "|~q|https://localhost:{}/record/(\\w+)|https://localhost:{}/record/mapped-\\1",
+        h2_first.port, h2_second.port
+    );
+    let proxy = json_proxy(&["--map-remote", &h2_rule]);
+    let result = Curl::through(&proxy)
+        .http2()
+        .run(&format!("https://localhost:{}/record/h2", h2_first.port));
+    result.assert_status(200);
+    assert_eq!(result.info_str("http_version"), Some("2"), "{result:?}");
+    let seen = recorded_at_least(&h2_second, 1);
+    assert_eq!(seen[0]["target"], "/record/mapped-h2");
+    assert!(
+        !h2_first.stdout.text().contains("request: "),
+        "{}",
+        h2_first.stdout.text()
+    );
+
     // Without the test CA the new host's certificate is checked, and refused.
     let strict = Periscope::start_dump(&["--json", "--map-remote", &rule]);
     let refused = Curl::through(&strict).run(&format!("http://127.0.0.1:{}/record/x", first.port));
@@ -387,6 +407,23 @@ fn block_list_anticache_and_anticomp() {
         reset.stderr
     );
     assert!(!h2.stdout.text().contains("recorded: "));
+    // anticache and anticomp on HTTP/2 too.
+    let passed = Curl::through(&proxy)
+        .http2()
+        .header("If-None-Match: \"abc\"")
+        .header("If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT")
+        .header("Accept-Encoding: gzip, br")
+        .run(&format!("{h2_base}/record/fine"));
+    passed.assert_status(200);
+    assert_eq!(passed.info_str("http_version"), Some("2"), "{passed:?}");
+    let seen = recorded_at_least(&h2, 1);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(recorded_header(&seen[0], "if-none-match"), None);
+    assert_eq!(recorded_header(&seen[0], "if-modified-since"), None);
+    assert_eq!(
+        recorded_header(&seen[0], "accept-encoding"),
+        Some("identity")
+    );
     let flow = flow_after(&proxy, 0, "/record/tracker");
     assert_eq!(
         rules_of(&flow),
