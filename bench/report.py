@@ -121,6 +121,14 @@ ROWS = [
     ("store_filter_c_rss", "session store: filter ~c 404, peak RSS", "MiB", 1, None, None),
     ("store_filter_b_s", "session store: filter ~b foo (every body)", "s", 2, None, None),
     ("store_filter_b_rss", "session store: filter ~b foo, peak RSS", "MiB", 1, None, None),
+    ("web_flows", "web UI: flows in the session opened", "flows", 0, None, None),
+    ("web_first_paint_s", "web UI: page load to first rows painted", "s", 2, "abs_lt", 1),
+    ("web_scroll_s", "web UI: slowest scroll jump to rows filled in", "s", 2, None, None),
+    ("web_search_s", "web UI: search typed to answer shown (~c 500, by the server)", "s", 2,
+     "abs_lt", 1),
+    ("web_rows", "web UI: most rows drawn at once", "rows", 0, None, None),
+    ("web_heap_mb", "web UI: JS heap after the search", "MB", 1, None, None),
+    ("web_nodes", "web UI: DOM nodes after the search", "nodes", 0, None, None),
 ]
 
 

@@ -5,12 +5,14 @@
 #
 #   scripts/bench.sh                 # full run (< 17 min once the tools are installed)
 #   scripts/bench.sh --smoke         # tiny sizes, same code paths; writes bench/work/RESULTS.smoke.md
-#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12 h2 resume
+#   scripts/bench.sh --only idle     # one scenario: keepalive newconn transfer idle session store socks hooks addons rsa12 h2 resume web
 #   scripts/bench.sh --tls12         # origin speaks TLS 1.2 only (default: 1.2 and 1.3)
 #
 # Installs what it needs when missing: nginx, curl, openssl, python3, h2load (apt:
 # nghttp2-client); oha (cargo install, pinned); mitmproxy (pip, in bench/.venv, with
-# Python >= 3.12 where one exists).
+# Python >= 3.12 where one exists). The web scenario uses the test suite's Playwright
+# and Chromium (scripts/test.sh installs them; PERISCOPE_TEST_PYTHON and
+# PERISCOPE_TEST_CHROMIUM name others).
 # Builds Periscope with `cargo build --release` unless PERISCOPE_BIN names a binary.
 # See bench/README.md for what each scenario measures and how.
 #
@@ -33,7 +35,7 @@ ARGS="$*"
 MODE=full
 ONLY=""
 TLS12=0
-ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12 h2 resume)
+ALL_SCENARIOS=(keepalive newconn transfer idle session store socks hooks addons rsa12 h2 resume web)
 
 usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
@@ -70,6 +72,8 @@ if [[ $MODE == smoke ]]; then
     MITM_SESSION_FLOWS=1000
     STORE_FLOWS=2000
     STORE_RUNS=1
+    WEB_FLOWS=2000
+    WEB_RUNS=1
     SOCKS_REQUESTS=200
     H2_WARMUP=${BENCH_H2_WARMUP:-3}
     OUT_MD="$WORK/RESULTS.smoke.md"
@@ -86,6 +90,8 @@ else
     MITM_SESSION_FLOWS=4000   # mitmdump is ~20x slower: 4k flows take it ~25 s
     STORE_FLOWS=100000        # written in ~20 s; the whole scenario stays under a minute
     STORE_RUNS=2
+    WEB_FLOWS=100000
+    WEB_RUNS=3
     SOCKS_REQUESTS=5000
     H2_WARMUP=${BENCH_H2_WARMUP:-5}   # h2load's warm-up before each measured run (scenario h2)
     OUT_MD="$BENCH/RESULTS.md"
@@ -1019,6 +1025,67 @@ scenario_store() {
             record "store_${key}_rss" periscope "$run" "$(python3 -c "print($rss / 1024)")"
             say "   run $run dump -r '$filter': $(printf '%.2f' "$secs") s, peak RSS $((rss / 1024)) MiB"
         done
+    done
+    rm -f "$file" "$file-wal" "$file-shm"
+}
+
+# The web UI on a big session, in Chromium driven by Playwright (the test suite's
+# tests/web/ui_checks.py, scenario "big"): the session from the store scenario's
+# generator, opened with `periscope web -r`; figures of each run, none asserted.
+scenario_web() {
+    say "== 7. web UI: a $WEB_FLOWS-flow session in Chromium (first rows, scrolling, a search, JS heap)"
+    local python="${PERISCOPE_TEST_PYTHON:-$REPO/.venv/bin/python}"
+    local chromium="${PERISCOPE_TEST_CHROMIUM:-/usr/bin/chromium}"
+    if [[ ! -x $python ]] || ! "$python" -c 'import playwright' 2>/dev/null || [[ ! -x $chromium ]]; then
+        failed periscope "web UI: needs Playwright in $python and $chromium (scripts/test.sh installs both)"
+        return 0
+    fi
+    local gen file="$RUN/web.periscope" log="$RUN/periscope.web.log" run
+    if ! gen="$(fill_session_bin)"; then
+        failed periscope "building the session generator (cargo build -p periscope-tui --example fill_session)"
+        return 0
+    fi
+    rm -f "$file" "$file-wal" "$file-shm"
+    "$gen" "$file" "$WEB_FLOWS" >/dev/null || { failed periscope "filling the web session"; return 0; }
+    for run in $(seq "$WEB_RUNS"); do
+        "$PERISCOPE_BIN" web -r "$file" -p 0 --web-port 0 --confdir "$RUN/periscope-conf" \
+            >/dev/null 2>"$log" &
+        local pid=$! url="" port="" waited=0
+        while [[ -z $url || -z $port ]] && ((waited < 300)); do
+            url="$(sed -n 's/.*web UI at \(http[^ ]*\).*/\1/p' "$log" | head -1)"
+            port="$(sed -n 's/.*proxy listening at [^ ]*:\([0-9]*\) .*/\1/p' "$log" | head -1)"
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        if [[ -z $url || -z $port ]]; then
+            failed periscope "web UI run $run: no URL printed ($(tail -1 "$log"))"
+            stop_pid "$pid"
+            continue
+        fi
+        local out figures
+        out="$(PERISCOPE_TEST_CHROMIUM="$chromium" "$python" "$REPO/tests/web/ui_checks.py" big \
+            --url "$url" --proxy "$port" --shots "$RUN" --flows "$WEB_FLOWS" \
+            --search '~c 500' --search-count '^[0-9]+ flows' 2>&1)"
+        stop_pid "$pid"
+        figures="$(sed -n 's/^figures: //p' <<<"$out")"
+        if [[ -z $figures ]]; then
+            failed periscope "web UI run $run: $(tail -3 <<<"$out" | tr '\n' ' ')"
+            continue
+        fi
+        local key value
+        while read -r key value; do
+            record "$key" periscope "$run" "$value"
+        done < <(python3 -c '
+import json, sys
+f = json.loads(sys.argv[1])
+print("web_flows", f["flows"])
+print("web_first_paint_s", f["first_paint_s"])
+print("web_scroll_s", max(f["scroll_jump_s"]))
+print("web_search_s", f["search_s"])
+print("web_rows", f["max_rows_drawn"])
+if f.get("js_heap_mb") is not None: print("web_heap_mb", f["js_heap_mb"])
+if f.get("dom_nodes") is not None: print("web_nodes", f["dom_nodes"])' "$figures")
+        say "   run $run: $figures"
     done
     rm -f "$file" "$file-wal" "$file-shm"
 }

@@ -296,6 +296,12 @@ pub struct ProxyArgs {
     #[arg(short = 's', long = "scripts", global = true, value_name = "FILE")]
     pub scripts: Vec<PathBuf>,
 
+    /// Give the -s scripts only the flows matching this filter (at every hook: the
+    /// request and response ones, error, tls_event, WebSocket); the other flows never
+    /// reach the worker and pay nothing for it.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub scripts_filter: Option<String>,
+
     /// The Python that runs -s scripts (with the packages they import).
     #[arg(long, global = true, default_value = "python3", value_name = "PATH")]
     pub scripts_python: PathBuf,

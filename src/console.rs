@@ -48,10 +48,11 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     // log is shown and recorded too.
     let events = bus.subscribe();
     let recorder = crate::recording::spawn(Arc::clone(&store), &bus);
-    let addons = crate::start_addons(args, &config, &bus).await?;
+    let addons = crate::start_addons(args, &config, &bus, true).await?;
     if let Some(addons) = &addons {
         config.hooks.add(addons.hook());
     }
+    let connection = crate::connection_options::ConnectionOptions::new(args, config.timeouts.get());
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
     let address = proxy.local_addr();
     let control = Arc::new(crate::control::SessionControl::new(
@@ -59,6 +60,8 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
         Arc::clone(&store),
         bus.clone(),
         rules,
+        connection,
+        addons.clone(),
     ));
     if let Some(listener) = api_listener {
         crate::serve_api_on(

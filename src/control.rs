@@ -3,9 +3,11 @@
 //! the control API) get this and nothing else of the proxy.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use periscope_addons::ScriptHost;
 use periscope_control::{
     apply_edit, CertificateChoice, ControlError, FlowControl, FlowEdit, Injection, MessageDecision,
     Options, OptionsUpdate,
@@ -14,6 +16,47 @@ use periscope_flow::store::FlowStore;
 use periscope_flow::{Flow, FlowEvent, FlowId};
 use periscope_proxy::{FlowBus, ProxyControl};
 use periscope_rules::{RuleOptions, Rules, RulesHook};
+
+use crate::connection_options::{self, ConnectionOptions};
+
+/// `"scripts_filter"`: a filter, or none (`null`, `""`).
+fn script_filter(
+    value: &serde_json::Value,
+) -> Result<Option<(String, periscope_flow::filter::Filter)>, ControlError> {
+    let text = match value {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::String(text) if text.trim().is_empty() => return Ok(None),
+        serde_json::Value::String(text) => text.trim(),
+        _ => {
+            return Err(ControlError::InvalidOption(
+                "scripts_filter: a filter, or an empty string for none".into(),
+            ))
+        }
+    };
+    let filter = periscope_flow::filter::Filter::parse(text)
+        .map_err(|e| ControlError::InvalidOption(format!("scripts_filter \"{text}\": {e}")))?;
+    Ok(Some((text.to_owned(), filter)))
+}
+
+/// `"scripts"`: a list of paths (one path alone is taken as a list of one; an empty
+/// list stops the scripts).
+fn script_paths(value: &serde_json::Value) -> Result<Vec<PathBuf>, ControlError> {
+    let invalid = || ControlError::InvalidOption("scripts: a list of script paths".into());
+    let paths = match value {
+        serde_json::Value::String(one) => vec![one.clone()],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(invalid))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(invalid()),
+    };
+    Ok(paths
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect())
+}
 
 /// How long a clear may wait for the session store's writer (its batch in progress,
 /// then the delete).
@@ -25,7 +68,18 @@ pub struct SessionControl {
     bus: FlowBus,
     /// The rules in force, changed through the options.
     rules: Option<Arc<RulesHook>>,
+    /// Timeouts and server TLS as the user last set them.
+    connection: Mutex<ConnectionOptions>,
+    /// The `-s` scripts, when they can be set.
+    scripts: Option<Arc<ScriptHost>>,
+    /// Where a change of scripts starts their worker (the options are set from
+    /// threads outside the runtime: the API's blocking pool, the console's thread).
+    runtime: tokio::runtime::Handle,
 }
+
+/// How long a change of scripts may take to load them (the worker's own limit is
+/// 30 s).
+const SCRIPTS_WAIT: Duration = Duration::from_secs(40);
 
 impl SessionControl {
     /// See [`ProxyControl::proxy_address`].
@@ -38,12 +92,17 @@ impl SessionControl {
         store: Arc<FlowStore>,
         bus: FlowBus,
         rules: Option<Arc<RulesHook>>,
+        connection: ConnectionOptions,
+        scripts: Option<Arc<ScriptHost>>,
     ) -> Self {
         SessionControl {
             proxy,
             store,
             bus,
             rules,
+            connection: Mutex::new(connection),
+            scripts,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -236,13 +295,23 @@ impl FlowControl for SessionControl {
     }
 
     fn options(&self) -> Options {
-        let settings = match &self.rules {
+        let mut settings = match &self.rules {
             Some(rules) => match serde_json::to_value(rules.options()) {
                 Ok(serde_json::Value::Object(map)) => map,
                 _ => serde_json::Map::new(),
             },
             None => serde_json::Map::new(),
         };
+        settings.extend(self.connection().to_json());
+        if let Some(host) = &self.scripts {
+            let scripts: Vec<String> = host
+                .scripts()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            settings.insert("scripts".into(), scripts.into());
+            settings.insert("scripts_filter".into(), host.filter().text().into());
+        }
         Options {
             intercept: self.proxy.intercept(),
             intercept_tls: self.proxy.intercept_tls(),
@@ -256,11 +325,48 @@ impl FlowControl for SessionControl {
             periscope_flow::filter::Filter::parse(filter)
                 .map_err(|e| ControlError::InvalidOption(format!("intercept: {e}")))?;
         }
-        let rules = if update.settings.is_empty() {
+        let mut changes = update.settings;
+        let script_filter = match (changes.remove("scripts_filter"), &self.scripts) {
+            (Some(value), Some(_)) => Some(script_filter(&value)?),
+            (Some(_), None) => {
+                return Err(ControlError::InvalidOption(
+                    "unknown option \"scripts_filter\"".into(),
+                ))
+            }
+            (None, _) => None,
+        };
+        let scripts = match changes.remove("scripts") {
+            Some(value) if self.scripts.is_some() => Some(script_paths(&value)?),
+            Some(_) => {
+                return Err(ControlError::InvalidOption(
+                    "unknown option \"scripts\"".into(),
+                ))
+            }
+            None => None,
+        };
+        let (connection_changes, rule_changes): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
+            changes
+                .into_iter()
+                .partition(|(name, _)| connection_options::NAMES.contains(&name.as_str()));
+        let rules = if rule_changes.is_empty() {
             None
         } else {
-            Some(self.rules_with(&update.settings)?)
+            Some(self.rules_with(&rule_changes)?)
         };
+        let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = connection.with_changes(&connection_changes)?;
+        let prepared = changed.prepare(&connection, &self.proxy)?;
+        // Last of the checks, as it is the one that changes something when it passes:
+        // the scripts load, or the ones running stay.
+        if let (Some(scripts), Some(host)) = (scripts, &self.scripts) {
+            self.set_scripts(host, scripts)?;
+        }
+        prepared.commit(&self.proxy);
+        *connection = changed;
+        drop(connection);
+        if let (Some(filter), Some(host)) = (script_filter, &self.scripts) {
+            host.filter().set(filter);
+        }
         if let Some(filter) = &update.intercept {
             self.proxy.set_intercept(Some(filter))?;
         }
@@ -278,6 +384,33 @@ impl FlowControl for SessionControl {
 }
 
 impl SessionControl {
+    /// Runs `scripts` in place of the running ones, waiting until they loaded.
+    fn set_scripts(
+        &self,
+        host: &Arc<ScriptHost>,
+        scripts: Vec<PathBuf>,
+    ) -> Result<(), ControlError> {
+        let (done, outcome) = std::sync::mpsc::channel();
+        let host = Arc::clone(host);
+        self.runtime.spawn(async move {
+            let _ = done.send(host.set_scripts(scripts).await);
+        });
+        match outcome.recv_timeout(SCRIPTS_WAIT) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ControlError::InvalidOption(format!("scripts: {error}"))),
+            Err(_) => Err(ControlError::InvalidOption(format!(
+                "scripts: not loaded within {SCRIPTS_WAIT:?}"
+            ))),
+        }
+    }
+
+    fn connection(&self) -> ConnectionOptions {
+        self.connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The rules the current ones become with `changes` (options by their names),
     /// compiled; a name that is no rule option, a value of the wrong type or a
     /// pattern that does not compile is refused with the reason.

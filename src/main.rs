@@ -2,6 +2,7 @@
 //! together from the command line, and runs a front end.
 
 mod cli;
+mod connection_options;
 mod console;
 mod control;
 mod dump;
@@ -23,7 +24,8 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use periscope_flow::filter::Filter;
 use periscope_flow::store::FlowStore;
 use periscope_proxy::{
-    FlowBus, ModeSpec, ModesConfig, Proxy, ProxyConfig, ProxyCredentials, ProxyMode, Timeouts,
+    FlowBus, LiveTimeouts, ModeSpec, ModesConfig, Proxy, ProxyConfig, ProxyCredentials, ProxyMode,
+    Timeouts,
 };
 use periscope_rules::{Rules, RulesHook};
 use periscope_tls::{
@@ -32,6 +34,7 @@ use periscope_tls::{
 };
 
 use crate::cli::{Cli, Command, DumpArgs, ProxyArgs};
+use crate::connection_options::ConnectionOptions;
 
 /// A proxy allocates and frees small objects for every request (headers, flow
 /// records); jemalloc does that in fewer instructions than glibc malloc, and keeps
@@ -273,7 +276,7 @@ async fn run_proxy_with(
     // log is printed and recorded too.
     let printer_events = bus.subscribe();
     let recorder = recording::spawn(Arc::clone(&store), &bus);
-    let addons = start_addons(args, &config, &bus).await?;
+    let addons = start_addons(args, &config, &bus, serve_api).await?;
     if let Some(addons) = &addons {
         config.hooks.add(addons.hook());
     }
@@ -284,6 +287,7 @@ async fn run_proxy_with(
     } else {
         None
     };
+    let connection = ConnectionOptions::new(args, config.timeouts.get());
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
     let mut shutdown = ShutdownSignal::install();
     announce(&proxy.listeners(), &ca, args, &store);
@@ -293,6 +297,8 @@ async fn run_proxy_with(
             Arc::clone(&store),
             bus.clone(),
             rules.clone(),
+            connection,
+            addons.clone(),
         ))
     });
     if let (Some(listener), Some(control)) = (api_listener, &control) {
@@ -329,23 +335,31 @@ async fn run_proxy_with(
     Ok(())
 }
 
-/// The -s scripts' worker, when there are scripts (none: no worker, no hook).
+/// The -s scripts' worker, when there are scripts. With none, a host that scripts
+/// can be given later when a front end can set them (`settable`), else nothing: no
+/// worker, no hook.
 pub(crate) async fn start_addons(
     args: &ProxyArgs,
     config: &ProxyConfig,
     bus: &FlowBus,
-) -> anyhow::Result<Option<periscope_addons::Addons>> {
-    if args.scripts.is_empty() {
+    settable: bool,
+) -> anyhow::Result<Option<Arc<periscope_addons::ScriptHost>>> {
+    if args.scripts.is_empty() && !settable {
         return Ok(None);
     }
     let mut addons = periscope_addons::AddonsConfig::new(args.scripts.clone());
     addons.python.clone_from(&args.scripts_python);
     addons.timeout = args.scripts_timeout.into();
     addons.body_limit = config.body_limit;
-    addons.body_idle = config.timeouts.body_idle;
+    addons.timeouts = config.timeouts.clone();
     addons.options.clone_from(&args.script_options);
-    let started = periscope_addons::Addons::start(addons, bus).await?;
-    Ok(Some(started))
+    if let Some(text) = &args.scripts_filter {
+        let filter =
+            Filter::parse(text).map_err(|e| anyhow::anyhow!("--scripts-filter \"{text}\": {e}"))?;
+        addons.filter.set(Some((text.clone(), filter)));
+    }
+    let started = periscope_addons::ScriptHost::start(addons, bus).await?;
+    Ok(Some(Arc::new(started)))
 }
 
 /// The control API's socket (`--web-host`/`--web-port`).
@@ -559,13 +573,14 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
         listen: SocketAddr::new(args.listen_host, args.listen_port.unwrap_or(8080)),
         modes: modes_config(args)?,
         body_limit: usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
-        timeouts: Timeouts {
+        timeouts: LiveTimeouts::new(Timeouts {
             connect: args.connect_timeout.into(),
             response: args.response_timeout.into(),
             body_idle: args.idle_timeout.into(),
             client_idle: args.idle_timeout.into(),
             pool_idle: args.idle_timeout.into(),
-        },
+            tls: tls_timeouts,
+        }),
         upstream_tls: UpstreamTlsSettings {
             // The proxy sets it when front ends can act on flows.
             certificate_hold: None,
@@ -575,12 +590,10 @@ fn proxy_config(args: &ProxyArgs) -> anyhow::Result<ProxyConfig> {
             legacy_renegotiation: args.legacy_renegotiation,
             legacy_versions: args.legacy_tls,
             keylog: keylog.clone(),
-            timeouts: tls_timeouts,
         },
         client_tls: ClientTlsSettings {
             client_renegotiation,
             keylog,
-            timeouts: tls_timeouts,
         },
     })
 }

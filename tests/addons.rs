@@ -767,3 +767,201 @@ fn a_killed_proxys_addon_runtime_is_removed_by_the_next_one() {
         "a proxy that exits removes its directories"
     );
 }
+
+/// `scripts` in the options (the web UI's options page, the console's, `PUT /options`)
+/// starts, replaces and stops scripts while the proxy runs: the worker starts only
+/// when there are scripts, a script that does not load is refused naming its file
+/// and line while the running ones stay, and the scripts taken out run their `done`.
+#[test]
+fn scripts_set_through_the_options_start_change_and_stop_while_the_proxy_runs() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let trace = scripts.path().join("trace.txt");
+    let tagging = |name: &str, tag: &str| {
+        scripts.write(
+            name,
+            &format!(
+                "def request(flow):\n\
+                 \x20   flow.request.headers['x-script'] = '{tag}'\n\
+                 \n\
+                 def done():\n\
+                 \x20   with open({trace:?}, 'a') as f:\n\
+                 \x20       f.write('done {tag}\\n')\n"
+            ),
+        )
+    };
+    let first = tagging("first.py", "first");
+    let second = tagging("second.py", "second");
+    let broken = scripts.write(
+        "broken.py",
+        "def request(flow):\n    pass\n\nraise RuntimeError('cannot start')\n",
+    );
+    let proxy = proxy_with(&[], &["--api", "--web-port", "0"]);
+    let (base, token) = api_of(&proxy);
+    let set = |body: serde_json::Value| {
+        Curl::new()
+            .header(&format!("Authorization: Bearer {token}"))
+            .header("Content-Type: application/json")
+            .method("PUT")
+            .data(body.to_string())
+            .run(&format!("{base}/options"))
+    };
+    // Of every thread: the worker is started by whichever runs the change.
+    let children = || {
+        std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+            .unwrap()
+            .map(|task| {
+                std::fs::read_to_string(task.unwrap().path().join("children"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .count()
+            })
+            .sum::<usize>()
+    };
+    let tag_seen = |n: usize| {
+        Curl::through(&proxy)
+            .run(&url(&origin, "/tagged"))
+            .assert_status(200);
+        let seen = recorded_at_least(&origin, n);
+        recorded_header(&seen[n - 1], "x-script").map(str::to_owned)
+    };
+    assert_eq!(children(), 0, "no scripts, no worker");
+    assert_eq!(tag_seen(1), None);
+
+    let answer = set(serde_json::json!({ "scripts": [first] }));
+    answer.assert_status(200);
+    assert_eq!(answer.json()["scripts"], serde_json::json!([first]));
+    assert_eq!(children(), 1, "the worker started");
+    assert_eq!(tag_seen(2).as_deref(), Some("first"));
+
+    let refused = set(serde_json::json!({ "scripts": [broken] }));
+    assert_eq!(refused.status, 400, "{refused:?}");
+    let expected = format!("{}:4: RuntimeError: cannot start", broken.display());
+    assert!(
+        refused.body_text().contains(&expected),
+        "{}",
+        refused.body_text()
+    );
+    assert_eq!(
+        tag_seen(3).as_deref(),
+        Some("first"),
+        "the running script stays"
+    );
+
+    set(serde_json::json!({ "scripts": [second] })).assert_status(200);
+    assert_eq!(tag_seen(4).as_deref(), Some("second"));
+    assert_eq!(std::fs::read_to_string(&trace).unwrap(), "done first\n");
+
+    set(serde_json::json!({ "scripts": [] })).assert_status(200);
+    assert_eq!(tag_seen(5), None);
+    assert_eq!(
+        std::fs::read_to_string(&trace).unwrap(),
+        "done first\ndone second\n"
+    );
+    assert!(
+        wait_until(WAIT, || children() == 0),
+        "the worker stopped with the last script"
+    );
+}
+
+/// Bodies go to the worker only when a script reads them: a `response` hook that
+/// looks at the head alone lets a slowly streamed body through as it comes (the
+/// client has the first half at once), while one that reads `flow.response.text`
+/// gets the whole body (and the client waits for it, as under mitmproxy).
+#[test]
+fn a_response_hook_that_never_reads_the_body_does_not_hold_it() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let head_only = scripts.write(
+        "head_only.py",
+        "def response(flow):\n    flow.response.headers['x-head-only'] = 'yes'\n",
+    );
+    let reads = scripts.write(
+        "reads.py",
+        "def response(flow):\n\
+         \x20   flow.response.headers['x-body-was'] = flow.response.text\n",
+    );
+    let drip = url(&origin, "/drip");
+
+    let proxy = proxy_with(&[&head_only], &[]);
+    let streamed = Curl::through(&proxy).run(&drip);
+    streamed.assert_status(200);
+    assert_eq!(streamed.body_text(), "first-half-last-half");
+    assert_eq!(streamed.header("x-head-only"), Some("yes"));
+    let first_byte = streamed.info["time_starttransfer"].as_f64().unwrap();
+    assert!(
+        first_byte < 1.0 && streamed.time_total >= 2.0,
+        "the first half came at {first_byte:.2} s, the whole at {:.2} s",
+        streamed.time_total
+    );
+
+    let proxy = proxy_with(&[&reads], &[]);
+    let read = Curl::through(&proxy).run(&drip);
+    read.assert_status(200);
+    assert_eq!(read.header("x-body-was"), Some("first-half-last-half"));
+    assert_eq!(read.body_text(), "first-half-last-half");
+    let first_byte = read.info["time_starttransfer"].as_f64().unwrap();
+    assert!(
+        first_byte >= 2.0,
+        "the script read the body, so the response waited for it: {first_byte:.2} s"
+    );
+}
+
+/// `--scripts-filter`: flows it does not match never reach the worker (the script
+/// records every call it gets); the filter is an option of the running proxy too.
+#[test]
+fn scripts_filter_gives_the_scripts_only_the_flows_it_matches() {
+    let origin = origin();
+    let scripts = Scripts::new();
+    let trace = scripts.path().join("calls.txt");
+    let script = scripts.write(
+        "trace.py",
+        &format!(
+            "def trace(hook, flow):\n\
+             \x20   with open({trace:?}, 'a') as f:\n\
+             \x20       f.write(hook + ' ' + flow.request.path + '\\n')\n\
+             \n\
+             def request(flow):\n\
+             \x20   trace('request', flow)\n\
+             \x20   flow.request.headers['x-script'] = 'yes'\n\
+             \n\
+             def response(flow):\n\
+             \x20   trace('response', flow)\n"
+        ),
+    );
+    let proxy = proxy_with(
+        &[&script],
+        &["--scripts-filter", "~u /chosen", "--api", "--web-port", "0"],
+    );
+    for path in ["/chosen", "/other"] {
+        Curl::through(&proxy)
+            .run(&url(&origin, path))
+            .assert_status(200);
+    }
+    let seen = recorded_at_least(&origin, 2);
+    assert_eq!(recorded_header(&seen[0], "x-script"), Some("yes"));
+    assert_eq!(recorded_header(&seen[1], "x-script"), None);
+    assert_eq!(
+        std::fs::read_to_string(&trace).unwrap(),
+        "request /chosen\nresponse /chosen\n"
+    );
+
+    let (base, token) = api_of(&proxy);
+    let set = |body: &str| {
+        Curl::new()
+            .header(&format!("Authorization: Bearer {token}"))
+            .header("Content-Type: application/json")
+            .method("PUT")
+            .data(body)
+            .run(&format!("{base}/options"))
+    };
+    let answer = set(r#"{"scripts_filter": "~u /other"}"#);
+    answer.assert_status(200);
+    assert_eq!(answer.json()["scripts_filter"], "~u /other");
+    assert_eq!(set(r#"{"scripts_filter": "~u ("}"#).status, 400);
+    Curl::through(&proxy)
+        .run(&url(&origin, "/other"))
+        .assert_status(200);
+    let seen = recorded_at_least(&origin, 3);
+    assert_eq!(recorded_header(&seen[2], "x-script"), Some("yes"));
+}

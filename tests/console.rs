@@ -571,3 +571,47 @@ fn console_intercepts_edits_in_the_editor_resumes_replays_and_kills() {
     );
     console.quit();
 }
+
+/// `O` sets the running proxy's options from the console: a script given as
+/// `scripts=PATH` starts and changes the next request; a refused value keeps the
+/// prompt open with the reason.
+#[test]
+fn console_sets_scripts_and_rules_on_the_running_proxy_with_o() {
+    let origin = PythonPeer::start("fault_origin.py", &[]);
+    let confdir = tempfile::tempdir().unwrap();
+    let script = confdir.path().join("tag.py");
+    std::fs::write(
+        &script,
+        "def request(flow):\n    flow.request.headers['x-console-script'] = 'yes'\n",
+    )
+    .unwrap();
+    let console = Console::start(
+        confdir.path(),
+        &["--scripts-python".into(), python().into()],
+    );
+    let tmux = &console.tmux;
+    tmux.wait_for_text("No flows yet");
+    tmux.send_keys(&["O"]);
+    tmux.wait_for_text("Option NAME=VALUE");
+    tmux.type_text(&format!("scripts={}", script.display()));
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for_text("scripts = [");
+    tmux.send_keys(&["O"]);
+    tmux.type_text("modify_headers=/~q/x-console-rule/1");
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for_text("modify_headers = [");
+    console
+        .curl()
+        .run(&format!("http://127.0.0.1:{}/record/console", origin.port))
+        .assert_status(200);
+    let seen = recorded(&origin);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(recorded_header(&seen[0], "x-console-script"), Some("yes"));
+    assert_eq!(recorded_header(&seen[0], "x-console-rule"), Some("1"));
+    tmux.send_keys(&["O"]);
+    tmux.type_text("response_timeout=never");
+    tmux.send_keys(&["Enter"]);
+    tmux.wait_for_text("response_timeout: \"never\"");
+    tmux.send_keys(&["Escape"]);
+    console.quit();
+}

@@ -855,3 +855,93 @@ fn the_api_refuses_missing_tokens_cross_origin_writes_and_requests_through_the_p
     through.assert_status(403);
     assert!(through.body_text().contains("control API"), "{through:?}");
 }
+
+/// The options page changes how the running proxy treats servers: a client
+/// certificate set through `PUT /options` answers Apache's demand for one on the next
+/// connection; a file that does not load is refused and changes nothing; without the
+/// test CA the server is not trusted until `ssl_insecure`; a shorter response timeout
+/// ends a silent server's wait.
+#[test]
+fn client_certificates_the_upstream_ca_and_timeouts_change_at_run_time() {
+    let apache = Apache::start();
+    let pki = test_pki();
+    let proxy = proxy(&[]);
+    let api = Api::of(&proxy);
+    let through = || Curl::through(&proxy).cacert(proxy.ca_cert_path());
+    let require = apache.url(Vhost::Tls12, "/require/");
+    let without = through().run(&require);
+    assert_eq!(without.status, 502, "{without:?}");
+    assert!(
+        without.body_text().contains("--client-certs"),
+        "{without:?}"
+    );
+
+    let pem = pki.client_pem.to_str().unwrap();
+    let set = api.send(
+        "PUT",
+        "/options",
+        Some(&serde_json::json!({ "client_certs": pem }).to_string()),
+    );
+    set.assert_status(200);
+    assert_eq!(set.json()["client_certs"], pem);
+    let with = through().run(&require);
+    with.assert_status(200);
+    assert_eq!(with.header("X-Client-Cert-CN"), Some(CLIENT_CN), "{with:?}");
+
+    let refused = api.send(
+        "PUT",
+        "/options",
+        Some(r#"{"client_certs": "/nonexistent/client.pem", "connect_timeout": "3s"}"#),
+    );
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(
+        refused.body_text().contains("client_certs"),
+        "{}",
+        refused.body_text()
+    );
+    let unchanged = api.get("/options");
+    assert_eq!(unchanged["client_certs"], pem, "{unchanged}");
+    assert_eq!(unchanged["connect_timeout"], "10s", "{unchanged}");
+    through().run(&require).assert_status(200);
+
+    let hello = apache.url(Vhost::Tls12, "/hello.txt");
+    api.send("PUT", "/options", Some(r#"{"upstream_trusted_ca": ""}"#))
+        .assert_status(200);
+    let untrusted = through().run(&hello);
+    assert_eq!(untrusted.status, 502, "{untrusted:?}");
+    assert!(
+        untrusted.body_text().contains("certificate"),
+        "{}",
+        untrusted.body_text()
+    );
+    api.send("PUT", "/options", Some(r#"{"ssl_insecure": true}"#))
+        .assert_status(200);
+    through().run(&hello).assert_status(200);
+
+    // A server that accepts the connection and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+    let set = api.send("PUT", "/options", Some(r#"{"response_timeout": "1s"}"#));
+    set.assert_status(200);
+    assert_eq!(set.json()["response_timeout"], "1s");
+    let started = Instant::now();
+    let timed_out = through().run(&silent_url);
+    assert_eq!(timed_out.status, 504, "{timed_out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the 1 s limit was used, not the 60 s one: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        timed_out.body_text().contains("within 1 s"),
+        "{}",
+        timed_out.body_text()
+    );
+    for bad in [
+        r#"{"response_timeout": "0s"}"#,
+        r#"{"idle_timeout": "soon"}"#,
+    ] {
+        let refused = api.send("PUT", "/options", Some(bad));
+        assert_eq!(refused.status, 400, "{bad}: {refused:?}");
+    }
+}

@@ -1,9 +1,11 @@
 """An origin for tests/addons.rs: every request is printed as
 `recorded: {"method", "target", "headers", "body"}`; `/json` answers a JSON document,
-anything else `origin saw <target>`."""
+`/drip` 20 bytes of text/plain in two halves 2 s apart (`first-half` now,
+`-last-half` later), anything else `origin saw <target>`."""
 
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -19,6 +21,16 @@ class Handler(BaseHTTPRequestHandler):
             "headers": [[k, v] for k, v in self.headers.items()],
             "body": body.decode("latin-1"),
         }), flush=True)
+        if self.path.startswith("/drip"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", "20")
+            self.end_headers()
+            self.wfile.write(b"first-half")
+            self.wfile.flush()
+            time.sleep(2)
+            self.wfile.write(b"-last-half")
+            return
         if self.path.startswith("/json"):
             payload = json.dumps({"name": "origin", "count": 1, "items": [1, 2]}).encode()
             kind = "application/json"

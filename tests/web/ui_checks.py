@@ -270,6 +270,13 @@ def scenario_tls(ui):
     reneg = ui.page.locator("#detail .wf-renegotiation").count()
     check(reneg == 1, f"the waterfall draws the renegotiation where it happened ({reneg})")
     ui.page.screenshot(path=os.path.join(ui.args.shots, "timing-tab.png"))
+    # A client that does not trust Periscope's CA: the event log says why, live.
+    ui.page.click("#events-button")
+    subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "10", "-x", f"http://127.0.0.1:{ui.args.proxy}",
+                    "--cacert", "/etc/ssl/certs/ca-certificates.crt", ui.args.renegotiated], timeout=30)
+    wait_js(ui.page, "document.querySelector('#events').textContent.includes(\"does not trust Periscope's CA\")",
+            timeout=WAIT_MS)
+    ok("the Events pane shows a client's refusal of Periscope's certificate, with the fix")
 
 
 def scenario_intercept(ui):
@@ -299,10 +306,20 @@ def scenario_intercept(ui):
     # The filter matches the response too: it is held in its turn.
     ui.page.wait_for_selector("#detail .badge.intercepted:has-text('response')", timeout=WAIT_MS)
     ok("after resume the flow waits at its response")
+    ui.tab("response")
+    ui.page.click("#detail [data-action=edit-response]")
+    editor = ui.page.locator("#detail [data-editor=response]")
+    wait_js(ui.page, "document.querySelector('#detail .body-editor').value.includes('recorded 21 bytes')",
+            timeout=WAIT_MS)
+    ok("the response editor shows the response body")
+    editor.locator("input[name=status_code]").fill("203")
+    editor.locator(".body-editor").fill("response-edited-in-the-browser")
+    editor.locator("[data-action=save-edit]").click()
+    ui.page.wait_for_selector("#detail .first-line", timeout=WAIT_MS)
     ui.page.click("#detail [data-action=resume]")
     out, _ = held.communicate(timeout=30)
-    check(out.endswith("200") and "recorded 21 bytes" in out,
-          f"resumed twice, the client gets the answer to the edited body ({out!r})")
+    check(out == "response-edited-in-the-browser\n203",
+          f"resumed at the response, the client gets the response as edited in the UI ({out!r})")
 
     killed = ui.curl("/record/kill", background=True)
     ui.wait_rows(lambda rows: any("kill" in r[1] and "intercepted" in r[2] for r in rows),
@@ -364,6 +381,37 @@ def scenario_intercept(ui):
     ui.page.click("#options button[type=submit]")
     wait_js(ui.page, "document.querySelector('#options-result').textContent.includes('invalid')")
     check(ui.api("/options")[1]["intercept"] == "~m POST", "a bad option is refused with the reason, nothing changes")
+    # Timeouts and server TLS: the same page, applied to the running proxy.
+    ui.page.fill("#option-intercept", "~m POST")
+    ui.page.fill("[data-setting=modify_headers]", "/~q/x-from-ui/1\n/~s/x-also/2")
+    ui.page.fill("[data-setting=response_timeout]", "45s")
+    ui.page.evaluate("document.querySelector('#options-result').textContent = ''")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent === 'applied'")
+    check(ui.api("/options")[1]["response_timeout"] == "45s", "a timeout set on the options page is in force")
+    certs = ui.api("/options")[1]["client_certs"]
+    ui.page.fill("[data-setting=client_certs]", "/nonexistent/client.pem")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent.includes('client_certs')")
+    check(ui.api("/options")[1]["client_certs"] == certs,
+          "a client certificate file that does not load is refused with its name, nothing changes")
+    # Scripts, one path per line: started, then stopped, on the running proxy.
+    script = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ui-script-{os.getpid()}.py")
+    with open(script, "w") as f:
+        f.write("def response(flow):\n    flow.response.headers['x-from-ui-script'] = 'yes'\n")
+    ui.page.fill("[data-setting=client_certs]", certs or "")
+    ui.page.fill("[data-setting=scripts]", script)
+    ui.page.evaluate("document.querySelector('#options-result').textContent = ''")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent === 'applied'", timeout=WAIT_MS)
+    check(ui.api("/options")[1]["scripts"] == [script], "a script set on the options page is running")
+    check("x-from-ui-script: yes" in ui.curl("/record/scripted", "-i"), "and changes the flows")
+    ui.page.fill("[data-setting=scripts]", "")
+    ui.page.evaluate("document.querySelector('#options-result').textContent = ''")
+    ui.page.click("#options button[type=submit]")
+    wait_js(ui.page, "document.querySelector('#options-result').textContent === 'applied'", timeout=WAIT_MS)
+    check("x-from-ui-script" not in ui.curl("/record/unscripted", "-i"), "an empty scripts box stops it")
+    os.remove(script)
 
 
 def scenario_actions(ui):
@@ -557,7 +605,7 @@ def scenario_big(ui):
     ui.page.wait_for_selector("#rows .row[data-id]", timeout=WAIT_MS)
     first_paint = time.time() - started
     total = ui.count()
-    check(total >= 100_000, f"the list knows every flow ({total})")
+    check(total >= ui.args.flows, f"the list knows every flow ({total})")
     drawn = ui.page.locator("#rows .row").count()
     check(drawn <= 150, f"only the rows in view are drawn ({drawn})")
     frames = []
@@ -578,11 +626,12 @@ def scenario_big(ui):
     check(drawn <= 150, f"rows drawn stay bounded while scrolling ({drawn})")
     index = int(ui.page.get_attribute("#rows .row[data-id]", "data-index"))
     check(index == 0, "scrolling back to the top shows the first flow")
+    ui.page.screenshot(path=os.path.join(ui.args.shots, "list-big.png"))
     t0 = time.time()
-    ui.type_box("#search", "~u /page/9999")
-    wait_js(ui.page, 
-        "() => /^1[01] flows/.test(document.querySelector('#count').textContent) && document.querySelectorAll('#rows .row[data-id]').length > 0",
-        timeout=60_000)
+    ui.type_box("#search", ui.args.search)
+    wait_js(ui.page,
+        "pattern => new RegExp(pattern).test(document.querySelector('#count').textContent) && document.querySelectorAll('#rows .row[data-id]').length > 0",
+        ui.args.search_count, timeout=60_000)
     search = time.time() - t0
     ok("a search over the whole session is answered")
     cdp = ui.page.context.new_cdp_session(ui.page)
@@ -608,6 +657,11 @@ def main():
     parser.add_argument("--ca-name", default="")
     parser.add_argument("--websocket", default="")
     parser.add_argument("--shots", default="/tmp")
+    # The big scenario: how many flows the session holds, the search, and what the
+    # flow count reads once the search is answered (a regular expression).
+    parser.add_argument("--flows", type=int, default=100_000)
+    parser.add_argument("--search", default="~u /page/9999")
+    parser.add_argument("--search-count", default="^1[01] flows")
     args = parser.parse_args()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -4,40 +4,124 @@
 //! `tls_event`, WebSocket messages) follow the live feed instead.
 
 use std::sync::Arc;
-use std::time::Duration;
+
+use bytes::Bytes;
 
 use periscope_flow::live::{FlowReceiver, RecvError};
 use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, FlowId, LogLevel};
 use periscope_proxy::{
     answer_from, rebuild_request, rebuild_response, ClientHelloInfo, ExchangeHook, FlowRecorder,
-    HelloVerdict, HookFuture, RequestVerdict, ResponseVerdict, StageBody,
+    HelloVerdict, HookFuture, LiveTimeouts, RequestVerdict, ResponseVerdict, StageBody,
 };
 use serde_json::Value;
 
-use crate::protocol::{self, Changes, FlowHook};
-use crate::worker::{CallError, LogSink, Reply, Worker};
+use crate::protocol::{self, BodySide, Changes, FlowHook};
+use crate::select::ScriptFilter;
+use crate::worker::{CallError, LogSink, Reply, Step, Worker};
 
 pub struct AddonsHook {
     worker: Arc<Worker>,
     body_limit: usize,
-    body_idle: Duration,
+    timeouts: LiveTimeouts,
+    filter: ScriptFilter,
 }
 
 impl AddonsHook {
-    pub fn new(worker: Arc<Worker>, body_limit: usize, body_idle: Duration) -> Self {
+    pub fn new(
+        worker: Arc<Worker>,
+        body_limit: usize,
+        timeouts: LiveTimeouts,
+        filter: ScriptFilter,
+    ) -> Self {
         AddonsHook {
             worker,
             body_limit,
-            body_idle,
+            timeouts,
+            filter,
         }
     }
 
-    /// Calls `hook` with the flow as it is now; a failure is noted on the flow and
-    /// the flow goes on unchanged.
-    async fn call(&self, flow: &FlowRecorder, hook: FlowHook) -> Option<Changes> {
-        let json = flow.read(|f| protocol::flow_json(f, hook.reads_body()))?;
-        let reply = self.worker.call(hook, json, None).await;
+    /// Whether the scripts are given this flow now (`--scripts-filter`).
+    fn selects(&self, flow: &FlowRecorder) -> bool {
+        !self.filter.is_set() || flow.read(|f| self.filter.selects(f)).unwrap_or(false)
+    }
+
+    /// Calls `hook` with the flow as it is now, its bodies left out: the one a script
+    /// reads is sent then, `body` (the stage's, still streaming) read whole for it. A
+    /// failure is noted on the flow and the flow goes on unchanged.
+    async fn call(
+        &self,
+        flow: &FlowRecorder,
+        hook: FlowHook,
+        mut body: Option<&mut StageBody>,
+    ) -> Option<Changes> {
+        let json = flow.read(|f| protocol::flow_json(f, false))?;
+        let deferred: Vec<&str> = hook.readable_bodies().iter().map(|s| s.name()).collect();
+        let extra = [("deferred", Value::from(deferred))];
+        let mut call = self.worker.start_call(hook, json, &extra);
+        let reply = loop {
+            match call.next().await {
+                Ok(Step::Done(reply)) => break Ok(*reply),
+                Ok(Step::WantsBody(side)) => {
+                    let deadline = tokio::time::Instant::now() + call.remaining();
+                    let content = self
+                        .body_for(flow, hook, side, body.as_deref_mut(), deadline)
+                        .await;
+                    call.send_body(side, content.as_ref());
+                }
+                Err(error) => break Err(error),
+            }
+        };
         settle(flow, hook, reply)
+    }
+
+    /// The body a script of `hook` reads: the stage's own read whole (and recorded
+    /// whole on the flow), or the request's as recorded when the response's hooks
+    /// read it. `None` when it is not whole: over `--body-limit`, not arrived by
+    /// `deadline` (the worker waits for it, so no longer than the hook may run), or
+    /// not one this hook sees.
+    async fn body_for(
+        &self,
+        flow: &FlowRecorder,
+        hook: FlowHook,
+        side: BodySide,
+        body: Option<&mut StageBody>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Bytes> {
+        if !hook.readable_bodies().contains(&side) {
+            return None;
+        }
+        let stage_side = match hook {
+            FlowHook::Request => BodySide::Request,
+            _ => BodySide::Response,
+        };
+        if side != stage_side {
+            return flow
+                .read(|f| (!f.request.body.truncated).then(|| f.request.body.content.clone()))
+                .flatten();
+        }
+        let idle = self.timeouts.get().body_idle;
+        let whole = body?
+            .read_whole_by(self.body_limit, idle, Some(deadline))
+            .await
+            .cloned();
+        match &whole {
+            Some(whole) => flow.update(|f| match side {
+                BodySide::Request => f.request.body = Body::complete(whole.clone()),
+                BodySide::Response => {
+                    if let Some(response) = f.response.as_mut() {
+                        response.body = Body::complete(whole.clone());
+                    }
+                }
+            }),
+            None => flow.push_note(format!(
+                "addon: the `{}` hook read the {} body, which was not given to it (larger \
+                 than --body-limit, or not whole within --scripts-timeout); it streamed on",
+                hook.name(),
+                side.name()
+            )),
+        }
+        whole
     }
 }
 
@@ -130,17 +214,14 @@ impl ExchangeHook for AddonsHook {
     ) -> HookFuture<'a, RequestVerdict> {
         Box::pin(async move {
             let hooks = self.worker.hooks();
+            if !self.selects(flow) {
+                return RequestVerdict::Continue;
+            }
             for hook in [FlowHook::RequestHeaders, FlowHook::Request] {
                 if !hooks.contains(hook) {
                     continue;
                 }
-                if hook.reads_body() {
-                    if let Some(whole) = body.read_whole(self.body_limit, self.body_idle).await {
-                        let whole = whole.clone();
-                        flow.update(|f| f.request.body = Body::complete(whole));
-                    }
-                }
-                let Some(changes) = self.call(flow, hook).await else {
+                let Some(changes) = self.call(flow, hook, Some(&mut *body)).await else {
                     continue;
                 };
                 match apply_request(flow, head, body, &changes) {
@@ -160,22 +241,17 @@ impl ExchangeHook for AddonsHook {
     ) -> HookFuture<'a, ResponseVerdict> {
         Box::pin(async move {
             let hooks = self.worker.hooks();
+            if !self.selects(flow) {
+                return ResponseVerdict::Continue;
+            }
             for hook in [FlowHook::ResponseHeaders, FlowHook::Response] {
                 if !hooks.contains(hook) {
                     continue;
                 }
                 // After a 101 the connection is another protocol's: no body to read.
-                if hook.reads_body() && head.status != http::StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(whole) = body.read_whole(self.body_limit, self.body_idle).await {
-                        let whole = whole.clone();
-                        flow.update(|f| {
-                            if let Some(response) = f.response.as_mut() {
-                                response.body = Body::complete(whole);
-                            }
-                        });
-                    }
-                }
-                let Some(changes) = self.call(flow, hook).await else {
+                let readable =
+                    (head.status != http::StatusCode::SWITCHING_PROTOCOLS).then_some(&mut *body);
+                let Some(changes) = self.call(flow, hook, readable).await else {
                     continue;
                 };
                 match apply_response(flow, head, body, &changes) {
@@ -277,15 +353,16 @@ fn apply_response(
     ResponseVerdict::Continue
 }
 
-/// The WebSocket flows whose end the scripts were told of, the latest 10,000: enough
-/// for any update of a flow to come after its end while it is still remembered.
+/// Flows seen lately, the latest 10,000: the WebSocket flows whose end the scripts
+/// were told of (enough for any update of a flow to come after its end while it is
+/// still remembered), and those the filter selected.
 #[derive(Default)]
-struct EndedWebSockets {
+struct RecentFlows {
     ids: std::collections::HashSet<FlowId>,
     order: std::collections::VecDeque<FlowId>,
 }
 
-impl EndedWebSockets {
+impl RecentFlows {
     const REMEMBERED: usize = 10_000;
 
     /// True the first time `id` is given.
@@ -301,13 +378,25 @@ impl EndedWebSockets {
         }
         true
     }
+
+    fn contains(&self, id: FlowId) -> bool {
+        self.ids.contains(&id)
+    }
 }
 
 /// Follows the live feed for the hooks that observe finished flows: `error`,
 /// `tls_event` (one call per TLS event on the flow's timeline), `websocket_start`,
 /// `websocket_message` and `websocket_end`. Runs until the feed closes.
-pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) {
-    let mut ended = EndedWebSockets::default();
+pub async fn observe(
+    worker: Arc<Worker>,
+    mut feed: FlowReceiver,
+    log: LogSink,
+    filter: ScriptFilter,
+) {
+    let mut ended = RecentFlows::default();
+    // The WebSocket flows the filter selected when their handshake completed: their
+    // messages carry only the flow's id.
+    let mut selected_websockets = RecentFlows::default();
     loop {
         let event = match feed.recv().await {
             Ok(event) => event,
@@ -326,8 +415,11 @@ pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) 
         let completed = matches!(event, FlowEvent::Completed(_));
         match event {
             FlowEvent::Completed(flow) | FlowEvent::Updated(flow) => {
-                if flow.tcp.is_some() {
+                if flow.tcp.is_some() || !filter.selects(&flow) {
                     continue;
+                }
+                if completed && flow.websocket.is_some() && filter.is_set() {
+                    selected_websockets.first_time(flow.id);
                 }
                 if completed && hooks.contains(FlowHook::TlsEvent) {
                     for (_, event) in flow.timeline.tls_events() {
@@ -383,7 +475,8 @@ pub async fn observe(worker: Arc<Worker>, mut feed: FlowReceiver, log: LogSink) 
                 }
             }
             FlowEvent::WebSocketMessage { flow, message }
-                if hooks.contains(FlowHook::WebSocketMessage) =>
+                if hooks.contains(FlowHook::WebSocketMessage)
+                    && (!filter.is_set() || selected_websockets.contains(flow)) =>
             {
                 // The flow as far as the message goes: its id and this message.
                 let json = serde_json::json!({
@@ -434,19 +527,19 @@ fn report(log: &LogSink, flow: &Flow, hook: FlowHook, reply: Result<Reply, CallE
 
 #[cfg(test)]
 mod tests {
-    use super::EndedWebSockets;
+    use super::RecentFlows;
     use periscope_flow::FlowId;
 
     #[test]
     fn a_websocket_ends_once_and_the_oldest_ends_are_forgotten_past_the_bound() {
-        let mut ended = EndedWebSockets::default();
+        let mut ended = RecentFlows::default();
         let first = FlowId::new();
         assert!(ended.first_time(first));
         assert!(!ended.first_time(first), "an update after the end");
-        for _ in 0..EndedWebSockets::REMEMBERED {
+        for _ in 0..RecentFlows::REMEMBERED {
             assert!(ended.first_time(FlowId::new()));
         }
-        assert_eq!(ended.ids.len(), EndedWebSockets::REMEMBERED);
+        assert_eq!(ended.ids.len(), RecentFlows::REMEMBERED);
         assert!(
             ended.first_time(first),
             "forgotten once 10,000 newer ones ended"

@@ -16,18 +16,22 @@
 //! ```
 
 mod hook;
+mod host;
 pub mod protocol;
 mod runtime;
+mod select;
 mod worker;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use periscope_proxy::{ExchangeHook, FlowBus};
+use periscope_proxy::{ExchangeHook, FlowBus, LiveTimeouts};
 
 pub use crate::hook::AddonsHook;
-pub use crate::worker::{CallError, Reply, StartError, Worker, WorkerConfig};
+pub use crate::host::ScriptHost;
+pub use crate::select::ScriptFilter;
+pub use crate::worker::{Call, CallError, Reply, StartError, Step, Worker, WorkerConfig};
 
 /// What `-s`, `--scripts-python` and `--scripts-timeout` say, with the proxy's body
 /// limits.
@@ -39,9 +43,13 @@ pub struct AddonsConfig {
     /// How much of a body a `request`/`response` hook gets (the proxy's
     /// `--body-limit`: a larger body streams on and the hook sees no content).
     pub body_limit: usize,
-    pub body_idle: Duration,
+    /// The proxy's timeouts: a body a hook reads may be silent for their `body_idle`.
+    pub timeouts: LiveTimeouts,
     /// Values for the scripts' own options (see [`WorkerConfig::options`]).
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// `--scripts-filter`: the flows the scripts are given (shared: it may change
+    /// while they run).
+    pub filter: ScriptFilter,
 }
 
 impl AddonsConfig {
@@ -51,8 +59,9 @@ impl AddonsConfig {
             python: PathBuf::from("python3"),
             timeout: Duration::from_secs(5),
             body_limit: 4 << 20,
-            body_idle: Duration::from_secs(60),
+            timeouts: LiveTimeouts::default(),
             options: serde_json::Map::new(),
+            filter: ScriptFilter::default(),
         }
     }
 }
@@ -61,6 +70,8 @@ impl AddonsConfig {
 pub struct Addons {
     worker: Arc<Worker>,
     hook: Arc<AddonsHook>,
+    /// The task that gives the observing hooks the live feed.
+    observer: tokio::task::JoinHandle<()>,
 }
 
 impl Addons {
@@ -86,13 +97,23 @@ impl Addons {
             )
             .await?,
         );
-        tokio::spawn(hook::observe(Arc::clone(&worker), bus.subscribe(), log));
+        let observer = tokio::spawn(hook::observe(
+            Arc::clone(&worker),
+            bus.subscribe(),
+            log,
+            config.filter.clone(),
+        ));
         let hook = Arc::new(AddonsHook::new(
             Arc::clone(&worker),
             config.body_limit,
-            config.body_idle,
+            config.timeouts.clone(),
+            config.filter.clone(),
         ));
-        Ok(Addons { worker, hook })
+        Ok(Addons {
+            worker,
+            hook,
+            observer,
+        })
     }
 
     /// The exchange hook to install in the proxy's `hooks`.
@@ -103,5 +124,6 @@ impl Addons {
     /// Runs the scripts' `done` hooks and stops the worker.
     pub async fn shutdown(&self) {
         self.worker.shutdown().await;
+        self.observer.abort();
     }
 }

@@ -57,10 +57,15 @@ impl FlowHook {
         FlowHook::ALL.into_iter().find(|hook| hook.name() == name)
     }
 
-    /// Whether the hook sees the message body (mitmproxy's `request`/`response` run
-    /// once the body is read; the `…headers` hooks before).
-    pub fn reads_body(self) -> bool {
-        matches!(self, FlowHook::Request | FlowHook::Response)
+    /// The bodies the hook may read (mitmproxy's `request`/`response` run once the
+    /// body is read; the `…headers` hooks before): left out of the call and sent
+    /// when a script reads them (PROTOCOL.md, `deferred`).
+    pub fn readable_bodies(self) -> &'static [BodySide] {
+        match self {
+            FlowHook::Request => &[BodySide::Request],
+            FlowHook::Response => &[BodySide::Request, BodySide::Response],
+            _ => &[],
+        }
     }
 
     fn bit(self) -> u32 {
@@ -116,6 +121,38 @@ pub enum WorkerMessage {
     },
     /// A line for the event log (`ctx.log`, `logging`, a traceback).
     Log { level: String, message: String },
+    /// A hook of call `id` reads a body the call left out (`deferred`): the proxy
+    /// answers with [`body_answer`].
+    Body { id: u64, side: BodySide },
+}
+
+/// Which message's body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodySide {
+    Request,
+    Response,
+}
+
+impl BodySide {
+    pub fn name(self) -> &'static str {
+        match self {
+            BodySide::Request => "request",
+            BodySide::Response => "response",
+        }
+    }
+}
+
+/// The answer to a worker's `body` request: the body whole, or `null` when there is
+/// none to give (larger than `--body-limit`, not whole in time, not there yet).
+pub fn body_answer(id: u64, side: BodySide, content: Option<&Bytes>) -> String {
+    json!({
+        "type": "body",
+        "id": id,
+        "side": side.name(),
+        "content": content.map(|c| BASE64.encode(c)),
+    })
+    .to_string()
 }
 
 impl WorkerMessage {

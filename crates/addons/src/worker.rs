@@ -2,7 +2,7 @@
 //! calls (through a writer task, so a worker that stops reading never blocks it),
 //! reads the answers and routes them by id to the calls waiting for them, restarts a
 //! worker that died or got stuck past the timeout, and polls the scripts for changes.
-//! Callers only ever await a oneshot: no tokio worker thread blocks on the process.
+//! Callers only ever await a channel: no tokio worker thread blocks on the process.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use periscope_flow::scratch::ScratchDir;
 use periscope_flow::LogLevel;
 use serde_json::Value;
@@ -18,7 +19,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{hooks_of, Changes, FlowHook, HookSet, ScriptReport, WorkerMessage};
+use crate::protocol::{
+    hooks_of, BodySide, Changes, FlowHook, HookSet, ScriptReport, WorkerMessage,
+};
 
 /// Where event-log lines go (the proxy's bus).
 pub type LogSink = Arc<dyn Fn(LogLevel, String) + Send + Sync>;
@@ -67,12 +70,28 @@ pub struct Reply {
     pub errors: Vec<String>,
 }
 
+/// What the worker says about one call: its end, or that a hook reads a body.
+enum Answer {
+    Done(Box<Reply>),
+    WantsBody(BodySide),
+}
+
+/// Where a call stands, for the caller that drives it ([`Call::next`]).
+#[derive(Debug)]
+pub enum Step {
+    Done(Box<Reply>),
+    /// A script reads this body: answer with [`Call::send_body`] (the call waits).
+    WantsBody(BodySide),
+}
+
 enum Request {
     Call {
         id: u64,
         line: String,
-        reply: oneshot::Sender<Reply>,
+        answers: mpsc::UnboundedSender<Answer>,
     },
+    /// A line for the worker that answers nothing (a body it asked for).
+    Write(String),
     /// The call timed out: the worker is stuck in it.
     Abandon {
         id: u64,
@@ -131,13 +150,26 @@ impl Worker {
     }
 
     /// Calls `hook` of every script that defines it with `flow` (PROTOCOL.md, `hook`),
-    /// `extra` merged into the message.
+    /// `extra` merged into the message; the call's end. (A call that may be asked for
+    /// bodies is driven with [`Worker::start_call`].)
     pub async fn call(
         &self,
         hook: FlowHook,
         flow: Value,
         extra: Option<(&str, Value)>,
     ) -> Result<Reply, CallError> {
+        let mut call = self.start_call(hook, flow, extra.as_slice());
+        loop {
+            match call.next().await? {
+                Step::Done(reply) => return Ok(*reply),
+                // Nothing was deferred, so there is nothing to give.
+                Step::WantsBody(side) => call.send_body(side, None),
+            }
+        }
+    }
+
+    /// Sends the call; its answers come through [`Call::next`].
+    pub fn start_call(&self, hook: FlowHook, flow: Value, extra: &[(&str, Value)]) -> Call<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut message = serde_json::json!({
             "type": "hook",
@@ -145,37 +177,82 @@ impl Worker {
             "hook": hook.name(),
             "flow": flow,
         });
-        if let Some((key, value)) = extra {
-            message[key] = value;
+        for (key, value) in extra {
+            message[*key] = value.clone();
         }
-        let (reply, answer) = oneshot::channel();
+        let (sender, answers) = mpsc::unbounded_channel();
         let line = message.to_string();
-        if self
+        let sent = self
             .requests
-            .send(Request::Call { id, line, reply })
-            .is_err()
-        {
-            return Err(CallError::WorkerGone);
-        }
-        match tokio::time::timeout(self.timeout, answer).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(CallError::WorkerGone),
-            Err(_) => {
-                let _ = self.requests.send(Request::Abandon {
-                    id,
-                    hook: hook.name(),
-                });
-                Err(CallError::Timeout(self.timeout))
-            }
+            .send(Request::Call {
+                id,
+                line,
+                answers: sender,
+            })
+            .is_ok();
+        Call {
+            worker: self,
+            id,
+            hook,
+            answers: sent.then_some(answers),
+            budget: self.timeout,
         }
     }
-
     /// Runs the scripts' `done` and waits (a little) for the worker to exit.
     pub async fn shutdown(&self) {
         let (done, finished) = oneshot::channel();
         if self.requests.send(Request::Shutdown(done)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(3), finished).await;
         }
+    }
+}
+
+/// One hook call in flight.
+pub struct Call<'w> {
+    worker: &'w Worker,
+    id: u64,
+    hook: FlowHook,
+    /// `None`: the call could not be sent (the supervisor is gone).
+    answers: Option<mpsc::UnboundedReceiver<Answer>>,
+    /// What is left of `--scripts-timeout` for the hooks themselves.
+    budget: Duration,
+}
+
+impl Call<'_> {
+    /// The next thing the worker says about the call. The time the hooks run counts
+    /// against `--scripts-timeout`; past it the call is abandoned.
+    pub async fn next(&mut self) -> Result<Step, CallError> {
+        let Some(answers) = self.answers.as_mut() else {
+            return Err(CallError::WorkerGone);
+        };
+        let started = Instant::now();
+        match tokio::time::timeout(self.budget, answers.recv()).await {
+            Ok(Some(Answer::Done(reply))) => Ok(Step::Done(reply)),
+            Ok(Some(Answer::WantsBody(side))) => {
+                self.budget = self.budget.saturating_sub(started.elapsed());
+                Ok(Step::WantsBody(side))
+            }
+            Ok(None) => Err(CallError::WorkerGone),
+            Err(_) => {
+                let _ = self.worker.requests.send(Request::Abandon {
+                    id: self.id,
+                    hook: self.hook.name(),
+                });
+                Err(CallError::Timeout(self.worker.timeout))
+            }
+        }
+    }
+
+    /// How long the hooks may still run: also the limit for getting a body they ask
+    /// for, as the worker waits for it.
+    pub fn remaining(&self) -> Duration {
+        self.budget
+    }
+
+    /// Answers a [`Step::WantsBody`]: the body whole, or `None`.
+    pub fn send_body(&self, side: BodySide, content: Option<&Bytes>) {
+        let line = crate::protocol::body_answer(self.id, side, content);
+        let _ = self.worker.requests.send(Request::Write(line));
     }
 }
 
@@ -294,7 +371,7 @@ struct Supervisor {
     log: LogSink,
     hooks: Arc<AtomicU32>,
     /// Calls written to the worker and not answered yet, with when they were written.
-    pending: HashMap<u64, (oneshot::Sender<Reply>, Instant)>,
+    pending: HashMap<u64, (mpsc::UnboundedSender<Answer>, Instant)>,
 }
 
 impl Supervisor {
@@ -304,8 +381,12 @@ impl Supervisor {
         loop {
             let gone = tokio::select! {
                 request = requests.recv() => match request {
-                    Some(Request::Call { id, line, reply }) => {
-                        self.pending.insert(id, (reply, Instant::now()));
+                    Some(Request::Call { id, line, answers }) => {
+                        self.pending.insert(id, (answers, Instant::now()));
+                        let _ = process.stdin.send(line);
+                        None
+                    }
+                    Some(Request::Write(line)) => {
                         let _ = process.stdin.send(line);
                         None
                     }
@@ -339,7 +420,7 @@ impl Supervisor {
                 },
                 line = process.lines.next_line() => match line {
                     Ok(Some(line)) => {
-                        self.handle(&line);
+                        self.handle(&line, &process.stdin);
                         None
                     }
                     Ok(None) | Err(_) => {
@@ -413,16 +494,25 @@ impl Supervisor {
         self.hooks.store(hooks_of(scripts).0, Ordering::Relaxed);
     }
 
-    fn handle(&mut self, line: &str) {
+    fn handle(&mut self, line: &str, stdin: &mpsc::UnboundedSender<String>) {
         match WorkerMessage::parse(line) {
             Ok(WorkerMessage::Result { id, changes, errors }) => {
-                if let Some((reply, _)) = self.pending.remove(&id) {
-                    let _ = reply.send(Reply {
+                if let Some((answers, _)) = self.pending.remove(&id) {
+                    let _ = answers.send(Answer::Done(Box::new(Reply {
                         changes: *changes,
                         errors,
-                    });
+                    })));
                 }
             }
+            Ok(WorkerMessage::Body { id, side }) => match self.pending.get(&id) {
+                Some((answers, _)) => {
+                    let _ = answers.send(Answer::WantsBody(side));
+                }
+                // A call already abandoned: the worker still waits for an answer.
+                None => {
+                    let _ = stdin.send(crate::protocol::body_answer(id, side, None));
+                }
+            },
             Ok(WorkerMessage::Log { level, message }) => {
                 (self.log)(log_level(&level), format!("addon: {message}"));
             }

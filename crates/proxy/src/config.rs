@@ -3,11 +3,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use periscope_tls::{ClientTlsSettings, UpstreamTlsSettings};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use periscope_tls::{ClientTlsSettings, HandshakeTimeouts, UpstreamTlsSettings};
 
 /// Every wait the proxy does, with its limit. Each one has its own name in error
 /// messages, so a user can tell "could not connect" from "server never answered".
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     /// TCP connect to the server (DNS included).
     pub connect: Duration,
@@ -19,6 +22,8 @@ pub struct Timeouts {
     pub client_idle: Duration,
     /// A server connection kept for reuse that no request used.
     pub pool_idle: Duration,
+    /// TLS handshakes on either leg, and renegotiations once a server started one.
+    pub tls: HandshakeTimeouts,
 }
 
 impl Default for Timeouts {
@@ -29,7 +34,40 @@ impl Default for Timeouts {
             body_idle: Duration::from_secs(60),
             client_idle: Duration::from_secs(60),
             pool_idle: Duration::from_secs(60),
+            tls: HandshakeTimeouts::default(),
         }
+    }
+}
+
+/// The timeouts in force, which the user may change while the proxy runs (the
+/// options page). Every wait reads them when it starts, so a change applies to the
+/// waits that start after it. Clones share the same values.
+#[derive(Clone)]
+pub struct LiveTimeouts(Arc<ArcSwap<Timeouts>>);
+
+impl Default for LiveTimeouts {
+    fn default() -> Self {
+        LiveTimeouts::new(Timeouts::default())
+    }
+}
+
+impl LiveTimeouts {
+    pub fn new(timeouts: Timeouts) -> Self {
+        LiveTimeouts(Arc::new(ArcSwap::from_pointee(timeouts)))
+    }
+
+    pub fn get(&self) -> Timeouts {
+        **self.0.load()
+    }
+
+    pub fn set(&self, timeouts: Timeouts) {
+        self.0.store(Arc::new(timeouts));
+    }
+}
+
+impl std::fmt::Debug for LiveTimeouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
     }
 }
 
@@ -38,7 +76,7 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// How much of each body a flow keeps (bodies themselves always pass whole).
     pub body_limit: usize,
-    pub timeouts: Timeouts,
+    pub timeouts: LiveTimeouts,
     pub upstream_tls: UpstreamTlsSettings,
     pub client_tls: ClientTlsSettings,
     /// Credentials clients must present (`--proxyauth`); `None` admits everyone.
@@ -65,7 +103,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             body_limit: 4 * 1024 * 1024,
-            timeouts: Timeouts::default(),
+            timeouts: LiveTimeouts::default(),
             upstream_tls: UpstreamTlsSettings {
                 verify: true,
                 ..UpstreamTlsSettings::default()

@@ -14,9 +14,10 @@ use periscope_control::{
 };
 use periscope_flow::filter::Filter;
 use periscope_flow::{ConnectionInfo, Flow, FlowId, Interception, Timestamp, WebSocketOpcode};
-use periscope_tls::{ClientCertificate, ClientIdentity};
+use periscope_tls::{ClientCertificate, ClientIdentity, UpstreamTls, UpstreamTlsSettings};
 
 use crate::body::IncomingBody;
+use crate::config::Timeouts;
 use crate::core::ProxyCore;
 use crate::intercept::{Decision, Intercept, LiveError, LiveFlows};
 use crate::recorder::{ClientContext, PresetFlowId, ReplayOf};
@@ -208,6 +209,28 @@ impl ProxyControl {
 
     pub fn set_intercept_tls(&self, on: bool) {
         self.intercept_tls.store(on, Ordering::Relaxed);
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.core.timeouts()
+    }
+
+    /// Every wait that starts from now on has these limits.
+    pub fn set_timeouts(&self, timeouts: Timeouts) {
+        self.core.config.timeouts.set(timeouts);
+    }
+
+    /// How servers are trusted and answered now (a copy, to change and give to
+    /// [`ProxyControl::set_upstream_tls`]).
+    pub fn upstream_tls_settings(&self) -> UpstreamTlsSettings {
+        self.core.upstream_tls().settings().clone()
+    }
+
+    /// Server connections made from now on use `tls`, made from
+    /// [`ProxyControl::upstream_tls_settings`] changed. Connections already made keep
+    /// theirs until they close; no TLS session made before is resumed after.
+    pub fn set_upstream_tls(&self, tls: UpstreamTls) {
+        self.core.replace_upstream_tls(tls);
     }
 
     /// Sends `flow`'s request again, as it is now, through the same pipeline as a

@@ -10,6 +10,7 @@ use crate::bus::FlowBus;
 use crate::config::ProxyConfig;
 use crate::hooks::Hooks;
 use crate::intercept::{CertificateHolds, Intercept, LiveFlows};
+use arc_swap::ArcSwap;
 use periscope_flow::filter::Filter;
 use std::sync::atomic::AtomicBool;
 
@@ -27,7 +28,9 @@ pub enum CoreError {
 pub struct ProxyCore {
     pub config: ProxyConfig,
     pub ca: Arc<CertificateAuthority>,
-    pub upstream_tls: UpstreamTls,
+    /// How servers are trusted and answered; replaced whole when the user changes it
+    /// (see [`ProxyCore::upstream_tls`]).
+    upstream_tls: ArcSwap<UpstreamTls>,
     pub client_tls: ClientTls,
     pub bus: FlowBus,
     pub hooks: Hooks,
@@ -84,7 +87,7 @@ impl ProxyCore {
             let intercept = Arc::new(Intercept::new(
                 Arc::clone(&live),
                 config.body_limit,
-                config.timeouts.body_idle,
+                config.timeouts.clone(),
             ));
             if let Some(text) = &config.intercept {
                 let filter = Filter::parse(text)
@@ -113,7 +116,7 @@ impl ProxyCore {
             live,
             intercept,
             intercept_tls,
-            upstream_tls: UpstreamTls::new(upstream_settings)?,
+            upstream_tls: ArcSwap::from_pointee(UpstreamTls::new(upstream_settings)?),
             client_tls: ClientTls::new(config.client_tls.clone())?,
             hooks,
             config,
@@ -123,6 +126,23 @@ impl ProxyCore {
             http2_preface: HostMemory::default(),
             offer_http2: HostMemory::default(),
         })
+    }
+
+    /// The timeouts in force now.
+    pub fn timeouts(&self) -> crate::config::Timeouts {
+        self.config.timeouts.get()
+    }
+
+    /// The upstream TLS settings in force now: a connection keeps the ones it
+    /// started with.
+    pub fn upstream_tls(&self) -> Arc<UpstreamTls> {
+        self.upstream_tls.load_full()
+    }
+
+    /// Makes upstream connections from now on with `tls`; connections already made
+    /// (and kept for reuse) keep the settings they were made with.
+    pub fn replace_upstream_tls(&self, tls: UpstreamTls) {
+        self.upstream_tls.store(Arc::new(tls));
     }
 
     pub fn remember_http11_required(&self, host: &str) {

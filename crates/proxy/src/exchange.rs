@@ -168,7 +168,7 @@ pub fn recorded_request_body(
         Arc::clone(recorder),
         Side::Request,
         config.body_limit,
-        config.timeouts.body_idle,
+        core.timeouts().body_idle,
     ))
 }
 
@@ -185,7 +185,7 @@ pub async fn deliver(
     let core = session.core();
     let key = destination.key();
     let label = key.label();
-    let response_timeout = core.config.timeouts.response;
+    let response_timeout = core.timeouts().response;
     let mut number = 0;
     loop {
         number += 1;
@@ -590,7 +590,7 @@ pub fn relay_response(
         Arc::clone(&recorder),
         Side::Response,
         config.body_limit,
-        config.timeouts.body_idle,
+        core.timeouts().body_idle,
     );
     if switching {
         if let (Some(server), Some(client)) = (server_upgrade, client_upgrade) {

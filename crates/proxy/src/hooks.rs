@@ -37,6 +37,17 @@ impl StageBody {
     /// for each part. A larger (or trailered, or stalled) body goes on streaming with
     /// what was read put back in front: `None` then.
     pub async fn read_whole(&mut self, limit: usize, idle: Duration) -> Option<&Bytes> {
+        self.read_whole_by(limit, idle, None).await
+    }
+
+    /// [`StageBody::read_whole`], giving up at `deadline` (the body then goes on
+    /// streaming as for a stall).
+    pub async fn read_whole_by(
+        &mut self,
+        limit: usize,
+        idle: Duration,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<&Bytes> {
         if self.whole.is_some() {
             return self.whole.as_ref();
         }
@@ -48,7 +59,13 @@ impl StageBody {
                 break true;
             }
             let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
-            match tokio::time::timeout(idle, frame).await {
+            let wait = match deadline {
+                Some(deadline) => {
+                    idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                }
+                None => idle,
+            };
+            match tokio::time::timeout(wait, frame).await {
                 Ok(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
                         read.extend_from_slice(&data);

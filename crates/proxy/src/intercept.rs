@@ -14,7 +14,6 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -22,6 +21,7 @@ use periscope_flow::filter::Filter;
 use periscope_flow::{Flow, FlowId, Interception};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::LiveTimeouts;
 use crate::hooks::{
     rebuild_request, rebuild_response, ExchangeHook, HookFuture, RequestVerdict, ResponseVerdict,
     StageBody,
@@ -483,16 +483,16 @@ pub struct Intercept {
     filter: RwLock<Option<(String, Arc<Filter>)>>,
     live: Arc<LiveFlows>,
     body_limit: usize,
-    body_idle: Duration,
+    timeouts: LiveTimeouts,
 }
 
 impl Intercept {
-    pub fn new(live: Arc<LiveFlows>, body_limit: usize, body_idle: Duration) -> Self {
+    pub fn new(live: Arc<LiveFlows>, body_limit: usize, timeouts: LiveTimeouts) -> Self {
         Intercept {
             filter: RwLock::new(None),
             live,
             body_limit,
-            body_idle,
+            timeouts,
         }
     }
 
@@ -540,7 +540,7 @@ impl ExchangeHook for Intercept {
                 return RequestVerdict::Continue;
             }
             let whole = body
-                .read_whole(self.body_limit, self.body_idle)
+                .read_whole(self.body_limit, self.timeouts.get().body_idle)
                 .await
                 .cloned();
             if let Some(content) = &whole {
@@ -586,7 +586,7 @@ impl ExchangeHook for Intercept {
             let whole = if head.status == StatusCode::SWITCHING_PROTOCOLS {
                 None
             } else {
-                body.read_whole(self.body_limit, self.body_idle)
+                body.read_whole(self.body_limit, self.timeouts.get().body_idle)
                     .await
                     .cloned()
             };

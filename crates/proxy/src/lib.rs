@@ -62,7 +62,7 @@ use tokio::net::TcpListener;
 
 pub use crate::bus::FlowBus;
 pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError};
-pub use crate::config::{ProxyConfig, Timeouts};
+pub use crate::config::{LiveTimeouts, ProxyConfig, Timeouts};
 pub use crate::control::ProxyControl;
 pub use crate::error::UpstreamError;
 pub use crate::guard::ProxyCredentials;

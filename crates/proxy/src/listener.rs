@@ -64,7 +64,7 @@ pub async fn serve_client(
     // them as the IPv4 addresses they are.
     let peer = crate::transparent::canonical(peer);
     crate::io::configure_socket(&stream);
-    let idle = core.config.timeouts.client_idle;
+    let idle = core.timeouts().client_idle;
     let write_stall = Arc::new(WriteStall::default());
     let connection_kill = Arc::new(KillSwitch::default());
     let client = ClientContext {
@@ -145,7 +145,7 @@ fn client_stream(
     write_stall: Arc<WriteStall>,
     connection_kill: Arc<KillSwitch>,
 ) -> LingeringClose<WriteDeadline<TcpStream>> {
-    let idle = core.config.timeouts.body_idle;
+    let idle = core.timeouts().body_idle;
     LingeringClose::new(
         WriteDeadline::new(stream, idle, "the client", Some(write_stall)),
         connection_kill,
@@ -212,7 +212,7 @@ async fn serve_socks5(
     write_stall: Arc<WriteStall>,
 ) {
     let peer = client.peer_label();
-    let timeout = core.config.timeouts.client_idle;
+    let timeout = core.timeouts().client_idle;
     let stream = client_stream(
         &core,
         stream,

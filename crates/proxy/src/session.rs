@@ -63,7 +63,7 @@ impl ClientSession {
         // The pool belongs to this client connection, and so to one listener: its
         // connections are all made the way that listener's mode makes them.
         let via = client.listener.as_ref().and_then(|l| l.via().cloned());
-        let pool = UpstreamPool::new(core.config.timeouts.pool_idle, via);
+        let pool = UpstreamPool::new(core.timeouts().pool_idle, via);
         ClientSession {
             core,
             client,
@@ -184,7 +184,7 @@ impl ClientSession {
             // Request heads past this are answered 431.
             .max_buf_size(MAX_REQUEST_HEAD)
             .timer(TokioTimer::new())
-            .header_read_timeout(self.core.config.timeouts.client_idle)
+            .header_read_timeout(self.core.timeouts().client_idle)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         let killed = Arc::clone(&self.client.connection_kill);
@@ -205,8 +205,8 @@ impl ClientSession {
     {
         let settings = ServerSettings {
             max_concurrent_streams: MAX_CONCURRENT_STREAMS,
-            handshake_timeout: self.core.config.timeouts.client_idle,
-            stall_timeout: self.core.config.timeouts.body_idle,
+            handshake_timeout: self.core.timeouts().client_idle,
+            stall_timeout: self.core.timeouts().body_idle,
         };
         let session = Arc::clone(&self);
         crate::http2::serve(io, settings, move |request| {
@@ -230,7 +230,7 @@ impl ClientSession {
     {
         use tokio::io::AsyncReadExt;
         let mut seen = bytes::BytesMut::with_capacity(HTTP2_PREFACE.len());
-        let deadline = tokio::time::Instant::now() + self.core.config.timeouts.client_idle;
+        let deadline = tokio::time::Instant::now() + self.core.timeouts().client_idle;
         while seen.len() < HTTP2_PREFACE.len() && HTTP2_PREFACE.starts_with(&seen) {
             let mut chunk = [0u8; 24];
             let wanted = HTTP2_PREFACE.len() - seen.len();

@@ -74,7 +74,7 @@ pub async fn relay<C, S>(
     let from_client = Arc::new(Mutex::new(Kept::new(keep)));
     let from_server = Arc::new(Mutex::new(Kept::new(keep)));
     let mut client_side = Counted::new(client_io, Arc::clone(&from_client));
-    let idle = core.config.timeouts.body_idle;
+    let idle = core.timeouts().body_idle;
     let mut server_side = Counted::new(
         WriteDeadline::new(server_io, idle, "the server", None),
         Arc::clone(&from_server),

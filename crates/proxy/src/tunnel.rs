@@ -183,7 +183,7 @@ pub async fn run<C>(
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = client.peer_label();
-    let timeouts = core.config.timeouts;
+    let timeouts = core.timeouts();
     let mut buffer = BytesMut::with_capacity(4096);
     let server_tcp = socket.as_ref().ok().and_then(|s| s.stream.tcp());
     let server_spoke = async {
@@ -287,7 +287,7 @@ pub async fn run<C>(
         .await;
         return;
     }
-    let handshake_timeout = core.config.client_tls.timeouts.handshake;
+    let handshake_timeout = core.timeouts().tls.handshake;
     let hello = match tokio::time::timeout(
         handshake_timeout,
         read_client_hello(&mut client_io, &mut buffer),
@@ -427,6 +427,7 @@ pub async fn run<C>(
             Prefixed::new(buffer.freeze(), client_io),
             &leaf,
             client_choice.as_deref(),
+            core.timeouts().tls,
         )
         .await
     {
@@ -548,14 +549,14 @@ async fn relay_tls_as_tcp<C>(
         mut milestones,
         ..
     } = socket;
-    let idle = core.config.timeouts.body_idle;
+    let idle = core.timeouts().body_idle;
     let stream = WriteDeadline::new(stream, idle, "the server", None);
     let alpn: Vec<&[u8]> = start.hello.alpn.iter().map(Vec::as_slice).collect();
     let label = key.label();
     let (server_io, server_choice, server_tls): (Box<dyn ServerStream>, _, _) = if start.server_tls
     {
         let connected = core
-            .upstream_tls
+            .upstream_tls()
             .connect(
                 stream,
                 &UpstreamTarget {
@@ -564,6 +565,7 @@ async fn relay_tls_as_tcp<C>(
                     alpn: &alpn,
                     post_quantum: start.hello.post_quantum,
                     peer_label: &label,
+                    timeouts: core.timeouts().tls,
                 },
             )
             .await;
@@ -607,7 +609,12 @@ async fn relay_tls_as_tcp<C>(
         });
     let tls = match core
         .client_tls
-        .accept(client_io, &leaf, client_choice.as_deref())
+        .accept(
+            client_io,
+            &leaf,
+            client_choice.as_deref(),
+            core.timeouts().tls,
+        )
         .await
     {
         Ok(tls) => tls,

@@ -222,7 +222,7 @@ pub async fn connect_tcp(
     key: &UpstreamKey,
 ) -> Result<ConnectedSocket, UpstreamError> {
     let target = key.label();
-    let timeout = core.config.timeouts.connect;
+    let timeout = core.timeouts().connect;
     let initiated = Timestamp::now();
     let attempt = async {
         let Some(proxy) = via else {
@@ -245,7 +245,7 @@ pub async fn connect_tcp(
             return Ok((ServerIo::Tcp(tcp), Some(addresses), forwarding));
         }
         let tls = core
-            .upstream_tls
+            .upstream_tls()
             .connect(
                 tcp,
                 &UpstreamTarget {
@@ -254,6 +254,7 @@ pub async fn connect_tcp(
                     alpn: &[ALPN_HTTP11],
                     post_quantum: true,
                     peer_label: &proxy_label,
+                    timeouts: core.timeouts().tls,
                 },
             )
             .await?;
@@ -334,7 +335,7 @@ pub async fn establish(
         forwarding,
     } = socket;
     let target = info.target.clone().unwrap_or_default();
-    let stream = WriteDeadline::new(stream, core.config.timeouts.body_idle, "the server", None);
+    let stream = WriteDeadline::new(stream, core.timeouts().body_idle, "the server", None);
     let Some(parameters) = tls else {
         let sender = http1_handshake(stream, &target).await?;
         return Ok(UpstreamConnection {
@@ -348,7 +349,7 @@ pub async fn establish(
     };
     let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
     let tls_stream = core
-        .upstream_tls
+        .upstream_tls()
         .connect(
             stream,
             &UpstreamTarget {
@@ -357,6 +358,7 @@ pub async fn establish(
                 alpn: &alpn,
                 post_quantum: parameters.post_quantum,
                 peer_label: &target,
+                timeouts: core.timeouts().tls,
             },
         )
         .await?;
@@ -443,7 +445,7 @@ async fn http2_handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let stall = core.config.timeouts.body_idle;
+    let stall = core.timeouts().body_idle;
     let sender = H2Sender::handshake(stream, target, stall)
         .await
         .map_err(|error| {

@@ -165,7 +165,7 @@ pub async fn tunnel_through(
             }
             .label();
             let tls = core
-                .upstream_tls
+                .upstream_tls()
                 .connect(
                     socket,
                     &UpstreamTarget {
@@ -174,6 +174,7 @@ pub async fn tunnel_through(
                         alpn: &[ALPN_HTTP11],
                         post_quantum: true,
                         peer_label: &label,
+                        timeouts: core.timeouts().tls,
                     },
                 )
                 .await?;

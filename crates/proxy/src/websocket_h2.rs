@@ -208,7 +208,7 @@ async fn extended_connect(
     );
     let client_upgrade = PendingUpgrade::of_request(&mut request);
     let head = extended_connect_request(&request, destination.key());
-    let response_timeout = session.core().config.timeouts.response;
+    let response_timeout = session.core().timeouts().response;
     let answer = match tokio::time::timeout(
         response_timeout,
         connection.sender.extended_connect(head),

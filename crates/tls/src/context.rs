@@ -38,7 +38,6 @@ pub struct UpstreamTlsSettings {
     /// Allow TLS 1.0/1.1 and SHA-1 (OpenSSL security level 0) for old servers.
     pub legacy_versions: bool,
     pub keylog: Option<Arc<KeyLog>>,
-    pub timeouts: HandshakeTimeouts,
     /// Which certificate requests after the first handshake wait for the user
     /// (`--intercept-tls`; see [`crate::hold`]). `None`: none do.
     pub certificate_hold: Option<Arc<dyn CertificateRequestHold>>,
@@ -57,6 +56,8 @@ pub struct UpstreamTarget<'a> {
     pub post_quantum: bool,
     /// For error messages: `host:port`.
     pub peer_label: &'a str,
+    /// The handshake's limits (the proxy's, as they are when it connects).
+    pub timeouts: HandshakeTimeouts,
 }
 
 pub struct UpstreamTls {
@@ -83,6 +84,12 @@ impl UpstreamTls {
             settings,
             sessions,
         })
+    }
+
+    /// What it was made with, for making another with some of it changed (which
+    /// starts with no kept sessions: none crosses a change of client certificates).
+    pub fn settings(&self) -> &UpstreamTlsSettings {
+        &self.settings
     }
 
     fn connector(
@@ -185,7 +192,7 @@ impl UpstreamTls {
             Role::Client,
             state,
             target.peer_label.to_owned(),
-            self.settings.timeouts,
+            target.timeouts,
         )
         .await
     }
@@ -196,7 +203,6 @@ impl UpstreamTls {
 pub struct ClientTlsSettings {
     pub client_renegotiation: ClientRenegotiation,
     pub keylog: Option<Arc<KeyLog>>,
-    pub timeouts: HandshakeTimeouts,
 }
 
 pub struct ClientTls {
@@ -258,6 +264,7 @@ impl ClientTls {
         stream: S,
         leaf: &LeafCertificate,
         alpn: Option<&[u8]>,
+        timeouts: HandshakeTimeouts,
     ) -> Result<TlsStream<S>, TlsError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -276,7 +283,7 @@ impl ClientTls {
             Role::Server,
             state,
             "the client".to_owned(),
-            self.settings.timeouts,
+            timeouts,
         )
         .await
     }

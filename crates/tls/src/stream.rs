@@ -32,7 +32,7 @@ pub(crate) enum Role {
 }
 
 /// Time limits for one connection's handshakes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandshakeTimeouts {
     /// The first handshake.
     pub handshake: Duration,

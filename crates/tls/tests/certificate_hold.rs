@@ -200,24 +200,40 @@ fn upstream(
     with_identity: bool,
     hold: &Arc<TestHold>,
     renegotiation_timeout: Duration,
-) -> UpstreamTls {
+) -> Upstream {
     let certificate_hold: Arc<dyn CertificateRequestHold> = hold.clone();
-    UpstreamTls::new(UpstreamTlsSettings {
+    let tls = UpstreamTls::new(UpstreamTlsSettings {
         verify: true,
         trusted_ca: Some(pki.server_ca_file.clone()),
         client_certificates: with_identity
             .then(|| Arc::new(ClientCertificates::load(&pki.client_identity_file).unwrap())),
+        certificate_hold: Some(certificate_hold),
+        ..UpstreamTlsSettings::default()
+    })
+    .unwrap();
+    Upstream {
+        tls,
         timeouts: HandshakeTimeouts {
             handshake: Duration::from_secs(5),
             renegotiation: renegotiation_timeout,
         },
-        certificate_hold: Some(certificate_hold),
-        ..UpstreamTlsSettings::default()
-    })
-    .unwrap()
+    }
 }
 
-async fn connect(upstream: &UpstreamTls, port: u16) -> TlsStream<TcpStream> {
+/// The TLS client under test with the limits the proxy would pass it.
+struct Upstream {
+    tls: UpstreamTls,
+    timeouts: HandshakeTimeouts,
+}
+
+impl std::ops::Deref for Upstream {
+    type Target = UpstreamTls;
+    fn deref(&self) -> &UpstreamTls {
+        &self.tls
+    }
+}
+
+async fn connect(upstream: &Upstream, port: u16) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let target = UpstreamTarget {
         server_name: "localhost",
@@ -225,6 +241,7 @@ async fn connect(upstream: &UpstreamTls, port: u16) -> TlsStream<TcpStream> {
         alpn: &[],
         post_quantum: true,
         peer_label: "test-server",
+        timeouts: upstream.timeouts,
     };
     upstream.connect(tcp, &target).await.unwrap()
 }
@@ -661,7 +678,7 @@ impl CertificateRequestHold for AnswerAtOnce {
 async fn a_request_answered_before_the_connection_waits_for_it_goes_on_at_once() {
     let pki = pki();
     let (port, server) = spawn_line_server(&pki, SslVersion::TLS1_2, false);
-    let upstream = UpstreamTls::new(UpstreamTlsSettings {
+    let tls = UpstreamTls::new(UpstreamTlsSettings {
         verify: true,
         trusted_ca: Some(pki.server_ca_file.clone()),
         certificate_hold: Some(Arc::new(AnswerAtOnce(ClientCertificate::Identity(
@@ -670,6 +687,10 @@ async fn a_request_answered_before_the_connection_waits_for_it_goes_on_at_once()
         ..UpstreamTlsSettings::default()
     })
     .unwrap();
+    let upstream = Upstream {
+        tls,
+        timeouts: HandshakeTimeouts::default(),
+    };
     let mut tls = connect(&upstream, port).await;
     let tap = tls.state().tap_for(FlowId::new());
     assert_eq!(

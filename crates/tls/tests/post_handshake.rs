@@ -107,23 +107,39 @@ fn spawn_server(
     (port, handle)
 }
 
-fn upstream(pki: &Pki, with_identity: bool, renegotiation_timeout: Duration) -> UpstreamTls {
-    UpstreamTls::new(UpstreamTlsSettings {
+fn upstream(pki: &Pki, with_identity: bool, renegotiation_timeout: Duration) -> Upstream {
+    let tls = UpstreamTls::new(UpstreamTlsSettings {
         verify: true,
         trusted_ca: Some(pki.server_ca_file.clone()),
         client_certificates: with_identity
             .then(|| Arc::new(ClientCertificates::load(&pki.client_identity_file).unwrap())),
+        ..UpstreamTlsSettings::default()
+    })
+    .unwrap();
+    Upstream {
+        tls,
         timeouts: HandshakeTimeouts {
             handshake: Duration::from_secs(5),
             renegotiation: renegotiation_timeout,
         },
-        ..UpstreamTlsSettings::default()
-    })
-    .unwrap()
+    }
+}
+
+/// The TLS client under test with the limits the proxy would pass it.
+struct Upstream {
+    tls: UpstreamTls,
+    timeouts: HandshakeTimeouts,
+}
+
+impl std::ops::Deref for Upstream {
+    type Target = UpstreamTls;
+    fn deref(&self) -> &UpstreamTls {
+        &self.tls
+    }
 }
 
 async fn exchange(
-    upstream: &UpstreamTls,
+    upstream: &Upstream,
     port: u16,
 ) -> (Result<Vec<u8>, std::io::Error>, Vec<TlsEvent>) {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -138,6 +154,7 @@ async fn exchange(
                 alpn: &[],
                 post_quantum: true,
                 peer_label: "test-server",
+                timeouts: upstream.timeouts,
             },
         )
         .await
@@ -360,6 +377,7 @@ async fn a_renegotiation_the_server_asks_for_is_a_full_handshake_even_where_it_c
         alpn: &[],
         post_quantum: true,
         peer_label: "test-server",
+        timeouts: upstream.timeouts,
     };
     let mut tls = upstream.connect(tcp, &target).await.unwrap();
     tls.write_all(b"request\n").await.unwrap();
@@ -449,6 +467,7 @@ async fn each_exchange_on_a_kept_alive_connection_gets_the_events_of_its_own_tim
         alpn: &[],
         post_quantum: true,
         peer_label: "test-server",
+        timeouts: upstream.timeouts,
     };
     let mut tls = upstream.connect(tcp, &target).await.unwrap();
     let mut answer = [0u8; 7];
@@ -565,6 +584,7 @@ async fn key_update_from_the_server_is_recorded_and_answered() {
         alpn: &[],
         post_quantum: true,
         peer_label: "test-server",
+        timeouts: upstream.timeouts,
     };
     let mut tls = upstream.connect(tcp, &target).await.unwrap();
     tls.write_all(b"request\n").await.unwrap();
@@ -619,7 +639,10 @@ fn client_leg_pair(
     let leaf = ca.leaf_for("localhost", &[]).unwrap();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut tls = client_tls.accept(tcp, &leaf, None).await.unwrap();
+        let mut tls = client_tls
+            .accept(tcp, &leaf, None, HandshakeTimeouts::default())
+            .await
+            .unwrap();
         let mut line = vec![0u8; 6];
         // Echo lines until the client leaves; renegotiations happen inside these reads.
         while tls.read_exact(&mut line).await.is_ok() {

@@ -9,6 +9,7 @@
 mod actions;
 #[cfg(test)]
 mod harness;
+mod options;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -287,6 +288,7 @@ impl App {
             Command::ToggleMark => self.toggle_mark(),
             Command::Delete => self.delete(),
             Command::SetIntercept => self.ask_intercept(),
+            Command::SetOption => self.ask_option(),
             Command::Resume => self.resume(),
             Command::ResumeAll => self.resume_all(),
             Command::Kill => self.kill(),
@@ -415,6 +417,7 @@ impl App {
                 }
             }
             Question::Intercept => self.set_intercept(answer),
+            Question::SetOption => self.set_option(answer),
             Question::Comment(id) => self.set_comment(id, answer),
             Question::CertificatePath(id) => self.certificate_file(id, answer),
             Question::ExportPath(id, format) => self.export_path(id, format, answer),
@@ -839,6 +842,60 @@ mod tests {
         assert!(screen.contains("upstream is slow"), "{screen}");
         h.keys("q");
         assert!(h.screen().contains("ok.example"));
+    }
+
+    #[test]
+    fn options_are_set_shown_and_refused_from_the_o_prompt() {
+        let mut h = Harness::new(&two_flows());
+        let setting = |h: &Harness, name: &str| h.control().settings.lock().unwrap()[name].clone();
+        h.keys("O").answer("modify_headers=/~q/x-console/1");
+        assert_eq!(
+            setting(&h, "modify_headers"),
+            serde_json::json!(["/~q/x-console/1"])
+        );
+        assert!(
+            h.message()
+                .contains("modify_headers = [\"/~q/x-console/1\"]"),
+            "{}",
+            h.message()
+        );
+        h.keys("O").answer(r#"modify_headers=["/a/b/c", "/d/e/f"]"#);
+        assert_eq!(
+            setting(&h, "modify_headers"),
+            serde_json::json!(["/a/b/c", "/d/e/f"])
+        );
+        h.keys("O").answer("modify_headers=");
+        assert_eq!(setting(&h, "modify_headers"), serde_json::json!([]));
+        h.keys("O").answer("anticomp=on");
+        assert_eq!(setting(&h, "anticomp"), serde_json::json!(true));
+        h.keys("O").answer("response_timeout=5s");
+        assert_eq!(setting(&h, "response_timeout"), serde_json::json!("5s"));
+        h.keys("O").answer("anticomp");
+        assert!(h.message().contains("anticomp = true"), "{}", h.message());
+        h.keys("O").answer("anticomp=maybe");
+        let prompt = h
+            .app
+            .prompt
+            .as_ref()
+            .expect("the prompt stays to fix the answer");
+        assert_eq!(prompt.input(), "anticomp=maybe");
+        assert_eq!(
+            setting(&h, "anticomp"),
+            serde_json::json!(true),
+            "nothing changed"
+        );
+        h.key(KeyCode::Esc);
+        h.keys("O").answer("nonsense=1");
+        assert!(h.screen().contains("unknown option"), "{}", h.screen());
+        h.key(KeyCode::Esc);
+        h.keys("O").answer("intercept=~u /api");
+        assert_eq!(h.control().options().intercept.as_deref(), Some("~u /api"));
+        h.keys("O").answer("");
+        assert!(
+            h.message().contains("options listed in the event log"),
+            "{}",
+            h.message()
+        );
     }
 
     #[test]

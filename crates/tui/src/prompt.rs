@@ -26,6 +26,8 @@ pub enum Question {
     ClearAll,
     /// The intercept filter.
     Intercept,
+    /// `NAME=VALUE`: one of the proxy's options.
+    SetOption,
     /// The flow's comment.
     Comment(FlowId),
     /// The PEM file (certificate and key) to answer the flow's certificate request.

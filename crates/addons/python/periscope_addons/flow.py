@@ -225,20 +225,50 @@ class _FormView(_QueryView):
         self._request.headers.setdefault("content-type", "application/x-www-form-urlencoded")
 
 
+class _NotFetched:
+    """A body the call left out (PROTOCOL.md, `deferred`) that no script read yet.
+    One instance, kept by copies (a hook's changes are undone from a deep copy)."""
+
+    def __repr__(self):
+        return "<body not fetched>"
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+NOT_FETCHED = _NotFetched()
+
+
 class Message:
-    def __init__(self, data):
+    def __init__(self, data, fetch=None):
         self.headers = Headers([(n, _value_in(v)) for n, v in data.get("headers", [])])
         self.http_version = data.get("http_version", "HTTP/1.1")
         content = data.get("content")
-        self._content = None if content is None else base64.b64decode(content)
-        self._content_sent = content is not None
+        # `fetch`: the body is the proxy's until a script reads it (then fetched once).
+        self._fetch = fetch
+        if content is None and fetch is not None:
+            self._content = NOT_FETCHED
+        else:
+            self._content = None if content is None else base64.b64decode(content)
+        # What the proxy sent when it was fetched: a body read and left as it was is
+        # no change.
+        self._fetched = NOT_FETCHED
+        self._from_proxy = False
         self.trailers = None
         self.timestamp_start = data.get("timestamp_start")
         self.timestamp_end = data.get("timestamp_end")
 
+    def _body(self):
+        if self._content is NOT_FETCHED:
+            self._content = self._fetched = self._fetch()
+        return self._content
+
     @property
     def content(self):
-        return self._content
+        return self._body()
 
     @content.setter
     def content(self, value):
@@ -261,20 +291,21 @@ class Message:
         return "utf-8"
 
     def get_content(self, strict=True):
-        return self._content
+        return self._body()
 
     def set_content(self, value):
         self.content = value
 
     def get_text(self, strict=True):
-        if self._content is None:
+        content = self._body()
+        if content is None:
             return None
         try:
-            return self._content.decode(self._charset())
+            return content.decode(self._charset())
         except (UnicodeDecodeError, LookupError):
             if strict:
                 raise
-            return self._content.decode("utf-8", "replace")
+            return content.decode("utf-8", "replace")
 
     def set_text(self, text):
         if text is None:
@@ -298,8 +329,8 @@ class Message:
 
 
 class Request(Message):
-    def __init__(self, data):
-        super().__init__(data)
+    def __init__(self, data, fetch=None):
+        super().__init__(data, fetch)
         self.method = data["method"]
         self.scheme = data["scheme"]
         self._host = data["host"]
@@ -482,8 +513,8 @@ class _CookieView:
 
 
 class Response(Message):
-    def __init__(self, data):
-        super().__init__(data)
+    def __init__(self, data, fetch=None):
+        super().__init__(data, fetch)
         self.status_code = data["status_code"]
         self.reason = data.get("reason", "")
 
@@ -577,10 +608,18 @@ class WebSocketData:
 class HTTPFlow:
     type = "http"
 
-    def __init__(self, data, metadata):
+    def __init__(self, data, metadata, fetch=None, deferred=()):
+        """`fetch(side)` gets a body the call left out (`deferred`: its sides)."""
         self.id = data["id"]
-        self.request = Request(data["request"])
-        self.response = Response(data["response"]) if data.get("response") else None
+
+        def fetcher(side):
+            return (lambda: fetch(side)) if fetch is not None and side in deferred else None
+
+        self.request = Request(data["request"], fetcher("request"))
+        self.response = (Response(data["response"], fetcher("response"))
+                         if data.get("response") else None)
+        if self.response is not None:
+            self.response._from_proxy = True
         err = data.get("error")
         self.error = Error(err["msg"], err.get("timestamp")) if err else None
         self.client_conn = Client(data.get("client_conn"))
@@ -629,7 +668,8 @@ class HTTPFlow:
         return {
             "request": self.request._state(),
             "response": self.response._state() if self.response is not None else None,
-            "response_id": id(self.response),
+            # A response made by a script (http.Response.make) is sent whole.
+            "response_made": self.response is not None and not self.response._from_proxy,
             "marked": self.marked,
             "comment": self.comment,
         }
@@ -645,27 +685,35 @@ class HTTPFlow:
          self._intercept, self.error) = saved
 
 
+def _was(before, key, message):
+    """What `key` was before the hook: a body not fetched then is what the proxy
+    sent when a script read it."""
+    value = before.get(key)
+    if key == "content" and value is NOT_FETCHED:
+        return message._fetched
+    return value
+
+
 def diff(before, flow):
     """What a hook changed, as the proxy applies it (PROTOCOL.md, `changes`)."""
     after = flow._snapshot()
     changes = {}
     req = {}
     for key, value in after["request"].items():
-        if value != before["request"].get(key):
+        if value is not NOT_FETCHED and value != _was(before["request"], key, flow.request):
             req[key] = value
     if req:
         changes["request"] = _encode(req)
-    if after["response"] is not None and (
-        after["response_id"] != before["response_id"] or after["response"] != before["response"]
-    ):
-        if after["response_id"] != before["response_id"] or before["response"] is None:
+    if after["response"] is not None:
+        if after["response_made"] or before["response"] is None:
             # A new response (http.Response.make): sent whole.
             changes["response"] = _encode(dict(after["response"]))
             changes["response_new"] = True
         else:
-            changes["response"] = _encode(
-                {k: v for k, v in after["response"].items() if v != before["response"].get(k)}
-            )
+            resp = {k: v for k, v in after["response"].items()
+                    if v is not NOT_FETCHED and v != _was(before["response"], k, flow.response)}
+            if resp:
+                changes["response"] = _encode(resp)
     if after["marked"] != before["marked"]:
         changes["marked"] = bool(after["marked"])
     if after["comment"] != before["comment"]:

@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import traceback
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from periscope_addons import flow as flowmod
 from periscope_addons.options import Loader, Options
@@ -26,6 +26,9 @@ LIFE_HOOKS = ("load", "running", "configure", "done")
 
 _out = None
 _out_lock = threading.Lock()
+_stdin = None
+# Lines read while a hook waited for a body, to be handled after it.
+_backlog = deque()
 
 
 def send(message):
@@ -236,7 +239,10 @@ class Worker:
         hook = message["hook"]
         if hook == "tls_clienthello":
             return self.call_client_hello(message)
-        flow = flowmod.HTTPFlow(message["flow"], self.flow_metadata(message["flow"]["id"]))
+        call_id = message["id"]
+        flow = flowmod.HTTPFlow(message["flow"], self.flow_metadata(message["flow"]["id"]),
+                                fetch=lambda side: self.fetch_body(call_id, side),
+                                deferred=message.get("deferred") or ())
         args = [flow]
         if hook == "tls_event":
             args.append(message.get("event"))
@@ -286,6 +292,25 @@ class Worker:
             result["errors"] = errors
         send(result)
 
+    def fetch_body(self, call_id, side):
+        """A body the call left out, which a script reads: asked of the proxy, whose
+        answer is awaited here (the lines that come before it wait their turn in the
+        backlog). `None` when the proxy has none to give."""
+        send({"type": "body", "id": call_id, "side": side})
+        while True:
+            line = _stdin.readline()
+            if not line:
+                raise EOFError("the proxy closed the worker's input")
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if message.get("type") == "body" and message.get("id") == call_id \
+                    and message.get("side") == side:
+                content = message.get("content")
+                return None if content is None else base64.b64decode(content)
+            _backlog.append(line)
+
     def done(self):
         for script in self.scripts:
             for addon in script.addons:
@@ -304,11 +329,12 @@ def main():
     root.handlers = [handler]
     root.setLevel(logging.INFO)
 
+    global _stdin
+    _stdin = sys.stdin.buffer
     worker = Worker(sys.argv[1:])
     worker.start()
-    stdin = sys.stdin.buffer
     while True:
-        line = stdin.readline()
+        line = _backlog.popleft() if _backlog else _stdin.readline()
         if not line:
             break
         try:
@@ -333,6 +359,8 @@ def main():
             worker.options.update(**message.get("values", {}))
         elif kind == "shutdown":
             break
+        # "body": the answer to a fetch of a call that has ended (a hook that raised
+        # while waiting): nothing waits for it.
     worker.done()
 
 

@@ -115,5 +115,75 @@ class Diff(unittest.TestCase):
         self.assertEqual(flowmod.diff(before, f), {})
 
 
+
+def deferred_flow(fetched):
+    """A `response` call whose bodies were left out: `fetched` counts the fetches."""
+    data = {
+        "id": "f2",
+        "request": {"method": "POST", "scheme": "https", "host": "example.com", "port": 443,
+                    "path": "/", "headers": [["Content-Type", "application/json"]],
+                    "content": None},
+        "response": {"status_code": 200, "reason": "OK", "http_version": "HTTP/1.1",
+                     "headers": [["Content-Type", "text/plain"], ["Content-Length", "5"]],
+                     "content": None},
+        "marked": False, "comment": "",
+    }
+
+    def fetch(side):
+        fetched.append(side)
+        return b'{"k": 1}' if side == "request" else b"hello"
+
+    return http.HTTPFlow(data, {}, fetch=fetch, deferred=["request", "response"])
+
+
+class DeferredBodies(unittest.TestCase):
+    def test_a_body_nobody_reads_is_never_fetched_and_no_change(self):
+        fetched = []
+        f = deferred_flow(fetched)
+        before = f._snapshot()
+        f.response.headers["x-seen"] = "1"
+        self.assertEqual(flowmod.diff(before, f), {"response": {"headers": [
+            ["Content-Type", "text/plain"], ["Content-Length", "5"], ["x-seen", "1"]]}})
+        self.assertEqual(fetched, [])
+
+    def test_a_body_read_is_fetched_once_and_unchanged_is_no_change(self):
+        fetched = []
+        f = deferred_flow(fetched)
+        before = f._snapshot()
+        self.assertEqual(f.request.json(), {"k": 1})
+        self.assertEqual(f.response.text, "hello")
+        self.assertEqual(f.response.content, b"hello")
+        self.assertEqual(fetched, ["request", "response"])
+        self.assertEqual(flowmod.diff(before, f), {})
+
+    def test_a_body_set_without_reading_is_sent_and_fetches_nothing(self):
+        fetched = []
+        f = deferred_flow(fetched)
+        before = f._snapshot()
+        f.response.text = "bye"
+        changes = flowmod.diff(before, f)
+        self.assertEqual(base64.b64decode(changes["response"]["content"]), b"bye")
+        self.assertNotIn("request", changes)
+        self.assertEqual(fetched, [])
+
+    def test_a_body_read_then_changed_is_sent(self):
+        fetched = []
+        f = deferred_flow(fetched)
+        before = f._snapshot()
+        f.response.text = f.response.text.upper()
+        changes = flowmod.diff(before, f)
+        self.assertEqual(base64.b64decode(changes["response"]["content"]), b"HELLO")
+
+    def test_an_undone_hook_leaves_the_body_to_fetch_again(self):
+        fetched = []
+        f = deferred_flow(fetched)
+        before = f._snapshot()
+        saved = f._save()
+        f.response.content = b"changed"
+        f._restore(saved)
+        self.assertEqual(flowmod.diff(before, f), {})
+        self.assertEqual(f.response.content, b"hello")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -64,7 +64,7 @@ impl App {
     }
 
     /// False (and says why) when there is no proxy to do `what`.
-    fn proxy_for(&mut self, what: &str) -> bool {
+    pub(super) fn proxy_for(&mut self, what: &str) -> bool {
         if !self.has_proxy {
             self.fail(format!("{what} needs the proxy: {NO_PROXY}."));
         }

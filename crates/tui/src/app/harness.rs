@@ -30,6 +30,8 @@ pub struct FakeControl {
     /// What the console asked for, one line per call: `resume ID`, `kill ID`, ...
     pub calls: Mutex<Vec<String>>,
     intercept: Mutex<Option<String>>,
+    /// A few options of each kind, as the proxy reports them.
+    pub settings: Mutex<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl FakeControl {
@@ -168,7 +170,7 @@ impl FlowControl for FakeControl {
         Options {
             intercept: self.intercept.lock().unwrap().clone(),
             intercept_tls: false,
-            settings: Default::default(),
+            settings: self.settings.lock().unwrap().clone(),
         }
     }
 
@@ -182,6 +184,23 @@ impl FlowControl for FakeControl {
                 *self.intercept.lock().unwrap() = Some(text);
             }
         }
+        let mut settings = self.settings.lock().unwrap();
+        for (name, value) in update.settings {
+            match settings.get(&name) {
+                Some(current)
+                    if std::mem::discriminant(current) == std::mem::discriminant(&value) =>
+                {
+                    settings.insert(name, value);
+                }
+                Some(_) => return Err(ControlError::InvalidOption(format!("{name}: wrong type"))),
+                None => {
+                    return Err(ControlError::InvalidOption(format!(
+                        "unknown option {name:?}"
+                    )))
+                }
+            }
+        }
+        drop(settings);
         Ok(self.options())
     }
 }
@@ -215,6 +234,16 @@ impl Harness {
                 live: Mutex::default(),
                 calls: Mutex::default(),
                 intercept: Mutex::default(),
+                settings: Mutex::new(
+                    serde_json::json!({
+                        "anticomp": false,
+                        "modify_headers": [],
+                        "response_timeout": "1m",
+                    })
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                ),
             })
         });
         let options = ConsoleOptions {

@@ -1,0 +1,143 @@
+//! The scripts as the user sets them while the proxy runs (the options page, the
+//! console, `PUT /options`): one exchange hook, installed once, in front of whatever
+//! worker runs now. Changing the scripts starts a worker with the new ones (an error
+//! in them leaves the running ones in place), swaps it in, then runs the old ones'
+//! `done` and stops their worker. With no scripts the hook passes every flow on at
+//! once: no worker, no call.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use periscope_proxy::{
+    ClientHelloInfo, ExchangeHook, FlowBus, FlowRecorder, HelloVerdict, HookFuture, RequestVerdict,
+    ResponseVerdict, StageBody,
+};
+
+use crate::{Addons, AddonsConfig, ScriptFilter, StartError};
+
+pub struct ScriptHost {
+    /// How workers are started; its `scripts` are the ones asked for last.
+    config: Mutex<AddonsConfig>,
+    bus: FlowBus,
+    running: ArcSwapOption<Addons>,
+    /// One change at a time: two at once would each stop the other's worker.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl ScriptHost {
+    /// Runs `config.scripts` (none: nothing runs until some are set).
+    pub async fn start(config: AddonsConfig, bus: &FlowBus) -> Result<ScriptHost, StartError> {
+        let running = match config.scripts.is_empty() {
+            true => None,
+            false => Some(Arc::new(Addons::start(config.clone(), bus).await?)),
+        };
+        Ok(ScriptHost {
+            config: Mutex::new(config),
+            bus: bus.clone(),
+            running: ArcSwapOption::new(running),
+            changing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The scripts running, as the user named them.
+    pub fn scripts(&self) -> Vec<PathBuf> {
+        self.config().scripts
+    }
+
+    fn config(&self) -> AddonsConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs `scripts` instead of the ones running; a script that does not load is an
+    /// error naming it, and the scripts running stay.
+    pub async fn set_scripts(&self, scripts: Vec<PathBuf>) -> Result<(), StartError> {
+        let _one_at_a_time = self.changing.lock().await;
+        let mut config = self.config();
+        if config.scripts == scripts {
+            return Ok(());
+        }
+        config.scripts = scripts;
+        let started = match config.scripts.is_empty() {
+            true => None,
+            false => Some(Arc::new(Addons::start(config.clone(), &self.bus).await?)),
+        };
+        let stopped = self.running.swap(started);
+        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        if let Some(stopped) = stopped {
+            stopped.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// `--scripts-filter`: the flows the scripts are given (changed through it, the
+    /// running scripts see the change at their next flow).
+    pub fn filter(&self) -> ScriptFilter {
+        self.config().filter
+    }
+
+    /// Runs the scripts' `done` hooks and stops the worker.
+    pub async fn shutdown(&self) {
+        if let Some(running) = self.running.swap(None) {
+            running.shutdown().await;
+        }
+    }
+
+    /// The exchange hook to install in the proxy's `hooks`.
+    pub fn hook(self: &Arc<Self>) -> Arc<dyn ExchangeHook> {
+        Arc::clone(self) as Arc<dyn ExchangeHook>
+    }
+}
+
+impl ExchangeHook for ScriptHost {
+    fn name(&self) -> &'static str {
+        "addons"
+    }
+
+    fn may_answer_without_server(&self) -> bool {
+        self.running.load().is_some()
+    }
+
+    fn client_hello<'a>(&'a self, hello: &'a ClientHelloInfo) -> HookFuture<'a, HelloVerdict> {
+        let running = self.running.load_full();
+        Box::pin(async move {
+            match running {
+                Some(addons) => addons.hook.client_hello(hello).await,
+                None => HelloVerdict::Intercept,
+            }
+        })
+    }
+
+    fn request_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::request::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, RequestVerdict> {
+        let running = self.running.load_full();
+        Box::pin(async move {
+            match running {
+                Some(addons) => addons.hook.request_head(flow, head, body).await,
+                None => RequestVerdict::Continue,
+            }
+        })
+    }
+
+    fn response_head<'a>(
+        &'a self,
+        flow: &'a Arc<FlowRecorder>,
+        head: &'a mut http::response::Parts,
+        body: &'a mut StageBody,
+    ) -> HookFuture<'a, ResponseVerdict> {
+        let running = self.running.load_full();
+        Box::pin(async move {
+            match running {
+                Some(addons) => addons.hook.response_head(flow, head, body).await,
+                None => ResponseVerdict::Continue,
+            }
+        })
+    }
+}
