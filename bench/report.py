@@ -129,6 +129,8 @@ ROWS = [
     ("web_rows", "web UI: most rows drawn at once", "rows", 0, None, None),
     ("web_heap_mb", "web UI: JS heap after the search", "MB", 1, None, None),
     ("web_nodes", "web UI: DOM nodes after the search", "nodes", 0, None, None),
+    ("web_browser_mb", "web UI: Chromium's memory, all its processes (PSS)", "MiB", 0, None,
+     None),
 ]
 
 

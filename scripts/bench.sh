@@ -1084,7 +1084,8 @@ print("web_scroll_s", max(f["scroll_jump_s"]))
 print("web_search_s", f["search_s"])
 print("web_rows", f["max_rows_drawn"])
 if f.get("js_heap_mb") is not None: print("web_heap_mb", f["js_heap_mb"])
-if f.get("dom_nodes") is not None: print("web_nodes", f["dom_nodes"])' "$figures")
+if f.get("dom_nodes") is not None: print("web_nodes", f["dom_nodes"])
+if f.get("chromium_pss_mb") is not None: print("web_browser_mb", f["chromium_pss_mb"])' "$figures")
         say "   run $run: $figures"
     done
     rm -f "$file" "$file-wal" "$file-shm"

@@ -24,7 +24,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
     // The console acts on flows (intercept, edit, kill, replay), and so does the
     // control API it serves.
     config.interactive = true;
-    let rules = crate::rules_hook(args, true)?;
+    let rules = crate::rules_hook(args, &config, true)?;
     if let Some(rules) = &rules {
         config
             .hooks

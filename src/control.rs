@@ -72,6 +72,8 @@ pub struct SessionControl {
     connection: Mutex<ConnectionOptions>,
     /// The `-s` scripts, when they can be set.
     scripts: Option<Arc<ScriptHost>>,
+    /// Serializes `set_options`.
+    changing: Mutex<()>,
     /// Where a change of scripts starts their worker (the options are set from
     /// threads outside the runtime: the API's blocking pool, the console's thread).
     runtime: tokio::runtime::Handle,
@@ -102,6 +104,7 @@ impl SessionControl {
             rules,
             connection: Mutex::new(connection),
             scripts,
+            changing: Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -320,6 +323,9 @@ impl FlowControl for SessionControl {
     }
 
     fn set_options(&self, update: OptionsUpdate) -> Result<Options, ControlError> {
+        // One change at a time (a change of scripts may take seconds); the options can
+        // be read meanwhile.
+        let _one_at_a_time = self.changing.lock().unwrap_or_else(|p| p.into_inner());
         // Everything is checked before anything changes.
         if let Some(filter) = update.intercept.as_deref().filter(|f| !f.trim().is_empty()) {
             periscope_flow::filter::Filter::parse(filter)
@@ -353,17 +359,16 @@ impl FlowControl for SessionControl {
         } else {
             Some(self.rules_with(&rule_changes)?)
         };
-        let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
-        let changed = connection.with_changes(&connection_changes)?;
-        let prepared = changed.prepare(&connection, &self.proxy)?;
+        let before = self.connection();
+        let changed = before.with_changes(&connection_changes)?;
+        let prepared = changed.prepare(&before, &self.proxy)?;
         // Last of the checks, as it is the one that changes something when it passes:
         // the scripts load, or the ones running stay.
         if let (Some(scripts), Some(host)) = (scripts, &self.scripts) {
             self.set_scripts(host, scripts)?;
         }
         prepared.commit(&self.proxy);
-        *connection = changed;
-        drop(connection);
+        *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = changed;
         if let (Some(filter), Some(host)) = (script_filter, &self.scripts) {
             host.filter().set(filter);
         }
@@ -392,8 +397,11 @@ impl SessionControl {
     ) -> Result<(), ControlError> {
         let (done, outcome) = std::sync::mpsc::channel();
         let host = Arc::clone(host);
+        // The host gives up a little before this thread stops waiting, so that what
+        // the caller is told is what happened.
+        let deadline = std::time::Instant::now() + SCRIPTS_WAIT - Duration::from_secs(5);
         self.runtime.spawn(async move {
-            let _ = done.send(host.set_scripts(scripts).await);
+            let _ = done.send(host.set_scripts(scripts, deadline).await);
         });
         match outcome.recv_timeout(SCRIPTS_WAIT) {
             Ok(Ok(())) => Ok(()),

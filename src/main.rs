@@ -113,7 +113,11 @@ fn parse_command_line() -> Result<Cli, String> {
 /// The rules the options ask for, as the proxy's hook: installed when there are
 /// rules, or when a front end can set them while the proxy runs (a proxy with
 /// neither runs no rule code).
-fn rules_hook(args: &ProxyArgs, settable: bool) -> anyhow::Result<Option<Arc<RulesHook>>> {
+fn rules_hook(
+    args: &ProxyArgs,
+    config: &ProxyConfig,
+    settable: bool,
+) -> anyhow::Result<Option<Arc<RulesHook>>> {
     let options = args.rules.options();
     let (rules, warnings) = Rules::compile(&options, None).map_err(|error| {
         // An option from the config file or --set is named as it was written there.
@@ -141,8 +145,8 @@ fn rules_hook(args: &ProxyArgs, settable: bool) -> anyhow::Result<Option<Arc<Rul
     }
     Ok(Some(Arc::new(RulesHook::new(
         rules,
-        usize::try_from(args.body_limit.as_u64()).unwrap_or(usize::MAX),
-        args.idle_timeout.into(),
+        config.body_limit,
+        config.timeouts.clone(),
     ))))
 }
 
@@ -262,7 +266,7 @@ async fn run_proxy_with(
     // --intercept pauses), or replays are made.
     let serve_api = dump.api || args.intercept.is_some() || args.intercept_tls;
     config.interactive = serve_api || args.client_replay.is_some();
-    let rules = rules_hook(args, serve_api)?;
+    let rules = rules_hook(args, &config, serve_api)?;
     if let Some(rules) = &rules {
         config
             .hooks

@@ -965,3 +965,65 @@ fn scripts_filter_gives_the_scripts_only_the_flows_it_matches() {
     let seen = recorded_at_least(&origin, 3);
     assert_eq!(recorded_header(&seen[2], "x-script"), Some("yes"));
 }
+
+/// A flow killed while a script waits for its body: the worker is told there is none
+/// (it would otherwise wait for ever, and every scripted flow behind it until the
+/// timeout restarted it), so the next flow goes through at once.
+#[test]
+fn a_flow_killed_while_a_script_waits_for_its_body_does_not_hold_the_worker() {
+    use std::io::Write as _;
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "length.py",
+        "def request(flow):\n\
+         \x20   flow.request.headers['x-length'] = str(len(flow.request.content or b''))\n",
+    );
+    let proxy = proxy_with(
+        &[&script],
+        &["--scripts-timeout", "20s", "--api", "--web-port", "0"],
+    );
+    let api = ControlApi::of(&proxy);
+    let mut upload = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    write!(
+        upload,
+        "POST {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 100000\r\n\r\npartial...",
+        url(&origin, "/upload"),
+        origin.port
+    )
+    .unwrap();
+    let mut id = None;
+    wait_until(WAIT, || {
+        let flows = Curl::new()
+            .header(&format!("Authorization: Bearer {}", api.token))
+            .run(&format!("{}/flows", api.base))
+            .json();
+        id = flows.as_array().and_then(|flows| {
+            flows
+                .iter()
+                .find(|f| f["request"]["path"] == "/upload")
+                .and_then(|f| f["id"].as_str().map(str::to_owned))
+        });
+        id.is_some()
+    });
+    let id = id.expect("the upload's flow is in flight");
+    // The worker is inside the hook, waiting for the body the client never finishes.
+    std::thread::sleep(Duration::from_millis(300));
+    Curl::new()
+        .header(&format!("Authorization: Bearer {}", api.token))
+        .method("POST")
+        .run(&format!("{}/flows/{id}/kill", api.base))
+        .assert_status(200);
+    let started = Instant::now();
+    let after = Curl::through(&proxy).run(&url(&origin, "/after"));
+    after.assert_status(200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the next scripted flow waited {:?}",
+        started.elapsed()
+    );
+    let seen = recorded_at_least(&origin, 1);
+    let after_seen = seen.iter().find(|r| r["target"] == "/after").unwrap();
+    assert_eq!(recorded_header(after_seen, "x-length"), Some("0"));
+    drop(upload);
+}

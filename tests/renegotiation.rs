@@ -1106,6 +1106,34 @@ mod apache {
             .data("grant_type=client_credentials&client_id=periscope")
     }
 
+    /// A client certificate set through the options while a client's connection is
+    /// kept open: its next request goes on a new server connection made with the
+    /// certificate (the kept one was made without it and is not reused).
+    #[test]
+    fn a_client_certificate_set_at_run_time_is_presented_on_a_kept_clients_next_request() {
+        let apache = Apache::start();
+        let proxy = periscope(&["--api", "--web-port", "0"]);
+        let api = ControlApi::of(&proxy);
+        let mut client = tls_client_through(&proxy, apache.tls12_port);
+        let before = keep_alive_exchange(&mut client, "GET", "/vedauth/ok.txt", b"");
+        assert_eq!(before.status, 200, "{before:?}");
+        assert_eq!(
+            before.header("X-Client-Cert-CN"),
+            Some("(null)"),
+            "{before:?}"
+        );
+        let pem = test_pki().client_pem.display().to_string();
+        api.set_options(&serde_json::json!({ "client_certs": pem }).to_string())
+            .assert_status(200);
+        let after = keep_alive_exchange(&mut client, "GET", "/vedauth/ok.txt", b"");
+        assert_eq!(after.status, 200, "{after:?}");
+        assert_eq!(
+            after.header("X-Client-Cert-CN"),
+            Some(CLIENT_CN),
+            "{after:?}"
+        );
+    }
+
     #[test]
     fn tls12_get_on_a_renegotiating_location_is_answered_well_under_apache_timeout() {
         let apache = Apache::start();

@@ -21,9 +21,11 @@
 //! | [`TmuxConsole`] | a full-screen program in tmux: keys in, screen out |
 //! | [`recorded`], [`recorded_at_least`], [`recorded_header`] | what a recording origin received |
 //! | [`python`], [`require_tool`] | paths of required peers, or a panic telling how to get them |
+//! | [`ControlApi`] | the control API of a running Periscope: `PUT /options` |
 #![allow(dead_code, unused_imports)]
 
 mod apache;
+mod control_api;
 mod curl;
 mod node_peer;
 mod openssl_server;
@@ -41,6 +43,7 @@ pub use apache::{
     HELLO_BODY, INITIAL_TLS12_CIPHER, OAUTH400_JSON, RENEGOTIATED_ONLY_BODY,
     RENEGOTIATED_TLS12_CIPHER, REQUIRE_BODY, VEDAUTH_BODY,
 };
+pub use control_api::ControlApi;
 pub use curl::{Curl, CurlResult};
 pub use node_peer::{renegotiating_origin, NodePeer};
 pub use openssl_server::{OpensslServer, OpensslServerBuilder};

@@ -643,7 +643,27 @@ def scenario_big(ui):
         "flows": total, "first_paint_s": round(first_paint, 3), "max_rows_drawn": drawn,
         "scroll_jump_s": [round(f, 3) for f in frames], "search_s": round(search, 3),
         "js_heap_mb": round(heap / 1e6, 1) if heap else None, "dom_nodes": nodes,
+        "chromium_pss_mb": chromium_pss_mb(),
     }), flush=True)
+
+
+def chromium_pss_mb():
+    """The memory of every Chromium process of this user (the one this script drives:
+    tests and the bench run one at a time), as proportional set size, so that pages
+    the processes share are counted once."""
+    total_kb = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() not in ("chromium", "chrome", "headless_shell"):
+                    continue
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total_kb += int(line.split()[1])
+        except OSError:
+            continue
+    return round(total_kb / 1024, 1) if total_kb else None
 
 
 def main():

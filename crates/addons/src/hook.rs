@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use periscope_flow::live::{FlowReceiver, RecvError};
-use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, FlowId, LogLevel};
+use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, FlowId, LogLevel, Milestone};
 use periscope_proxy::{
     answer_from, rebuild_request, rebuild_response, ClientHelloInfo, ExchangeHook, FlowRecorder,
     HelloVerdict, HookFuture, LiveTimeouts, RequestVerdict, ResponseVerdict, StageBody,
@@ -59,27 +59,35 @@ impl AddonsHook {
         let deferred: Vec<&str> = hook.readable_bodies().iter().map(|s| s.name()).collect();
         let extra = [("deferred", Value::from(deferred))];
         let mut call = self.worker.start_call(hook, json, &extra);
-        let reply = loop {
-            match call.next().await {
-                Ok(Step::Done(reply)) => break Ok(*reply),
-                Ok(Step::WantsBody(side)) => {
-                    let deadline = tokio::time::Instant::now() + call.remaining();
-                    let content = self
-                        .body_for(flow, hook, side, body.as_deref_mut(), deadline)
-                        .await;
-                    call.send_body(side, content.as_ref());
+        let answered = async {
+            loop {
+                match call.next().await {
+                    Ok(Step::Done(reply)) => break Ok(*reply),
+                    Ok(Step::WantsBody(side)) => {
+                        let deadline = call.body_deadline();
+                        let content = self
+                            .body_for(flow, hook, side, body.as_deref_mut(), deadline)
+                            .await;
+                        call.send_body(side, content.as_ref());
+                    }
+                    Err(error) => break Err(error),
                 }
-                Err(error) => break Err(error),
             }
+        };
+        // A flow killed meanwhile waits no more: dropping the call tells the worker
+        // (a body it waits for is answered with none) and the supervisor.
+        let reply = tokio::select! {
+            reply = answered => reply,
+            () = killed(flow) => return None,
         };
         settle(flow, hook, reply)
     }
 
     /// The body a script of `hook` reads: the stage's own read whole (and recorded
     /// whole on the flow), or the request's as recorded when the response's hooks
-    /// read it. `None` when it is not whole: over `--body-limit`, not arrived by
-    /// `deadline` (the worker waits for it, so no longer than the hook may run), or
-    /// not one this hook sees.
+    /// read it (once it was read to its end). `None` when it is not whole: over
+    /// `--body-limit`, not arrived by `deadline` (the worker waits for it, so not
+    /// longer than the call may last), or not one this hook sees.
     async fn body_for(
         &self,
         flow: &FlowRecorder,
@@ -96,8 +104,14 @@ impl AddonsHook {
             _ => BodySide::Response,
         };
         if side != stage_side {
+            // A server may answer before the upload ended: a request body that was not
+            // read to its end is not given as if it were whole.
             return flow
-                .read(|f| (!f.request.body.truncated).then(|| f.request.body.content.clone()))
+                .read(|f| {
+                    let whole = !f.request.body.truncated
+                        && f.timeline.milestone(Milestone::RequestComplete).is_some();
+                    whole.then(|| f.request.body.content.clone())
+                })
                 .flatten();
         }
         let idle = self.timeouts.get().body_idle;
@@ -122,6 +136,14 @@ impl AddonsHook {
             )),
         }
         whole
+    }
+}
+
+/// Ready once the flow is killed (never for a flow nobody can kill).
+async fn killed(flow: &FlowRecorder) {
+    match flow.kill_switch() {
+        Some(switch) => std::future::poll_fn(|cx| switch.poll_killed(cx)).await,
+        None => std::future::pending().await,
     }
 }
 

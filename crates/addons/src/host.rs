@@ -6,6 +6,7 @@
 //! once: no worker, no call.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
@@ -23,6 +24,8 @@ pub struct ScriptHost {
     running: ArcSwapOption<Addons>,
     /// One change at a time: two at once would each stop the other's worker.
     changing: tokio::sync::Mutex<()>,
+    /// Shut down: no scripts start any more.
+    closed: AtomicBool,
 }
 
 impl ScriptHost {
@@ -37,6 +40,7 @@ impl ScriptHost {
             bus: bus.clone(),
             running: ArcSwapOption::new(running),
             changing: tokio::sync::Mutex::new(()),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -53,18 +57,36 @@ impl ScriptHost {
     }
 
     /// Runs `scripts` instead of the ones running; a script that does not load is an
-    /// error naming it, and the scripts running stay.
-    pub async fn set_scripts(&self, scripts: Vec<PathBuf>) -> Result<(), StartError> {
+    /// error naming it, and the scripts running stay. So does a change that could not
+    /// be made by `deadline` (its caller stopped waiting) or after a shutdown.
+    pub async fn set_scripts(
+        &self,
+        scripts: Vec<PathBuf>,
+        deadline: std::time::Instant,
+    ) -> Result<(), StartError> {
         let _one_at_a_time = self.changing.lock().await;
         let mut config = self.config();
         if config.scripts == scripts {
             return Ok(());
         }
         config.scripts = scripts;
+        // The options set for the scripts at start need not concern these.
+        config.strict_options = false;
         let started = match config.scripts.is_empty() {
             true => None,
             false => Some(Arc::new(Addons::start(config.clone(), &self.bus).await?)),
         };
+        let late = std::time::Instant::now() > deadline;
+        if late || self.closed.load(Ordering::SeqCst) {
+            if let Some(started) = started {
+                started.shutdown().await;
+            }
+            return Err(StartError::NotReady(if late {
+                "the scripts took too long to load; the ones running stay".into()
+            } else {
+                "Periscope is shutting down".into()
+            }));
+        }
         let stopped = self.running.swap(started);
         *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
         if let Some(stopped) = stopped {
@@ -79,8 +101,11 @@ impl ScriptHost {
         self.config().filter
     }
 
-    /// Runs the scripts' `done` hooks and stops the worker.
+    /// Runs the scripts' `done` hooks and stops the worker (after a change under
+    /// way, which then starts nothing).
     pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _no_change_under_way = self.changing.lock().await;
         if let Some(running) = self.running.swap(None) {
             running.shutdown().await;
         }

@@ -50,6 +50,8 @@ pub struct AddonsConfig {
     /// `--scripts-filter`: the flows the scripts are given (shared: it may change
     /// while they run).
     pub filter: ScriptFilter,
+    /// See [`WorkerConfig::strict_options`].
+    pub strict_options: bool,
 }
 
 impl AddonsConfig {
@@ -62,6 +64,7 @@ impl AddonsConfig {
             timeouts: LiveTimeouts::default(),
             options: serde_json::Map::new(),
             filter: ScriptFilter::default(),
+            strict_options: true,
         }
     }
 }
@@ -92,6 +95,7 @@ impl Addons {
                     scripts,
                     timeout: config.timeout,
                     options: config.options.clone(),
+                    strict_options: config.strict_options,
                 },
                 Arc::clone(&log),
             )

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     /// Values for the scripts' own options (`loader.add_option`), as the user set
     /// them (`--set NAME=VALUE`, the config file): strings, or lists of strings.
     pub options: serde_json::Map<String, serde_json::Value>,
+    /// A value for an option no script adds is an error (at Periscope's start), not
+    /// a warning (scripts changed while it runs).
+    pub strict_options: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +93,16 @@ enum Request {
         line: String,
         answers: mpsc::UnboundedSender<Answer>,
     },
-    /// A line for the worker that answers nothing (a body it asked for).
-    Write(String),
+    /// The body the worker asked for in call `id`.
+    BodyAnswer {
+        id: u64,
+        line: String,
+    },
+    /// The caller stopped waiting for call `id` (its flow ended): its answer, when
+    /// it comes, is dropped.
+    Forget {
+        id: u64,
+    },
     /// The call timed out: the worker is stuck in it.
     Abandon {
         id: u64,
@@ -134,6 +145,7 @@ impl Worker {
             log,
             hooks: Arc::clone(&hooks),
             pending: HashMap::new(),
+            awaiting_body: None,
         };
         tokio::spawn(supervisor.run(process, receiver));
         Ok(Worker {
@@ -195,7 +207,9 @@ impl Worker {
             id,
             hook,
             answers: sent.then_some(answers),
-            budget: self.timeout,
+            deadline: tokio::time::Instant::now() + self.timeout,
+            owed: None,
+            ended: false,
         }
     }
     /// Runs the scripts' `done` and waits (a little) for the worker to exit.
@@ -207,33 +221,46 @@ impl Worker {
     }
 }
 
-/// One hook call in flight.
+/// One hook call in flight. Dropped before its end (its flow was killed, its client
+/// left), it tells the supervisor, and answers a body the worker still waits for, so
+/// that the worker never waits on a call nobody drives.
 pub struct Call<'w> {
     worker: &'w Worker,
     id: u64,
     hook: FlowHook,
     /// `None`: the call could not be sent (the supervisor is gone).
     answers: Option<mpsc::UnboundedReceiver<Answer>>,
-    /// What is left of `--scripts-timeout` for the hooks themselves.
-    budget: Duration,
+    /// `--scripts-timeout` from when the call was sent: the hooks and the bodies they
+    /// wait for together.
+    deadline: tokio::time::Instant,
+    /// A body the worker asked for and has not been given.
+    owed: Option<BodySide>,
+    ended: bool,
 }
 
 impl Call<'_> {
-    /// The next thing the worker says about the call. The time the hooks run counts
-    /// against `--scripts-timeout`; past it the call is abandoned.
+    /// The next thing the worker says about the call; past the deadline the call is
+    /// abandoned.
     pub async fn next(&mut self) -> Result<Step, CallError> {
         let Some(answers) = self.answers.as_mut() else {
             return Err(CallError::WorkerGone);
         };
-        let started = Instant::now();
-        match tokio::time::timeout(self.budget, answers.recv()).await {
-            Ok(Some(Answer::Done(reply))) => Ok(Step::Done(reply)),
+        let answer = tokio::time::timeout_at(self.deadline, answers.recv()).await;
+        match answer {
+            Ok(Some(Answer::Done(reply))) => {
+                self.ended = true;
+                Ok(Step::Done(reply))
+            }
             Ok(Some(Answer::WantsBody(side))) => {
-                self.budget = self.budget.saturating_sub(started.elapsed());
+                self.owed = Some(side);
                 Ok(Step::WantsBody(side))
             }
-            Ok(None) => Err(CallError::WorkerGone),
+            Ok(None) => {
+                self.ended = true;
+                Err(CallError::WorkerGone)
+            }
             Err(_) => {
+                self.ended = true;
                 let _ = self.worker.requests.send(Request::Abandon {
                     id: self.id,
                     hook: self.hook.name(),
@@ -243,16 +270,32 @@ impl Call<'_> {
         }
     }
 
-    /// How long the hooks may still run: also the limit for getting a body they ask
-    /// for, as the worker waits for it.
-    pub fn remaining(&self) -> Duration {
-        self.budget
+    /// Until when a body the worker asked for may be read: a quarter of the timeout
+    /// before the call's deadline, so that the hook still has time to run with it
+    /// (or without it) before the call is abandoned.
+    pub fn body_deadline(&self) -> tokio::time::Instant {
+        self.deadline - self.worker.timeout / 4
     }
 
     /// Answers a [`Step::WantsBody`]: the body whole, or `None`.
-    pub fn send_body(&self, side: BodySide, content: Option<&Bytes>) {
+    pub fn send_body(&mut self, side: BodySide, content: Option<&Bytes>) {
+        self.owed = None;
         let line = crate::protocol::body_answer(self.id, side, content);
-        let _ = self.worker.requests.send(Request::Write(line));
+        let _ = self
+            .worker
+            .requests
+            .send(Request::BodyAnswer { id: self.id, line });
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if let Some(side) = self.owed {
+            self.send_body(side, None);
+        }
+        if !self.ended {
+            let _ = self.worker.requests.send(Request::Forget { id: self.id });
+        }
     }
 }
 
@@ -284,6 +327,10 @@ impl Process {
             .env(
                 "PERISCOPE_ADDON_OPTIONS",
                 serde_json::Value::Object(config.options.clone()).to_string(),
+            )
+            .env(
+                "PERISCOPE_ADDON_OPTIONS_STRICT",
+                if config.strict_options { "1" } else { "0" },
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -372,6 +419,9 @@ struct Supervisor {
     hooks: Arc<AtomicU32>,
     /// Calls written to the worker and not answered yet, with when they were written.
     pending: HashMap<u64, (mpsc::UnboundedSender<Answer>, Instant)>,
+    /// The call whose body the worker waits for (it runs one hook at a time, so at
+    /// most one): meanwhile it is not stuck in a hook.
+    awaiting_body: Option<u64>,
 }
 
 impl Supervisor {
@@ -386,19 +436,30 @@ impl Supervisor {
                         let _ = process.stdin.send(line);
                         None
                     }
-                    Some(Request::Write(line)) => {
+                    Some(Request::BodyAnswer { id, line }) => {
+                        if self.awaiting_body == Some(id) {
+                            self.awaiting_body = None;
+                        }
                         let _ = process.stdin.send(line);
+                        None
+                    }
+                    Some(Request::Forget { id }) => {
+                        self.pending.remove(&id);
                         None
                     }
                     Some(Request::Abandon { id, hook }) => {
                         // Still unanswered: the worker is stuck in that hook (it runs
                         // one at a time), so every flow behind it would wait too.
                         // A call that waited for a restart before it was written has
-                        // not been in the worker long: it is dropped, the worker kept.
+                        // not been in the worker long, and one queued while the worker
+                        // waits for another call's body is not what it is stuck in:
+                        // those are dropped, the worker kept.
+                        let waiting_for_a_body = self.awaiting_body.is_some_and(|other| other != id);
                         let stuck = self
                             .pending
                             .remove(&id)
-                            .is_some_and(|(_, written)| written.elapsed() >= self.config.timeout / 2);
+                            .is_some_and(|(_, written)| written.elapsed() >= self.config.timeout / 2)
+                            && !waiting_for_a_body;
                         if stuck {
                             let _ = process.child.start_kill();
                             Some(format!(
@@ -410,9 +471,7 @@ impl Supervisor {
                         }
                     }
                     Some(Request::Shutdown(done)) => {
-                        let _ = process.stdin.send(r#"{"type":"shutdown"}"#.into());
-                        let _ = tokio::time::timeout(Duration::from_secs(2), process.child.wait()).await;
-                        let _ = process.child.start_kill();
+                        self.close(&mut process).await;
                         let _ = done.send(());
                         return;
                     }
@@ -441,6 +500,7 @@ impl Supervisor {
             let Some(why) = gone else { continue };
             // Calls in flight get no answer: their flows go on unchanged.
             self.pending.clear();
+            self.awaiting_body = None;
             let _ = process.child.start_kill();
             let _ = process.child.wait().await;
             restarts.retain(|at| at.elapsed() < Duration::from_secs(60));
@@ -467,6 +527,34 @@ impl Supervisor {
                 }
             };
         }
+    }
+
+    /// Runs the scripts' `done` and ends the worker: the calls still in it get their
+    /// answers (a body the worker asks for meanwhile is answered with none), for up
+    /// to 2 s; then it is killed.
+    async fn close(&mut self, process: &mut Process) {
+        if let Some(id) = self.awaiting_body.take() {
+            for side in [BodySide::Request, BodySide::Response] {
+                let _ = process
+                    .stdin
+                    .send(crate::protocol::body_answer(id, side, None));
+            }
+        }
+        let _ = process.stdin.send(r#"{"type":"shutdown"}"#.into());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout_at(deadline, process.lines.next_line()).await
+        {
+            if let Ok(WorkerMessage::Body { id, side }) = WorkerMessage::parse(&line) {
+                let _ = process
+                    .stdin
+                    .send(crate::protocol::body_answer(id, side, None));
+            } else {
+                self.handle(&line, &process.stdin);
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, process.child.wait()).await;
+        let _ = process.child.start_kill();
     }
 
     async fn restart(&mut self) -> Result<Process, StartError> {
@@ -497,6 +585,9 @@ impl Supervisor {
     fn handle(&mut self, line: &str, stdin: &mpsc::UnboundedSender<String>) {
         match WorkerMessage::parse(line) {
             Ok(WorkerMessage::Result { id, changes, errors }) => {
+                if self.awaiting_body == Some(id) {
+                    self.awaiting_body = None;
+                }
                 if let Some((answers, _)) = self.pending.remove(&id) {
                     let _ = answers.send(Answer::Done(Box::new(Reply {
                         changes: *changes,
@@ -504,15 +595,20 @@ impl Supervisor {
                     })));
                 }
             }
-            Ok(WorkerMessage::Body { id, side }) => match self.pending.get(&id) {
-                Some((answers, _)) => {
-                    let _ = answers.send(Answer::WantsBody(side));
-                }
-                // A call already abandoned: the worker still waits for an answer.
-                None => {
+            Ok(WorkerMessage::Body { id, side }) => {
+                let asked = self
+                    .pending
+                    .get(&id)
+                    .is_some_and(|(answers, _)| answers.send(Answer::WantsBody(side)).is_ok());
+                if asked {
+                    self.awaiting_body = Some(id);
+                } else {
+                    // A call nobody drives any more: the worker still waits for an
+                    // answer, so it gets one.
+                    self.pending.remove(&id);
                     let _ = stdin.send(crate::protocol::body_answer(id, side, None));
                 }
-            },
+            }
             Ok(WorkerMessage::Log { level, message }) => {
                 (self.log)(log_level(&level), format!("addon: {message}"));
             }

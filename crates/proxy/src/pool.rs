@@ -226,12 +226,12 @@ impl UpstreamPool {
                 return Err(*error);
             }
             let now = Instant::now();
-            pool.idle.retain(|e| !e.connection.sender.is_closed());
-            if pool
-                .shared
-                .as_ref()
-                .is_some_and(|s| s.connection.sender.is_closed())
-            {
+            let generation = core.upstream_tls_generation();
+            let usable = |c: &UpstreamConnection| {
+                !c.sender.is_closed() && (c.tls.is_none() || c.tls_generation == generation)
+            };
+            pool.idle.retain(|e| usable(&e.connection));
+            if pool.shared.as_ref().is_some_and(|s| !usable(&s.connection)) {
                 pool.shared = None;
             }
             let states: Vec<Pooled> = pool.idle.iter().map(|e| e.state(now)).collect();

@@ -169,6 +169,9 @@ pub struct UpstreamConnection {
     /// Requests go to an HTTP proxy, in absolute-form (an `upstream:` mode's plain
     /// HTTP).
     pub forwarding: Option<ForwardingProxy>,
+    /// Which upstream TLS settings it was made with ([`ProxyCore::upstream_tls_generation`]):
+    /// after the user changes them, a TLS connection made before is not reused.
+    pub tls_generation: u64,
 }
 
 /// What is needed to recognise an HTTP/2-only server behind a connection whose
@@ -193,6 +196,7 @@ impl UpstreamConnection {
                 tls: self.tls.clone(),
                 unnegotiated: None,
                 forwarding: None,
+                tls_generation: self.tls_generation,
             }),
             HttpSender::Http1(_) => None,
         }
@@ -345,9 +349,13 @@ pub async fn establish(
             tls: None,
             unnegotiated: None,
             forwarding,
+            tls_generation: 0,
         });
     };
     let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
+    // Read before the settings themselves: a change in between marks the connection
+    // as older than it is (it is not reused), never the reverse.
+    let tls_generation = core.upstream_tls_generation();
     let tls_stream = core
         .upstream_tls()
         .connect(
@@ -388,6 +396,7 @@ pub async fn establish(
         tls: Some(state),
         unnegotiated,
         forwarding: None,
+        tls_generation,
     })
 }
 

@@ -2,13 +2,12 @@
 //! what they changed goes back into the flow and onto the wire.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use periscope_flow::{Body, Flow};
 use periscope_proxy::{
     answer_from, rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture,
-    RequestVerdict, ResponseVerdict, StageBody,
+    LiveTimeouts, RequestVerdict, ResponseVerdict, StageBody,
 };
 
 use crate::engine::RequestOutcome;
@@ -18,17 +17,18 @@ use crate::{RuleError, RuleOptions, Rules};
 pub struct RulesHook {
     current: ArcSwap<Rules>,
     body_limit: usize,
-    body_idle: Duration,
+    timeouts: LiveTimeouts,
 }
 
 impl RulesHook {
-    /// `body_limit`/`body_idle`: how much of a body rules may read whole, and how
-    /// long they wait for each part (the proxy's `--body-limit` and body timeout).
-    pub fn new(rules: Rules, body_limit: usize, body_idle: Duration) -> Self {
+    /// `body_limit`/`timeouts`: how much of a body rules may read whole, and how
+    /// long they wait for each part (the proxy's `--body-limit` and its body idle
+    /// timeout, as it is when they read).
+    pub fn new(rules: Rules, body_limit: usize, timeouts: LiveTimeouts) -> Self {
         RulesHook {
             current: ArcSwap::from_pointee(rules),
             body_limit,
-            body_idle,
+            timeouts,
         }
     }
 
@@ -77,7 +77,10 @@ impl ExchangeHook for RulesHook {
                 return RequestVerdict::Continue;
             }
             if flow.read(|f| rules.request_wants_body(f)).unwrap_or(false) {
-                if let Some(whole) = body.read_whole(self.body_limit, self.body_idle).await {
+                if let Some(whole) = body
+                    .read_whole(self.body_limit, self.timeouts.get().body_idle)
+                    .await
+                {
                     let whole = whole.clone();
                     flow.update(|f| f.request.body = Body::complete(whole));
                 }
@@ -130,7 +133,10 @@ impl ExchangeHook for RulesHook {
             let wants_body = head.status != http::StatusCode::SWITCHING_PROTOCOLS
                 && flow.read(|f| rules.response_wants_body(f)).unwrap_or(false);
             if wants_body {
-                if let Some(whole) = body.read_whole(self.body_limit, self.body_idle).await {
+                if let Some(whole) = body
+                    .read_whole(self.body_limit, self.timeouts.get().body_idle)
+                    .await
+                {
                     let whole = whole.clone();
                     flow.update(|f| {
                         if let Some(response) = f.response.as_mut() {

@@ -194,10 +194,13 @@ class Worker:
                 script.addons = []
         unknown = self.options.unknown_presets()
         if unknown and self.scripts and not any(s.error for s in self.scripts):
-            self.scripts[0].error = (
-                f"{self.scripts[0].path}: unknown option {unknown[0]!r}: no script adds it "
-                "(loader.add_option)"
-            )
+            message = f"unknown option {unknown[0]!r}: no script adds it (loader.add_option)"
+            # At Periscope's start a typo stops it, as in mitmproxy; scripts changed
+            # while it runs may well not use what was set for the ones before.
+            if os.environ.get("PERISCOPE_ADDON_OPTIONS_STRICT") == "1":
+                self.scripts[0].error = f"{self.scripts[0].path}: {message}"
+            else:
+                log("warn", message)
         self.lifecycle_after_load(self.scripts, starting=True)
         self.report("ready")
 
