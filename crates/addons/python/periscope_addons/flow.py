@@ -261,6 +261,17 @@ class Message:
         self.timestamp_start = data.get("timestamp_start")
         self.timestamp_end = data.get("timestamp_end")
 
+    def _copy(self):
+        """A copy for undoing a hook's changes: as deep as a script can change it in
+        place (headers; the rest are immutable values), far cheaper than deepcopy."""
+        import copy
+
+        new = copy.copy(self)
+        new.headers = Headers(self.headers)
+        if isinstance(self.trailers, Headers):
+            new.trailers = Headers(self.trailers)
+        return new
+
     def _body(self):
         if self._content is NOT_FETCHED:
             self._content = self._fetched = self._fetch()
@@ -322,8 +333,10 @@ class Message:
         return _json.loads(self.get_content(), **kwargs)
 
     def _state(self):
+        # The fields as they are (compared cheaply); written out for the proxy only
+        # when they changed (`_encode`).
         return {
-            "headers": [[n, _value_out(v)] for n, v in self.headers.fields],
+            "headers": tuple(self.headers.fields),
             "content": self._content,
         }
 
@@ -675,10 +688,9 @@ class HTTPFlow:
         }
 
     def _save(self):
-        import copy
-
-        return (copy.deepcopy(self.request), copy.deepcopy(self.response), self.marked,
-                self.comment, self._killed, self._intercept, self.error)
+        response = self.response._copy() if self.response is not None else None
+        return (self.request._copy(), response, self.marked, self.comment, self._killed,
+                self._intercept, self.error)
 
     def _restore(self, saved):
         (self.request, self.response, self.marked, self.comment, self._killed,
@@ -726,6 +738,8 @@ def diff(before, flow):
 
 
 def _encode(message):
+    if "headers" in message:
+        message["headers"] = [[n, _value_out(v)] for n, v in message["headers"]]
     if "content" in message:
         content = message["content"]
         message["content"] = None if content is None else base64.b64encode(content).decode()
