@@ -1027,3 +1027,85 @@ fn a_flow_killed_while_a_script_waits_for_its_body_does_not_hold_the_worker() {
     assert_eq!(recorded_header(after_seen, "x-length"), Some("0"));
     drop(upload);
 }
+
+/// Clients that leave in the middle of their exchanges, while a script reads bodies:
+/// whatever the moment (before the worker asks for a body, while it waits for one,
+/// after), the worker is never left waiting, and the next client is served at once.
+#[test]
+fn clients_leaving_mid_exchange_never_leave_the_worker_waiting_for_a_body() {
+    use std::io::Write as _;
+    let origin = origin();
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "bodies.py",
+        "def request(flow):\n\
+         \x20   flow.metadata['n'] = len(flow.request.content or b'')\n\
+         \n\
+         def response(flow):\n\
+         \x20   flow.response.headers['x-body-length'] = str(len(flow.response.content or b''))\n",
+    );
+    let proxy = proxy_with(&[&script], &["--scripts-timeout", "20s"]);
+    let target = url(&origin, "/leave");
+    let address = proxy.addr();
+    // As a load generator does at its deadline: keep-alive clients busy with requests,
+    // all gone at once in the middle of one.
+    let stop_at = Instant::now() + Duration::from_millis(1500);
+    let leavers: Vec<_> = (0..16)
+        .map(|_| {
+            let (target, address) = (target.clone(), address.clone());
+            std::thread::spawn(move || {
+                let Ok(mut socket) = std::net::TcpStream::connect(&address) else {
+                    return;
+                };
+                let mut reader = std::io::BufReader::new(socket.try_clone().unwrap());
+                loop {
+                    if write!(socket, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").is_err()
+                        || Instant::now() >= stop_at
+                    {
+                        return; // gone with a request in flight
+                    }
+                    if !read_one_response(&mut reader) {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for leaver in leavers {
+        leaver.join().unwrap();
+    }
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answer = Curl::through(&proxy).run(&url(&origin, "/stays"));
+        answer.assert_status(200);
+        assert_eq!(answer.header("x-body-length"), Some("17"), "{answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a client after the ones that left waited {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; false when the connection
+/// ended first.
+fn read_one_response(reader: &mut impl std::io::BufRead) -> bool {
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).is_ok()
+}

@@ -55,8 +55,22 @@ impl AddonsHook {
         hook: FlowHook,
         mut body: Option<&mut StageBody>,
     ) -> Option<Changes> {
-        let json = flow.read(|f| protocol::flow_json(f, false))?;
-        let deferred: Vec<&str> = hook.readable_bodies().iter().map(|s| s.name()).collect();
+        let mut json = flow.read(|f| protocol::flow_json(f, false))?;
+        let mut deferred = Vec::new();
+        for &side in hook.readable_bodies() {
+            match self
+                .body_at_hand(flow, hook, side, body.as_deref_mut())
+                .await
+            {
+                Some(content) => {
+                    json[side.name()]["content"] = Value::String(base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        &content,
+                    ))
+                }
+                None => deferred.push(side.name()),
+            }
+        }
         let extra = [("deferred", Value::from(deferred))];
         let mut call = self.worker.start_call(hook, json, &extra);
         let answered = async {
@@ -83,6 +97,35 @@ impl AddonsHook {
         settle(flow, hook, reply)
     }
 
+    /// A small body that is already whole, sent with the call: a script that reads it
+    /// then needs no round trip, and nothing waits for it. Whatever has not arrived
+    /// yet is not waited for (the stage's body goes on as it was, what was read put
+    /// back in front), and a larger body is left to be asked for.
+    async fn body_at_hand(
+        &self,
+        flow: &FlowRecorder,
+        hook: FlowHook,
+        side: BodySide,
+        body: Option<&mut StageBody>,
+    ) -> Option<Bytes> {
+        let limit = self.body_limit.min(BODY_AT_HAND);
+        if side != stage_side(hook) {
+            return flow
+                .read(|f| {
+                    let whole = !f.request.body.truncated
+                        && f.request.body.content.len() <= limit
+                        && f.timeline.milestone(Milestone::RequestComplete).is_some();
+                    whole.then(|| f.request.body.content.clone())
+                })
+                .flatten();
+        }
+        let idle = self.timeouts.get().body_idle;
+        let now = tokio::time::Instant::now();
+        let whole = body?.read_whole_by(limit, idle, Some(now)).await.cloned()?;
+        record_whole(flow, side, &whole);
+        Some(whole)
+    }
+
     /// The body a script of `hook` reads: the stage's own read whole (and recorded
     /// whole on the flow), or the request's as recorded when the response's hooks
     /// read it (once it was read to its end). `None` when it is not whole: over
@@ -99,11 +142,7 @@ impl AddonsHook {
         if !hook.readable_bodies().contains(&side) {
             return None;
         }
-        let stage_side = match hook {
-            FlowHook::Request => BodySide::Request,
-            _ => BodySide::Response,
-        };
-        if side != stage_side {
+        if side != stage_side(hook) {
             // A server may answer before the upload ended: a request body that was not
             // read to its end is not given as if it were whole.
             return flow
@@ -120,14 +159,7 @@ impl AddonsHook {
             .await
             .cloned();
         match &whole {
-            Some(whole) => flow.update(|f| match side {
-                BodySide::Request => f.request.body = Body::complete(whole.clone()),
-                BodySide::Response => {
-                    if let Some(response) = f.response.as_mut() {
-                        response.body = Body::complete(whole.clone());
-                    }
-                }
-            }),
+            Some(whole) => record_whole(flow, side, whole),
             None => flow.push_note(format!(
                 "addon: the `{}` hook read the {} body, which was not given to it (larger \
                  than --body-limit, or not whole within --scripts-timeout); it streamed on",
@@ -137,6 +169,30 @@ impl AddonsHook {
         }
         whole
     }
+}
+
+/// Bodies up to this size that are already whole go with the call.
+const BODY_AT_HAND: usize = 16 * 1024;
+
+/// The body a hook's own stage reads: the request's at `request`, the response's at
+/// `response`.
+fn stage_side(hook: FlowHook) -> BodySide {
+    match hook {
+        FlowHook::Request | FlowHook::RequestHeaders => BodySide::Request,
+        _ => BodySide::Response,
+    }
+}
+
+/// A body read whole is the flow's whole body.
+fn record_whole(flow: &FlowRecorder, side: BodySide, whole: &Bytes) {
+    flow.update(|f| match side {
+        BodySide::Request => f.request.body = Body::complete(whole.clone()),
+        BodySide::Response => {
+            if let Some(response) = f.response.as_mut() {
+                response.body = Body::complete(whole.clone());
+            }
+        }
+    });
 }
 
 /// Ready once the flow is killed (never for a flow nobody can kill).

@@ -419,9 +419,9 @@ struct Supervisor {
     hooks: Arc<AtomicU32>,
     /// Calls written to the worker and not answered yet, with when they were written.
     pending: HashMap<u64, (mpsc::UnboundedSender<Answer>, Instant)>,
-    /// The call whose body the worker waits for (it runs one hook at a time, so at
-    /// most one): meanwhile it is not stuck in a hook.
-    awaiting_body: Option<u64>,
+    /// The call whose body the worker waits for, which body, since when (it runs one
+    /// hook at a time, so at most one): meanwhile it is not stuck in a hook.
+    awaiting_body: Option<(u64, BodySide, Instant)>,
 }
 
 impl Supervisor {
@@ -437,7 +437,7 @@ impl Supervisor {
                         None
                     }
                     Some(Request::BodyAnswer { id, line }) => {
-                        if self.awaiting_body == Some(id) {
+                        if self.awaiting_body.is_some_and(|(waiting, _, _)| waiting == id) {
                             self.awaiting_body = None;
                         }
                         let _ = process.stdin.send(line);
@@ -445,6 +445,9 @@ impl Supervisor {
                     }
                     Some(Request::Forget { id }) => {
                         self.pending.remove(&id);
+                        // Its caller left before it saw the worker's request for a
+                        // body: the worker still waits for an answer.
+                        self.answer_awaited_body(&process, |waiting| waiting == id);
                         None
                     }
                     Some(Request::Abandon { id, hook }) => {
@@ -454,7 +457,13 @@ impl Supervisor {
                         // not been in the worker long, and one queued while the worker
                         // waits for another call's body is not what it is stuck in:
                         // those are dropped, the worker kept.
-                        let waiting_for_a_body = self.awaiting_body.is_some_and(|other| other != id);
+                        // A body nobody gave within the timeout is given as none.
+                        let timeout = self.config.timeout;
+                        self.answer_awaited_body(&process, |waiting| waiting == id);
+                        if self.awaiting_body.is_some_and(|(_, _, since)| since.elapsed() >= timeout) {
+                            self.answer_awaited_body(&process, |_| true);
+                        }
+                        let waiting_for_a_body = self.awaiting_body.is_some();
                         let stuck = self
                             .pending
                             .remove(&id)
@@ -532,14 +541,18 @@ impl Supervisor {
     /// Runs the scripts' `done` and ends the worker: the calls still in it get their
     /// answers (a body the worker asks for meanwhile is answered with none), for up
     /// to 2 s; then it is killed.
-    async fn close(&mut self, process: &mut Process) {
-        if let Some(id) = self.awaiting_body.take() {
-            for side in [BodySide::Request, BodySide::Response] {
-                let _ = process
-                    .stdin
-                    .send(crate::protocol::body_answer(id, side, None));
-            }
+    /// Answers the body the worker waits for with none, if `which` call's.
+    fn answer_awaited_body(&mut self, process: &Process, which: impl Fn(u64) -> bool) {
+        if let Some((id, side, _)) = self.awaiting_body.filter(|(id, _, _)| which(*id)) {
+            self.awaiting_body = None;
+            let _ = process
+                .stdin
+                .send(crate::protocol::body_answer(id, side, None));
         }
+    }
+
+    async fn close(&mut self, process: &mut Process) {
+        self.answer_awaited_body(process, |_| true);
         let _ = process.stdin.send(r#"{"type":"shutdown"}"#.into());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while let Ok(Ok(Some(line))) =
@@ -585,7 +598,7 @@ impl Supervisor {
     fn handle(&mut self, line: &str, stdin: &mpsc::UnboundedSender<String>) {
         match WorkerMessage::parse(line) {
             Ok(WorkerMessage::Result { id, changes, errors }) => {
-                if self.awaiting_body == Some(id) {
+                if self.awaiting_body.is_some_and(|(waiting, _, _)| waiting == id) {
                     self.awaiting_body = None;
                 }
                 if let Some((answers, _)) = self.pending.remove(&id) {
@@ -601,7 +614,7 @@ impl Supervisor {
                     .get(&id)
                     .is_some_and(|(answers, _)| answers.send(Answer::WantsBody(side)).is_ok());
                 if asked {
-                    self.awaiting_body = Some(id);
+                    self.awaiting_body = Some((id, side, Instant::now()));
                 } else {
                     // A call nobody drives any more: the worker still waits for an
                     // answer, so it gets one.
