@@ -628,10 +628,15 @@ def scenario_big(ui):
     check(index == 0, "scrolling back to the top shows the first flow")
     ui.page.screenshot(path=os.path.join(ui.args.shots, "list-big.png"))
     t0 = time.time()
+    unsearched = ui.page.inner_text("#count")
     ui.type_box("#search", ui.args.search)
     wait_js(ui.page,
-        "pattern => new RegExp(pattern).test(document.querySelector('#count').textContent) && document.querySelectorAll('#rows .row[data-id]').length > 0",
-        ui.args.search_count, timeout=60_000)
+        """([pattern, before]) => {
+            const count = document.querySelector('#count').textContent;
+            return count !== before && new RegExp(pattern).test(count)
+                && document.querySelectorAll('#rows .row[data-id]').length > 0;
+        }""",
+        [ui.args.search_count, unsearched], timeout=60_000)
     search = time.time() - t0
     ok("a search over the whole session is answered")
     cdp = ui.page.context.new_cdp_session(ui.page)

@@ -12,7 +12,7 @@ const OVERSCAN = 10;
 
 export const COLUMNS = [
   { id: 'tls', title: 'TLS', sort: 'url', width: '34px', cell: (f) => (f.request.scheme === 'https' || f.intercepted_tls ? el('span', { class: 'lock', title: 'TLS' }) : '') },
-  { id: 'icon', title: '', sort: null, width: '26px', cell: (f) => icon(f) },
+  { id: 'icon', title: '', sort: null, width: '34px', cell: (f) => icon(f) },
   { id: 'events', title: 'Ev', sort: 'tls', width: '40px', cell: (f) => tlsMarker(f), hint: 'TLS events after the handshake: R renegotiation, C certificate request, K KeyUpdate, A alert, T another' },
   { id: 'path', title: 'Path', sort: 'url', width: 'minmax(200px, 1fr)', cell: (f) => `${f.request.pretty_host || f.request.host}${f.request.path}` },
   { id: 'method', title: 'Method', sort: 'method', width: '70px', cell: (f) => f.request.method },
