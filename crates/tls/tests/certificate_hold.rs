@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod support;
-use support::{finish_server_handshake, pki, server_acceptor, Pki};
+use support::{finish_server_handshake, pki, server_acceptor, Pki, Upstream};
 
 /// Holds requests while `holding` is set and hands them to the test; remembers every
 /// `owners` it was asked about.
@@ -217,19 +217,6 @@ fn upstream(
             handshake: Duration::from_secs(5),
             renegotiation: renegotiation_timeout,
         },
-    }
-}
-
-/// The TLS client under test with the limits the proxy would pass it.
-struct Upstream {
-    tls: UpstreamTls,
-    timeouts: HandshakeTimeouts,
-}
-
-impl std::ops::Deref for Upstream {
-    type Target = UpstreamTls;
-    fn deref(&self) -> &UpstreamTls {
-        &self.tls
     }
 }
 

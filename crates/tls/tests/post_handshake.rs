@@ -23,7 +23,9 @@ use periscope_tls::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
-use support::{finish_server_handshake, pki, server_acceptor, server_acceptor_builder, Pki};
+use support::{
+    finish_server_handshake, pki, server_acceptor, server_acceptor_builder, Pki, Upstream,
+};
 
 /// What the scripted server does after reading the first request line.
 #[derive(Clone, Copy, PartialEq)]
@@ -122,19 +124,6 @@ fn upstream(pki: &Pki, with_identity: bool, renegotiation_timeout: Duration) -> 
             handshake: Duration::from_secs(5),
             renegotiation: renegotiation_timeout,
         },
-    }
-}
-
-/// The TLS client under test with the limits the proxy would pass it.
-struct Upstream {
-    tls: UpstreamTls,
-    timeouts: HandshakeTimeouts,
-}
-
-impl std::ops::Deref for Upstream {
-    type Target = UpstreamTls;
-    fn deref(&self) -> &UpstreamTls {
-        &self.tls
     }
 }
 

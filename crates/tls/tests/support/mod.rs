@@ -12,7 +12,7 @@ use openssl::ssl::{
     ErrorCode, SslAcceptor, SslAcceptorBuilder, SslMethod, SslOptions, SslStream, SslVerifyMode,
     SslVersion,
 };
-use periscope_tls::{CertificateAuthority, PostHandshake};
+use periscope_tls::{CertificateAuthority, HandshakeTimeouts, PostHandshake, UpstreamTls};
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -108,4 +108,18 @@ pub fn finish_server_handshake(stream: &mut SslStream<TcpStream>) -> Result<(), 
     }
     stream.get_ref().set_read_timeout(None).unwrap();
     Ok(())
+}
+
+/// The TLS client under test with the limits the proxy would pass it
+/// (`UpstreamTarget::timeouts`).
+pub struct Upstream {
+    pub tls: UpstreamTls,
+    pub timeouts: HandshakeTimeouts,
+}
+
+impl std::ops::Deref for Upstream {
+    type Target = UpstreamTls;
+    fn deref(&self) -> &UpstreamTls {
+        &self.tls
+    }
 }
