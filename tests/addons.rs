@@ -1109,3 +1109,26 @@ fn read_one_response(reader: &mut impl std::io::BufRead) -> bool {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).is_ok()
 }
+
+/// An HTTP/2 server's body that the response hook's call read in part (it is larger
+/// than what goes with the call) reaches an HTTP/1.1 client whole, framed by the
+/// length the server announced — not that length plus what was read ahead. (The
+/// server speaks HTTP/2 whatever was offered: `--ignore-alpn`.)
+#[test]
+fn an_http2_body_read_in_part_for_a_script_keeps_its_length() {
+    let origin = h2_origin(&["--ignore-alpn"]);
+    let scripts = Scripts::new();
+    let script = scripts.write(
+        "head_only.py",
+        "def response(flow):\n    flow.response.headers['x-seen'] = 'yes'\n",
+    );
+    let proxy = proxy_with(&[&script], &[]);
+    let answer = Curl::through(&proxy)
+        .http1_1()
+        .cacert(proxy.ca_cert_path())
+        .run(&format!("https://localhost:{}/20k", origin.port));
+    answer.assert_status(200);
+    assert_eq!(answer.header("x-seen"), Some("yes"));
+    assert_eq!(answer.body.len(), 20_000, "{answer:?}");
+    assert_eq!(answer.header("content-length"), Some("20000"), "{answer:?}");
+}

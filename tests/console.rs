@@ -612,6 +612,11 @@ fn console_sets_scripts_and_rules_on_the_running_proxy_with_o() {
     tmux.type_text("response_timeout=never");
     tmux.send_keys(&["Enter"]);
     tmux.wait_for_text("response_timeout: \"never\"");
+    // A lone Escape is told from the start of a key sequence only after a pause: the
+    // prompt must be gone before `q` means quit.
     tmux.send_keys(&["Escape"]);
+    tmux.wait_for("the prompt closed", SCREEN_TIMEOUT, |s| {
+        !s.contains("response_timeout=never")
+    });
     console.quit();
 }

@@ -11,6 +11,8 @@ goes wrong. The request path picks the behaviour, once the request has ended:
                        "body_length", "trailers"}) and the response trailers
                        `grpc-status: 0` and `x-checksum: <sha256 of the body>`, declared
                        in a `trailer` header (HTTP/1.1 needs that to relay them)
+  /20k                 200, 20000 bytes of "x" in two DATA frames (larger than what
+                       Periscope sends a script with the call, so it is read in part)
   /rst-mid-body        200 announcing 100000 bytes, 1000 bytes of them, then RST_STREAM
                        INTERNAL_ERROR
   /goaway-refuse       GOAWAY NO_ERROR whose last-stream-id is below this request's
@@ -129,6 +131,10 @@ def respond(conn, stream, exchange):
         ])
         conn.send_data(stream, body)
         conn.send_headers(stream, trailers, end_stream=True)
+    elif path == "/20k":
+        conn.send_headers(stream, [(":status", "200"), ("content-length", "20000")])
+        conn.send_data(stream, b"x" * 10000)
+        conn.send_data(stream, b"x" * 10000, end_stream=True)
     elif path == "/rst-mid-body":
         conn.send_headers(stream, [(":status", "200"), ("content-length", "100000")])
         conn.send_data(stream, b"x" * 1000)

@@ -54,8 +54,10 @@ impl AddonsHook {
         flow: &FlowRecorder,
         hook: FlowHook,
         mut body: Option<&mut StageBody>,
-    ) -> Option<Changes> {
-        let mut json = flow.read(|f| protocol::flow_json(f, false))?;
+    ) -> Result<Option<Changes>, Killed> {
+        let Some(mut json) = flow.read(|f| protocol::flow_json(f, false)) else {
+            return Ok(None);
+        };
         let mut deferred = Vec::new();
         for &side in hook.readable_bodies() {
             match self
@@ -92,9 +94,9 @@ impl AddonsHook {
         // (a body it waits for is answered with none) and the supervisor.
         let reply = tokio::select! {
             reply = answered => reply,
-            () = killed(flow) => return None,
+            () = killed(flow) => return Err(Killed(kill_reason(flow))),
         };
-        settle(flow, hook, reply)
+        Ok(settle(flow, hook, reply))
     }
 
     /// A small body that is already whole, sent with the call: a script that reads it
@@ -121,7 +123,12 @@ impl AddonsHook {
         }
         let idle = self.timeouts.get().body_idle;
         let now = tokio::time::Instant::now();
-        let whole = body?.read_whole_by(limit, idle, Some(now)).await.cloned()?;
+        // A body read whole before (by the rules, the intercept) may be larger.
+        let whole = body?
+            .read_whole_by(limit, idle, Some(now))
+            .await
+            .filter(|whole| whole.len() <= limit)
+            .cloned()?;
         record_whole(flow, side, &whole);
         Some(whole)
     }
@@ -193,6 +200,15 @@ fn record_whole(flow: &FlowRecorder, side: BodySide, whole: &Bytes) {
             }
         }
     });
+}
+
+/// The flow was killed while its hook ran: it ends (a body read for the hook may be
+/// gone with the wait).
+struct Killed(String);
+
+fn kill_reason(flow: &FlowRecorder) -> String {
+    flow.kill_switch()
+        .map_or_else(|| "killed in Periscope".to_owned(), |k| k.reason())
 }
 
 /// Ready once the flow is killed (never for a flow nobody can kill).
@@ -299,8 +315,10 @@ impl ExchangeHook for AddonsHook {
                 if !hooks.contains(hook) {
                     continue;
                 }
-                let Some(changes) = self.call(flow, hook, Some(&mut *body)).await else {
-                    continue;
+                let changes = match self.call(flow, hook, Some(&mut *body)).await {
+                    Ok(Some(changes)) => changes,
+                    Ok(None) => continue,
+                    Err(Killed(reason)) => return RequestVerdict::Kill(reason),
                 };
                 match apply_request(flow, head, body, &changes) {
                     RequestVerdict::Continue => {}
@@ -329,8 +347,10 @@ impl ExchangeHook for AddonsHook {
                 // After a 101 the connection is another protocol's: no body to read.
                 let readable =
                     (head.status != http::StatusCode::SWITCHING_PROTOCOLS).then_some(&mut *body);
-                let Some(changes) = self.call(flow, hook, readable).await else {
-                    continue;
+                let changes = match self.call(flow, hook, readable).await {
+                    Ok(Some(changes)) => changes,
+                    Ok(None) => continue,
+                    Err(Killed(reason)) => return ResponseVerdict::Kill(reason),
                 };
                 match apply_response(flow, head, body, &changes) {
                     ResponseVerdict::Continue => {}

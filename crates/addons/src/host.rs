@@ -65,6 +65,9 @@ impl ScriptHost {
         deadline: std::time::Instant,
     ) -> Result<(), StartError> {
         let _one_at_a_time = self.changing.lock().await;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StartError::NotReady("Periscope is shutting down".into()));
+        }
         let mut config = self.config();
         if config.scripts == scripts {
             return Ok(());

@@ -96,6 +96,7 @@ enum Request {
     /// The body the worker asked for in call `id`.
     BodyAnswer {
         id: u64,
+        side: BodySide,
         line: String,
     },
     /// The caller stopped waiting for call `id` (its flow ended): its answer, when
@@ -140,7 +141,12 @@ impl Worker {
         let hooks = Arc::new(AtomicU32::new(hooks_of(&scripts).0));
         let (requests, receiver) = mpsc::unbounded_channel();
         let supervisor = Supervisor {
-            config: config.clone(),
+            // A restarted worker runs scripts that started once: an option value
+            // none of them adds is no longer worth an error.
+            config: WorkerConfig {
+                strict_options: false,
+                ..config.clone()
+            },
             runtime,
             log,
             hooks: Arc::clone(&hooks),
@@ -281,10 +287,11 @@ impl Call<'_> {
     pub fn send_body(&mut self, side: BodySide, content: Option<&Bytes>) {
         self.owed = None;
         let line = crate::protocol::body_answer(self.id, side, content);
-        let _ = self
-            .worker
-            .requests
-            .send(Request::BodyAnswer { id: self.id, line });
+        let _ = self.worker.requests.send(Request::BodyAnswer {
+            id: self.id,
+            side,
+            line,
+        });
     }
 }
 
@@ -436,11 +443,16 @@ impl Supervisor {
                         let _ = process.stdin.send(line);
                         None
                     }
-                    Some(Request::BodyAnswer { id, line }) => {
-                        if self.awaiting_body.is_some_and(|(waiting, _, _)| waiting == id) {
+                    Some(Request::BodyAnswer { id, side, line }) => {
+                        // Only the answer the worker waits for goes to it: one that
+                        // comes after the supervisor answered in its place is dropped.
+                        if self
+                            .awaiting_body
+                            .is_some_and(|(waiting, asked, _)| waiting == id && asked == side)
+                        {
                             self.awaiting_body = None;
+                            let _ = process.stdin.send(line);
                         }
-                        let _ = process.stdin.send(line);
                         None
                     }
                     Some(Request::Forget { id }) => {
@@ -459,6 +471,8 @@ impl Supervisor {
                         // those are dropped, the worker kept.
                         // A body nobody gave within the timeout is given as none.
                         let timeout = self.config.timeout;
+                        let waited_for_its_body =
+                            self.awaiting_body.is_some_and(|(waiting, _, _)| waiting == id);
                         self.answer_awaited_body(&process, |waiting| waiting == id);
                         if self.awaiting_body.is_some_and(|(_, _, since)| since.elapsed() >= timeout) {
                             self.answer_awaited_body(&process, |_| true);
@@ -468,7 +482,8 @@ impl Supervisor {
                             .pending
                             .remove(&id)
                             .is_some_and(|(_, written)| written.elapsed() >= self.config.timeout / 2)
-                            && !waiting_for_a_body;
+                            && !waiting_for_a_body
+                            && !waited_for_its_body;
                         if stuck {
                             let _ = process.child.start_kill();
                             Some(format!(

@@ -336,6 +336,9 @@ pub struct ReadAhead {
     pub rest: IncomingBody,
     /// Trailers already read (the rest has ended then).
     pub trailers: Option<http::HeaderMap>,
+    /// The error that ended the reading ahead (the rest has ended then): given after
+    /// the prefix, so that a body cut short is not taken for a whole one.
+    pub error: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl From<Option<crate::http2::H2Body>> for IncomingBody {
@@ -363,6 +366,9 @@ impl Body for IncomingBody {
                 if let Some(prefix) = ahead.prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(prefix))));
                 }
+                if let Some(error) = ahead.error.take() {
+                    return Poll::Ready(Some(Err(error)));
+                }
                 match Pin::new(&mut ahead.rest).poll_frame(cx) {
                     Poll::Ready(None) => {
                         Poll::Ready(ahead.trailers.take().map(|t| Ok(Frame::trailers(t))))
@@ -380,7 +386,10 @@ impl Body for IncomingBody {
             IncomingBody::Replayed(body) => body.is_end_stream(),
             IncomingBody::Empty => true,
             IncomingBody::ReadAhead(ahead) => {
-                ahead.prefix.is_none() && ahead.trailers.is_none() && ahead.rest.is_end_stream()
+                ahead.prefix.is_none()
+                    && ahead.trailers.is_none()
+                    && ahead.error.is_none()
+                    && ahead.rest.is_end_stream()
             }
         }
     }

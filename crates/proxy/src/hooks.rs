@@ -54,6 +54,7 @@ impl StageBody {
         let mut body = std::mem::replace(&mut self.body, IncomingBody::Empty);
         let mut read = BytesMut::new();
         let mut trailers = None;
+        let mut error = None;
         let complete = loop {
             if body.is_end_stream() {
                 break true;
@@ -79,8 +80,13 @@ impl StageBody {
                     }
                 },
                 Ok(None) => break true,
-                // The failure (or the stall) is the streaming body's to report.
-                Ok(Some(Err(_))) | Err(_) => break false,
+                // The failure is the streaming body's to report, after what was read;
+                // so is a stall (the body's own idle limit then ends it).
+                Ok(Some(Err(failure))) => {
+                    error = Some(failure);
+                    break false;
+                }
+                Err(_) => break false,
             }
         };
         if complete {
@@ -90,6 +96,7 @@ impl StageBody {
                 prefix: (!read.is_empty()).then(|| read.freeze()),
                 rest: body,
                 trailers,
+                error,
             }));
         }
         self.whole.as_ref()
@@ -494,6 +501,7 @@ mod tests {
                 prefix: Some(Bytes::from_static(part)),
                 rest: body,
                 trailers: None,
+                error: None,
             }));
         }
         body

@@ -58,6 +58,8 @@ pub struct ServerStreamId(pub u32);
 pub struct H2Body {
     recv: RecvStream,
     data_done: bool,
+    /// What is left of the announced Content-Length (as hyper's own bodies report
+    /// it: a body read in part says what remains).
     content_length: Option<u64>,
 }
 
@@ -88,6 +90,9 @@ impl Body for H2Body {
             match ready!(this.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = this.content_length.as_mut() {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(error)) => return Poll::Ready(Some(Err(error))),

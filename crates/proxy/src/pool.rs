@@ -323,7 +323,11 @@ impl UpstreamPool {
     }
 
     /// The host's HTTP/2 connection, when it has one that allows extended CONNECT.
-    pub async fn extended_connect(&self, key: &UpstreamKey) -> Option<UpstreamConnection> {
+    pub async fn extended_connect(
+        &self,
+        core: &ProxyCore,
+        key: &UpstreamKey,
+    ) -> Option<UpstreamConnection> {
         // A server allows RFC 8441 in its first SETTINGS, which may still be on its way
         // on a connection opened a moment ago (a tunnel's, opened before the client's
         // first request): a young connection is given a moment to hear it.
@@ -335,7 +339,9 @@ impl UpstreamPool {
                 let HttpSender::Http2(sender) = &entry.connection.sender else {
                     return None;
                 };
-                if sender.is_closed() {
+                let made_before_a_tls_change = entry.connection.tls.is_some()
+                    && entry.connection.tls_generation != core.upstream_tls_generation();
+                if sender.is_closed() || made_before_a_tls_change {
                     return None;
                 }
                 if sender.supports_extended_connect() {

@@ -87,7 +87,11 @@ pub async fn run(
         }
         request = Request::from_parts(head, body.into_body());
     }
-    if let Some(connection) = session.pool().extended_connect(destination.key()).await {
+    if let Some(connection) = session
+        .pool()
+        .extended_connect(session.core(), destination.key())
+        .await
+    {
         recorder
             .push_note("WebSocket over HTTP/2 extended CONNECT (RFC 8441) on both legs".to_owned());
         return extended_connect(session, request, &destination, recorder, connection).await;
