@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use periscope_flow::live::{FlowReceiver, RecvError};
-use periscope_flow::{Body, Flow, FlowErrorKind, FlowEvent, FlowId, LogLevel, Milestone};
+use periscope_flow::{Flow, FlowErrorKind, FlowEvent, FlowId, LogLevel, Milestone};
 use periscope_proxy::{
     answer_from, rebuild_request, rebuild_response, ClientHelloInfo, ExchangeHook, FlowRecorder,
     HelloVerdict, HookFuture, LiveTimeouts, RequestVerdict, ResponseVerdict, StageBody,
@@ -112,25 +112,15 @@ impl AddonsHook {
     ) -> Option<Bytes> {
         let limit = self.body_limit.min(BODY_AT_HAND);
         if side != stage_side(hook) {
-            return flow
-                .read(|f| {
-                    let whole = !f.request.body.truncated
-                        && f.request.body.content.len() <= limit
-                        && f.timeline.milestone(Milestone::RequestComplete).is_some();
-                    whole.then(|| f.request.body.content.clone())
-                })
-                .flatten();
+            return recorded_request_body(flow).filter(|whole| whole.len() <= limit);
         }
         let idle = self.timeouts.get().body_idle;
         let now = tokio::time::Instant::now();
         // A body read whole before (by the rules, the intercept) may be larger.
-        let whole = body?
-            .read_whole_by(limit, idle, Some(now))
+        body?
+            .read_whole_into(flow, side.into(), limit, idle, Some(now))
             .await
             .filter(|whole| whole.len() <= limit)
-            .cloned()?;
-        record_whole(flow, side, &whole);
-        Some(whole)
     }
 
     /// The body a script of `hook` reads: the stage's own read whole (and recorded
@@ -150,32 +140,33 @@ impl AddonsHook {
             return None;
         }
         if side != stage_side(hook) {
-            // A server may answer before the upload ended: a request body that was not
-            // read to its end is not given as if it were whole.
-            return flow
-                .read(|f| {
-                    let whole = !f.request.body.truncated
-                        && f.timeline.milestone(Milestone::RequestComplete).is_some();
-                    whole.then(|| f.request.body.content.clone())
-                })
-                .flatten();
+            return recorded_request_body(flow);
         }
         let idle = self.timeouts.get().body_idle;
         let whole = body?
-            .read_whole_by(self.body_limit, idle, Some(deadline))
-            .await
-            .cloned();
-        match &whole {
-            Some(whole) => record_whole(flow, side, whole),
-            None => flow.push_note(format!(
+            .read_whole_into(flow, side.into(), self.body_limit, idle, Some(deadline))
+            .await;
+        if whole.is_none() {
+            flow.push_note(format!(
                 "addon: the `{}` hook read the {} body, which was not given to it (larger \
                  than --body-limit, or not whole within --scripts-timeout); it streamed on",
                 hook.name(),
                 side.name()
-            )),
+            ));
         }
         whole
     }
+}
+
+/// The request body as recorded, when the response's hooks read it: only when it was
+/// kept whole and read to its end (a server may answer before an upload ended).
+fn recorded_request_body(flow: &FlowRecorder) -> Option<Bytes> {
+    flow.read(|f| {
+        let whole =
+            !f.request.body.truncated && f.timeline.milestone(Milestone::RequestComplete).is_some();
+        whole.then(|| f.request.body.content.clone())
+    })
+    .flatten()
 }
 
 /// Bodies up to this size that are already whole go with the call.
@@ -188,18 +179,6 @@ fn stage_side(hook: FlowHook) -> BodySide {
         FlowHook::Request | FlowHook::RequestHeaders => BodySide::Request,
         _ => BodySide::Response,
     }
-}
-
-/// A body read whole is the flow's whole body.
-fn record_whole(flow: &FlowRecorder, side: BodySide, whole: &Bytes) {
-    flow.update(|f| match side {
-        BodySide::Request => f.request.body = Body::complete(whole.clone()),
-        BodySide::Response => {
-            if let Some(response) = f.response.as_mut() {
-                response.body = Body::complete(whole.clone());
-            }
-        }
-    });
 }
 
 /// The flow was killed while its hook ran: it ends (a body read for the hook may be

@@ -134,6 +134,15 @@ pub enum BodySide {
     Response,
 }
 
+impl From<BodySide> for periscope_proxy::Side {
+    fn from(side: BodySide) -> Self {
+        match side {
+            BodySide::Request => periscope_proxy::Side::Request,
+            BodySide::Response => periscope_proxy::Side::Response,
+        }
+    }
+}
+
 impl BodySide {
     pub fn name(self) -> &'static str {
         match self {

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use http_body::Body as _;
 
 use crate::body::{IncomingBody, ReadAhead};
-use crate::recorder::FlowRecorder;
+use crate::recorder::{FlowRecorder, Side};
 
 /// A message body at a hook point: still streaming from its peer, or read whole so a
 /// hook can show or change it.
@@ -100,6 +100,21 @@ impl StageBody {
             }));
         }
         self.whole.as_ref()
+    }
+
+    /// [`StageBody::read_whole_by`] for a hook: a body read whole is the flow's
+    /// `side` body, whole, from then on.
+    pub async fn read_whole_into(
+        &mut self,
+        flow: &FlowRecorder,
+        side: Side,
+        limit: usize,
+        idle: Duration,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<Bytes> {
+        let whole = self.read_whole_by(limit, idle, deadline).await.cloned()?;
+        flow.set_whole_body(side, whole.clone());
+        Some(whole)
     }
 
     /// The body becomes `content`, whole.

@@ -26,7 +26,7 @@ use crate::hooks::{
     rebuild_request, rebuild_response, ExchangeHook, HookFuture, RequestVerdict, ResponseVerdict,
     StageBody,
 };
-use crate::recorder::FlowRecorder;
+use crate::recorder::{FlowRecorder, Side};
 use crate::websocket::{Injected, MessageGate, MessageVerdict};
 use periscope_tls::{CertificateRequestHold, ClientCertificate, HeldCertificateRequest};
 
@@ -539,13 +539,10 @@ impl ExchangeHook for Intercept {
             if !asked && !self.matches(flow) {
                 return RequestVerdict::Continue;
             }
+            let idle = self.timeouts.get().body_idle;
             let whole = body
-                .read_whole(self.body_limit, self.timeouts.get().body_idle)
-                .await
-                .cloned();
-            if let Some(content) = &whole {
-                flow.update(|f| f.request.body = periscope_flow::Body::complete(content.clone()));
-            }
+                .read_whole_into(flow, Side::Request, self.body_limit, idle, None)
+                .await;
             let before = flow.read(|f| f.request.clone());
             let decision = self
                 .live
@@ -586,17 +583,10 @@ impl ExchangeHook for Intercept {
             let whole = if head.status == StatusCode::SWITCHING_PROTOCOLS {
                 None
             } else {
-                body.read_whole(self.body_limit, self.timeouts.get().body_idle)
+                let idle = self.timeouts.get().body_idle;
+                body.read_whole_into(flow, Side::Response, self.body_limit, idle, None)
                     .await
-                    .cloned()
             };
-            if let Some(content) = &whole {
-                flow.update(|f| {
-                    if let Some(response) = f.response.as_mut() {
-                        response.body = periscope_flow::Body::complete(content.clone());
-                    }
-                });
-            }
             let before = flow.read(|f| f.response.clone()).flatten();
             let decision = self
                 .live

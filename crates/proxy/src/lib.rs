@@ -75,7 +75,7 @@ pub use crate::mode::{
     ModeError, ModeSpec, ModesConfig, ProxyMode, ReverseTarget, UpstreamProxy, UpstreamScheme,
 };
 pub use crate::pages::{onboarding_file, OnboardingFile, ONBOARDING_CSP};
-pub use crate::recorder::FlowRecorder;
+pub use crate::recorder::{FlowRecorder, Side};
 pub use crate::tunnel::connect_target;
 
 use crate::core::ProxyCore;

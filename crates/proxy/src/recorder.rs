@@ -291,6 +291,19 @@ impl FlowRecorder {
         });
     }
 
+    /// A body a hook read whole before it goes on: the flow shows it whole (its end
+    /// is marked when it has passed, by [`FlowRecorder::set_body`]).
+    pub fn set_whole_body(&self, side: Side, content: bytes::Bytes) {
+        self.update(|flow| match side {
+            Side::Request => flow.request.body = Body::complete(content),
+            Side::Response => {
+                if let Some(response) = flow.response.as_mut() {
+                    response.body = Body::complete(content);
+                }
+            }
+        });
+    }
+
     pub fn set_body(&self, side: Side, body: Body, trailers: Option<Headers>) {
         self.update(|flow| match side {
             Side::Request => {

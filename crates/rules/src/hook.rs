@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use periscope_flow::{Body, Flow};
+use periscope_flow::Flow;
 use periscope_proxy::{
     answer_from, rebuild_request, rebuild_response, ExchangeHook, FlowRecorder, HookFuture,
-    LiveTimeouts, RequestVerdict, ResponseVerdict, StageBody,
+    LiveTimeouts, RequestVerdict, ResponseVerdict, Side, StageBody,
 };
 
 use crate::engine::RequestOutcome;
@@ -77,13 +77,9 @@ impl ExchangeHook for RulesHook {
                 return RequestVerdict::Continue;
             }
             if flow.read(|f| rules.request_wants_body(f)).unwrap_or(false) {
-                if let Some(whole) = body
-                    .read_whole(self.body_limit, self.timeouts.get().body_idle)
-                    .await
-                {
-                    let whole = whole.clone();
-                    flow.update(|f| f.request.body = Body::complete(whole));
-                }
+                let idle = self.timeouts.get().body_idle;
+                body.read_whole_into(flow, Side::Request, self.body_limit, idle, None)
+                    .await;
             }
             let Some(mut changed) = flow.read(Flow::clone) else {
                 return RequestVerdict::Continue;
@@ -133,17 +129,9 @@ impl ExchangeHook for RulesHook {
             let wants_body = head.status != http::StatusCode::SWITCHING_PROTOCOLS
                 && flow.read(|f| rules.response_wants_body(f)).unwrap_or(false);
             if wants_body {
-                if let Some(whole) = body
-                    .read_whole(self.body_limit, self.timeouts.get().body_idle)
-                    .await
-                {
-                    let whole = whole.clone();
-                    flow.update(|f| {
-                        if let Some(response) = f.response.as_mut() {
-                            response.body = Body::complete(whole);
-                        }
-                    });
-                }
+                let idle = self.timeouts.get().body_idle;
+                body.read_whole_into(flow, Side::Response, self.body_limit, idle, None)
+                    .await;
             }
             let Some(mut changed) = flow.read(Flow::clone) else {
                 return ResponseVerdict::Continue;
