@@ -31,8 +31,6 @@ pub struct ProxyCore {
     /// How servers are trusted and answered; replaced whole when the user changes it
     /// (see [`ProxyCore::upstream_tls`]).
     upstream_tls: ArcSwap<UpstreamTls>,
-    /// Counts the replacements of `upstream_tls`.
-    upstream_tls_generation: std::sync::atomic::AtomicU64,
     pub client_tls: ClientTls,
     pub bus: FlowBus,
     pub hooks: Hooks,
@@ -119,7 +117,6 @@ impl ProxyCore {
             intercept,
             intercept_tls,
             upstream_tls: ArcSwap::from_pointee(UpstreamTls::new(upstream_settings)?),
-            upstream_tls_generation: std::sync::atomic::AtomicU64::new(0),
             client_tls: ClientTls::new(config.client_tls.clone())?,
             hooks,
             config,
@@ -146,16 +143,13 @@ impl ProxyCore {
     /// go on with the exchange they carry and are not reused.
     pub fn replace_upstream_tls(&self, tls: UpstreamTls) {
         self.upstream_tls.store(Arc::new(tls));
-        self.upstream_tls_generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Which upstream TLS settings are in force: a TLS connection made with others is
-    /// not reused (it may not have verified its server as the user now wants, or
-    /// presented another client certificate).
-    pub fn upstream_tls_generation(&self) -> u64 {
-        self.upstream_tls_generation
-            .load(std::sync::atomic::Ordering::SeqCst)
+    /// The [`UpstreamTls::id`] of the settings in force: a TLS connection made with
+    /// others is not reused (it may not have verified its server as the user now
+    /// wants, or presented another client certificate).
+    pub fn upstream_tls_id(&self) -> u64 {
+        self.upstream_tls.load().id()
     }
 
     pub fn remember_http11_required(&self, host: &str) {

@@ -226,12 +226,12 @@ impl UpstreamPool {
                 return Err(*error);
             }
             let now = Instant::now();
-            let generation = core.upstream_tls_generation();
-            let usable = |c: &UpstreamConnection| {
-                !c.sender.is_closed() && (c.tls.is_none() || c.tls_generation == generation)
-            };
-            pool.idle.retain(|e| usable(&e.connection));
-            if pool.shared.as_ref().is_some_and(|s| !usable(&s.connection)) {
+            pool.idle.retain(|e| e.connection.reusable(core));
+            if pool
+                .shared
+                .as_ref()
+                .is_some_and(|s| !s.connection.reusable(core))
+            {
                 pool.shared = None;
             }
             let states: Vec<Pooled> = pool.idle.iter().map(|e| e.state(now)).collect();
@@ -339,9 +339,7 @@ impl UpstreamPool {
                 let HttpSender::Http2(sender) = &entry.connection.sender else {
                     return None;
                 };
-                let made_before_a_tls_change = entry.connection.tls.is_some()
-                    && entry.connection.tls_generation != core.upstream_tls_generation();
-                if sender.is_closed() || made_before_a_tls_change {
+                if !entry.connection.reusable(core) {
                     return None;
                 }
                 if sender.supports_extended_connect() {

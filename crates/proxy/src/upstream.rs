@@ -169,9 +169,9 @@ pub struct UpstreamConnection {
     /// Requests go to an HTTP proxy, in absolute-form (an `upstream:` mode's plain
     /// HTTP).
     pub forwarding: Option<ForwardingProxy>,
-    /// Which upstream TLS settings it was made with ([`ProxyCore::upstream_tls_generation`]):
-    /// after the user changes them, a TLS connection made before is not reused.
-    pub tls_generation: u64,
+    /// The [`UpstreamTls::id`](periscope_tls::UpstreamTls::id) of the settings a TLS
+    /// connection was made with (`None`: no TLS).
+    pub tls_settings: Option<u64>,
 }
 
 /// What is needed to recognise an HTTP/2-only server behind a connection whose
@@ -182,6 +182,14 @@ pub struct Unnegotiated {
 }
 
 impl UpstreamConnection {
+    /// Open, and not made with TLS settings the user has replaced since.
+    pub fn reusable(&self, core: &ProxyCore) -> bool {
+        !self.sender.is_closed()
+            && self
+                .tls_settings
+                .is_none_or(|id| id == core.upstream_tls_id())
+    }
+
     pub fn is_http2(&self) -> bool {
         matches!(self.sender, HttpSender::Http2(_))
     }
@@ -196,7 +204,7 @@ impl UpstreamConnection {
                 tls: self.tls.clone(),
                 unnegotiated: None,
                 forwarding: None,
-                tls_generation: self.tls_generation,
+                tls_settings: self.tls_settings,
             }),
             HttpSender::Http1(_) => None,
         }
@@ -349,15 +357,12 @@ pub async fn establish(
             tls: None,
             unnegotiated: None,
             forwarding,
-            tls_generation: 0,
+            tls_settings: None,
         });
     };
     let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
-    // Read before the settings themselves: a change in between marks the connection
-    // as older than it is (it is not reused), never the reverse.
-    let tls_generation = core.upstream_tls_generation();
-    let tls_stream = core
-        .upstream_tls()
+    let upstream_tls = core.upstream_tls();
+    let tls_stream = upstream_tls
         .connect(
             stream,
             &UpstreamTarget {
@@ -396,7 +401,7 @@ pub async fn establish(
         tls: Some(state),
         unnegotiated,
         forwarding: None,
-        tls_generation,
+        tls_settings: Some(upstream_tls.id()),
     })
 }
 

@@ -61,6 +61,8 @@ pub struct UpstreamTarget<'a> {
 }
 
 pub struct UpstreamTls {
+    /// Tells this one from any other made in the process (see [`UpstreamTls::id`]).
+    id: u64,
     connector: SslConnector,
     /// The same, offering classic key-exchange groups only.
     classic_connector: SslConnector,
@@ -77,13 +79,22 @@ const CLASSIC_GROUPS: &str = "X25519:P-256:X448:P-521:P-384:ffdhe2048:ffdhe3072:
 
 impl UpstreamTls {
     pub fn new(settings: UpstreamTlsSettings) -> Result<Self, TlsError> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let sessions = Arc::new(SessionCache::default());
         Ok(UpstreamTls {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             connector: Self::connector(&settings, &sessions, None)?,
             classic_connector: Self::connector(&settings, &sessions, Some(CLASSIC_GROUPS))?,
             settings,
             sessions,
         })
+    }
+
+    /// Which settings a connection was made with: a proxy that replaces its
+    /// `UpstreamTls` (the user changed the trusted CAs or client certificates) knows
+    /// the connections made before by their id.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// What it was made with, for making another with some of it changed (which
