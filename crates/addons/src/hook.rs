@@ -65,10 +65,7 @@ impl AddonsHook {
                 .await
             {
                 Some(content) => {
-                    json[side.name()]["content"] = Value::String(base64::Engine::encode(
-                        &base64::engine::general_purpose::STANDARD,
-                        &content,
-                    ))
+                    json[side.name()]["content"] = Value::String(protocol::base64(&content))
                 }
                 None => deferred.push(side.name()),
             }
@@ -94,7 +91,7 @@ impl AddonsHook {
         // (a body it waits for is answered with none) and the supervisor.
         let reply = tokio::select! {
             reply = answered => reply,
-            () = killed(flow) => return Err(Killed(kill_reason(flow))),
+            reason = killed(flow) => return Err(Killed(reason)),
         };
         Ok(settle(flow, hook, reply))
     }
@@ -185,15 +182,13 @@ fn stage_side(hook: FlowHook) -> BodySide {
 /// gone with the wait).
 struct Killed(String);
 
-fn kill_reason(flow: &FlowRecorder) -> String {
-    flow.kill_switch()
-        .map_or_else(|| "killed in Periscope".to_owned(), |k| k.reason())
-}
-
-/// Ready once the flow is killed (never for a flow nobody can kill).
-async fn killed(flow: &FlowRecorder) {
+/// Ready, with why, once the flow is killed (never for a flow nobody can kill).
+async fn killed(flow: &FlowRecorder) -> String {
     match flow.kill_switch() {
-        Some(switch) => std::future::poll_fn(|cx| switch.poll_killed(cx)).await,
+        Some(switch) => {
+            std::future::poll_fn(|cx| switch.poll_killed(cx)).await;
+            switch.reason()
+        }
         None => std::future::pending().await,
     }
 }
@@ -562,7 +557,7 @@ pub async fn observe(
                     "websocket": {"messages": [{
                         "from_client": message.from_client,
                         "is_text": message.text().is_some(),
-                        "content": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &message.content),
+                        "content": protocol::base64(&message.content),
                         "timestamp": message.at.as_secs_f64(),
                     }]},
                 });

@@ -152,6 +152,11 @@ impl BodySide {
     }
 }
 
+/// Bytes as the protocol carries them (PROTOCOL.md, "Bytes").
+pub fn base64(bytes: &[u8]) -> String {
+    BASE64.encode(bytes)
+}
+
 /// The answer to a worker's `body` request: the body whole, or `null` when there is
 /// none to give (larger than `--body-limit`, not whole in time, not there yet).
 pub fn body_answer(id: u64, side: BodySide, content: Option<&Bytes>) -> String {
@@ -159,7 +164,7 @@ pub fn body_answer(id: u64, side: BodySide, content: Option<&Bytes>) -> String {
         "type": "body",
         "id": id,
         "side": side.name(),
-        "content": content.map(|c| BASE64.encode(c)),
+        "content": content.map(|c| base64(c)),
     })
     .to_string()
 }
@@ -264,7 +269,7 @@ fn headers_json(headers: &Headers) -> Value {
 
 fn content_json(body: &Body, with_body: bool) -> Value {
     if with_body && !body.truncated {
-        Value::String(BASE64.encode(&body.content))
+        Value::String(base64(&body.content))
     } else {
         Value::Null
     }
@@ -311,7 +316,7 @@ pub fn flow_json(flow: &Flow, with_body: bool) -> Value {
             "messages": ws.messages.iter().map(|m| json!({
                 "from_client": m.from_client,
                 "is_text": m.text().is_some(),
-                "content": BASE64.encode(&m.content),
+                "content": base64(&m.content),
                 "timestamp": m.at.as_secs_f64(),
             })).collect::<Vec<_>>(),
             "close_code": ws.close_code,

@@ -409,6 +409,11 @@ impl Process {
     }
 }
 
+/// Tells the worker there is no body to give it for call `id`.
+fn answer_none(stdin: &mpsc::UnboundedSender<String>, id: u64, side: BodySide) {
+    let _ = stdin.send(crate::protocol::body_answer(id, side, None));
+}
+
 fn log_level(level: &str) -> LogLevel {
     match level {
         "debug" => LogLevel::Debug,
@@ -459,31 +464,30 @@ impl Supervisor {
                         self.pending.remove(&id);
                         // Its caller left before it saw the worker's request for a
                         // body: the worker still waits for an answer.
-                        self.answer_awaited_body(&process, |waiting| waiting == id);
+                        self.answer_awaited_body(&process, |call, _| call == id);
                         None
                     }
                     Some(Request::Abandon { id, hook }) => {
                         // Still unanswered: the worker is stuck in that hook (it runs
                         // one at a time), so every flow behind it would wait too.
                         // A call that waited for a restart before it was written has
-                        // not been in the worker long, and one queued while the worker
-                        // waits for another call's body is not what it is stuck in:
-                        // those are dropped, the worker kept.
-                        // A body nobody gave within the timeout is given as none.
+                        // not been in the worker long, and a worker waiting for this
+                        // call's body, or for another's (less than the timeout so far),
+                        // waits on the proxy: those calls are dropped, the worker kept.
                         let timeout = self.config.timeout;
-                        let waited_for_its_body =
-                            self.awaiting_body.is_some_and(|(waiting, _, _)| waiting == id);
-                        self.answer_awaited_body(&process, |waiting| waiting == id);
-                        if self.awaiting_body.is_some_and(|(_, _, since)| since.elapsed() >= timeout) {
-                            self.answer_awaited_body(&process, |_| true);
-                        }
-                        let waiting_for_a_body = self.awaiting_body.is_some();
+                        let waiting_on_the_proxy = self
+                            .awaiting_body
+                            .is_some_and(|(call, _, since)| call == id || since.elapsed() < timeout);
+                        // The body it waits for is given as none: this call's, or one
+                        // nobody gave within the timeout.
+                        self.answer_awaited_body(&process, |call, since| {
+                            call == id || since.elapsed() >= timeout
+                        });
                         let stuck = self
                             .pending
                             .remove(&id)
-                            .is_some_and(|(_, written)| written.elapsed() >= self.config.timeout / 2)
-                            && !waiting_for_a_body
-                            && !waited_for_its_body;
+                            .is_some_and(|(_, written)| written.elapsed() >= timeout / 2)
+                            && !waiting_on_the_proxy;
                         if stuck {
                             let _ = process.child.start_kill();
                             Some(format!(
@@ -553,30 +557,30 @@ impl Supervisor {
         }
     }
 
-    /// Runs the scripts' `done` and ends the worker: the calls still in it get their
-    /// answers (a body the worker asks for meanwhile is answered with none), for up
-    /// to 2 s; then it is killed.
-    /// Answers the body the worker waits for with none, if `which` call's.
-    fn answer_awaited_body(&mut self, process: &Process, which: impl Fn(u64) -> bool) {
-        if let Some((id, side, _)) = self.awaiting_body.filter(|(id, _, _)| which(*id)) {
+    /// Answers the body the worker waits for with none, when `which` says so of the
+    /// call it is for and of when it was asked for.
+    fn answer_awaited_body(&mut self, process: &Process, which: impl Fn(u64, Instant) -> bool) {
+        if let Some((id, side, _)) = self
+            .awaiting_body
+            .filter(|&(id, _, since)| which(id, since))
+        {
             self.awaiting_body = None;
-            let _ = process
-                .stdin
-                .send(crate::protocol::body_answer(id, side, None));
+            answer_none(&process.stdin, id, side);
         }
     }
 
+    /// Runs the scripts' `done` and ends the worker: the calls still in it get their
+    /// answers (a body the worker asks for meanwhile is answered with none), for up
+    /// to 2 s; then it is killed.
     async fn close(&mut self, process: &mut Process) {
-        self.answer_awaited_body(process, |_| true);
+        self.answer_awaited_body(process, |_, _| true);
         let _ = process.stdin.send(r#"{"type":"shutdown"}"#.into());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while let Ok(Ok(Some(line))) =
             tokio::time::timeout_at(deadline, process.lines.next_line()).await
         {
             if let Ok(WorkerMessage::Body { id, side }) = WorkerMessage::parse(&line) {
-                let _ = process
-                    .stdin
-                    .send(crate::protocol::body_answer(id, side, None));
+                answer_none(&process.stdin, id, side);
             } else {
                 self.handle(&line, &process.stdin);
             }
@@ -613,7 +617,7 @@ impl Supervisor {
     fn handle(&mut self, line: &str, stdin: &mpsc::UnboundedSender<String>) {
         match WorkerMessage::parse(line) {
             Ok(WorkerMessage::Result { id, changes, errors }) => {
-                if self.awaiting_body.is_some_and(|(waiting, _, _)| waiting == id) {
+                if self.awaiting_body.is_some_and(|(call, _, _)| call == id) {
                     self.awaiting_body = None;
                 }
                 if let Some((answers, _)) = self.pending.remove(&id) {
@@ -634,7 +638,7 @@ impl Supervisor {
                     // A call nobody drives any more: the worker still waits for an
                     // answer, so it gets one.
                     self.pending.remove(&id);
-                    let _ = stdin.send(crate::protocol::body_answer(id, side, None));
+                    answer_none(stdin, id, side);
                 }
             }
             Ok(WorkerMessage::Log { level, message }) => {

@@ -2,6 +2,7 @@
 and the changes a hook made, as the diff the proxy applies."""
 
 import base64
+import copy as _copy
 import json as _json
 import urllib.parse
 
@@ -227,13 +228,10 @@ class _FormView(_QueryView):
 
 class _NotFetched:
     """A body the call left out (PROTOCOL.md, `deferred`) that no script read yet.
-    One instance, kept by copies (a hook's changes are undone from a deep copy)."""
+    One instance, kept by deep copies (`flow.copy()`)."""
 
     def __repr__(self):
         return "<body not fetched>"
-
-    def __copy__(self):
-        return self
 
     def __deepcopy__(self, memo):
         return self
@@ -264,9 +262,7 @@ class Message:
     def _copy(self):
         """A copy for undoing a hook's changes: as deep as a script can change it in
         place (headers; the rest are immutable values), far cheaper than deepcopy."""
-        import copy
-
-        new = copy.copy(self)
+        new = _copy.copy(self)
         new.headers = Headers(self.headers)
         if isinstance(self.trailers, Headers):
             new.trailers = Headers(self.trailers)
@@ -669,9 +665,7 @@ class HTTPFlow:
         self._intercept = False
 
     def copy(self):
-        import copy
-
-        return copy.deepcopy(self)
+        return _copy.deepcopy(self)
 
     @property
     def timestamp_start(self):
