@@ -176,11 +176,18 @@ fn duration(value: &Value) -> Result<Duration, String> {
 
 /// A path, or none (`null` or an empty string).
 fn optional_path(value: &Value) -> Result<Option<PathBuf>, String> {
+    optional_text(value)
+        .map(|text| text.map(PathBuf::from))
+        .map_err(|()| "a path, or an empty string for none".into())
+}
+
+/// Text, trimmed, or none (`null` or an empty string); anything else is `Err`.
+pub fn optional_text(value: &Value) -> Result<Option<&str>, ()> {
     match value {
         Value::Null => Ok(None),
         Value::String(text) if text.trim().is_empty() => Ok(None),
-        Value::String(text) => Ok(Some(PathBuf::from(text.trim()))),
-        _ => Err("a path, or an empty string for none".into()),
+        Value::String(text) => Ok(Some(text.trim())),
+        _ => Err(()),
     }
 }
 

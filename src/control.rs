@@ -23,15 +23,11 @@ use crate::connection_options::{self, ConnectionOptions};
 fn script_filter(
     value: &serde_json::Value,
 ) -> Result<Option<(String, periscope_flow::filter::Filter)>, ControlError> {
-    let text = match value {
-        serde_json::Value::Null => return Ok(None),
-        serde_json::Value::String(text) if text.trim().is_empty() => return Ok(None),
-        serde_json::Value::String(text) => text.trim(),
-        _ => {
-            return Err(ControlError::InvalidOption(
-                "scripts_filter: a filter, or an empty string for none".into(),
-            ))
-        }
+    let Some(text) = connection_options::optional_text(value).map_err(|()| {
+        ControlError::InvalidOption("scripts_filter: a filter, or an empty string for none".into())
+    })?
+    else {
+        return Ok(None);
     };
     let filter = periscope_flow::filter::Filter::parse(text)
         .map_err(|e| ControlError::InvalidOption(format!("scripts_filter \"{text}\": {e}")))?;
@@ -332,24 +328,8 @@ impl FlowControl for SessionControl {
                 .map_err(|e| ControlError::InvalidOption(format!("intercept: {e}")))?;
         }
         let mut changes = update.settings;
-        let script_filter = match (changes.remove("scripts_filter"), &self.scripts) {
-            (Some(value), Some(_)) => Some(script_filter(&value)?),
-            (Some(_), None) => {
-                return Err(ControlError::InvalidOption(
-                    "unknown option \"scripts_filter\"".into(),
-                ))
-            }
-            (None, _) => None,
-        };
-        let scripts = match changes.remove("scripts") {
-            Some(value) if self.scripts.is_some() => Some(script_paths(&value)?),
-            Some(_) => {
-                return Err(ControlError::InvalidOption(
-                    "unknown option \"scripts\"".into(),
-                ))
-            }
-            None => None,
-        };
+        let script_filter = self.script_option(&mut changes, "scripts_filter", script_filter)?;
+        let scripts = self.script_option(&mut changes, "scripts", script_paths)?;
         let (connection_changes, rule_changes): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
             changes
                 .into_iter()
@@ -389,6 +369,23 @@ impl FlowControl for SessionControl {
 }
 
 impl SessionControl {
+    /// The option `name` taken out of `changes` and read; an option of the scripts'
+    /// host, so unknown when there is none.
+    fn script_option<T>(
+        &self,
+        changes: &mut serde_json::Map<String, serde_json::Value>,
+        name: &str,
+        read: fn(&serde_json::Value) -> Result<T, ControlError>,
+    ) -> Result<Option<T>, ControlError> {
+        match changes.remove(name) {
+            Some(_) if self.scripts.is_none() => Err(ControlError::InvalidOption(format!(
+                "unknown option {name:?}"
+            ))),
+            Some(value) => read(&value).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Runs `scripts` in place of the running ones, waiting until they loaded.
     fn set_scripts(
         &self,

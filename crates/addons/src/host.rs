@@ -31,10 +31,7 @@ pub struct ScriptHost {
 impl ScriptHost {
     /// Runs `config.scripts` (none: nothing runs until some are set).
     pub async fn start(config: AddonsConfig, bus: &FlowBus) -> Result<ScriptHost, StartError> {
-        let running = match config.scripts.is_empty() {
-            true => None,
-            false => Some(Arc::new(Addons::start(config.clone(), bus).await?)),
-        };
+        let running = start_any(&config, bus).await?;
         Ok(ScriptHost {
             config: Mutex::new(config),
             bus: bus.clone(),
@@ -46,14 +43,11 @@ impl ScriptHost {
 
     /// The scripts running, as the user named them.
     pub fn scripts(&self) -> Vec<PathBuf> {
-        self.config().scripts
+        self.config().scripts.clone()
     }
 
-    fn config(&self) -> AddonsConfig {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    fn config(&self) -> std::sync::MutexGuard<'_, AddonsConfig> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `scripts` instead of the ones running; a script that does not load is an
@@ -68,17 +62,14 @@ impl ScriptHost {
         if self.closed.load(Ordering::SeqCst) {
             return Err(StartError::NotReady("Periscope is shutting down".into()));
         }
-        let mut config = self.config();
+        let mut config = self.config().clone();
         if config.scripts == scripts {
             return Ok(());
         }
         config.scripts = scripts;
         // The options set for the scripts at start need not concern these.
         config.strict_options = false;
-        let started = match config.scripts.is_empty() {
-            true => None,
-            false => Some(Arc::new(Addons::start(config.clone(), &self.bus).await?)),
-        };
+        let started = start_any(&config, &self.bus).await?;
         let late = std::time::Instant::now() > deadline;
         if late || self.closed.load(Ordering::SeqCst) {
             if let Some(started) = started {
@@ -91,7 +82,7 @@ impl ScriptHost {
             }));
         }
         let stopped = self.running.swap(started);
-        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
+        *self.config() = config;
         if let Some(stopped) = stopped {
             stopped.shutdown().await;
         }
@@ -101,7 +92,7 @@ impl ScriptHost {
     /// `--scripts-filter`: the flows the scripts are given (changed through it, the
     /// running scripts see the change at their next flow).
     pub fn filter(&self) -> ScriptFilter {
-        self.config().filter
+        self.config().filter.clone()
     }
 
     /// Runs the scripts' `done` hooks and stops the worker (after a change under
@@ -118,6 +109,17 @@ impl ScriptHost {
     pub fn hook(self: &Arc<Self>) -> Arc<dyn ExchangeHook> {
         Arc::clone(self) as Arc<dyn ExchangeHook>
     }
+}
+
+/// The scripts of `config` running, or nothing when it names none.
+async fn start_any(
+    config: &AddonsConfig,
+    bus: &FlowBus,
+) -> Result<Option<Arc<Addons>>, StartError> {
+    if config.scripts.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Addons::start(config.clone(), bus).await?)))
 }
 
 impl ExchangeHook for ScriptHost {

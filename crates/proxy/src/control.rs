@@ -211,10 +211,6 @@ impl ProxyControl {
         self.intercept_tls.store(on, Ordering::Relaxed);
     }
 
-    pub fn timeouts(&self) -> Timeouts {
-        self.core.timeouts()
-    }
-
     /// Every wait that starts from now on has these limits.
     pub fn set_timeouts(&self, timeouts: Timeouts) {
         self.core.config.timeouts.set(timeouts);

@@ -287,9 +287,8 @@ pub async fn run<C>(
         .await;
         return;
     }
-    let handshake_timeout = core.timeouts().tls.handshake;
     let hello = match tokio::time::timeout(
-        handshake_timeout,
+        timeouts.tls.handshake,
         read_client_hello(&mut client_io, &mut buffer),
     )
     .await
@@ -308,7 +307,7 @@ pub async fn run<C>(
                 format!(
                     "{peer}: tunnel to {}: no complete ClientHello within {} s",
                     key.label(),
-                    handshake_timeout.as_secs()
+                    timeouts.tls.handshake.as_secs()
                 ),
             );
             return;
