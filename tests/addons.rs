@@ -558,14 +558,6 @@ fn lifecycle_hooks_run_load_configure_running_and_done_at_shutdown() {
     );
 }
 
-/// The control API's URL and token, from the line Periscope prints at start.
-fn api_of(proxy: &Periscope) -> (String, String) {
-    let line = proxy.wait_for_stderr("control API at ", WAIT);
-    let url = line.split("control API at ").nth(1).unwrap().trim();
-    let (base, token) = url.split_once("/?token=").expect("a token in the URL");
-    (base.to_owned(), token.to_owned())
-}
-
 #[test]
 fn flow_intercept_pauses_the_flow_until_the_user_resumes_it_through_the_api() {
     let origin = origin();
@@ -577,13 +569,8 @@ fn flow_intercept_pauses_the_flow_until_the_user_resumes_it_through_the_api() {
          \x20       flow.intercept()\n",
     );
     let proxy = proxy_with(&[&script], &["--api", "--web-port", "0"]);
-    let (base, token) = api_of(&proxy);
-    let api = |method: &str, path: &str| {
-        Curl::new()
-            .header(&format!("Authorization: Bearer {token}"))
-            .method(method)
-            .run(&format!("{base}{path}"))
-    };
+    let control = ControlApi::of(&proxy);
+    let api = |method: &str, path: &str| control.send(method, path, None);
     let held_url = url(&origin, "/hold");
     let curl = Curl::through(&proxy);
     let client = std::thread::spawn(move || curl.run(&held_url));
@@ -797,15 +784,8 @@ fn scripts_set_through_the_options_start_change_and_stop_while_the_proxy_runs() 
         "def request(flow):\n    pass\n\nraise RuntimeError('cannot start')\n",
     );
     let proxy = proxy_with(&[], &["--api", "--web-port", "0"]);
-    let (base, token) = api_of(&proxy);
-    let set = |body: serde_json::Value| {
-        Curl::new()
-            .header(&format!("Authorization: Bearer {token}"))
-            .header("Content-Type: application/json")
-            .method("PUT")
-            .data(body.to_string())
-            .run(&format!("{base}/options"))
-    };
+    let api = ControlApi::of(&proxy);
+    let set = |body: serde_json::Value| api.set_options(&body.to_string());
     // Of every thread: the worker is started by whichever runs the change.
     let children = || {
         std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
@@ -946,15 +926,8 @@ fn scripts_filter_gives_the_scripts_only_the_flows_it_matches() {
         "request /chosen\nresponse /chosen\n"
     );
 
-    let (base, token) = api_of(&proxy);
-    let set = |body: &str| {
-        Curl::new()
-            .header(&format!("Authorization: Bearer {token}"))
-            .header("Content-Type: application/json")
-            .method("PUT")
-            .data(body)
-            .run(&format!("{base}/options"))
-    };
+    let api = ControlApi::of(&proxy);
+    let set = |body: &str| api.set_options(body);
     let answer = set(r#"{"scripts_filter": "~u /other"}"#);
     answer.assert_status(200);
     assert_eq!(answer.json()["scripts_filter"], "~u /other");
@@ -994,10 +967,7 @@ fn a_flow_killed_while_a_script_waits_for_its_body_does_not_hold_the_worker() {
     .unwrap();
     let mut id = None;
     wait_until(WAIT, || {
-        let flows = Curl::new()
-            .header(&format!("Authorization: Bearer {}", api.token))
-            .run(&format!("{}/flows", api.base))
-            .json();
+        let flows = api.get("/flows");
         id = flows.as_array().and_then(|flows| {
             flows
                 .iter()
@@ -1009,10 +979,7 @@ fn a_flow_killed_while_a_script_waits_for_its_body_does_not_hold_the_worker() {
     let id = id.expect("the upload's flow is in flight");
     // The worker is inside the hook, waiting for the body the client never finishes.
     std::thread::sleep(Duration::from_millis(300));
-    Curl::new()
-        .header(&format!("Authorization: Bearer {}", api.token))
-        .method("POST")
-        .run(&format!("{}/flows/{id}/kill", api.base))
+    api.send("POST", &format!("/flows/{id}/kill"), None)
         .assert_status(200);
     let started = Instant::now();
     let after = Curl::through(&proxy).run(&url(&origin, "/after"));

@@ -23,46 +23,8 @@ use support::*;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The control API of a running Periscope, spoken to with curl.
-struct Api {
-    base: String,
-    token: String,
-}
-
-impl Api {
-    fn of(proxy: &Periscope) -> Api {
-        let line = proxy.wait_for_stderr("control API at ", WAIT);
-        let url = line
-            .split("control API at ")
-            .nth(1)
-            .expect("the API URL")
-            .trim()
-            .to_owned();
-        let (base, token) = url.split_once("/?token=").expect("a token in the URL");
-        Api {
-            base: base.to_owned(),
-            token: token.to_owned(),
-        }
-    }
-
-    fn curl(&self) -> Curl {
-        Curl::new().header(&format!("Authorization: Bearer {}", self.token))
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let result = self.curl().run(&format!("{}{path}", self.base));
-        result.assert_status(200);
-        result.json()
-    }
-
-    fn send(&self, method: &str, path: &str, body: Option<&str>) -> CurlResult {
-        let mut curl = self.curl().method(method);
-        if let Some(body) = body {
-            curl = curl.header("Content-Type: application/json").data(body);
-        }
-        curl.run(&format!("{}{path}", self.base))
-    }
-
+/// What these tests ask of the control API besides the support's requests.
+impl ControlApi {
     /// `METHOD PATH` on a socket of its own, without a body; the whole answer. For
     /// what must follow a proxied response at once: curl takes longer to start than
     /// the session store's writer to commit.
@@ -146,7 +108,12 @@ fn connections(proxy_port: u16, origin_port: u16) -> usize {
 /// Kills flow `id` through the API; within a second the proxy must have closed its
 /// connections to both peers (the client may still be reading what its kernel had
 /// buffered).
-fn kill_and_see_both_connections_close(api: &Api, id: &str, proxy_port: u16, origin_port: u16) {
+fn kill_and_see_both_connections_close(
+    api: &ControlApi,
+    id: &str,
+    proxy_port: u16,
+    origin_port: u16,
+) {
     let killed = Instant::now();
     api.send("POST", &format!("/flows/{id}/kill"), None)
         .assert_status(200);
@@ -169,7 +136,7 @@ fn spawn_curl(curl: Curl, url: String) -> JoinHandle<CurlResult> {
 fn an_intercepted_request_waits_for_resume_and_goes_on_edited_then_its_response_is_edited() {
     let origin = origin();
     let proxy = proxy(&["--intercept", "~u /record/hold"]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let url = format!("http://127.0.0.1:{}/record/hold", origin.port);
     let client = spawn_curl(Curl::through(&proxy).data("original body"), url);
     let paused = api.wait_flow("~u /record/hold", |f| f["intercepted"] == true);
@@ -250,7 +217,7 @@ fn a_finished_flow_is_listed_at_every_moment_on_its_way_to_the_session_store() {
     // kept showing an empty list. Each count is read right after a response.
     let origin = origin();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let mut short = Vec::new();
     for number in 1..=40 {
         record_through(&proxy, origin.port, &format!("listed-{number}"));
@@ -271,7 +238,7 @@ fn clear_removes_the_flows_not_yet_in_the_session_store_too() {
     // cleared flows came back a few milliseconds later.
     let origin = origin();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let mut came_back = Vec::new();
     for round in 1..=5 {
         record_through(&proxy, origin.port, &format!("cleared-{round}"));
@@ -323,7 +290,7 @@ fn pages_of_the_flow_list_show_an_open_websocket_once_and_skip_nothing() {
     let echo = python_websocket_echo_server();
     let origin = origin();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let (mut chat, lines) = ws_chat(&proxy, echo.port, "8", &["hello"]);
     lines
         .wait_for(&"received: hello", WAIT)
@@ -357,7 +324,7 @@ fn pages_of_the_flow_list_show_an_open_websocket_once_and_skip_nothing() {
 fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told() {
     let origin = origin();
     let proxy = proxy(&["--intercept", "~u /record/never"]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let url = format!("http://127.0.0.1:{}/record/never", origin.port);
     let client = spawn_curl(Curl::through(&proxy), url);
     let paused = api.wait_flow("~u /record/never", |f| f["intercepted"] == true);
@@ -381,7 +348,7 @@ fn a_flow_killed_at_the_request_never_reaches_the_server_and_the_client_is_told(
 fn an_http2_flow_killed_at_the_request_is_reset_and_never_reaches_the_server() {
     let h2 = h2_origin(&[]);
     let proxy = proxy(&["--intercept", "~u /h2-never"]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let curl = Curl::through(&proxy).cacert(proxy.ca_cert_path()).http2();
     let client = spawn_curl(curl, format!("https://localhost:{}/h2-never", h2.port));
     let paused = api.wait_flow("~u /h2-never", |f| f["intercepted"] == true);
@@ -407,7 +374,7 @@ fn an_http2_flow_killed_at_the_request_is_reset_and_never_reaches_the_server() {
 fn a_flow_deleted_while_paused_is_killed_and_stays_out_of_the_session() {
     let origin = origin();
     let proxy = proxy(&["--intercept", "~u /record/gone"]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let url = format!("http://127.0.0.1:{}/record/gone", origin.port);
     let client = spawn_curl(Curl::through(&proxy), url);
     let paused = api.wait_flow("~u /record/gone", |f| f["intercepted"] == true);
@@ -435,7 +402,7 @@ fn a_flow_deleted_while_paused_is_killed_and_stays_out_of_the_session() {
 fn killing_a_large_download_closes_both_connections_within_a_second() {
     let origin = origin();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let url = format!("http://127.0.0.1:{}/big?size=200000000", origin.port);
     let client = spawn_curl(Curl::through(&proxy).arg("--limit-rate").arg("2M"), url);
     let flow = api.wait_flow("~u /big", |f| f["response"]["status_code"] == 200);
@@ -458,7 +425,7 @@ fn killing_a_large_download_closes_both_connections_within_a_second() {
 fn killing_a_large_upload_closes_both_connections_within_a_second() {
     let origin = origin();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let dir = tempfile::tempdir().unwrap();
     let upload = dir.path().join("upload.bin");
     std::fs::File::create(&upload)
@@ -511,7 +478,7 @@ fn killing_a_large_upload_closes_both_connections_within_a_second() {
 fn a_replay_sends_the_request_again_as_a_linked_flow() {
     let origin = origin();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     Curl::through(&proxy)
         .data("payload")
         .header("x-case: replay")
@@ -541,7 +508,7 @@ fn a_replayed_request_goes_through_the_servers_renegotiation_as_the_live_one_did
     let apache = Apache::start();
     let pki = test_pki();
     let proxy = proxy(&["--client-certs", pki.client_pem.to_str().unwrap()]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let before = apache.renegotiation_count();
     Curl::through(&proxy)
         .cacert(proxy.ca_cert_path())
@@ -581,7 +548,7 @@ fn a_replayed_request_goes_through_the_servers_renegotiation_as_the_live_one_did
 fn the_exported_curl_line_sends_the_same_request_again() {
     let origin = origin();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     Curl::through(&proxy)
         .method("PUT")
         .data("it's a \"body\" with $dollars")
@@ -706,7 +673,7 @@ fn client_replay_of_a_saved_session_reproduces_its_requests_in_order_and_exits()
 fn websocket_messages_are_held_one_by_one_edited_and_dropped() {
     let echo = python_websocket_echo_server();
     let proxy = proxy(&["--intercept", "~websocket"]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let (mut chat, lines) = ws_chat(&proxy, echo.port, "4", &["one", "two", "three"]);
     // The handshake itself is a flow matching ~websocket: let its request and its
     // response go.
@@ -756,7 +723,7 @@ fn websocket_messages_are_held_one_by_one_edited_and_dropped() {
 fn a_message_injected_into_a_websocket_reaches_the_side_it_was_written_to() {
     let echo = python_websocket_echo_server();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let (mut chat, lines) = ws_chat(&proxy, echo.port, "6", &["one"]);
     lines
         .wait_for(&"received: one", WAIT)
@@ -792,7 +759,7 @@ fn intercept_tls_lets_the_user_choose_the_certificate_for_a_renegotiation() {
     let apache = Apache::start();
     let pki = test_pki();
     let proxy = proxy(&["--intercept-tls"]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let url = apache.url(Vhost::Tls12, "/vedauth/ok.txt");
     for (choice, expected_cn) in [
         (
@@ -839,7 +806,7 @@ fn intercept_tls_lets_the_user_choose_the_certificate_for_a_renegotiation() {
 #[test]
 fn the_api_refuses_missing_tokens_cross_origin_writes_and_requests_through_the_proxy() {
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let anonymous = Curl::new().run(&format!("{}/flows", api.base));
     anonymous.assert_status(401);
     let cross_origin = api
@@ -866,7 +833,7 @@ fn client_certificates_the_upstream_ca_and_timeouts_change_at_run_time() {
     let apache = Apache::start();
     let pki = test_pki();
     let proxy = proxy(&[]);
-    let api = Api::of(&proxy);
+    let api = ControlApi::of(&proxy);
     let through = || Curl::through(&proxy).cacert(proxy.ca_cert_path());
     let require = apache.url(Vhost::Tls12, "/require/");
     let without = through().run(&require);

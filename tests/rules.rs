@@ -667,23 +667,8 @@ fn the_config_file_and_set_configure_rules_and_their_errors_name_file_line_and_k
 fn rules_change_at_run_time_through_the_control_api() {
     let origin = plain_origin();
     let proxy = json_proxy(&["--api", "--web-port", "0"]);
-    let line = proxy.wait_for_stderr("control API at ", WAIT);
-    let url = line
-        .split("control API at ")
-        .nth(1)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let (base, token) = url.split_once("/?token=").unwrap();
-    let api = |method: &str, body: Option<&str>| {
-        let mut curl = Curl::new()
-            .header(&format!("Authorization: Bearer {token}"))
-            .method(method);
-        if let Some(body) = body {
-            curl = curl.header("Content-Type: application/json").data(body);
-        }
-        curl.run(&format!("{base}/options"))
-    };
+    let control = ControlApi::of(&proxy);
+    let api = |method: &str, body: Option<&str>| control.send(method, "/options", body);
     let target = format!("http://127.0.0.1:{}/record/live", origin.port);
 
     let set = api("PUT", Some(r#"{"modify_headers": ["/~q/x-live/1"]}"#));

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use super::curl::{Curl, CurlResult};
 use super::periscope::Periscope;
 
@@ -26,13 +28,29 @@ impl ControlApi {
         }
     }
 
+    /// curl with the token.
+    pub fn curl(&self) -> Curl {
+        Curl::new().header(&format!("Authorization: Bearer {}", self.token))
+    }
+
+    /// `GET PATH`, which must answer 200: its JSON.
+    pub fn get(&self, path: &str) -> Value {
+        let result = self.curl().run(&format!("{}{path}", self.base));
+        result.assert_status(200);
+        result.json()
+    }
+
+    /// `METHOD PATH`, with `body` as JSON: the answer.
+    pub fn send(&self, method: &str, path: &str, body: Option<&str>) -> CurlResult {
+        let mut curl = self.curl().method(method);
+        if let Some(body) = body {
+            curl = curl.header("Content-Type: application/json").data(body);
+        }
+        curl.run(&format!("{}{path}", self.base))
+    }
+
     /// `PUT /options` with `json`: the answer.
     pub fn set_options(&self, json: &str) -> CurlResult {
-        Curl::new()
-            .header(&format!("Authorization: Bearer {}", self.token))
-            .header("Content-Type: application/json")
-            .method("PUT")
-            .data(json)
-            .run(&format!("{}/options", self.base))
+        self.send("PUT", "/options", Some(json))
     }
 }
