@@ -123,12 +123,26 @@ fn flows_appear_live_and_the_search_is_answered_by_the_server() {
 #[test]
 fn a_renegotiated_flow_shows_its_tls_events_and_the_accepted_cas() {
     let apache = Apache::start();
+    // A server that sends the test root after its own certificate: the TLS tab shows
+    // that chain.
+    let chained = OpensslServer::builder()
+        .www()
+        .arg("-cert_chain")
+        .arg(&test_pki().ca_cert)
+        .start();
     let proxy = periscope_web(&[]);
     let url = apache.url(Vhost::Tls12, "/renegotiated-only/ok.txt");
     browser_checks(
         "tls",
         &proxy,
-        &["--renegotiated", &url, "--ca-name", CLIENT_CA_CN],
+        &[
+            "--renegotiated",
+            &url,
+            "--ca-name",
+            CLIENT_CA_CN,
+            "--chained",
+            &chained.url("/chained"),
+        ],
     );
 }
 

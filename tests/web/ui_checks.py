@@ -270,6 +270,15 @@ def scenario_tls(ui):
     reneg = ui.page.locator("#detail .wf-renegotiation").count()
     check(reneg == 1, f"the waterfall draws the renegotiation where it happened ({reneg})")
     ui.page.screenshot(path=os.path.join(ui.args.shots, "timing-tab.png"))
+    # A server that sends a chain with its certificate: the TLS tab lists it.
+    out = ui.curl(ui.args.chained)
+    check(out.endswith("200"), f"the chained server answers through the proxy ({out[-40:]!r})")
+    ui.wait_rows(lambda rows: any("/chained" in r[1] for r in rows), "the chained server's flow appears")
+    ui.open_flow("/chained")
+    ui.tab("tls")
+    chain = ui.page.locator("#detail .cert-chain").inner_text()
+    check("Chain sent with it (1)" in chain and "Periscope Test Root" in chain,
+          f"the TLS tab shows the chain the server sent after its certificate ({chain!r})")
     # A client that does not trust Periscope's CA: the event log says why, live.
     ui.page.click("#events-button")
     subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "10", "-x", f"http://127.0.0.1:{ui.args.proxy}",
@@ -680,6 +689,7 @@ def main():
     parser.add_argument("--cacert", default="")
     parser.add_argument("--renegotiated", default="")
     parser.add_argument("--ca-name", default="")
+    parser.add_argument("--chained", default="", help="a URL whose server sends a chain")
     parser.add_argument("--websocket", default="")
     parser.add_argument("--shots", default="/tmp")
     # The big scenario: how many flows the session holds, the search, and what the
