@@ -240,11 +240,14 @@ impl LiveFlows {
             })?;
             (request, live.recorder.upgrade())
         };
-        request.answer(choice);
+        // The flow is shown running before the connection goes on: answered first, the
+        // response could finish the flow while it still read "intercepted", and a
+        // finished flow publishes nothing more, so front ends would show it held for good.
         if let Some(recorder) = recorder {
             recorder.update(|f| f.intercepted = None);
             recorder.publish_live();
         }
+        request.answer(choice);
         Ok(())
     }
 

@@ -459,6 +459,10 @@ impl FlowRecorder {
             let mut flow = self.lock();
             if let Some(current) = flow.as_mut() {
                 self.count_bodies_still_streaming(current);
+                // Nothing waits for the user any more once the exchange is over (a
+                // certificate request held past the flow's end is dropped with it); a
+                // WebSocket's held messages come later and set it again.
+                current.intercepted = None;
             }
             if flow.as_ref().is_some_and(|f| f.websocket.is_none()) {
                 self.detach_tls_events();
@@ -824,5 +828,26 @@ mod tests {
         let flow = completed(&mut events);
         assert!(flow.error.is_none());
         assert!(events.try_recv().is_err(), "nothing more was published");
+    }
+
+    #[test]
+    fn a_finished_flow_is_not_published_as_waiting_for_the_user() {
+        let bus = FlowBus::new();
+        let mut events = bus.subscribe();
+        let recorder = FlowRecorder::begin(
+            bus,
+            &client(),
+            &get("/vedauth"),
+            ("https", "example.test".into(), 443),
+            Timestamp::now(),
+        );
+        recorder.update(|f| {
+            f.intercepted = Some(periscope_flow::Interception::ClientCertificate {
+                ca_names: vec![],
+                post_handshake: false,
+            })
+        });
+        recorder.finish();
+        assert_eq!(completed(&mut events).intercepted, None);
     }
 }
