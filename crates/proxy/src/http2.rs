@@ -422,8 +422,9 @@ async fn serve_stream<H, F, B>(
     } else {
         (Some(H2Body::new(recv, &parts.headers)), None)
     };
-    let answer = handle(Request::from_parts(parts, body));
-    tokio::pin!(answer);
+    // Boxed: the exchange's future is ~8 KiB, and inside this task's future it was
+    // copied whole when the task was spawned and again when it finished.
+    let mut answer = Box::pin(handle(Request::from_parts(parts, body)));
     let response = tokio::select! {
         response = &mut answer => response,
         _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
