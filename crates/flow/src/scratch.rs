@@ -26,7 +26,7 @@ const OWNER_LOCK: &str = "owner.lock";
 #[derive(Debug)]
 pub struct ScratchDir {
     // Field order is drop order: the directory goes before the lock is released.
-    dir: TempDir,
+    dir: LockLastDir,
     /// `None` where the file system has no `flock` (some network and FUSE file
     /// systems): the directory is then never reclaimed, rather than not made.
     _owner: Option<File>,
@@ -70,18 +70,51 @@ impl ScratchDir {
                 );
                 drop(owner);
                 fs::remove_file(&locking)?;
-                return Ok(ScratchDir { dir, _owner: None });
+                return Ok(ScratchDir {
+                    dir: LockLastDir(Some(dir)),
+                    _owner: None,
+                });
             }
         }
         fs::rename(&locking, dir.path().join(OWNER_LOCK))?;
         Ok(ScratchDir {
-            dir,
+            dir: LockLastDir(Some(dir)),
             _owner: Some(owner),
         })
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A `TempDir` whose removal takes its lock file last, as the reclaimer's does:
+/// `TempDir`'s own removal goes in directory order, and a process killed during it
+/// (SIGKILL after a SIGTERM's grace, with a session of hundreds of megabytes to
+/// unlink) could leave the session behind without its lock, which no later process
+/// reclaims.
+#[derive(Debug)]
+struct LockLastDir(Option<TempDir>);
+
+impl LockLastDir {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), TempDir::path)
+    }
+
+    /// The directory left in place (a test's stand-in for a killed process).
+    #[cfg(test)]
+    fn keep(mut self) -> std::path::PathBuf {
+        self.0.take().expect("kept once").keep()
+    }
+}
+
+impl Drop for LockLastDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            // Without a lock (no flock on this file system) this stops at the lock
+            // file, and `TempDir` removes what is left.
+            let _ = remove_lock_last(dir.path());
+        }
     }
 }
 
