@@ -686,6 +686,34 @@ fn flows_survive_closing_and_reopening() {
 }
 
 #[test]
+fn a_session_made_with_smaller_pages_keeps_them_and_works() {
+    let (_dir, path) = temp_path();
+    {
+        // As an earlier Periscope made them: 8 KiB pages, nothing written yet.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "page_size", 8192).unwrap();
+        conn.execute_batch("VACUUM").unwrap();
+    }
+    let flows: Vec<Flow> = (0..50).map(|i| realistic_flow(i, 3000)).collect();
+    {
+        let store = FlowStore::open(&path).unwrap();
+        for flow in &flows {
+            store.insert(flow).unwrap();
+        }
+    }
+    let store = FlowStore::open(&path).unwrap();
+    let page_size: i64 = store
+        .writer()
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    assert_eq!(page_size, 8192);
+    assert_ne!(page_size, PAGE_SIZE, "new files take the larger pages");
+    for flow in &flows {
+        assert_eq!(store.get(flow.id).unwrap().as_ref(), Some(flow));
+    }
+}
+
+#[test]
 fn an_empty_file_is_a_new_session() {
     let (_dir, path) = temp_path();
     std::fs::write(&path, b"").unwrap();
