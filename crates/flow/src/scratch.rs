@@ -8,7 +8,9 @@
 //! benchmark that kills proxies leaves thousands. So each directory carries a lock
 //! file its process holds (`flock`, released by the kernel however the process
 //! ends), and [`ScratchDir::create`] removes, in the background, the directories
-//! of the same kind and user whose lock no process holds. Opening a session file
+//! of the same kind and user whose lock no process holds. Both removals (the owner's
+//! on drop, the reclaimer's) take the lock file last, so a removal cut short still
+//! leaves a directory the next process recognises. Opening a session file
 //! that sits in such a directory ([`hold_shared`], `periscope -r`) keeps it too.
 
 use std::fs::{self, File, TryLockError};

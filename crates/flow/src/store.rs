@@ -333,8 +333,10 @@ impl FlowStore {
             // with less waste and write the log in fewer, larger frames: 8 KiB pages
             // against 4 KiB made files 30% smaller and inserts 35% faster; 32 KiB
             // against 8 KiB, 22% smaller files, 18% faster writes of 100,000 flows,
-            // the writer's CPU per proxied request 16.5 -> 15.1 µs, the same open and
-            // filter times (bench/RESULTS.md). An older file keeps its page size.
+            // the writer's CPU per proxied request 16.5 -> 15.1 µs, open and filter
+            // times within their noise; the web UI's first paint on 100,000 flows
+            // leans ~0.1 s slower, unexplained (bench/RESULTS.md, "Session pages of
+            // 32 KiB"). An older file keeps its page size.
             writer
                 .pragma_update(None, "page_size", PAGE_SIZE)
                 .map_err(|e| opening("set the page size", e))?;
