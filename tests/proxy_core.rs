@@ -759,3 +759,199 @@ fn the_server_is_offered_post_quantum_key_exchange_only_when_the_client_offered_
         openssl::version::version()
     );
 }
+
+/// A keep-alive client that waits between its requests, through a proxy logging at
+/// debug level: each `pause` in `steps` is slept, each path is fetched (`POST ` before
+/// a path sends a body to it). Prints one status line per request.
+fn pausing_client(proxy: &Periscope, base: &str, steps: &[&str]) -> Vec<String> {
+    let script = r#"
+import sys, time, requests
+proxy, ca, base = sys.argv[1:4]
+session = requests.Session()
+session.proxies = {"https": proxy}
+for step in sys.argv[4:]:
+    if step.startswith("sleep "):
+        time.sleep(float(step[6:]))
+    elif step.startswith("POST "):
+        r = session.post(base + step[5:], data=b"x" * 100000, verify=ca, timeout=20)
+        print(r.status_code, len(r.content))
+    else:
+        r = session.get(base + step, verify=ca, timeout=20)
+        print(r.status_code, r.text.strip()[:40])
+"#;
+    let output = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(proxy.proxy_url())
+        .arg(proxy.ca_cert_path())
+        .arg(base)
+        .args(steps)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed.lines().map(str::to_owned).collect()
+}
+
+fn debug_proxy() -> Periscope {
+    let ca = test_pki().ca_cert.to_string_lossy().into_owned();
+    Periscope::builder()
+        .subcommand(Some("dump"))
+        .args(["--json", "--upstream-trusted-ca", ca.as_str()])
+        .env("PERISCOPE_LOG", "periscope_proxy=debug")
+        .start()
+}
+
+/// Lines of the proxy's log that contain every one of `needles` (colours removed).
+fn log_count(proxy: &Periscope, needles: &[&str]) -> usize {
+    proxy
+        .stderr_lines()
+        .iter()
+        .map(|line| without_colours(line))
+        .filter(|line| needles.iter().all(|needle| line.contains(needle)))
+        .count()
+}
+
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (false, c) => plain.push(c),
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+        }
+    }
+    plain
+}
+
+/// An idle HTTP/1.1 connection leaves hyper after a second (its TLS streams stay
+/// open, hyper's buffers go) and comes back when its client speaks: the requests after
+/// each pause, a 100 kB upload among them, go on the same client and server
+/// connections.
+#[test]
+fn an_idle_keep_alive_connection_is_parked_and_serves_its_next_requests() {
+    let apache = apache();
+    let proxy = debug_proxy();
+    let base = apache.url(Vhost::Tls13, "");
+    let printed = pausing_client(
+        &proxy,
+        &base,
+        &[
+            "/hello.txt",
+            "sleep 1.6",
+            "/hello.txt",
+            "sleep 1.6",
+            "POST /echo",
+            "/hello.txt",
+        ],
+    );
+    assert_eq!(printed.len(), 4, "{printed:?}");
+    assert!(
+        printed.iter().all(|line| line.starts_with("200 ")),
+        "{printed:?}"
+    );
+    assert_eq!(printed[2], "200 100000");
+    let flows = proxy.json_flows(4, Duration::from_secs(10));
+    let clients: std::collections::HashSet<u64> = flows
+        .iter()
+        .map(|flow| flow["client"]["id"].as_u64().unwrap())
+        .collect();
+    let servers: std::collections::HashSet<u64> = flows
+        .iter()
+        .map(|flow| flow["server"]["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(clients.len(), 1, "one client connection: {flows:?}");
+    assert_eq!(
+        servers.len(),
+        1,
+        "the server connection outlived both pauses"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || log_count(
+            &proxy,
+            &["parked connection resumed", "servers=1"]
+        ) >= 2),
+        "{}",
+        proxy.stderr_text()
+    );
+    assert_eq!(
+        log_count(&proxy, &["idle connection parked", "servers=1"]),
+        2,
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
+/// A server that closes a keep-alive connection while it is parked (Apache after its
+/// KeepAliveTimeout) is noticed and let go: the next request opens a new one instead
+/// of failing on the dead one.
+#[test]
+fn a_server_that_closes_a_parked_connection_is_let_go_and_the_next_request_reconnects() {
+    let apache = Apache::builder()
+        .pki(test_pki())
+        .extra_config("KeepAliveTimeout 2")
+        .start();
+    let proxy = debug_proxy();
+    let base = apache.url(Vhost::Tls12, "");
+    let printed = pausing_client(&proxy, &base, &["/hello.txt", "sleep 3.5", "/hello.txt"]);
+    assert_eq!(printed.len(), 2, "{printed:?}");
+    assert!(
+        printed.iter().all(|line| line.starts_with("200 ")),
+        "{printed:?}"
+    );
+    let flows = proxy.json_flows(2, Duration::from_secs(10));
+    assert!(
+        flows.iter().all(|flow| flow["error"].is_null()),
+        "{flows:?}"
+    );
+    assert_ne!(
+        flows[0]["server"]["id"], flows[1]["server"]["id"],
+        "a new server connection after Apache closed the first"
+    );
+    assert_eq!(
+        flows[0]["client"]["id"], flows[1]["client"]["id"],
+        "the client's connection stayed"
+    );
+    assert!(
+        log_count(&proxy, &["parked connection resumed", "servers=0"]) >= 1,
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
+/// The story Periscope exists for, after a pause: a kept connection that was parked
+/// asks IIS-style for a client certificate by TLS 1.2 renegotiation after its next
+/// request, and the renegotiation is driven on the resumed connection.
+#[test]
+fn a_renegotiation_after_the_request_works_on_a_connection_that_was_parked() {
+    let apache = apache();
+    let proxy = debug_proxy();
+    let base = apache.url(Vhost::Tls12, "");
+    let printed = pausing_client(
+        &proxy,
+        &base,
+        &[
+            "/hello.txt",
+            "sleep 1.6",
+            "/vedauth/ok.txt",
+            "sleep 1.6",
+            "/vedauth/ok.txt",
+        ],
+    );
+    assert_eq!(printed.len(), 3, "{printed:?}");
+    assert!(printed[0].starts_with("200 "), "{printed:?}");
+    assert_eq!(printed[1], format!("200 {}", VEDAUTH_BODY.trim()));
+    assert_eq!(printed[2], format!("200 {}", VEDAUTH_BODY.trim()));
+    assert!(apache.renegotiation_count() >= 1, "{}", apache.logs());
+    assert!(
+        log_count(&proxy, &["parked connection resumed", "servers=1"]) >= 2,
+        "{}",
+        proxy.stderr_text()
+    );
+}

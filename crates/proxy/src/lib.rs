@@ -38,6 +38,7 @@ mod io;
 mod listener;
 mod mode;
 mod pages;
+mod park;
 mod pool;
 mod recorder;
 mod retry;

@@ -24,8 +24,8 @@ const SETTINGS_WAIT: Duration = Duration::from_millis(500);
 use crate::error::UpstreamError;
 use crate::mode::UpstreamProxy;
 use crate::upstream::{
-    connect_tcp, establish, establish_with_fallback, HttpSender, TlsParameters, UpstreamConnection,
-    UpstreamKey, ALPN_H2, ALPN_HTTP11,
+    connect_tcp, establish, establish_with_fallback, HttpSender, ParkedServer, TlsParameters,
+    UpstreamConnection, UpstreamKey, ALPN_H2, ALPN_HTTP11,
 };
 
 /// Idle HTTP/1.1 connections kept per host; more are closed as they come back.
@@ -313,6 +313,45 @@ impl UpstreamPool {
         }
         drop(hosts);
         self.start_sweeping();
+    }
+
+    /// Takes the idle HTTP/1.1 connections out of hyper while their client connection
+    /// is parked (see `park`); HTTP/2 connections and busy ones stay as they are.
+    pub async fn park_idle(&self) -> Vec<(UpstreamKey, ParkedServer)> {
+        let mut taken = Vec::new();
+        {
+            let mut hosts = self.hosts.lock().await;
+            for (key, pool) in hosts.iter_mut() {
+                let (parkable, staying) = std::mem::take(&mut pool.idle)
+                    .into_iter()
+                    .partition(|entry| entry.connection.is_ready());
+                pool.idle = staying;
+                taken.extend(
+                    parkable
+                        .into_iter()
+                        .map(|entry: Entry| (key.clone(), entry.connection)),
+                );
+            }
+        }
+        let mut parked = Vec::with_capacity(taken.len());
+        for (key, connection) in taken {
+            match connection.park().await {
+                Ok(Some(server)) => parked.push((key, server)),
+                // Closed while being parked: nothing to keep.
+                Ok(None) => {}
+                Err(connection) => self.checkin(&key, connection).await,
+            }
+        }
+        parked
+    }
+
+    /// Gives parked connections back to the pool, each under a new hyper connection.
+    pub async fn unpark(&self, parked: Vec<(UpstreamKey, ParkedServer)>) {
+        for (key, server) in parked {
+            if let Ok(connection) = server.resume().await {
+                self.checkin(&key, connection).await;
+            }
+        }
     }
 
     /// The host's HTTP/2 connection is not to be used for new requests.

@@ -7,6 +7,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -23,9 +24,10 @@ use crate::guard::{
 use crate::http2::ServerSettings;
 use crate::io::Prefixed;
 use crate::pages::{error_response, error_text, recorded_response};
+use crate::park::{IdleGate, ParkableClient, ParkedClient, TrackedBody};
 use crate::pool::UpstreamPool;
 use crate::recorder::{ClientContext, FlowRecorder};
-use crate::upstream::{UpstreamConnection, UpstreamKey};
+use crate::upstream::{ParkedServer, UpstreamConnection, UpstreamKey};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -152,12 +154,14 @@ impl ClientSession {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        // Each boxed: a connection's task keeps room for the largest future it awaits
+        // for as long as it lives, and an idle HTTP/1.1 one needs none of the others.
         let outcome = match protocol {
-            ClientProtocol::Http1 => Arc::clone(&self).serve_http1(io).await,
-            ClientProtocol::Http2 => Arc::clone(&self).serve_http2(io).await,
-            ClientProtocol::Detect => match self.sniff_preface(io).await {
-                Some((true, io)) => Arc::clone(&self).serve_http2(io).await,
-                Some((false, io)) => Arc::clone(&self).serve_http1(io).await,
+            ClientProtocol::Http1 => Box::pin(Arc::clone(&self).serve_http1(io)).await,
+            ClientProtocol::Http2 => Box::pin(Arc::clone(&self).serve_http2(io)).await,
+            ClientProtocol::Detect => match Box::pin(self.sniff_preface(io)).await {
+                Some((true, io)) => Box::pin(Arc::clone(&self).serve_http2(io)).await,
+                Some((false, io)) => Box::pin(Arc::clone(&self).serve_http1(io)).await,
                 None => Ok(()),
             },
         };
@@ -172,28 +176,108 @@ impl ClientSession {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.http1.store(true, std::sync::atomic::Ordering::Relaxed);
+        let gate = Arc::new(IdleGate::default());
         let session = Arc::clone(&self);
+        let service_gate = Arc::clone(&gate);
         // Boxed: hyper keeps room for one request future per connection, and an idle
         // connection should not hold kilobytes of it.
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
             let session = Arc::clone(&session);
-            Box::pin(async move { session.handle(request.map(IncomingBody::Http1)).await })
+            let in_flight = service_gate.begin();
+            Box::pin(async move {
+                let connect = request.method() == Method::CONNECT;
+                let response = session.handle(request.map(IncomingBody::Http1)).await?;
+                let status = response.status();
+                if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                    in_flight.gate().mark_upgraded();
+                }
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+            })
         });
-        let connection = hyper::server::conn::http1::Builder::new()
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
             .preserve_header_case(true)
             // Request heads past this are answered 431.
             .max_buf_size(MAX_REQUEST_HEAD)
             .timer(TokioTimer::new())
-            .header_read_timeout(self.core.timeouts().client_idle)
-            .serve_connection(TokioIo::new(io), service)
-            .with_upgrades();
+            .header_read_timeout(self.core.timeouts().client_idle);
         let killed = Arc::clone(&self.client.connection_kill);
-        tokio::select! {
-            served = connection => served.map_err(Into::into),
-            // The user killed the flow in flight on it: the connection goes too, at
-            // once (its socket is reset as it is dropped).
-            () = killed.killed() => Ok(()),
+        let mut stream = io;
+        let mut first_bytes = Bytes::new();
+        loop {
+            let (client_io, slot) = ParkableClient::new(stream, first_bytes, Arc::clone(&gate));
+            // Boxed, so that a parked connection does not keep room for it.
+            let connection = Box::pin(
+                builder
+                    .serve_connection(TokioIo::new(client_io), service.clone())
+                    .with_upgrades(),
+            );
+            let served = tokio::select! {
+                served = connection => served.map_err(Into::into),
+                // The user killed the flow in flight on it: the connection goes too, at
+                // once (its socket is reset as it is dropped).
+                () = killed.killed() => return Ok(()),
+            };
+            let Some(parked) = slot.take() else {
+                return served;
+            };
+            match self.wait_while_parked(parked).await {
+                Some((parked_stream, first)) => {
+                    stream = parked_stream;
+                    first_bytes = first;
+                }
+                None => return Ok(()),
+            }
         }
+    }
+
+    /// Holds a parked connection (see `park`) until its client speaks again: `Some`
+    /// with the stream and what the client sent first, `None` when the connection is
+    /// done (the client closed it, it stayed idle past the timeout, or was killed). Its
+    /// idle HTTP/1.1 server connections leave hyper too; one that closes (or speaks,
+    /// which an idle HTTP/1.1 server must not) is let go.
+    async fn wait_while_parked<S>(&self, parked: ParkedClient<S>) -> Option<(S, Bytes)>
+    where
+        S: AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let ParkedClient {
+            mut stream,
+            idle_since,
+        } = parked;
+        let mut servers = Box::pin(self.pool.park_idle()).await;
+        let peer = self.client.peer_label();
+        tracing::debug!(%peer, servers = servers.len(), "idle connection parked");
+        let timeouts = self.core.timeouts();
+        let client_deadline = idle_since + timeouts.client_idle;
+        let servers_deadline = tokio::time::Instant::now() + timeouts.pool_idle;
+        let killed = Arc::clone(&self.client.connection_kill);
+        let mut first = [0u8; 256];
+        let outcome = loop {
+            tokio::select! {
+                read = stream.read(&mut first) => break match read {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some(Bytes::copy_from_slice(&first[..n])),
+                },
+                spoke = any_server_speaks(&mut servers), if !servers.is_empty() => {
+                    servers.swap_remove(spoke);
+                }
+                () = tokio::time::sleep_until(servers_deadline), if !servers.is_empty() => {
+                    servers.clear();
+                }
+                () = tokio::time::sleep_until(client_deadline) => {
+                    self.log_idle_close();
+                    break None;
+                }
+                () = killed.killed() => break None,
+            }
+        };
+        // Back in the pool either way: a session that ends reports their TLS events.
+        if outcome.is_some() {
+            tracing::debug!(%peer, servers = servers.len(), "parked connection resumed");
+        }
+        Box::pin(self.pool.unpark(servers)).await;
+        outcome.map(|first| (stream, first))
     }
 
     /// Extended CONNECT (RFC 8441) is advertised so that HTTP/2 clients open
@@ -413,4 +497,25 @@ impl ClientSession {
         );
         response
     }
+}
+
+/// The index of the first parked server connection with something to read: its end,
+/// an error, or bytes no idle HTTP/1.1 server may send. TLS records that carry no
+/// data (a KeyUpdate, a session ticket) are handled inside the read and wake nothing.
+fn any_server_speaks(
+    servers: &mut [(UpstreamKey, ParkedServer)],
+) -> impl std::future::Future<Output = usize> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (index, (_, server)) in servers.iter_mut().enumerate() {
+            let mut byte = [0u8; 1];
+            let mut buf = tokio::io::ReadBuf::new(&mut byte);
+            if std::pin::Pin::new(&mut server.stream)
+                .poll_read(cx, &mut buf)
+                .is_ready()
+            {
+                return std::task::Poll::Ready(index);
+            }
+        }
+        std::task::Poll::Pending
+    })
 }

@@ -250,10 +250,16 @@ pub async fn run<C>(
         let via = client.listener.as_ref().and_then(|l| l.via().cloned());
         let upstream = match socket {
             Ok(socket) if server_tls.is_some() => {
-                establish_with_fallback(&core, via.as_ref(), socket, &key, server_tls.as_ref())
-                    .await
+                Box::pin(establish_with_fallback(
+                    &core,
+                    via.as_ref(),
+                    socket,
+                    &key,
+                    server_tls.as_ref(),
+                ))
+                .await
             }
-            Ok(socket) => establish(&core, socket, None).await,
+            Ok(socket) => Box::pin(establish(&core, socket, None)).await,
             Err(error) => Err(error),
         };
         client.intercepted_tls = leg == ServerLeg::LikeClient;
@@ -267,12 +273,11 @@ pub async fn run<C>(
             }),
         ));
         session.seed(key, upstream);
-        session
-            .serve(
-                Prefixed::new(buffer.freeze(), client_io),
-                ClientProtocol::Detect,
-            )
-            .await;
+        Box::pin(session.serve(
+            Prefixed::new(buffer.freeze(), client_io),
+            ClientProtocol::Detect,
+        ))
+        .await;
         return;
     }
     if !client_spoke_first || !looks_like_tls(&buffer) {
@@ -287,10 +292,10 @@ pub async fn run<C>(
         .await;
         return;
     }
-    let hello = match tokio::time::timeout(
+    let hello = match Box::pin(tokio::time::timeout(
         timeouts.tls.handshake,
         read_client_hello(&mut client_io, &mut buffer),
-    )
+    ))
     .await
     {
         Ok(Ok(hello)) => hello,
@@ -333,7 +338,7 @@ pub async fn run<C>(
                 .map(|p| p.iter().map(|&b| char::from(b)).collect())
                 .collect(),
         };
-        if core.hooks.client_hello(&info).await == HelloVerdict::PassThrough {
+        if Box::pin(core.hooks.client_hello(&info)).await == HelloVerdict::PassThrough {
             treatment = HostTreatment::PassThrough;
             reason = TcpReason::IgnoredByScript;
         }
@@ -400,9 +405,16 @@ pub async fn run<C>(
     let via = client.listener.as_ref().and_then(|l| l.via().cloned());
     let upstream = match socket {
         Ok(socket) if server_tls => {
-            establish_with_fallback(&core, via.as_ref(), socket, &key, Some(&parameters)).await
+            Box::pin(establish_with_fallback(
+                &core,
+                via.as_ref(),
+                socket,
+                &key,
+                Some(&parameters),
+            ))
+            .await
         }
-        Ok(socket) => establish(&core, socket, None).await,
+        Ok(socket) => Box::pin(establish(&core, socket, None)).await,
         Err(error) => Err(error),
     };
     let leaf = match core.ca.leaf_for(&leaf_name, &[]) {
@@ -420,15 +432,13 @@ pub async fn run<C>(
         .ok()
         .and_then(|c| c.alpn().map(str::to_owned));
     let client_choice = client_alpn(&hello.alpn, server_choice.as_deref());
-    let tls = match core
-        .client_tls
-        .accept(
-            Prefixed::new(buffer.freeze(), client_io),
-            &leaf,
-            client_choice.as_deref(),
-            core.timeouts().tls,
-        )
-        .await
+    let tls = match Box::pin(core.client_tls.accept(
+        Prefixed::new(buffer.freeze(), client_io),
+        &leaf,
+        client_choice.as_deref(),
+        core.timeouts().tls,
+    ))
+    .await
     {
         Ok(tls) => tls,
         Err(error) => {
@@ -459,7 +469,7 @@ pub async fn run<C>(
         }),
     ));
     session.seed(key, upstream);
-    session.serve(tls, protocol).await;
+    Box::pin(session.serve(tls, protocol)).await;
 }
 
 /// The names a connection is known by, as `host:port`, for the host rules: the name

@@ -20,6 +20,7 @@ use crate::error::UpstreamError;
 use crate::http2::H2Sender;
 use crate::io::{FirstBytes, FirstBytesSeen, WriteDeadline};
 use crate::mode::{UpstreamProxy, UpstreamScheme};
+use crate::park::{BoxedStream, ParkableServer, ServerPark};
 use crate::upstream_proxy::{basic_authorization, tunnel_through};
 pub use crate::upstream_proxy::{ForwardingProxy, ServerIo};
 
@@ -172,6 +173,38 @@ pub struct UpstreamConnection {
     /// The [`UpstreamTls::id`](periscope_tls::UpstreamTls::id) of the settings a TLS
     /// connection was made with (`None`: no TLS).
     pub tls_settings: Option<u64>,
+    /// How an idle HTTP/1.1 connection's stream is taken back from hyper.
+    pub park: Option<Arc<ServerPark>>,
+}
+
+/// An idle HTTP/1.1 server connection taken out of hyper: its stream and what is
+/// known of it, to be served by a new hyper connection ([`ParkedServer::resume`]).
+pub struct ParkedServer {
+    pub stream: BoxedStream,
+    info: ConnectionInfo,
+    milestones: Vec<(Milestone, Timestamp)>,
+    pub tls: Option<Arc<TlsConnectionState>>,
+    unnegotiated: Option<Unnegotiated>,
+    forwarding: Option<ForwardingProxy>,
+    tls_settings: Option<u64>,
+}
+
+impl ParkedServer {
+    /// The connection again, under a new hyper client connection.
+    pub async fn resume(self) -> Result<UpstreamConnection, UpstreamError> {
+        let target = self.info.target.clone().unwrap_or_default();
+        let (sender, park) = http1_handshake(self.stream, &target).await?;
+        Ok(UpstreamConnection {
+            sender,
+            info: self.info,
+            milestones: self.milestones,
+            tls: self.tls,
+            unnegotiated: self.unnegotiated,
+            forwarding: self.forwarding,
+            tls_settings: self.tls_settings,
+            park,
+        })
+    }
 }
 
 /// What is needed to recognise an HTTP/2-only server behind a connection whose
@@ -205,6 +238,7 @@ impl UpstreamConnection {
                 unnegotiated: None,
                 forwarding: None,
                 tls_settings: self.tls_settings,
+                park: None,
             }),
             HttpSender::Http1(_) => None,
         }
@@ -213,6 +247,40 @@ impl UpstreamConnection {
     /// The protocol the server chose by ALPN, if any.
     pub fn alpn(&self) -> Option<&str> {
         self.info.tls.as_ref().and_then(|tls| tls.alpn.as_deref())
+    }
+
+    /// Takes an idle HTTP/1.1 connection out of hyper; `Err` gives back a connection
+    /// that cannot be (HTTP/2, or a request in flight), `Ok(None)` means it closed.
+    pub async fn park(self) -> Result<Option<ParkedServer>, UpstreamConnection> {
+        let Some(park) = self.park.clone() else {
+            return Err(self);
+        };
+        if !self.is_ready() {
+            return Err(self);
+        }
+        let UpstreamConnection {
+            sender,
+            info,
+            milestones,
+            tls,
+            unnegotiated,
+            forwarding,
+            tls_settings,
+            park: _,
+        } = self;
+        park.request();
+        // Without its sender, an idle hyper connection ends, and its stream comes back
+        // instead of being shut down.
+        drop(sender);
+        Ok(park.handed_back().await.map(|stream| ParkedServer {
+            stream,
+            info,
+            milestones,
+            tls,
+            unnegotiated,
+            forwarding,
+            tls_settings,
+        }))
     }
 
     /// Whether a request can be sent now without waiting for one in flight.
@@ -349,7 +417,7 @@ pub async fn establish(
     let target = info.target.clone().unwrap_or_default();
     let stream = WriteDeadline::new(stream, core.timeouts().body_idle, "the server", None);
     let Some(parameters) = tls else {
-        let sender = http1_handshake(stream, &target).await?;
+        let (sender, park) = http1_handshake(Box::new(stream), &target).await?;
         return Ok(UpstreamConnection {
             sender,
             info,
@@ -358,6 +426,7 @@ pub async fn establish(
             unnegotiated: None,
             forwarding,
             tls_settings: None,
+            park,
         });
     };
     let alpn: Vec<&[u8]> = parameters.alpn.iter().map(Vec::as_slice).collect();
@@ -379,19 +448,19 @@ pub async fn establish(
     info.tls = Some(tls_stream.info());
     let state = Arc::clone(tls_stream.state());
     let mut unnegotiated = None;
-    let sender = match tls_stream.ssl().selected_alpn_protocol() {
-        Some(ALPN_H2) => http2_handshake(core, tls_stream, &target).await?,
+    let (sender, park) = match tls_stream.ssl().selected_alpn_protocol() {
+        Some(ALPN_H2) => (http2_handshake(core, tls_stream, &target).await?, None),
         None if core.sent_http2_preface(&key.host) => {
-            http2_handshake(core, tls_stream, &target).await?
+            (http2_handshake(core, tls_stream, &target).await?, None)
         }
-        Some(_) => http1_handshake(tls_stream, &target).await?,
+        Some(_) => http1_handshake(Box::new(tls_stream), &target).await?,
         None => {
             let (sniffed, first_bytes) = FirstBytes::new(tls_stream);
             unnegotiated = Some(Unnegotiated {
                 first_bytes,
                 http2_offered: parameters.alpn.iter().any(|p| p == ALPN_H2),
             });
-            http1_handshake(sniffed, &target).await?
+            http1_handshake(Box::new(sniffed), &target).await?
         }
     };
     Ok(UpstreamConnection {
@@ -402,6 +471,7 @@ pub async fn establish(
         unnegotiated,
         forwarding: None,
         tls_settings: Some(upstream_tls.id()),
+        park,
     })
 }
 
@@ -428,10 +498,14 @@ pub async fn establish_with_fallback(
     }
 }
 
-async fn http1_handshake<S>(stream: S, target: &str) -> Result<HttpSender, UpstreamError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// An HTTP/1.1 client connection on `stream`, whose stream can be taken back while
+/// idle (its [`ServerPark`]).
+async fn http1_handshake(
+    stream: BoxedStream,
+    target: &str,
+) -> Result<(HttpSender, Option<Arc<ServerPark>>), UpstreamError> {
+    let park = Arc::new(ServerPark::default());
+    let stream = ParkableServer::new(stream, Arc::clone(&park));
     let (sender, connection) = http1::Builder::new()
         .preserve_header_case(true)
         .handshake(TokioIo::new(stream))
@@ -448,7 +522,7 @@ where
             tracing::debug!(%target, error = %crate::error::describe_hyper_error(&error), "upstream connection ended");
         }
     });
-    Ok(HttpSender::Http1(sender))
+    Ok((HttpSender::Http1(sender), Some(park)))
 }
 
 async fn http2_handshake<S>(
