@@ -49,6 +49,15 @@ impl<S> Prefixed<S> {
     pub fn new(prefix: Bytes, inner: S) -> Self {
         Prefixed { prefix, inner }
     }
+
+    /// Puts `bytes`, read ahead, back in front of what is still to be replayed.
+    pub fn put_back(&mut self, bytes: Bytes) {
+        self.prefix = if self.prefix.is_empty() {
+            bytes
+        } else {
+            [bytes, std::mem::take(&mut self.prefix)].concat().into()
+        };
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
@@ -471,6 +480,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytes<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn bytes_put_back_are_replayed_before_the_rest_of_the_prefix_and_the_stream() {
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        theirs.write_all(b" stream").await.unwrap();
+        drop(theirs);
+        let mut stream = Prefixed::new(Bytes::from_static(b"prefix"), ours);
+        let mut first = [0u8; 3];
+        stream.read_exact(&mut first).await.unwrap();
+        stream.put_back(Bytes::from_static(b"[back]"));
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(&first, b"pre");
+        assert_eq!(rest, b"[back]fix stream");
+
+        let mut consumed = Prefixed::new(Bytes::new(), tokio::io::empty());
+        consumed.put_back(Bytes::from_static(b"again"));
+        let mut again = Vec::new();
+        consumed.read_to_end(&mut again).await.unwrap();
+        assert_eq!(again, b"again");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_write_the_peer_never_reads_fails_after_the_limit_and_says_so() {

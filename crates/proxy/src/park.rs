@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
@@ -156,8 +155,6 @@ impl<S> ClientSlot<S> {
 /// The client leg's stream as hyper's server sees it (see the module's text).
 pub struct ParkableClient<S> {
     stream: Option<S>,
-    /// Bytes read while parked, replayed first.
-    prefix: Bytes,
     gate: Arc<IdleGate>,
     slot: Arc<Mutex<Option<ParkedClient<S>>>>,
     /// The value of `gate.finished` the flags below are about.
@@ -170,13 +167,12 @@ pub struct ParkableClient<S> {
 }
 
 impl<S> ParkableClient<S> {
-    pub fn new(stream: S, prefix: Bytes, gate: Arc<IdleGate>) -> (Self, ClientSlot<S>) {
+    pub fn new(stream: S, gate: Arc<IdleGate>) -> (Self, ClientSlot<S>) {
         let slot = Arc::new(Mutex::new(None));
         let seen_finished = gate.finished();
         let client = ParkableClient {
             stream: Some(stream),
-            read_since: !prefix.is_empty(),
-            prefix,
+            read_since: false,
             gate,
             slot: Arc::clone(&slot),
             seen_finished,
@@ -239,13 +235,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for ParkableClient<S> {
         let this = self.get_mut();
         this.catch_up();
         if this.parking {
-            return Poll::Ready(Ok(()));
-        }
-        if this.prefix.has_remaining() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            this.read_since = true;
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -438,27 +427,34 @@ impl Drop for ParkableServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use crate::io::Prefixed;
 
     const LONG: Duration = Duration::from_secs(30);
 
+    type Client = ParkableClient<Prefixed<DuplexStream>>;
+
+    /// A client stream whose first bytes, `prefix`, were read before (as a parked
+    /// connection's are).
     fn client(
         prefix: &'static [u8],
     ) -> (
-        ParkableClient<DuplexStream>,
-        ClientSlot<DuplexStream>,
+        Client,
+        ClientSlot<Prefixed<DuplexStream>>,
         DuplexStream,
         Arc<IdleGate>,
     ) {
         let (ours, theirs) = tokio::io::duplex(1024);
         let gate = Arc::new(IdleGate::default());
-        let (client, slot) =
-            ParkableClient::new(ours, Bytes::from_static(prefix), Arc::clone(&gate));
+        let stream = Prefixed::new(Bytes::from_static(prefix), ours);
+        let (client, slot) = ParkableClient::new(stream, Arc::clone(&gate));
         (client, slot, theirs, gate)
     }
 
     /// What the next read gives within `LONG`: `None` if it is still waiting.
-    async fn read_within(client: &mut ParkableClient<DuplexStream>) -> Option<Vec<u8>> {
+    async fn read_within(client: &mut Client) -> Option<Vec<u8>> {
         let mut buf = [0u8; 64];
         match tokio::time::timeout(LONG, client.read(&mut buf)).await {
             Ok(read) => Some(buf[..read.unwrap()].to_vec()),

@@ -202,10 +202,10 @@ impl ClientSession {
             .timer(TokioTimer::new())
             .header_read_timeout(self.core.timeouts().client_idle);
         let killed = Arc::clone(&self.client.connection_kill);
-        let mut stream = io;
-        let mut first_bytes = Bytes::new();
+        // What a parked connection's client sends first is read before hyper is back.
+        let mut stream = Prefixed::new(Bytes::new(), io);
         loop {
-            let (client_io, slot) = ParkableClient::new(stream, first_bytes, Arc::clone(&gate));
+            let (client_io, slot) = ParkableClient::new(stream, Arc::clone(&gate));
             // Boxed, so that a parked connection does not keep room for it.
             let connection = Box::pin(
                 builder
@@ -224,7 +224,7 @@ impl ClientSession {
             match self.wait_while_parked(parked).await {
                 Some((parked_stream, first)) => {
                     stream = parked_stream;
-                    first_bytes = first;
+                    stream.put_back(first);
                 }
                 None => return Ok(()),
             }

@@ -183,7 +183,7 @@ pub struct ParkedServer {
     pub stream: BoxedStream,
     info: ConnectionInfo,
     milestones: Vec<(Milestone, Timestamp)>,
-    pub tls: Option<Arc<TlsConnectionState>>,
+    tls: Option<Arc<TlsConnectionState>>,
     unnegotiated: Option<Unnegotiated>,
     forwarding: Option<ForwardingProxy>,
     tls_settings: Option<u64>,
