@@ -806,28 +806,13 @@ fn debug_proxy() -> Periscope {
         .start()
 }
 
-/// Lines of the proxy's log that contain every one of `needles` (colours removed).
+/// Lines of the proxy's log that contain every one of `needles`.
 fn log_count(proxy: &Periscope, needles: &[&str]) -> usize {
     proxy
         .stderr_lines()
         .iter()
-        .map(|line| without_colours(line))
         .filter(|line| needles.iter().all(|needle| line.contains(needle)))
         .count()
-}
-
-fn without_colours(line: &str) -> String {
-    let mut plain = String::with_capacity(line.len());
-    let mut in_escape = false;
-    for c in line.chars() {
-        match (in_escape, c) {
-            (false, '\u{1b}') => in_escape = true,
-            (false, c) => plain.push(c),
-            (true, 'm') => in_escape = false,
-            (true, _) => {}
-        }
-    }
-    plain
 }
 
 /// An idle HTTP/1.1 connection leaves hyper after a second (its TLS streams stay
