@@ -760,6 +760,120 @@ fn the_server_is_offered_post_quantum_key_exchange_only_when_the_client_offered_
     );
 }
 
+const X25519_MLKEM768: &str = "X25519MLKEM768";
+
+/// What `key_exchange_origin.py` answered: the group agreed on with Periscope, and
+/// whether Periscope's ClientHello listed X25519MLKEM768.
+fn origin_key_exchange(body: &[u8]) -> (String, bool) {
+    let seen: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)));
+    (
+        seen["group"].as_str().unwrap_or_default().to_owned(),
+        seen["offered_post_quantum"].as_bool().unwrap(),
+    )
+}
+
+#[test]
+fn each_leg_agrees_on_the_kind_of_key_exchange_its_peer_would_have_had_directly() {
+    // Periscope's own OpenSSL is the one the post-quantum client below runs on.
+    let library_has_it = openssl::version::number() >= 0x3050_0000;
+    let origin = key_exchange_origin();
+    let proxy = json_proxy(&[]);
+
+    // A post-quantum client and a post-quantum server: the hybrid on both legs.
+    let mut client = TlsClient::builder()
+        .cafile(proxy.ca_cert_path())
+        .via_proxy(&proxy.addr())
+        .connect(&format!("localhost:{}", origin.port));
+    let response = client.get("/pq-client");
+    assert_eq!(response.status, 200, "{response:?}");
+    let (group, offered) = origin_key_exchange(&response.body);
+    assert_eq!(offered, library_has_it);
+    let flow = flow_for(&proxy, "/pq-client");
+    if library_has_it {
+        assert_eq!(group, X25519_MLKEM768);
+        assert_eq!(
+            flow["server"]["tls"]["key_exchange"], X25519_MLKEM768,
+            "{flow}"
+        );
+        assert_eq!(
+            flow["client"]["tls"]["key_exchange"], X25519_MLKEM768,
+            "{flow}"
+        );
+    }
+
+    // A classic client (curl on the system's OpenSSL 3.0) of the same server: the
+    // server is offered no ML-KEM group, and both legs agree on X25519.
+    let result = Curl::through(&proxy)
+        .max_time(Duration::from_secs(20))
+        .run(&format!("https://localhost:{}/classic-client", origin.port));
+    assert_eq!(result.status, 200, "{result:?}");
+    assert_eq!(
+        origin_key_exchange(&result.body),
+        ("x25519".to_owned(), false)
+    );
+    let flow = flow_for(&proxy, "/classic-client");
+    assert_eq!(flow["server"]["tls"]["key_exchange"], "x25519", "{flow}");
+    assert_eq!(flow["client"]["tls"]["key_exchange"], "x25519", "{flow}");
+
+    // The post-quantum client again: the server is still offered the hybrid (a
+    // classic client's connection says nothing about what the server prefers).
+    let mut client = TlsClient::builder()
+        .cafile(proxy.ca_cert_path())
+        .via_proxy(&proxy.addr())
+        .connect(&format!("localhost:{}", origin.port));
+    let response = client.get("/pq-client-again");
+    assert_eq!(origin_key_exchange(&response.body).1, library_has_it);
+}
+
+/// The supported_groups of each ClientHello `openssl s_server -trace` printed, as
+/// the names it prints (`ecdh_x25519 (29)`, `UNKNOWN (4588)`).
+fn groups_offered_to(server: &OpensslServer) -> Vec<Vec<String>> {
+    let mut hellos = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for line in server.stdout_lines() {
+        if line.contains("extension_type=supported_groups") {
+            current = Some(Vec::new());
+        } else if line.contains("extension_type=") {
+            hellos.extend(current.take());
+        } else if let Some(groups) = current.as_mut() {
+            groups.push(line.trim().to_owned());
+        }
+    }
+    hellos.extend(current);
+    hellos
+}
+
+#[test]
+fn a_server_that_answered_post_quantum_with_a_classic_group_is_offered_classic_groups_next() {
+    let library_has_it = openssl::version::number() >= 0x3050_0000;
+    // The system's OpenSSL 3.0: no ML-KEM, so it picks X25519 from the hybrid offer.
+    let server = OpensslServer::builder()
+        .tls1_3()
+        .www()
+        .arg("-trace")
+        .start();
+    let proxy = json_proxy(&[]);
+    for path in ["/first", "/second"] {
+        let mut client = TlsClient::builder()
+            .cafile(proxy.ca_cert_path())
+            .via_proxy(&proxy.addr())
+            .connect(&format!("localhost:{}", server.port()));
+        let response = client.get(path);
+        assert_eq!(response.status, 200, "{response:?}");
+        let flow = flow_for(&proxy, path);
+        assert_eq!(flow["server"]["tls"]["key_exchange"], "x25519", "{flow}");
+        // The client offered the hybrid, and gets what the server chose.
+        assert_eq!(flow["client"]["tls"]["key_exchange"], "x25519", "{flow}");
+    }
+    let offers = groups_offered_to(&server);
+    assert_eq!(offers.len(), 2, "{}", server.describe());
+    let hybrid = "UNKNOWN (4588)".to_owned();
+    assert_eq!(offers[0].contains(&hybrid), library_has_it, "{offers:?}");
+    assert!(!offers[1].contains(&hybrid), "{offers:?}");
+    assert!(offers[1].iter().any(|g| g.contains("x25519")), "{offers:?}");
+}
+
 /// A keep-alive client that waits between its requests, through a proxy logging at
 /// debug level: each `pause` in `steps` is slept, each path is fetched (`POST ` before
 /// a path sends a body to it). Prints one status line per request.

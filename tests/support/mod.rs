@@ -53,7 +53,7 @@ pub use periscope::{
     LISTENING_MARKER,
 };
 pub use pki::{test_pki, TestPki};
-pub use python_peer::{h2_origin, python_websocket_echo_server, PythonPeer};
+pub use python_peer::{h2_origin, key_exchange_origin, python_websocket_echo_server, PythonPeer};
 pub use recording::{recorded, recorded_at_least, recorded_header};
 pub use tls_client::{HttpResponse, TlsClient, TlsClientBuilder};
 pub use tmux::{TmuxConsole, SCREEN_TIMEOUT};

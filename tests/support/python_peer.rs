@@ -64,6 +64,16 @@ pub fn python_websocket_echo_server() -> PythonPeer {
     PythonPeer::start("websocket_echo.py", &[])
 }
 
+/// The origin that reports each connection's key exchange
+/// (`tests/peers/key_exchange_origin.py`): TLS 1.3 on the Python venv's OpenSSL (3.5 or
+/// newer: it prefers X25519MLKEM768), with the test PKI's `localhost` certificate.
+pub fn key_exchange_origin() -> PythonPeer {
+    let pki = super::pki::test_pki();
+    let cert = pki.server_cert.to_string_lossy().into_owned();
+    let key = pki.server_key.to_string_lossy().into_owned();
+    PythonPeer::start("key_exchange_origin.py", &["--cert", &cert, "--key", &key])
+}
+
 /// The scripted HTTP/2 origin (`tests/peers/h2_origin.py`): TLS with the test PKI's
 /// `localhost` certificate, ALPN `h2` (and `http/1.1` for clients that offer only
 /// that); the path picks the behaviour. `extra`: e.g. `--h2-only`.

@@ -236,6 +236,8 @@ struct TlsFields<'a> {
     tls_version: Option<&'a str>,
     /// Periscope's own: the first handshake resumed an earlier session.
     tls_session_resumed: Option<bool>,
+    /// Periscope's own: the key-exchange group agreed on (`x25519`, `X25519MLKEM768`).
+    tls_key_exchange: Option<&'a str>,
     /// Periscope's own: the other certificates the peer sent with `cert`, in order.
     cert_chain: Vec<CertJson<'a>>,
 }
@@ -253,6 +255,7 @@ impl<'a> TlsFields<'a> {
             alpn: tls.and_then(|t| t.alpn.as_deref()),
             tls_version: tls.map(|t| t.version.as_str()),
             tls_session_resumed: tls.map(|t| t.resumed),
+            tls_key_exchange: tls.and_then(|t| t.key_exchange.as_deref()),
             cert_chain: tls
                 .map(|t| t.peer_chain.iter().map(CertJson::new).collect())
                 .unwrap_or_default(),

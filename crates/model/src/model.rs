@@ -226,6 +226,10 @@ pub struct TlsInfo {
     /// `peer_certificate` is the one the session was made with).
     #[serde(default)]
     pub resumed: bool,
+    /// The key-exchange group agreed on, by OpenSSL's name (`x25519`,
+    /// `X25519MLKEM768`); `None` for none (TLS 1.2 RSA key exchange) or not recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_exchange: Option<String>,
 }
 
 /// One end of a flow: the client's connection to Periscope or Periscope's connection

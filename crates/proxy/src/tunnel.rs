@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
-use periscope_flow::{LogLevel, Milestone, TcpReason, Timestamp};
+use periscope_flow::{LogLevel, Milestone, TcpReason, Timestamp, TlsInfo};
 use periscope_tls::UpstreamTarget;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::body::{IncomingBody, ProxyBody};
-use crate::client_hello::{looks_like_tls, read_client_hello};
+use crate::client_hello::{looks_like_tls, read_client_hello, ClientHello};
 use crate::core::ProxyCore;
 use crate::destination::Tunnel;
 use crate::error::UpstreamError;
@@ -432,10 +432,12 @@ pub async fn run<C>(
         .ok()
         .and_then(|c| c.alpn().map(str::to_owned));
     let client_choice = client_alpn(&hello.alpn, server_choice.as_deref());
+    let server_tls_info = upstream.as_ref().ok().and_then(|c| c.info.tls.as_ref());
     let tls = match Box::pin(core.client_tls.accept(
         Prefixed::new(buffer.freeze(), client_io),
         &leaf,
         client_choice.as_deref(),
+        classic_for_client(&hello, server_tls_info),
         core.timeouts().tls,
     ))
     .await
@@ -622,6 +624,7 @@ async fn relay_tls_as_tcp<C>(
             client_io,
             &leaf,
             client_choice.as_deref(),
+            classic_for_client(start.hello, info.tls.as_ref()),
             core.timeouts().tls,
         )
         .await
@@ -650,6 +653,18 @@ async fn relay_tls_as_tcp<C>(
         server_tls,
     };
     crate::tcp_relay::relay(core, &client, tls, server_io, flow_start).await;
+}
+
+/// Whether the client, which may have offered a post-quantum group, gets classic
+/// groups only: its server's TLS leg agreed on a classic one (see
+/// `periscope_tls::key_exchange`). A leg without TLS, or that failed, decides nothing.
+fn classic_for_client(hello: &ClientHello, server_tls: Option<&TlsInfo>) -> bool {
+    hello.post_quantum
+        && server_tls.is_some_and(|tls| {
+            !tls.key_exchange
+                .as_deref()
+                .is_some_and(periscope_tls::key_exchange::is_post_quantum)
+        })
 }
 
 /// True when `first` starts like an HTTP/1.x request line or the HTTP/2 preface.

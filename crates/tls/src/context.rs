@@ -5,6 +5,7 @@
 //! post-handshake authentication. The client-leg context is a server that accepts
 //! client-initiated renegotiation (OpenSSL 3 refuses it by default) at a bounded rate.
 
+use std::ffi::CStr;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::client_certs::ClientCertificates;
 use crate::error::TlsError;
 use crate::ffi;
 use crate::hold::CertificateRequestHold;
+use crate::key_exchange::{ClassicServers, CLASSIC_GROUPS};
 use crate::keylog::KeyLog;
 use crate::resumption::{self, SessionCache, SessionKey};
 use crate::state::{ClientRenegotiation, TlsConnectionState};
@@ -51,8 +53,9 @@ pub struct UpstreamTarget<'a> {
     /// ALPN protocols to offer, most preferred first; empty offers none.
     pub alpn: &'a [&'a [u8]],
     /// Offer the library's default key-exchange groups, hybrid post-quantum first
-    /// (OpenSSL 3.5 on); `false` offers classic groups only, for a client that
-    /// offered no post-quantum group itself.
+    /// (OpenSSL 3.5 on), unless this server answered such an offer with a classic
+    /// group lately (see [`crate::key_exchange`]); `false` offers classic groups
+    /// only, for a client that offered no post-quantum group itself.
     pub post_quantum: bool,
     /// For error messages: `host:port`.
     pub peer_label: &'a str,
@@ -63,30 +66,29 @@ pub struct UpstreamTarget<'a> {
 pub struct UpstreamTls {
     /// Tells this one from any other made in the process (see [`UpstreamTls::id`]).
     id: u64,
-    connector: SslConnector,
+    connector: Connector,
     /// The same, offering classic key-exchange groups only.
-    classic_connector: SslConnector,
+    classic_connector: Connector,
     settings: UpstreamTlsSettings,
-    sessions: Arc<SessionCache>,
+    classic_servers: ClassicServers,
 }
 
-/// Classic key-exchange groups, most preferred first (OpenSSL 3.0's default list): for
-/// a client that offered no post-quantum group. OpenSSL 3.5 on would otherwise send an
-/// X25519MLKEM768 key share the client never asked for, which costs a key generation
-/// per connection and keeps about 7 KiB per connection for its life (measured with
-/// heaptrack on idle connections).
-const CLASSIC_GROUPS: &str = "X25519:P-256:X448:P-521:P-384:ffdhe2048:ffdhe3072:ffdhe4096";
+/// A client context and the sessions its connections were given: a session is only
+/// offered on a connection of the context that made it.
+struct Connector {
+    ssl: SslConnector,
+    sessions: Arc<SessionCache>,
+}
 
 impl UpstreamTls {
     pub fn new(settings: UpstreamTlsSettings) -> Result<Self, TlsError> {
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let sessions = Arc::new(SessionCache::default());
         Ok(UpstreamTls {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            connector: Self::connector(&settings, &sessions, None)?,
-            classic_connector: Self::connector(&settings, &sessions, Some(CLASSIC_GROUPS))?,
+            connector: Self::connector(&settings, None)?,
+            classic_connector: Self::connector(&settings, Some(CLASSIC_GROUPS))?,
             settings,
-            sessions,
+            classic_servers: ClassicServers::default(),
         })
     }
 
@@ -105,12 +107,11 @@ impl UpstreamTls {
 
     fn connector(
         settings: &UpstreamTlsSettings,
-        sessions: &Arc<SessionCache>,
-        groups: Option<&str>,
-    ) -> Result<SslConnector, TlsError> {
+        groups: Option<&CStr>,
+    ) -> Result<Connector, TlsError> {
         let mut builder = SslConnector::builder(SslMethod::tls_client())?;
         if let Some(groups) = groups {
-            builder.set_groups_list(groups)?;
+            builder.set_groups_list(groups.to_str().expect("group names are ASCII"))?;
         }
         if let Some(ca) = &settings.trusted_ca {
             builder.load_verify_locations(Some(ca), None)?;
@@ -148,9 +149,13 @@ impl UpstreamTls {
         // own client cache would keep them all.
         builder
             .set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
-        let kept = Arc::clone(sessions);
+        let sessions = Arc::new(SessionCache::default());
+        let kept = Arc::clone(&sessions);
         builder.set_new_session_callback(move |ssl, session| kept.keep(ssl, session));
-        Ok(builder.build())
+        Ok(Connector {
+            ssl: builder.build(),
+            sessions,
+        })
     }
 
     pub async fn connect<S>(
@@ -162,12 +167,17 @@ impl UpstreamTls {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let is_ip = target.server_name.parse::<IpAddr>().is_ok();
-        let connector = if target.post_quantum {
+        let post_quantum = target.post_quantum
+            && !self
+                .classic_servers
+                .chose_classic(target.peer_label, target.server_name);
+        let connector = if post_quantum {
             &self.connector
         } else {
             &self.classic_connector
         };
         let config = connector
+            .ssl
             .configure()?
             .use_server_name_indication(target.send_sni && !is_ip)
             .verify_hostname(self.settings.verify);
@@ -188,7 +198,7 @@ impl UpstreamTls {
             &alpn,
             identity.as_ref(),
         );
-        if let Some(session) = self.sessions.offer(&session_key) {
+        if let Some(session) = connector.sessions.offer(&session_key) {
             ffi::offer_session(&mut ssl, &session)?;
         }
         ssl.set_ex_data(resumption::key_index(), session_key);
@@ -197,7 +207,7 @@ impl UpstreamTls {
             self.settings.certificate_hold.clone(),
             target.peer_label.to_owned(),
         );
-        TlsStream::handshake(
+        let connected = TlsStream::handshake(
             ssl,
             stream,
             Role::Client,
@@ -205,7 +215,15 @@ impl UpstreamTls {
             target.peer_label.to_owned(),
             target.timeouts,
         )
-        .await
+        .await?;
+        if post_quantum {
+            self.classic_servers.learn(
+                target.peer_label,
+                target.server_name,
+                ffi::negotiated_group(connected.ssl()).as_deref(),
+            );
+        }
+        Ok(connected)
     }
 }
 
@@ -269,18 +287,23 @@ impl ClientTls {
     }
 
     /// Completes the client's handshake presenting `leaf`, agreeing to `alpn` if the
-    /// client offered it.
+    /// client offered it; `classic_key_exchange` accepts classic groups only (the
+    /// server's leg agreed on one: see [`crate::key_exchange`]).
     pub async fn accept<S>(
         &self,
         stream: S,
         leaf: &LeafCertificate,
         alpn: Option<&[u8]>,
+        classic_key_exchange: bool,
         timeouts: HandshakeTimeouts,
     ) -> Result<TlsStream<S>, TlsError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut ssl = openssl::ssl::Ssl::new(&self.context)?;
+        if classic_key_exchange {
+            ffi::set_groups(&mut ssl, CLASSIC_GROUPS)?;
+        }
         ssl.set_certificate(&leaf.certificate)?;
         ssl.set_private_key(&leaf.key)?;
         for cert in &leaf.chain {

@@ -10,7 +10,7 @@
 //! a panic inside them is caught, because unwinding into C is undefined behaviour.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 
@@ -48,6 +48,8 @@ fn tls_st_cr_hello_req() -> c_int {
     }
 }
 const SSL3_RT_HANDSHAKE: c_int = 22;
+/// `SSL_CTRL_GET_NEGOTIATED_GROUP`, behind the `SSL_get_negotiated_group` macro.
+const SSL_CTRL_GET_NEGOTIATED_GROUP: c_int = 134;
 const SSL_KEY_UPDATE_NOT_REQUESTED: c_int = 0;
 const SSL_KEY_UPDATE_REQUESTED: c_int = 1;
 
@@ -78,6 +80,7 @@ extern "C" {
     fn SSL_CTX_set_info_callback(ctx: *mut sys::SSL_CTX, cb: Option<InfoCallback>);
     fn SSL_CTX_set_msg_callback(ctx: *mut sys::SSL_CTX, cb: Option<MsgCallback>);
     fn SSL_CTX_set_cert_cb(ctx: *mut sys::SSL_CTX, cb: Option<CertCallback>, arg: *mut c_void);
+    fn SSL_group_to_name(ssl: *mut sys::SSL, id: c_int) -> *const c_char;
 }
 
 /// Where a connection's state lives in its `SSL`.
@@ -198,6 +201,48 @@ pub(crate) fn offer_session(ssl: &mut SslRef, session: &SslSessionRef) -> Result
     // SAFETY: the session was made by a connection of this SSL's context (see above);
     // SSL_set_session takes its own reference to it.
     unsafe { ssl.set_session(session) }
+}
+
+/// The key-exchange group the last handshake agreed on, by libssl's name for it
+/// (`x25519`, `secp256r1`, `X25519MLKEM768`); `None` when it used none (TLS 1.2 with
+/// RSA key exchange) or has not agreed on one yet.
+pub(crate) fn negotiated_group(ssl: &SslRef) -> Option<String> {
+    // SAFETY: valid SSL pointer; this control only reads the connection. It returns
+    // a NID, or TLSEXT_nid_unknown with the IANA number for a group without one
+    // (the ML-KEM hybrids), which is what SSL_group_to_name takes.
+    let id = unsafe {
+        sys::SSL_ctrl(
+            ssl.as_ptr(),
+            SSL_CTRL_GET_NEGOTIATED_GROUP,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    let id = c_int::try_from(id).ok().filter(|id| *id > 0)?;
+    // SAFETY: valid SSL pointer; the name is a static string of libssl's group table
+    // (or null), copied before returning.
+    let name = unsafe { SSL_group_to_name(ssl.as_ptr(), id) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, NUL-terminated, static (see above).
+    Some(
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// Sets the key-exchange groups this connection offers (a client) or accepts (a
+/// server), most preferred first, in OpenSSL's list syntax (`X25519:P-256`).
+pub(crate) fn set_groups(ssl: &mut SslRef, groups: &CStr) -> Result<(), ErrorStack> {
+    // SAFETY: valid SSL pointer, exclusively borrowed (a connection not started yet);
+    // libssl copies the list.
+    if unsafe { sys::SSL_set1_groups_list(ssl.as_ptr(), groups.as_ptr()) } == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
 }
 
 /// Schedules a renegotiation; it happens during the next read or write (a server

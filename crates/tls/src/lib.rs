@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 mod ffi;
 pub mod hold;
+pub mod key_exchange;
 pub mod keylog;
 pub mod post_handshake;
 mod resumption;

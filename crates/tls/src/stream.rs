@@ -145,6 +145,7 @@ impl<S: AsyncRead + AsyncWrite> TlsStream<S> {
             peer_certificate: leaf.as_deref().map(summarize),
             peer_chain,
             resumed: ssl.session_reused(),
+            key_exchange: crate::ffi::negotiated_group(ssl),
         }
     }
 

@@ -629,7 +629,7 @@ fn client_leg_pair(
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut tls = client_tls
-            .accept(tcp, &leaf, None, HandshakeTimeouts::default())
+            .accept(tcp, &leaf, None, false, HandshakeTimeouts::default())
             .await
             .unwrap();
         let mut line = vec![0u8; 6];

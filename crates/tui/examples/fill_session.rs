@@ -205,6 +205,7 @@ fn made_up_flow(n: usize, start: i64, random: &mut XorShift) -> Flow {
         peer_chain: Vec::new(),
         peer_certificate: certificate,
         resumed: false,
+        key_exchange: Some("x25519".into()),
     };
     let certificate = CertificateSummary {
         subject: format!("CN={host}"),

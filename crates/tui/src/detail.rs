@@ -287,6 +287,11 @@ fn tls_lines(lines: &mut Vec<Line<'static>>, tls: &TlsInfo) {
     field(lines, "Cipher", &tls.cipher);
     field(lines, "SNI", tls.sni.as_deref().unwrap_or("(none)"));
     field(lines, "ALPN", tls.alpn.as_deref().unwrap_or("(none)"));
+    field(
+        lines,
+        "Key exchange",
+        tls.key_exchange.as_deref().unwrap_or("(none)"),
+    );
     let handshake = if tls.resumed {
         "resumed an earlier session"
     } else {

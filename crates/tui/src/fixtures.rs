@@ -68,6 +68,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
                 peer_chain: Vec::new(),
                 peer_certificate: None,
                 resumed: false,
+                key_exchange: Some("x25519".into()),
             }),
         },
         server: Some(ConnectionInfo {
@@ -91,6 +92,7 @@ pub fn flow_at(method: &str, host: &str, path: &str, status: Option<u16>, second
                     sha256_fingerprint: "AB:CD".into(),
                 }),
                 resumed: false,
+                key_exchange: Some("x25519".into()),
             }),
         }),
         request: Request {

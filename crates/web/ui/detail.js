@@ -321,6 +321,7 @@ export class FlowDetail {
       if (!conn.tls_established) return el('div', { class: 'leg' }, el('h4', {}, name), el('p', { class: 'empty' }, 'not TLS'));
       return el('div', { class: 'leg', 'data-leg': name.toLowerCase() }, el('h4', {}, name), keyValues([
         ['Version', conn.tls_version], ['Cipher', conn.cipher], ['ALPN', conn.alpn], ['SNI', conn.sni],
+        ['Key exchange', conn.tls_key_exchange],
         ['Handshake done', conn.timestamp_tls_setup ? offset(conn.timestamp_tls_setup, flow.request.timestamp_start) : ''],
       ]), conn.cert ? certificate(conn.cert) : el('p', { class: 'empty' }, name === 'Client leg' ? 'no client certificate' : 'no certificate'),
         (conn.cert_chain || []).length ? el('div', { class: 'cert-chain' }, el('h4', {}, `Chain sent with it (${conn.cert_chain.length})`), conn.cert_chain.map(certificate)) : null);

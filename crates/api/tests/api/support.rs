@@ -251,6 +251,7 @@ pub fn sample_flow(host: &str, path: &str, status: u16, second: i64) -> Flow {
                 peer_chain: Vec::new(),
                 peer_certificate: None,
                 resumed: false,
+                key_exchange: Some("x25519".into()),
             }),
         }),
         request: FlowRequest {

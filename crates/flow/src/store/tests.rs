@@ -105,6 +105,7 @@ fn rich_flow() -> Flow {
         peer_chain: Vec::new(),
         peer_certificate: None,
         resumed: false,
+        key_exchange: Some("X25519MLKEM768".into()),
     });
     let server = flow.server.as_mut().unwrap();
     server.target = Some("vedauth.example:8443".into());
@@ -125,6 +126,7 @@ fn rich_flow() -> Flow {
             sha256_fingerprint: "AA:BB".into(),
         }),
         resumed: true,
+        key_exchange: Some("x25519".into()),
     });
     let response = flow.response.as_mut().unwrap();
     response.status = 403;
