@@ -236,6 +236,8 @@ pub struct ClientTlsSettings {
 
 pub struct ClientTls {
     context: SslContext,
+    /// The same, accepting classic key-exchange groups only.
+    classic_context: SslContext,
     settings: ClientTlsSettings,
 }
 
@@ -253,7 +255,21 @@ fn alpn_choice_index() -> openssl::ex_data::Index<openssl::ssl::Ssl, AlpnChoice>
 
 impl ClientTls {
     pub fn new(settings: ClientTlsSettings) -> Result<Self, TlsError> {
+        Ok(ClientTls {
+            context: Self::context(&settings, None)?,
+            classic_context: Self::context(&settings, Some(CLASSIC_GROUPS))?,
+            settings,
+        })
+    }
+
+    fn context(
+        settings: &ClientTlsSettings,
+        groups: Option<&CStr>,
+    ) -> Result<SslContext, TlsError> {
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+        if let Some(groups) = groups {
+            builder.set_groups_list(groups.to_str().expect("group names are ASCII"))?;
+        }
         // Renegotiating clients must do a full handshake, not resume.
         builder.set_session_id_context(b"periscope")?;
         builder.set_session_cache_mode(SslSessionCacheMode::SERVER);
@@ -280,10 +296,7 @@ impl ClientTls {
         if let Some(keylog) = &settings.keylog {
             keylog.install(&mut builder);
         }
-        Ok(ClientTls {
-            context: builder.build().into_context(),
-            settings,
-        })
+        Ok(builder.build().into_context())
     }
 
     /// Completes the client's handshake presenting `leaf`, agreeing to `alpn` if the
@@ -300,10 +313,12 @@ impl ClientTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut ssl = openssl::ssl::Ssl::new(&self.context)?;
-        if classic_key_exchange {
-            ffi::set_groups(&mut ssl, CLASSIC_GROUPS)?;
-        }
+        let context = if classic_key_exchange {
+            &self.classic_context
+        } else {
+            &self.context
+        };
+        let mut ssl = openssl::ssl::Ssl::new(context)?;
         ssl.set_certificate(&leaf.certificate)?;
         ssl.set_private_key(&leaf.key)?;
         for cert in &leaf.chain {

@@ -233,18 +233,6 @@ pub(crate) fn negotiated_group(ssl: &SslRef) -> Option<String> {
     )
 }
 
-/// Sets the key-exchange groups this connection offers (a client) or accepts (a
-/// server), most preferred first, in OpenSSL's list syntax (`X25519:P-256`).
-pub(crate) fn set_groups(ssl: &mut SslRef, groups: &CStr) -> Result<(), ErrorStack> {
-    // SAFETY: valid SSL pointer, exclusively borrowed (a connection not started yet);
-    // libssl copies the list.
-    if unsafe { sys::SSL_set1_groups_list(ssl.as_ptr(), groups.as_ptr()) } == 1 {
-        Ok(())
-    } else {
-        Err(ErrorStack::get())
-    }
-}
-
 /// Schedules a renegotiation; it happens during the next read or write (a server
 /// sends its HelloRequest on the next `do_handshake`).
 pub(crate) fn renegotiate(ssl: &mut impl ExclusiveSsl) -> Result<(), ErrorStack> {
