@@ -1,7 +1,9 @@
 //! Leaf certificates per host: a cache hit is what nearly every CONNECT costs, a miss
 //! (a P-256 signature with the CA key) what the first one to a host costs.
 //!
-//!     cargo bench -p periscope-tls --bench leaf_minting
+//!     cargo bench -p periscope-tls --features vendored --bench leaf_minting
+//!
+//! (`--features vendored`: the OpenSSL the proxy ships with, not the system's.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
