@@ -5,7 +5,6 @@
 //! post-handshake authentication. The client-leg context is a server that accepts
 //! client-initiated renegotiation (OpenSSL 3 refuses it by default) at a bounded rate.
 
-use std::ffi::CStr;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,11 +106,11 @@ impl UpstreamTls {
 
     fn connector(
         settings: &UpstreamTlsSettings,
-        groups: Option<&CStr>,
+        groups: Option<&str>,
     ) -> Result<Connector, TlsError> {
         let mut builder = SslConnector::builder(SslMethod::tls_client())?;
         if let Some(groups) = groups {
-            builder.set_groups_list(groups.to_str().expect("group names are ASCII"))?;
+            builder.set_groups_list(groups)?;
         }
         if let Some(ca) = &settings.trusted_ca {
             builder.load_verify_locations(Some(ca), None)?;
@@ -262,13 +261,10 @@ impl ClientTls {
         })
     }
 
-    fn context(
-        settings: &ClientTlsSettings,
-        groups: Option<&CStr>,
-    ) -> Result<SslContext, TlsError> {
+    fn context(settings: &ClientTlsSettings, groups: Option<&str>) -> Result<SslContext, TlsError> {
         let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
         if let Some(groups) = groups {
-            builder.set_groups_list(groups.to_str().expect("group names are ASCII"))?;
+            builder.set_groups_list(groups)?;
         }
         // Renegotiating clients must do a full handshake, not resume.
         builder.set_session_id_context(b"periscope")?;

@@ -17,13 +17,12 @@
 //!   match.
 
 use std::collections::HashMap;
-use std::ffi::CStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Classic key-exchange groups, most preferred first (OpenSSL 3.0's default list).
-pub(crate) const CLASSIC_GROUPS: &CStr =
-    c"X25519:P-256:X448:P-521:P-384:ffdhe2048:ffdhe3072:ffdhe4096";
+pub(crate) const CLASSIC_GROUPS: &str =
+    "X25519:P-256:X448:P-521:P-384:ffdhe2048:ffdhe3072:ffdhe4096";
 
 /// How many servers are remembered; past that, expired entries go, and then all.
 const SERVERS_REMEMBERED: usize = 1024;
