@@ -874,6 +874,110 @@ fn a_server_that_answered_post_quantum_with_a_classic_group_is_offered_classic_g
     assert!(offers[1].iter().any(|g| g.contains("x25519")), "{offers:?}");
 }
 
+/// An HTTPS server on a thread, on the OpenSSL Periscope links, whose `i`-th
+/// connection accepts only the key-exchange groups `groups[i]` and answers one request
+/// if its handshake completed. Says, per connection, whether it did (`false` too for a
+/// connection that never came within 20 s).
+fn https_server_changing_groups(
+    groups: &'static [&'static str],
+) -> (u16, std::thread::JoinHandle<Vec<bool>>) {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVersion};
+    let pki = test_pki();
+    let (cert, key) = (pki.server_cert.clone(), pki.server_key.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let accept = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while std::time::Instant::now() < deadline {
+                if let Ok((tcp, _)) = listener.accept() {
+                    tcp.set_nonblocking(false).unwrap();
+                    return Some(tcp);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        };
+        groups
+            .iter()
+            .map(|groups| {
+                let mut builder =
+                    SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+                builder.set_certificate_chain_file(&cert).unwrap();
+                builder
+                    .set_private_key_file(&key, SslFiletype::PEM)
+                    .unwrap();
+                builder
+                    .set_min_proto_version(Some(SslVersion::TLS1_3))
+                    .unwrap();
+                builder.set_groups_list(groups).unwrap();
+                let Some(tcp) = accept() else {
+                    return false;
+                };
+                tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let Ok(mut tls) = builder.build().accept(tcp) else {
+                    return false;
+                };
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buffer) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&buffer[..n]),
+                        _ => return false,
+                    }
+                }
+                tls.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+                )
+                .unwrap();
+                let _ = tls.shutdown();
+                true
+            })
+            .collect()
+    });
+    (port, handle)
+}
+
+#[test]
+fn a_server_that_stops_accepting_classic_groups_is_asked_again_with_the_clients_groups() {
+    if openssl::version::number() < 0x3050_0000 {
+        // Built against a library without ML-KEM (`--no-default-features` on
+        // Debian 12): no server here can ask for it, and Periscope never offers it.
+        let mut builder = openssl::ssl::SslAcceptor::mozilla_intermediate_v5(
+            openssl::ssl::SslMethod::tls_server(),
+        )
+        .unwrap();
+        assert!(builder.set_groups_list("X25519MLKEM768").is_err());
+        return;
+    }
+    // The server accepts X25519 at first, then only the hybrid.
+    let (port, server) =
+        https_server_changing_groups(&["X25519", "X25519MLKEM768", "X25519MLKEM768"]);
+    let proxy = json_proxy(&[]);
+    for path in ["/classic", "/post-quantum-only"] {
+        let mut client = TlsClient::builder()
+            .cafile(proxy.ca_cert_path())
+            .via_proxy(&proxy.addr())
+            .connect(&format!("localhost:{port}"));
+        let response = client.get(path);
+        assert_eq!(response.status, 200, "{path}: {response:?}");
+    }
+    // The second request's first connection offered classic groups only (the server
+    // had chosen X25519), which the server refused; Periscope asked again at once
+    // with the client's groups.
+    assert_eq!(server.join().unwrap(), [true, false, true]);
+    let flow = flow_for(&proxy, "/post-quantum-only");
+    assert_eq!(
+        flow["server"]["tls"]["key_exchange"], X25519_MLKEM768,
+        "{flow}"
+    );
+    assert_eq!(
+        flow["client"]["tls"]["key_exchange"], X25519_MLKEM768,
+        "{flow}"
+    );
+}
+
 /// A keep-alive client that waits between its requests, through a proxy logging at
 /// debug level: each `pause` in `steps` is slept, each path is fetched (`POST ` before
 /// a path sends a body to it). Prints one status line per request.

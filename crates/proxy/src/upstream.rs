@@ -477,7 +477,9 @@ pub async fn establish(
 
 /// Like [`establish`]; a server that refuses every protocol offered (alert
 /// no_application_protocol) is asked again, on a new connection, with everything
-/// Periscope can translate to.
+/// Periscope can translate to; and a handshake that failed while the server was
+/// offered classic key-exchange groups only because it chose one before is tried
+/// again, on a new connection, with the client's groups.
 pub async fn establish_with_fallback(
     core: &ProxyCore,
     via: Option<&UpstreamProxy>,
@@ -485,6 +487,13 @@ pub async fn establish_with_fallback(
     key: &UpstreamKey,
     tls: Option<&TlsParameters>,
 ) -> Result<UpstreamConnection, UpstreamError> {
+    let target = socket.info.target.clone().unwrap_or_default();
+    let classic_from_memory = tls.is_some_and(|tls| {
+        tls.post_quantum
+            && core
+                .upstream_tls()
+                .offers_classic_groups_only(&target, &tls.server_name)
+    });
     match establish(core, socket, tls).await {
         Err(UpstreamError::Tls(error)) if error.is_no_application_protocol() => {
             let wider = tls.map(|tls| TlsParameters {
@@ -493,6 +502,13 @@ pub async fn establish_with_fallback(
             });
             let socket = connect_tcp(core, via, key).await?;
             establish(core, socket, wider.as_ref()).await
+        }
+        // Offered classic groups only because of what the server chose before; the
+        // failure made Periscope forget it, so once more with the client's groups (a
+        // server that now takes post-quantum groups only).
+        Err(UpstreamError::Tls(_)) if classic_from_memory => {
+            let socket = connect_tcp(core, via, key).await?;
+            establish(core, socket, tls).await
         }
         other => other,
     }

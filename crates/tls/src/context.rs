@@ -157,6 +157,13 @@ impl UpstreamTls {
         })
     }
 
+    /// Whether a connection to the server at `peer_label` (`host:port`), asked for
+    /// `server_name`, offers classic groups only however the client asked, because
+    /// the server chose a classic group before (see [`crate::key_exchange`]).
+    pub fn offers_classic_groups_only(&self, peer_label: &str, server_name: &str) -> bool {
+        self.classic_servers.chose_classic(peer_label, server_name)
+    }
+
     pub async fn connect<S>(
         &self,
         stream: S,
@@ -206,7 +213,7 @@ impl UpstreamTls {
             self.settings.certificate_hold.clone(),
             target.peer_label.to_owned(),
         );
-        let connected = TlsStream::handshake(
+        let handshake = TlsStream::handshake(
             ssl,
             stream,
             Role::Client,
@@ -214,7 +221,20 @@ impl UpstreamTls {
             target.peer_label.to_owned(),
             target.timeouts,
         )
-        .await?;
+        .await;
+        let connected = match handshake {
+            Ok(connected) => connected,
+            Err(error) => {
+                if target.post_quantum && !post_quantum {
+                    // Offered classic groups only because of what the server chose
+                    // before: it may have changed (to post-quantum groups only, say),
+                    // so the next connection offers the client's groups again.
+                    self.classic_servers
+                        .forget(target.peer_label, target.server_name);
+                }
+                return Err(error);
+            }
+        };
         if post_quantum {
             self.classic_servers.learn(
                 target.peer_label,

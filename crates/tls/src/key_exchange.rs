@@ -10,7 +10,9 @@
 //!   ([`ClassicServers`], per address and name, for an hour) and offered classic
 //!   groups only on the next connections: the ML-KEM key share it would not use costs
 //!   a key generation per connection (about 5% of a new connection's CPU) and memory
-//!   for the connection's life.
+//!   for the connection's life. A handshake that fails while the server is offered
+//!   classic groups for this reason forgets it, so a server that changed (to
+//!   post-quantum groups only, say) costs one failed connection, not an hour of them.
 //! - A client whose server agreed on a classic group is offered classic groups too
 //!   (the proxy decides once the server's handshake is done, before the client's),
 //!   which spares an ML-KEM encapsulation (about 6%) that the server side does not
@@ -72,6 +74,13 @@ impl ClassicServers {
         servers.insert(key, Instant::now());
     }
 
+    /// Forgets what the server chose: a connection offered only classic groups
+    /// because of it failed.
+    pub(crate) fn forget(&self, peer: &str, server_name: &str) {
+        self.lock()
+            .remove(&(peer.to_owned(), server_name.to_owned()));
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), Instant>> {
         // Every update is a single map operation: a poisoned lock is usable.
         self.inner
@@ -111,6 +120,8 @@ mod tests {
         assert!(!servers.chose_classic("example.com:443", "example.com"));
         servers.learn("example.com:443", "example.com", None);
         assert!(servers.chose_classic("example.com:443", "example.com"));
+        servers.forget("example.com:443", "example.com");
+        assert!(!servers.chose_classic("example.com:443", "example.com"));
     }
 
     #[test]
