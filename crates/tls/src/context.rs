@@ -173,10 +173,11 @@ impl UpstreamTls {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let is_ip = target.server_name.parse::<IpAddr>().is_ok();
-        let post_quantum = target.post_quantum
-            && !self
+        let classic_from_memory = target.post_quantum
+            && self
                 .classic_servers
                 .chose_classic(target.peer_label, target.server_name);
+        let post_quantum = target.post_quantum && !classic_from_memory;
         let connector = if post_quantum {
             &self.connector
         } else {
@@ -225,7 +226,7 @@ impl UpstreamTls {
         let connected = match handshake {
             Ok(connected) => connected,
             Err(error) => {
-                if target.post_quantum && !post_quantum {
+                if classic_from_memory {
                     // Offered classic groups only because of what the server chose
                     // before: it may have changed (to post-quantum groups only, say),
                     // so the next connection offers the client's groups again.
