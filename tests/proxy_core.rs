@@ -751,7 +751,7 @@ fn the_server_is_offered_post_quantum_key_exchange_only_when_the_client_offered_
         .via_proxy(&proxy.addr())
         .try_connect(&format!("localhost:{port}"));
     let groups = seen.join().unwrap();
-    let library_has_it = openssl::version::number() >= 0x3050_0000;
+    let library_has_it = library_has_ml_kem();
     assert_eq!(
         groups.contains(&X25519_MLKEM768),
         library_has_it,
@@ -761,6 +761,21 @@ fn the_server_is_offered_post_quantum_key_exchange_only_when_the_client_offered_
 }
 
 const X25519_MLKEM768: &str = "X25519MLKEM768";
+
+/// Whether the OpenSSL Periscope and these tests link has ML-KEM (3.5 on: the default
+/// build's).
+fn library_has_ml_kem() -> bool {
+    openssl::version::number() >= 0x3050_0000
+}
+
+/// A client on that same OpenSSL (which offers X25519MLKEM768 when it has it), through
+/// `proxy` to `localhost:port`.
+fn client_through(proxy: &Periscope, port: u16) -> TlsClient {
+    TlsClient::builder()
+        .cafile(proxy.ca_cert_path())
+        .via_proxy(&proxy.addr())
+        .connect(&format!("localhost:{port}"))
+}
 
 /// What `key_exchange_origin.py` answered: the group agreed on with Periscope, and
 /// whether Periscope's ClientHello listed X25519MLKEM768.
@@ -776,15 +791,12 @@ fn origin_key_exchange(body: &[u8]) -> (String, bool) {
 #[test]
 fn each_leg_agrees_on_the_kind_of_key_exchange_its_peer_would_have_had_directly() {
     // Periscope's own OpenSSL is the one the post-quantum client below runs on.
-    let library_has_it = openssl::version::number() >= 0x3050_0000;
+    let library_has_it = library_has_ml_kem();
     let origin = key_exchange_origin();
     let proxy = json_proxy(&[]);
 
     // A post-quantum client and a post-quantum server: the hybrid on both legs.
-    let mut client = TlsClient::builder()
-        .cafile(proxy.ca_cert_path())
-        .via_proxy(&proxy.addr())
-        .connect(&format!("localhost:{}", origin.port));
+    let mut client = client_through(&proxy, origin.port);
     let response = client.get("/pq-client");
     assert_eq!(response.status, 200, "{response:?}");
     let (group, offered) = origin_key_exchange(&response.body);
@@ -818,10 +830,7 @@ fn each_leg_agrees_on_the_kind_of_key_exchange_its_peer_would_have_had_directly(
 
     // The post-quantum client again: the server is still offered the hybrid (a
     // classic client's connection says nothing about what the server prefers).
-    let mut client = TlsClient::builder()
-        .cafile(proxy.ca_cert_path())
-        .via_proxy(&proxy.addr())
-        .connect(&format!("localhost:{}", origin.port));
+    let mut client = client_through(&proxy, origin.port);
     let response = client.get("/pq-client-again");
     assert_eq!(origin_key_exchange(&response.body).1, library_has_it);
 }
@@ -846,7 +855,7 @@ fn groups_offered_to(server: &OpensslServer) -> Vec<Vec<String>> {
 
 #[test]
 fn a_server_that_answered_post_quantum_with_a_classic_group_is_offered_classic_groups_next() {
-    let library_has_it = openssl::version::number() >= 0x3050_0000;
+    let library_has_it = library_has_ml_kem();
     // The system's OpenSSL 3.0: no ML-KEM, so it picks X25519 from the hybrid offer.
     let server = OpensslServer::builder()
         .tls1_3()
@@ -855,10 +864,7 @@ fn a_server_that_answered_post_quantum_with_a_classic_group_is_offered_classic_g
         .start();
     let proxy = json_proxy(&[]);
     for path in ["/first", "/second"] {
-        let mut client = TlsClient::builder()
-            .cafile(proxy.ca_cert_path())
-            .via_proxy(&proxy.addr())
-            .connect(&format!("localhost:{}", server.port()));
+        let mut client = client_through(&proxy, server.port());
         let response = client.get(path);
         assert_eq!(response.status, 200, "{response:?}");
         let flow = flow_for(&proxy, path);
@@ -941,7 +947,7 @@ fn https_server_changing_groups(
 
 #[test]
 fn a_server_that_stops_accepting_classic_groups_is_asked_again_with_the_clients_groups() {
-    if openssl::version::number() < 0x3050_0000 {
+    if !library_has_ml_kem() {
         // Built against a library without ML-KEM (`--no-default-features` on
         // Debian 12): no server here can ask for it, and Periscope never offers it.
         let mut builder = openssl::ssl::SslAcceptor::mozilla_intermediate_v5(
@@ -956,10 +962,7 @@ fn a_server_that_stops_accepting_classic_groups_is_asked_again_with_the_clients_
         https_server_changing_groups(&["X25519", "X25519MLKEM768", "X25519MLKEM768"]);
     let proxy = json_proxy(&[]);
     for path in ["/classic", "/post-quantum-only"] {
-        let mut client = TlsClient::builder()
-            .cafile(proxy.ca_cert_path())
-            .via_proxy(&proxy.addr())
-            .connect(&format!("localhost:{port}"));
+        let mut client = client_through(&proxy, port);
         let response = client.get(path);
         assert_eq!(response.status, 200, "{path}: {response:?}");
     }

@@ -430,6 +430,13 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_that_has_not_agreed_on_a_group_has_none() {
+        let connection = Ssl::new(&server_context()).unwrap();
+        assert_eq!(negotiated_group(&connection), None);
+        assert_error_queue_empty();
+    }
+
+    #[test]
     fn options_change_on_one_connection_only() {
         let context = server_context();
         let mut changed = Ssl::new(&context).unwrap();
