@@ -16,6 +16,7 @@ import json
 import socket
 import sys
 import threading
+import time
 
 from cryptography.hazmat.backends.openssl import backend
 from OpenSSL import SSL
@@ -26,12 +27,17 @@ X25519_MLKEM768 = 0x11EC
 def peek_client_hello(raw):
     """The first record a client sent (its ClientHello), left unread on the socket."""
     raw.settimeout(20)
+    deadline = time.monotonic() + 20
     record = b""
     while len(record) < 5 or len(record) < 5 + int.from_bytes(record[3:5], "big"):
-        before = len(record)
-        record = raw.recv(16384, socket.MSG_PEEK)
-        if len(record) == before:
+        # A peek returns at once what is there, so the rest of a hello that arrives
+        # in two segments is waited for; an empty peek is the client closing.
+        peeked = raw.recv(16384, socket.MSG_PEEK)
+        if not peeked or time.monotonic() > deadline:
             return b""
+        if len(peeked) == len(record):
+            time.sleep(0.005)
+        record = peeked
     # pyOpenSSL needs a blocking socket.
     raw.settimeout(None)
     return record[5:]
