@@ -260,9 +260,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# Listener ports come from below the ephemeral range (scripts/lib/listen_ports.py says why).
+listen_ports() { python3 "$REPO/scripts/lib/listen_ports.py" "$1"; }
 
 stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL
     local pid=$1
@@ -1160,16 +1159,13 @@ main() {
     head -c 1024 /dev/urandom >"$RUN/www/1k"
     truncate -s "${BIG_MIB}M" "$RUN/www/big" # sparse: reads cost no disk
 
-    NGINX_PORT=$(free_port)
-    NGINX_RSA_PORT=$(free_port)   # RSA-2048, TLS 1.2 only (scenario rsa12)
-    NGINX_H2_PORT=$(free_port)    # HTTP/2 over TLS (scenario h2); the others stay HTTP/1.1
-    NGINX_RESUME_PORT=$(free_port) # session cache and tickets on (scenario resume)
-    PERISCOPE_H2_PORT=$(free_port)
-    MITM_H2_PORT=$(free_port)
-    PERISCOPE_PORT=$(free_port)
-    MITM_PORT=$(free_port)
-    PERISCOPE_SOCKS_PORT=$(free_port)
-    MITM_SOCKS_PORT=$(free_port)
+    # nginx: HTTP/1.1 (the main origin), RSA-2048 with TLS 1.2 only (scenario rsa12), HTTP/2
+    # over TLS (scenario h2), session cache and tickets on (scenario resume); then each
+    # proxy's regular, reverse (h2) and SOCKS5 listeners.
+    read -r NGINX_PORT NGINX_RSA_PORT NGINX_H2_PORT NGINX_RESUME_PORT \
+        PERISCOPE_PORT PERISCOPE_H2_PORT PERISCOPE_SOCKS_PORT \
+        MITM_PORT MITM_H2_PORT MITM_SOCKS_PORT < <(listen_ports 10)
+    [[ -n $MITM_SOCKS_PORT ]] || die "could not pick 10 free loopback ports"
     PERISCOPE_CA="$RUN/periscope-conf/periscope-ca-cert.pem"
     MITM_CA="$RUN/mitmproxy-conf/mitmproxy-ca-cert.pem"
     PROTOCOLS="TLSv1.2 TLSv1.3"

@@ -115,9 +115,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # ---------------------------------------------------------------------------
 # Origin and proxy
 # ---------------------------------------------------------------------------
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# Listener ports come from below the ephemeral range (scripts/lib/listen_ports.py says why).
+listen_ports() { python3 "$REPO/scripts/lib/listen_ports.py" "$1"; }
 
 NGINX_PID=""
 PROXY_PID=""
@@ -153,9 +152,8 @@ mkdir -p "$WORK/pki" "$WORK/www" "$WORK/nginx" "$WORK/conf" "$WORK/tmp"
 ) >"$WORK/pki/openssl.log" 2>&1 || { cat "$WORK/pki/openssl.log" >&2; die "openssl failed"; }
 head -c 1024 /dev/urandom >"$WORK/www/1k"
 
-HTTP_PORT=$(free_port)
-HTTPS_PORT=$(free_port)
-PROXY_PORT=$(free_port)
+read -r HTTP_PORT HTTPS_PORT PROXY_PORT < <(listen_ports 3)
+[[ -n $PROXY_PORT ]] || die "could not pick 3 free loopback ports"
 USER_LINE=""
 [[ $(id -u) -eq 0 ]] && USER_LINE="user root root;"
 cat >"$WORK/nginx/nginx.conf" <<EOF

@@ -3,25 +3,33 @@
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A TCP port on 127.0.0.1 that was free when this returned (bind :0, read, drop).
+/// A TCP port on 127.0.0.1 that was free when this returned.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
+    free_ports(1, false)[0]
 }
 
 /// `count` distinct ports free on 127.0.0.1 and, when `also_ipv6`, on [::1] too. The
 /// listeners are all held until every port is found, so the ports are distinct.
+///
+/// The ports come from below the kernel's ephemeral range, as `scripts/lib/listen_ports.py`
+/// picks them: a port from bind(0) is in that range, and before the test's server binds
+/// it, it can become the local end of one of the many outgoing loopback connections the
+/// tests running beside this one make. The kernel never hands out a port below the range.
 pub(crate) fn free_ports(count: usize, also_ipv6: bool) -> Vec<u16> {
+    let candidates = ports_outside_the_ephemeral_range();
+    let start = next_start(&candidates);
     let mut held = Vec::new();
     let mut ports = Vec::new();
-    let mut attempts = 0;
-    while ports.len() < count {
-        attempts += 1;
-        assert!(attempts < 200, "could not find {count} free loopback ports");
-        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = v4.local_addr().expect("local_addr").port();
+    for &port in candidates.iter().cycle().skip(start).take(candidates.len()) {
+        if ports.len() == count {
+            break;
+        }
+        let Ok(v4) = TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if also_ipv6 {
             match TcpListener::bind(("::1", port)) {
                 Ok(v6) => held.push(v6),
@@ -30,8 +38,56 @@ pub(crate) fn free_ports(count: usize, also_ipv6: bool) -> Vec<u16> {
         }
         held.push(v4);
         ports.push(port);
+        NEXT_CANDIDATE.store(usize::from(port) + 1, Ordering::Relaxed);
     }
+    assert_eq!(
+        ports.len(),
+        count,
+        "could not find {count} free loopback ports"
+    );
     ports
+}
+
+fn ports_outside_the_ephemeral_range() -> Vec<u16> {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((bounds.next()??, bounds.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    let outside = |floor: u16| -> Vec<u16> {
+        (floor..=u16::MAX)
+            .filter(|port| !(low..=high).contains(port))
+            .collect()
+    };
+    let preferred = outside(10000);
+    if preferred.len() >= 1000 {
+        preferred
+    } else {
+        outside(1024)
+    }
+}
+
+/// The port after the last one handed out in this process, so that two calls in a row
+/// never return the same port; 0 until the first call.
+static NEXT_CANDIDATE: AtomicUsize = AtomicUsize::new(0);
+
+/// Where to start in the candidates: after this process's last port, or, on the first
+/// call, somewhere that differs between the test processes that run at once, so they do
+/// not all probe the same ports first.
+fn next_start(candidates: &[u16]) -> usize {
+    let next = NEXT_CANDIDATE.load(Ordering::Relaxed);
+    let index = if next != 0 {
+        candidates.partition_point(|&port| usize::from(port) < next)
+    } else {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.subsec_nanos() as usize)
+            .unwrap_or(0);
+        (std::process::id() as usize).wrapping_mul(2_654_435_761) ^ nanos
+    };
+    index % candidates.len().max(1)
 }
 
 /// Whether [::1] can be bound here (IPv6 loopback present).
