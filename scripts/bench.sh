@@ -351,12 +351,15 @@ start_periscope() {
 start_mitmdump() {
     [[ $MITM_OK -eq 1 ]] || return 0
     local log="$RUN/mitmdump.$1.log"
+    # Both streams to the log: with -q mitmdump prints only errors, and it prints them on
+    # stdout ("failed to listen ... address already in use"), its stderr saying just
+    # "Error logged during startup, exiting...".
     # shellcheck disable=SC2046 # extra_modes and addon_args print separate words on purpose
     "$VENV/bin/mitmdump" -q --listen-host 127.0.0.1 --listen-port "$MITM_PORT" \
         $(extra_modes "$1" mitmdump) $(addon_args "$1" mitmdump) \
         --set confdir="$RUN/mitmproxy-conf" \
         --set ssl_verify_upstream_trusted_ca="$RUN/pki/ca.pem" \
-        --set stream_large_bodies=4m >/dev/null 2>"$log" &
+        --set stream_large_bodies=4m >"$log" 2>&1 &
     MITM_PID=$!
     wait_ready mitmdump "http://127.0.0.1:$MITM_PORT" "$MITM_CA" "$MITM_PID" "$log"
 }
