@@ -758,6 +758,21 @@ fn the_server_is_offered_post_quantum_key_exchange_only_when_the_client_offered_
         "{groups:x?} (OpenSSL {})",
         openssl::version::version()
     );
+
+    // Pure ML-KEM counts as post-quantum too: a client offering MLKEM768 and X25519
+    // gets the library's defaults offered to the server, not classic groups only.
+    if library_has_it {
+        let origin = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = origin.local_addr().unwrap().port();
+        let seen = offered_groups(origin);
+        let _ = TlsClient::builder()
+            .cafile(proxy.ca_cert_path())
+            .groups("MLKEM768:X25519")
+            .via_proxy(&proxy.addr())
+            .try_connect(&format!("localhost:{port}"));
+        let groups = seen.join().unwrap();
+        assert!(groups.contains(&X25519_MLKEM768), "{groups:x?}");
+    }
 }
 
 const X25519_MLKEM768: &str = "X25519MLKEM768";

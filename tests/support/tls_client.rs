@@ -27,6 +27,7 @@ pub struct TlsClientBuilder {
     sni: String,
     no_renegotiation: bool,
     cipher_list: Option<String>,
+    groups: Option<String>,
     read_timeout: Duration,
     proxy: Option<String>,
 }
@@ -43,6 +44,7 @@ impl Default for TlsClientBuilder {
             sni: "localhost".to_string(),
             no_renegotiation: false,
             cipher_list: None,
+            groups: None,
             read_timeout: Duration::from_secs(60),
             proxy: None,
         }
@@ -105,6 +107,12 @@ impl TlsClientBuilder {
     }
 
     /// TLS 1.2 cipher list (OpenSSL syntax).
+    /// The key-exchange groups to offer, in OpenSSL's syntax (`MLKEM768:X25519`).
+    pub fn groups(mut self, list: &str) -> Self {
+        self.groups = Some(list.to_string());
+        self
+    }
+
     pub fn cipher_list(mut self, list: &str) -> Self {
         self.cipher_list = Some(list.to_string());
         self
@@ -149,6 +157,9 @@ impl TlsClientBuilder {
         }
         if self.no_renegotiation {
             b.set_options(SslOptions::NO_RENEGOTIATION);
+        }
+        if let Some(list) = &self.groups {
+            b.set_groups_list(list).map_err(|e| e.to_string())?;
         }
         if let Some(list) = &self.cipher_list {
             b.set_cipher_list(list).map_err(|e| e.to_string())?;

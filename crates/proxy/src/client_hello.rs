@@ -21,13 +21,15 @@ const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 pub struct ClientHello {
     pub sni: Option<String>,
     pub alpn: Vec<Vec<u8>>,
-    /// The client offered a hybrid post-quantum key-exchange group.
+    /// The client offered a post-quantum key-exchange group, hybrid or pure ML-KEM.
     pub post_quantum: bool,
 }
 
-/// The hybrid post-quantum groups clients offer: X25519MLKEM768, SecP256r1MLKEM768,
-/// SecP384r1MLKEM1024 (IANA), and the X25519Kyber768 draft that Chrome sent in 2024.
-const POST_QUANTUM_GROUPS: [u16; 4] = [0x11EC, 0x11EB, 0x11ED, 0x6399];
+/// The post-quantum groups clients offer, the same set `key_exchange::is_post_quantum`
+/// recognises by name: the hybrids X25519MLKEM768, SecP256r1MLKEM768 and
+/// SecP384r1MLKEM1024, pure MLKEM512, MLKEM768 and MLKEM1024 (IANA), and the
+/// X25519Kyber768 draft that Chrome sent in 2024.
+const POST_QUANTUM_GROUPS: [u16; 7] = [0x11EC, 0x11EB, 0x11ED, 0x0200, 0x0201, 0x0202, 0x6399];
 
 #[derive(thiserror::Error, Debug, PartialEq, Eq)]
 pub enum ClientHelloError {
@@ -215,6 +217,10 @@ mod tests {
         let mut hybrid = classic.clone();
         hybrid[at + 6..at + 8].copy_from_slice(&[0x11, 0xec]);
         assert!(parse_client_hello(&hybrid).unwrap().unwrap().post_quantum);
+        // Pure MLKEM768 (0x0201), which OpenSSL 3.5 on offers when asked to.
+        let mut pure = classic.clone();
+        pure[at + 6..at + 8].copy_from_slice(&[0x02, 0x01]);
+        assert!(parse_client_hello(&pure).unwrap().unwrap().post_quantum);
     }
 
     #[test]
