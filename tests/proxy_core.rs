@@ -240,6 +240,79 @@ print(",".join(map(str, statuses)))
     );
 }
 
+/// CPU time (ns) and name of each thread of `pid` whose name starts with `prefix`.
+fn threads_named(pid: u32, prefix: &str) -> Vec<(String, u64)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = name.trim().to_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let schedstat = std::fs::read_to_string(task.path().join("schedstat")).unwrap();
+        let on_cpu = schedstat
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        threads.push((name, on_cpu));
+    }
+    threads.sort();
+    threads
+}
+
+#[test]
+fn clients_are_served_on_one_connection_thread_per_core() {
+    let apache = apache();
+    let proxy = json_proxy(&[]);
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let url = apache.url(Vhost::Tls13, "/hello.txt");
+    // Sixteen clients at once, each with its own tunnel: the handshakes alone keep a
+    // thread busy long enough for the others to accept the next connections.
+    let script = r#"
+import sys, requests, concurrent.futures
+proxy, ca, url = sys.argv[1:4]
+def client(_):
+    session = requests.Session()
+    session.proxies = {"https": proxy}
+    return [session.get(url, verify=ca).status_code for _ in range(5)]
+with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    statuses = [s for c in pool.map(client, range(16)) for s in c]
+print(",".join(map(str, statuses)))
+"#;
+    let output = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(proxy.proxy_url())
+        .arg(proxy.ca_cert_path())
+        .arg(&url)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(printed.trim(), vec!["200"; 80].join(","));
+
+    let threads = threads_named(proxy.pid(), "connections-");
+    let names: Vec<&str> = threads.iter().map(|(name, _)| name.as_str()).collect();
+    let expected: Vec<String> = (0..cores).map(|i| format!("connections-{i}")).collect();
+    assert_eq!(names, expected, "one connection thread per core");
+    // Each did TLS work: a handshake pair alone is about a millisecond of CPU.
+    for (name, on_cpu) in &threads {
+        assert!(
+            *on_cpu >= 1_000_000,
+            "{name} ran {on_cpu} ns: it served no client ({threads:?})"
+        );
+    }
+}
+
 #[test]
 fn the_timeline_has_every_milestone_in_order() {
     let apache = apache();

@@ -23,6 +23,7 @@ mod body;
 mod bus;
 mod client_hello;
 mod config;
+mod connection_threads;
 mod control;
 mod core;
 mod destination;
@@ -60,6 +61,8 @@ use std::time::Duration;
 use periscope_flow::LogLevel;
 use periscope_tls::{CertificateAuthority, TlsError};
 use tokio::net::TcpListener;
+
+use crate::connection_threads::ConnectionThreads;
 
 pub use crate::bus::FlowBus;
 pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError};
@@ -174,8 +177,48 @@ impl Proxy {
             .collect()
     }
 
-    /// Accepts clients on every listener until the process ends.
+    /// Accepts clients on every listener until the process ends (or this future is
+    /// dropped, which stops the connection threads and the connections on them).
+    /// Clients are served on one thread per core ([`connection_threads`]).
     pub async fn run(self) {
+        let threads = match ConnectionThreads::start() {
+            Ok(threads) => threads,
+            Err(error) => {
+                self.core.bus.log(
+                    LogLevel::Warn,
+                    format!(
+                        "cannot start the connection threads ({error}); serving clients on \
+                         the main runtime"
+                    ),
+                );
+                return self.run_here().await;
+            }
+        };
+        let mut loops = Vec::new();
+        for (listener, socket) in self.listeners {
+            let core = Arc::clone(&self.core);
+            let address = listener.address;
+            let accept =
+                move |socket| accept_loop(Arc::clone(&core), Arc::clone(&listener), socket);
+            match socket
+                .into_std()
+                .and_then(|socket| threads.accept_on_each(&socket, accept))
+            {
+                Ok(accepting) => loops.extend(accepting),
+                Err(error) => self.core.bus.log(
+                    LogLevel::Error,
+                    format!("cannot accept clients on {address}: {error}"),
+                ),
+            }
+        }
+        for accepting in loops {
+            let _ = accepting.await;
+        }
+        drop(threads);
+    }
+
+    /// Every listener's accept loop, and its clients, on the current runtime.
+    async fn run_here(self) {
         let mut accepting = tokio::task::JoinSet::new();
         for (listener, socket) in self.listeners {
             accepting.spawn(accept_loop(Arc::clone(&self.core), listener, socket));
