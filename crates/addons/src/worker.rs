@@ -44,6 +44,8 @@ pub struct WorkerConfig {
 pub enum StartError {
     #[error("cannot write the addon runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot start the thread that talks to the addon worker: {0}")]
+    Thread(std::io::Error),
     #[error("cannot start the addon worker {python}: {source}")]
     Spawn {
         python: String,
@@ -128,7 +130,53 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 impl Worker {
     /// Starts the worker and waits for it to load the scripts. A script that does not
     /// load is an error naming its file and line.
+    ///
+    /// The worker's pipes and its supervisor run on a thread of their own, with a
+    /// single-threaded runtime, until the worker ends. A call is then two hand-overs
+    /// between threads, the proxy's and this one, and everything between them (the
+    /// supervisor, the pipe writer, the reader) wakes no other thread. On the
+    /// process's multi-threaded main runtime, with the proxy's connections on
+    /// threads of their own, a no-op `response` script cost 150 µs of proxy CPU per
+    /// request instead of 112.
     pub async fn start(config: WorkerConfig, log: LogSink) -> Result<Worker, StartError> {
+        let (started, start_result) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("addon-pipes".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started.send(Err(StartError::Thread(error)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match Self::start_here(config, log).await {
+                        Ok((worker, supervise)) => {
+                            let _ = started.send(Ok(worker));
+                            supervise.await;
+                        }
+                        Err(error) => {
+                            let _ = started.send(Err(error));
+                        }
+                    }
+                });
+            })
+            .map_err(StartError::Thread)?;
+        start_result
+            .await
+            .unwrap_or_else(|_| Err(StartError::NotReady("the worker's thread ended".into())))
+    }
+
+    /// Starts the worker on the current runtime; the future returned supervises it
+    /// until it ends.
+    async fn start_here(
+        config: WorkerConfig,
+        log: LogSink,
+    ) -> Result<(Worker, impl std::future::Future<Output = ()>), StartError> {
         let runtime = ScratchDir::create("periscope-addons-").map_err(StartError::Runtime)?;
         crate::runtime::write_runtime(runtime.path()).map_err(StartError::Runtime)?;
         let mut process = Process::spawn(&config, runtime.path(), &log)?;
@@ -153,13 +201,13 @@ impl Worker {
             pending: HashMap::new(),
             awaiting_body: None,
         };
-        tokio::spawn(supervisor.run(process, receiver));
-        Ok(Worker {
+        let worker = Worker {
             requests,
             hooks,
             next_id: AtomicU64::new(1),
             timeout: config.timeout,
-        })
+        };
+        Ok((worker, supervisor.run(process, receiver)))
     }
 
     /// The flow hooks the scripts define now.

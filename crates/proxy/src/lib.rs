@@ -62,7 +62,7 @@ use periscope_flow::LogLevel;
 use periscope_tls::{CertificateAuthority, TlsError};
 use tokio::net::TcpListener;
 
-use crate::connection_threads::ConnectionThreads;
+use crate::connection_threads::{ConnectionThreads, Dispatch};
 
 pub use crate::bus::FlowBus;
 pub use crate::client_hello::{parse_client_hello, ClientHello, ClientHelloError};
@@ -191,50 +191,65 @@ impl Proxy {
                          the main runtime"
                     ),
                 );
-                return self.run_here().await;
+                let mut accepting = tokio::task::JoinSet::new();
+                for (listener, socket) in self.listeners {
+                    accepting.spawn(accept_loop(Arc::clone(&self.core), listener, socket, None));
+                }
+                while accepting.join_next().await.is_some() {}
+                return;
             }
         };
-        let mut loops = Vec::new();
+        let mut accepting = Vec::new();
         for (listener, socket) in self.listeners {
-            let core = Arc::clone(&self.core);
             let address = listener.address;
-            let accept =
-                move |socket| accept_loop(Arc::clone(&core), Arc::clone(&listener), socket);
-            match socket
-                .into_std()
-                .and_then(|socket| threads.accept_on_each(&socket, accept))
-            {
-                Ok(accepting) => loops.extend(accepting),
+            let core = Arc::clone(&self.core);
+            let dispatch = Arc::clone(threads.dispatch());
+            let accept = move |socket| accept_loop(core, listener, socket, Some(dispatch));
+            match threads.accept_on_first(socket, accept) {
+                Ok(accept_loop) => accepting.push(accept_loop),
                 Err(error) => self.core.bus.log(
                     LogLevel::Error,
                     format!("cannot accept clients on {address}: {error}"),
                 ),
             }
         }
-        for accepting in loops {
-            let _ = accepting.await;
+        for accept_loop in accepting {
+            let _ = accept_loop.await;
         }
+        // Kept until here: dropping it stops the threads, the accept loops with them.
         drop(threads);
-    }
-
-    /// Every listener's accept loop, and its clients, on the current runtime.
-    async fn run_here(self) {
-        let mut accepting = tokio::task::JoinSet::new();
-        for (listener, socket) in self.listeners {
-            accepting.spawn(accept_loop(Arc::clone(&self.core), listener, socket));
-        }
-        while accepting.join_next().await.is_some() {}
     }
 }
 
 /// Running out of file descriptors is logged and waited out rather than ending the
 /// listener.
-async fn accept_loop(core: Arc<ProxyCore>, listener: Arc<Listener>, socket: TcpListener) {
+async fn accept_loop(
+    core: Arc<ProxyCore>,
+    listener: Arc<Listener>,
+    socket: TcpListener,
+    dispatch: Option<Arc<Dispatch>>,
+) {
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {
-                let core = Arc::clone(&core);
-                tokio::spawn(serve_client(core, Arc::clone(&listener), stream, peer));
+                let serve = {
+                    let core = Arc::clone(&core);
+                    let listener = Arc::clone(&listener);
+                    move |stream| serve_client(core, listener, stream, peer)
+                };
+                match &dispatch {
+                    Some(dispatch) => {
+                        if let Err(error) = dispatch.serve(stream, serve) {
+                            core.bus.log(
+                                LogLevel::Error,
+                                format!("cannot serve the client {peer}: {error}"),
+                            );
+                        }
+                    }
+                    None => {
+                        tokio::spawn(serve(stream));
+                    }
+                }
             }
             Err(error) => {
                 core.bus.log(
