@@ -5,14 +5,15 @@
 //! the two legs of an exchange wake each other on one thread: no work stealing, no
 //! waking of the other worker to look for work, no task moving between cores.
 //! Against tokio's multi-threaded scheduler (two workers on two cores) that took
-//! keep-alive c=16 from 67.8–73.3 to 59.8–64.2 µs of proxy CPU per request
+//! keep-alive c=16 from 63.0–67.3 to 54.0–58.2 µs of proxy CPU per request
 //! (ARCHITECTURE.md, "Decisions").
 //!
-//! The listeners' accept loops stay on the main runtime and hand each accepted
-//! connection to the thread serving the fewest connections (in turn when several
-//! serve as few). Threads that raced to `accept` on a shared socket did not spread
-//! the load: a client opening sixteen connections at once found them all taken by
-//! whichever thread woke first.
+//! The listeners' accept loops run on the first connection thread and hand each
+//! accepted connection to the thread serving the fewest connections (in turn when
+//! several serve as few). Threads that raced to `accept` on a shared socket did not
+//! spread the load: a client opening sixteen connections at once found them all
+//! taken by whichever thread woke first. Accept loops on the main runtime woke one of
+//! its parked workers for every connection.
 
 use std::future::Future;
 use std::io;
