@@ -187,6 +187,26 @@ fn chunked_uploads_head_and_expect_continue_work() {
     assert_eq!(expect.body.len(), 4096);
 }
 
+/// Runs the Python `script` with the proxy's URL, its CA file and `args` as
+/// arguments; what it printed, once it exited successfully.
+fn python_client(script: &str, proxy: &Periscope, args: &[&str]) -> String {
+    let output = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .arg(proxy.proxy_url())
+        .arg(proxy.ca_cert_path())
+        .args(args)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed
+}
+
 #[test]
 fn fifty_keep_alive_requests_share_one_upstream_connection() {
     let apache = apache();
@@ -201,20 +221,7 @@ session.proxies = {"https": proxy}
 statuses = [session.get(url, verify=ca).status_code for _ in range(50)]
 print(",".join(map(str, statuses)))
 "#;
-    let output = std::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(proxy.proxy_url())
-        .arg(proxy.ca_cert_path())
-        .arg(&url)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = python_client(script, &proxy, &[&url]);
     assert_eq!(printed.trim(), vec!["200"; 50].join(","));
     assert!(
         wait_until(Duration::from_secs(10), || proxy.stdout_lines().len() >= 50),
@@ -271,8 +278,7 @@ fn clients_are_served_on_one_connection_thread_per_core() {
     let proxy = json_proxy(&[]);
     let cores = std::thread::available_parallelism().unwrap().get();
     let url = apache.url(Vhost::Tls13, "/hello.txt");
-    // Sixteen clients at once, each with its own tunnel: the handshakes alone keep a
-    // thread busy long enough for the others to accept the next connections.
+    // Sixteen clients at once, each with its own tunnel, spread over the threads.
     let script = r#"
 import sys, requests, concurrent.futures
 proxy, ca, url = sys.argv[1:4]
@@ -284,20 +290,7 @@ with concurrent.futures.ThreadPoolExecutor(16) as pool:
     statuses = [s for c in pool.map(client, range(16)) for s in c]
 print(",".join(map(str, statuses)))
 "#;
-    let output = std::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(proxy.proxy_url())
-        .arg(proxy.ca_cert_path())
-        .arg(&url)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{printed} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = python_client(script, &proxy, &[&url]);
     assert_eq!(printed.trim(), vec!["200"; 80].join(","));
 
     let threads = threads_named(proxy.pid(), "connections-");
@@ -1088,22 +1081,11 @@ for step in sys.argv[4:]:
         r = session.get(base + step, verify=ca, timeout=20)
         print(r.status_code, r.text.strip()[:40])
 "#;
-    let output = std::process::Command::new(python())
-        .arg("-c")
-        .arg(script)
-        .arg(proxy.proxy_url())
-        .arg(proxy.ca_cert_path())
-        .arg(base)
-        .args(steps)
-        .output()
-        .unwrap();
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{printed} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    printed.lines().map(str::to_owned).collect()
+    let args: Vec<&str> = std::iter::once(base).chain(steps.iter().copied()).collect();
+    python_client(script, proxy, &args)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn debug_proxy() -> Periscope {
