@@ -101,7 +101,7 @@ impl Addons {
             )
             .await?,
         );
-        let observer = tokio::spawn(hook::observe(
+        let observer = worker.spawn_beside(hook::observe(
             Arc::clone(&worker),
             bus.subscribe(),
             log,
@@ -128,6 +128,14 @@ impl Addons {
     /// Runs the scripts' `done` hooks and stops the worker.
     pub async fn shutdown(&self) {
         self.worker.shutdown().await;
+        self.observer.abort();
+    }
+}
+
+/// The observer holds the worker, and runs on the worker's own thread: left running,
+/// it would keep both alive after the scripts were let go.
+impl Drop for Addons {
+    fn drop(&mut self) {
         self.observer.abort();
     }
 }

@@ -120,6 +120,8 @@ pub struct Worker {
     hooks: Arc<AtomicU32>,
     next_id: AtomicU64,
     timeout: Duration,
+    /// The runtime of the thread the worker's pipes are served on.
+    pipes: tokio::runtime::Handle,
 }
 
 /// How often the scripts' files are checked for changes while no hook runs.
@@ -137,7 +139,8 @@ impl Worker {
     /// supervisor, the pipe writer, the reader) wakes no other thread. On the
     /// process's multi-threaded main runtime, with the proxy's connections on
     /// threads of their own, a no-op `response` script cost 150 µs of proxy CPU per
-    /// request instead of 112.
+    /// request; here 144, and 137 with the observing hooks' feed here too
+    /// ([`Worker::spawn_beside`]).
     pub async fn start(config: WorkerConfig, log: LogSink) -> Result<Worker, StartError> {
         let (started, start_result) = oneshot::channel();
         std::thread::Builder::new()
@@ -206,8 +209,20 @@ impl Worker {
             hooks,
             next_id: AtomicU64::new(1),
             timeout: config.timeout,
+            pipes: tokio::runtime::Handle::current(),
         };
         Ok((worker, supervisor.run(process, receiver)))
+    }
+
+    /// Runs `task` on the thread the worker's pipes are served on, for work that
+    /// mostly hands flows to the worker (the observing hooks' feed): it wakes that
+    /// thread, often awake anyway, rather than another.
+    pub fn spawn_beside<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.pipes.spawn(task)
     }
 
     /// The flow hooks the scripts define now.
