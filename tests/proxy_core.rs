@@ -858,6 +858,13 @@ fn client_through(proxy: &Periscope, port: u16) -> TlsClient {
         .connect(&format!("localhost:{port}"))
 }
 
+/// The flow records `group` as the key exchange of its server leg and of its client
+/// leg.
+fn assert_both_legs_agreed_on(flow: &Value, group: &str) {
+    assert_eq!(flow["server"]["tls"]["key_exchange"], group, "{flow}");
+    assert_eq!(flow["client"]["tls"]["key_exchange"], group, "{flow}");
+}
+
 /// What `key_exchange_origin.py` answered: the group agreed on with Periscope, and
 /// whether Periscope's ClientHello listed X25519MLKEM768.
 fn origin_key_exchange(body: &[u8]) -> (String, bool) {
@@ -885,14 +892,7 @@ fn each_leg_agrees_on_the_kind_of_key_exchange_its_peer_would_have_had_directly(
     let flow = flow_for(&proxy, "/pq-client");
     if library_has_it {
         assert_eq!(group, X25519_MLKEM768);
-        assert_eq!(
-            flow["server"]["tls"]["key_exchange"], X25519_MLKEM768,
-            "{flow}"
-        );
-        assert_eq!(
-            flow["client"]["tls"]["key_exchange"], X25519_MLKEM768,
-            "{flow}"
-        );
+        assert_both_legs_agreed_on(&flow, X25519_MLKEM768);
     }
 
     // A classic client (curl on the system's OpenSSL 3.0) of the same server: the
@@ -906,8 +906,7 @@ fn each_leg_agrees_on_the_kind_of_key_exchange_its_peer_would_have_had_directly(
         ("x25519".to_owned(), false)
     );
     let flow = flow_for(&proxy, "/classic-client");
-    assert_eq!(flow["server"]["tls"]["key_exchange"], "x25519", "{flow}");
-    assert_eq!(flow["client"]["tls"]["key_exchange"], "x25519", "{flow}");
+    assert_both_legs_agreed_on(&flow, "x25519");
 
     // The post-quantum client again: the server is still offered the hybrid (a
     // classic client's connection says nothing about what the server prefers).
@@ -949,9 +948,8 @@ fn a_server_that_answered_post_quantum_with_a_classic_group_is_offered_classic_g
         let response = client.get(path);
         assert_eq!(response.status, 200, "{response:?}");
         let flow = flow_for(&proxy, path);
-        assert_eq!(flow["server"]["tls"]["key_exchange"], "x25519", "{flow}");
         // The client offered the hybrid, and gets what the server chose.
-        assert_eq!(flow["client"]["tls"]["key_exchange"], "x25519", "{flow}");
+        assert_both_legs_agreed_on(&flow, "x25519");
     }
     let offers = groups_offered_to(&server);
     assert_eq!(offers.len(), 2, "{}", server.describe());
@@ -1052,14 +1050,7 @@ fn a_server_that_stops_accepting_classic_groups_is_asked_again_with_the_clients_
     // with the client's groups.
     assert_eq!(server.join().unwrap(), [true, false, true]);
     let flow = flow_for(&proxy, "/post-quantum-only");
-    assert_eq!(
-        flow["server"]["tls"]["key_exchange"], X25519_MLKEM768,
-        "{flow}"
-    );
-    assert_eq!(
-        flow["client"]["tls"]["key_exchange"], X25519_MLKEM768,
-        "{flow}"
-    );
+    assert_both_legs_agreed_on(&flow, X25519_MLKEM768);
 }
 
 /// A keep-alive client that waits between its requests, through a proxy logging at
