@@ -793,17 +793,7 @@ fn scripts_set_through_the_options_start_change_and_stop_while_the_proxy_runs() 
     let api = ControlApi::of(&proxy);
     let set = |body: serde_json::Value| api.set_options(&body.to_string());
     // Of every thread: the worker is started by whichever runs the change.
-    let children = || {
-        std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
-            .unwrap()
-            .map(|task| {
-                std::fs::read_to_string(task.unwrap().path().join("children"))
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .count()
-            })
-            .sum::<usize>()
-    };
+    let children = || child_processes(proxy.pid()).len();
     let tag_seen = |n: usize| {
         Curl::through(&proxy)
             .run(&url(&origin, "/tagged"))
