@@ -148,10 +148,11 @@ pub struct ProxyArgs {
     #[arg(long, global = true, value_name = "DIR", env = "PERISCOPE_CONFDIR")]
     pub confdir: Option<PathBuf>,
 
-    /// Keep the session (every flow, as it happens) in FILE; without it the session
-    /// lives in a temporary file removed at exit (the console without -w records into
-    /// the -r file instead). With `dump -r`, the flows it prints (those matching the
-    /// filter) are added to FILE.
+    /// Keep the session (every flow, as it happens) in FILE; without it the console,
+    /// the web UI and the control API keep it in a temporary file removed at exit
+    /// (the console without -w records into the -r file instead), and a plain `dump`
+    /// keeps no flows. With `dump -r`, the flows it prints (those matching the filter)
+    /// are added to FILE.
     #[arg(short = 'w', long = "save", global = true, value_name = "FILE")]
     pub save: Option<PathBuf>,
 

@@ -254,18 +254,28 @@ async fn run_proxy_with(
         CertificateAuthority::load_or_create(&confdir)
             .with_context(|| format!("cannot set up the CA in {}", confdir.display()))?,
     );
-    let store = Arc::new(match (&web, &args.read, &args.save) {
-        // `periscope web -r FILE` shows that session and adds new flows to it, as the
-        // console does.
-        (Some(_), Some(path), None) => FlowStore::open_existing(path)
-            .with_context(|| format!("cannot open the session file {}", path.display()))?,
-        _ => open_store(args)?,
-    });
-    let mut config = proxy_config(args)?;
     // Someone can act on flows: the API runs (asked for, or needed to resume what
     // --intercept pauses), or replays are made.
     let serve_api = dump.api || args.intercept.is_some() || args.intercept_tls;
-    config.interactive = serve_api || args.client_replay.is_some();
+    let interactive = serve_api || args.client_replay.is_some();
+    // Flows are kept where something can read them: a session file (-w), or the
+    // control API and replays, which read flows back. Without either, as with a plain
+    // `periscope dump`, a temporary session would be written and never read: at 14 µs
+    // of the session store's thread per proxied request, a fifth of the proxy's CPU
+    // under keep-alive load (bench/RESULTS.md). mitmdump keeps no flows either.
+    let store = if args.save.is_some() || interactive || web.is_some() {
+        Some(Arc::new(match (&web, &args.read, &args.save) {
+            // `periscope web -r FILE` shows that session and adds new flows to it, as
+            // the console does.
+            (Some(_), Some(path), None) => FlowStore::open_existing(path)
+                .with_context(|| format!("cannot open the session file {}", path.display()))?,
+            _ => open_store(args)?,
+        }))
+    } else {
+        None
+    };
+    let mut config = proxy_config(args)?;
+    config.interactive = interactive;
     let rules = rules_hook(args, &config, serve_api)?;
     if let Some(rules) = &rules {
         config
@@ -279,7 +289,9 @@ async fn run_proxy_with(
     // Subscribed before the scripts start, so what their load/configure/running hooks
     // log is printed and recorded too.
     let printer_events = bus.subscribe();
-    let recorder = recording::spawn(Arc::clone(&store), &bus);
+    let recorder = store
+        .as_ref()
+        .map(|store| recording::spawn(Arc::clone(store), &bus));
     let addons = start_addons(args, &config, &bus, serve_api).await?;
     if let Some(addons) = &addons {
         config.hooks.add(addons.hook());
@@ -294,23 +306,24 @@ async fn run_proxy_with(
     let connection = ConnectionOptions::new(args, config.timeouts.get());
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
     let mut shutdown = ShutdownSignal::install();
-    announce(&proxy.listeners(), &ca, args, &store);
-    let control = proxy.control().map(|proxy| {
+    announce(&proxy.listeners(), &ca, args, store.as_deref());
+    // The proxy is interactive only where a store was opened.
+    let control = proxy.control().zip(store.clone()).map(|(proxy, store)| {
         Arc::new(control::SessionControl::new(
             proxy,
-            Arc::clone(&store),
+            store,
             bus.clone(),
             rules.clone(),
             connection,
             addons.clone(),
         ))
     });
-    if let (Some(listener), Some(control)) = (api_listener, &control) {
+    if let (Some(listener), Some(control), Some(store)) = (api_listener, &control, &store) {
         serve_api_on(
             listener,
             args,
             Arc::clone(control),
-            Arc::clone(&store),
+            Arc::clone(store),
             &bus,
             &ca,
             web.as_ref(),
@@ -324,7 +337,9 @@ async fn run_proxy_with(
             () = shutdown.requested() => Ok(()),
         };
         printer.finish(PRINTER_DRAIN).await;
-        recorder.finish();
+        if let Some(recorder) = recorder {
+            recorder.finish();
+        }
         return replayed;
     }
     tokio::select! {
@@ -335,7 +350,9 @@ async fn run_proxy_with(
     if let Some(addons) = &addons {
         addons.shutdown().await;
     }
-    recorder.finish();
+    if let Some(recorder) = recorder {
+        recorder.finish();
+    }
     Ok(())
 }
 
@@ -505,7 +522,7 @@ fn announce(
     listeners: &[(String, SocketAddr)],
     ca: &CertificateAuthority,
     args: &ProxyArgs,
-    store: &FlowStore,
+    store: Option<&FlowStore>,
 ) {
     // Tests and scripts wait for these lines, one per listener.
     for (mode, address) in listeners {
@@ -515,7 +532,7 @@ fn announce(
         "periscope: CA certificate for clients: {}",
         ca.cert_pem_path().display()
     );
-    if args.save.is_some() {
+    if let (Some(_), Some(store)) = (&args.save, store) {
         eprintln!(
             "periscope: saving the session to {}",
             store.path().display()

@@ -10,8 +10,11 @@
 //! - `periscope export` of a flow whose server set cookies with dates that are not
 //!   dates (`Expires=a\xff`, bytes that are not UTF-8, and a multi-byte character)
 //!   writes the archive, the cookies without an expiry.
-//! - the temporary session of a proxy killed with SIGKILL (no `-w`) is removed by
-//!   the next proxy that starts with the same `TMPDIR`, which says so.
+//! - the temporary session of a proxy killed with SIGKILL (no `-w`, the control API
+//!   serving) is removed by the next proxy that starts with the same `TMPDIR`, which
+//!   says so;
+//! - a plain `periscope dump` (no `-w`, no API) keeps no session at all, and prints
+//!   every flow.
 
 mod support;
 
@@ -303,9 +306,10 @@ fn sigterm_right_after_the_listening_line_is_a_clean_shutdown() {
 #[test]
 fn a_killed_proxys_temporary_session_is_removed_by_the_next_one() {
     let tmp = tempfile::tempdir().unwrap();
+    // The control API reads flows back, so the proxy keeps them in a temporary session.
     let temporary_proxy = || {
         PeriscopeBuilder::new()
-            .arg("-v")
+            .args(["-v", "--api", "--web-port", "0"])
             .env("TMPDIR", tmp.path())
             .start()
     };
@@ -335,4 +339,34 @@ fn a_killed_proxys_temporary_session_is_removed_by_the_next_one() {
         entries_named(tmp.path(), "periscope-session-"),
         Vec::<std::path::PathBuf>::new()
     );
+}
+
+#[test]
+fn a_plain_dump_keeps_no_session_and_prints_every_flow() {
+    const FLOWS: usize = 5;
+    let apache = Apache::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut proxy = PeriscopeBuilder::new()
+        .arg("--upstream-trusted-ca")
+        .arg(&test_pki().ca_cert)
+        .env("TMPDIR", tmp.path())
+        .start();
+    for i in 0..FLOWS {
+        Curl::through(&proxy)
+            .run(&apache.url(Vhost::Tls12, &format!("/hello.txt?plain={i}")))
+            .assert_status(200);
+    }
+    for i in 0..FLOWS {
+        proxy
+            .stdout()
+            .wait_for(&format!("/hello.txt?plain={i} 200"), WAIT)
+            .unwrap_or_else(|e| panic!("flow {i} not printed ({e:?})\n{}", proxy.describe()));
+    }
+    assert_eq!(
+        entries_named(tmp.path(), "periscope-session-"),
+        Vec::<std::path::PathBuf>::new(),
+        "nothing reads a plain dump's flows back, so none are written"
+    );
+    let status = proxy.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{}", proxy.describe());
 }
