@@ -321,10 +321,17 @@ addon_args() { # addon_args SCENARIO periscope|mitmdump
 
 # The hooks scenario's variants: 20 rules (10 header, 10 body) whose filters match
 # none of the bench's requests, the way rules scoped to other hosts sit in a config
-# file; or an intercept filter that matches nothing, with the control API serving.
-hook_args() { # hook_args VARIANT
+# file; or an intercept filter that matches nothing, with the control API serving (so
+# flows are kept in a temporary session, as the console and the web UI keep them); or
+# the session saved to a file with -w. Without -w or the API, dump keeps no flows; the
+# long session keeps them too (-w), since its RSS must stay flat while the store fills.
+hook_args() { # hook_args VARIANT|SCENARIO
     local i
     case $1 in
+        hooks-save)
+            printf -- '-w\n%s\n' "$RUN/hooks-save.periscope" ;;
+        session)
+            printf -- '-w\n%s\n' "$RUN/session.periscope" ;;
         hooks-rules)
             for i in $(seq 10); do
                 printf -- '--modify-headers\n/~d nomatch%s.invalid/x-rule-%s/%s\n' "$i" "$i" "$i"
@@ -880,13 +887,15 @@ scenario_h2() {
 
 # Hooks that do not apply must cost nothing: Periscope alone, with 20 rules that match
 # nothing, and with an intercept filter that matches nothing (issue: rules within 10%,
-# no intercept costs nothing). Keep-alive c=16, Periscope only, the variants taking
-# turns within each run so that drift on shared cores hits them alike.
+# no intercept costs nothing); and what saving the flows costs (-w). Keep-alive c=16,
+# Periscope only, the variants taking turns within each run so that drift on shared
+# cores hits them alike.
 scenario_hooks() {
     say "== 12. keep-alive c=16 with hooks that match nothing, $RUNS x ${DURATION}s"
     local run variant out
     for run in $(seq "$RUNS"); do
-        for variant in hooks-none hooks-rules hooks-intercept; do
+        for variant in hooks-none hooks-rules hooks-intercept hooks-save; do
+            rm -f "$RUN/hooks-save.periscope" "$RUN/hooks-save.periscope-wal" "$RUN/hooks-save.periscope-shm"
             start_periscope "$variant"
             out="$RUN/oha.$variant.$run.json"
             if oha_run periscope "$out" -z "${DURATION}s" -c 16; then
