@@ -563,6 +563,11 @@ impl Supervisor {
                     }
                     Some(Request::Shutdown(done)) => {
                         self.close(&mut process).await;
+                        // The worker and the runtime's directory are gone before the
+                        // proxy hears it: the proxy may exit at once, before this
+                        // thread would have dropped them.
+                        drop(process);
+                        drop(self);
                         let _ = done.send(());
                         return;
                     }
