@@ -74,7 +74,7 @@ pub async fn run(args: &ProxyArgs) -> anyhow::Result<()> {
             None,
         )?;
     }
-    crate::announce(&proxy.listeners(), &ca, args, Some(&store));
+    crate::announce(&proxy.listeners(), &ca, args);
     if args.save.is_none() {
         if let Some(path) = &session_file {
             eprintln!(

@@ -306,7 +306,7 @@ async fn run_proxy_with(
     let connection = ConnectionOptions::new(args, config.timeouts.get());
     let proxy = Proxy::bind(config, Arc::clone(&ca), bus.clone()).await?;
     let mut shutdown = ShutdownSignal::install();
-    announce(&proxy.listeners(), &ca, args, store.as_deref());
+    announce(&proxy.listeners(), &ca, args);
     // The proxy is interactive only where a store was opened.
     let control = proxy.control().zip(store.clone()).map(|(proxy, store)| {
         Arc::new(control::SessionControl::new(
@@ -518,12 +518,7 @@ fn open_store(args: &ProxyArgs) -> anyhow::Result<FlowStore> {
     }
 }
 
-fn announce(
-    listeners: &[(String, SocketAddr)],
-    ca: &CertificateAuthority,
-    args: &ProxyArgs,
-    store: Option<&FlowStore>,
-) {
+fn announce(listeners: &[(String, SocketAddr)], ca: &CertificateAuthority, args: &ProxyArgs) {
     // Tests and scripts wait for these lines, one per listener.
     for (mode, address) in listeners {
         eprintln!("periscope: proxy listening at {address} ({mode})");
@@ -532,11 +527,8 @@ fn announce(
         "periscope: CA certificate for clients: {}",
         ca.cert_pem_path().display()
     );
-    if let (Some(_), Some(store)) = (&args.save, store) {
-        eprintln!(
-            "periscope: saving the session to {}",
-            store.path().display()
-        );
+    if let Some(path) = &args.save {
+        eprintln!("periscope: saving the session to {}", path.display());
     }
     for (mode, address) in listeners {
         if !address.ip().is_loopback() && args.proxyauth.is_none() && !mode.starts_with("reverse") {
