@@ -895,7 +895,7 @@ scenario_hooks() {
     local run variant out
     for run in $(seq "$RUNS"); do
         for variant in hooks-none hooks-rules hooks-intercept hooks-save; do
-            rm -f "$RUN/hooks-save.periscope" "$RUN/hooks-save.periscope-wal" "$RUN/hooks-save.periscope-shm"
+            rm -f "$RUN"/hooks-save.periscope*
             start_periscope "$variant"
             out="$RUN/oha.$variant.$run.json"
             if oha_run periscope "$out" -z "${DURATION}s" -c 16; then
